@@ -1,0 +1,17 @@
+"""lrm_fast: fast single-image 3D reconstruction with the Large Reconstruction Model (LRM).
+
+Public API::
+
+    import lrm_fast
+    model = lrm_fast.load_model("tiny")
+    rec = lrm_fast.reconstruct(model, "photo.png")
+    rec.render(azimuths=[0, 90], elevations=20, resolution=128)["rgb"]   # [B, V, H, W, 3]
+"""
+__version__ = "0.1.0"
+
+from .config import LRMConfig
+from .model.lrm import LRM
+from .api import Reconstruction, load_model, reconstruct
+from .info import info
+
+__all__ = ["LRM", "LRMConfig", "Reconstruction", "load_model", "reconstruct", "info", "__version__"]

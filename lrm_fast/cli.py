@@ -1,0 +1,65 @@
+"""``lrm-fast`` command line. Each subcommand lives in ``lrm_fast/commands/<name>.py`` with
+``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their command
+runs, so ``lrm-fast --help`` stays fast. Errors the user can fix (bad file, bad shape, unknown
+preset) end with one line on stderr and exit code 2, never a traceback (``LRM_FAST_DEBUG=1`` shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "reconstruct": ("lrm_fast.commands.reconstruct", "image(s) -> novel views, turntable video, mesh"),
+    "info": ("lrm_fast.commands.info", "versions, devices, presets with parameter counts, kernel paths"),
+}
+
+
+def _register(name: str, module: str, help: str) -> None:
+    """Commands added by other modules of the package (train, make-data, bench, render, convert)."""
+    COMMANDS[name] = (module, help)
+
+
+for _name, _mod, _help in (
+    ("render", "lrm_fast.commands.render", "render views of a saved reconstruction"),
+    ("convert", "lrm_fast.commands.convert", "convert an OpenLRM / TripoSR checkpoint to ours"),
+    ("make-data", "lrm_fast.commands.make_data", "generate the synthetic multi-view dataset"),
+    ("train", "lrm_fast.commands.train", "train or fine-tune a model"),
+    ("bench", "lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
+):
+    if importlib.util.find_spec(_mod) is not None:
+        _register(_name, _mod, _help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrm-fast",
+        description="Fast single-image 3D reconstruction (LRM). Give it a photo of an object, get a "
+                    "triplane NeRF, novel views, a turntable video and a colored mesh.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        if os.environ.get("LRM_FAST_DEBUG"):
+            raise
+        print(f"lrm-fast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Image encoder: a timm ViT (DINO v1 or DINOv2 with registers) returning all tokens.
+
+* ``kind="dino"`` (paper, OpenLRM v1.0): ImageNet mean/std normalization of the [0, 1] input,
+  tokens = [CLS, patches] after the final LayerNorm (HF ``last_hidden_state``).
+* ``kind="dinov2"`` (OpenLRM v1.1): the [0, 1] image is fed *without* normalization (as OpenLRM's
+  ``Dinov2Wrapper``), the 4 register tokens are dropped: tokens = [CLS, patches] after the norm
+  (``x_norm_clstoken`` + ``x_norm_patchtokens``).
+
+Weights are never downloaded: ``pretrained=False`` always; a local file can be loaded with
+``load_pretrained(path)`` (timm / torch state dict).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..config import EncoderConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import timm
+
+        self.cfg = cfg
+        self.vit = timm.create_model(cfg.timm_name, pretrained=False, img_size=cfg.image_size,
+                                     num_classes=0, dynamic_img_size=False, **cfg.overrides)
+        if self.vit.embed_dim != cfg.feat_dim:
+            raise ValueError(f"encoder {cfg.timm_name} has width {self.vit.embed_dim}, config says "
+                             f"feat_dim={cfg.feat_dim}")
+        self.num_prefix = getattr(self.vit, "num_prefix_tokens", 1)
+        self.normalize = cfg.kind == "dino"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if cfg.freeze:
+            self.vit.requires_grad_(False)
+
+    @property
+    def num_tokens(self) -> int:
+        return 1 + self.vit.patch_embed.num_patches
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image ``[B, 3, S, S]`` RGB in [0, 1] -> tokens ``[B, 1 + N_patches, C_enc]``."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"encoder expects [B, 3, H, W] images, got {tuple(image.shape)}")
+        if image.shape[-2:] != (self.cfg.image_size, self.cfg.image_size):
+            raise ValueError(f"encoder expects {self.cfg.image_size}x{self.cfg.image_size} images, "
+                             f"got {tuple(image.shape[-2:])}; preprocess first (lrm_fast.io.images)")
+        if self.normalize:
+            image = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
+        tokens = self.vit.forward_features(image)
+        if self.num_prefix > 1:  # drop register tokens, keep CLS
+            tokens = torch.cat([tokens[:, :1], tokens[:, self.num_prefix:]], 1)
+        return tokens
+
+    def load_pretrained(self, path: str) -> None:
+        """Load backbone weights from a local timm/torch state-dict file (safetensors or pickle)."""
+        from ..io.checkpoint import read_state_dict
+
+        sd = read_state_dict(path)
+        missing, unexpected = self.vit.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("head")]
+        if missing or unexpected:
+            raise ValueError(f"{path}: encoder weights do not match {self.cfg.timm_name}: missing "
+                             f"{missing[:8]}, unexpected {unexpected[:8]}")

@@ -1,0 +1,102 @@
+"""The LRM: image + source camera -> triplane; triplane + cameras -> images.
+
+``LRM(cfg)`` holds (names match OpenLRM's ``ModelLRM`` where it helps conversion):
+``encoder`` (timm ViT), ``camera_embedder`` (MLP), ``pos_embed`` ``[1, 3*h*w, D]`` (initialized
+``N(0, 1) / sqrt(D)`` as OpenLRM), ``transformer`` (decoder), ``upsampler``, ``field``, ``renderer``.
+
+``backend`` (``"reference" | "fast" | "auto"``) is passed down to every op; the model never
+branches on it. ``set_backend`` changes it everywhere.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import LRMConfig
+from ..render.field import TriplaneField
+from ..render.renderer import Renderer
+from .camera import FEATURE_DIMS, CameraEmbedder, camera_features, canonical_pose, default_intrinsics
+from .decoder import TriplaneDecoder
+from .encoder import ImageEncoder
+from .triplane import TriplaneUpsampler
+
+
+class LRM(nn.Module):
+    def __init__(self, cfg: LRMConfig, backend: str = "auto"):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.decoder.dim
+        self.encoder = ImageEncoder(cfg.encoder)
+        self.camera_embedder = (CameraEmbedder(FEATURE_DIMS[cfg.camera.feature], cfg.camera.embed_dim)
+                                if cfg.camera.use_camera else None)
+        n_tokens = 3 * cfg.triplane.low_res ** 2
+        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, D) * D ** -0.5)
+        self.transformer = TriplaneDecoder(cfg.decoder, cfg.encoder.feat_dim, cfg.camera.embed_dim)
+        self.upsampler = TriplaneUpsampler(D, cfg.triplane)
+        self.field = TriplaneField(cfg.triplane.channels, cfg.field)
+        self.renderer = Renderer(cfg.render, self.field)
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> "LRM":
+        """Route every op of this model through ``backend`` ("reference", "fast", "auto")."""
+        self.backend = backend
+        for m in self.modules():
+            if m is not self and hasattr(type(m), "backend"):
+                m.backend = backend
+        return self
+
+    # -- cameras ----------------------------------------------------------------------------------
+    def default_source_camera(self, batch: int = 1, device=None, dtype=torch.float32) -> torch.Tensor:
+        """OpenLRM's default source camera feature ``[B, 16]`` (canonical pose, f=0.75, c=0.5)."""
+        c = self.cfg.camera
+        feat = camera_features(canonical_pose(c.source_distance, dtype, device),
+                               default_intrinsics(c.source_focal, 0.5, dtype, device), c.feature)
+        return feat.expand(batch, -1)
+
+    # -- image -> triplane ------------------------------------------------------------------------
+    def forward_planes(self, image: torch.Tensor, camera: torch.Tensor | None = None) -> torch.Tensor:
+        """image ``[B, 3, S, S]`` in [0, 1] (preprocessed), camera feature ``[B, 16|20]`` or None
+        (the canonical source camera) -> triplane ``[B, 3, C, H, W]``."""
+        B = image.shape[0]
+        tokens = self.encoder(image)
+        mod = None
+        if self.camera_embedder is not None:
+            if camera is None:
+                camera = self.default_source_camera(B, image.device, image.dtype)
+            want = FEATURE_DIMS[self.cfg.camera.feature]
+            if camera.shape != (B, want):
+                raise ValueError(f"source camera feature must be [B, {want}] = [{B}, {want}], "
+                                 f"got {tuple(camera.shape)}")
+            if not torch.isfinite(camera).all():
+                raise ValueError("source camera feature contains NaN/inf")
+            mod = self.camera_embedder(camera.to(tokens.dtype))
+        x = self.pos_embed.expand(B, -1, -1).to(tokens.dtype)
+        x = self.transformer(x, tokens, mod)
+        return self.upsampler(x)
+
+    # -- triplane -> images ----------------------------------------------------------------------
+    def render(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int,
+               width: int | None = None, **kwargs) -> dict[str, torch.Tensor]:
+        """See ``Renderer.forward``: ``rgb [B, V, H, W, 3]``, ``depth``, ``opacity``."""
+        return self.renderer(planes, c2w, intrinsics, height, width, **kwargs)
+
+    def forward(self, image, camera, render_c2w, render_intrinsics, height, width=None, **kwargs):
+        planes = self.forward_planes(image, camera)
+        out = self.render(planes, render_c2w, render_intrinsics, height, width, **kwargs)
+        out["planes"] = planes
+        return out
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        parts = {"encoder": self.encoder, "camera_embedder": self.camera_embedder,
+                 "transformer": self.transformer, "upsampler": self.upsampler, "field": self.field}
+        counts = {k: sum(p.numel() for p in m.parameters()) if m is not None else 0 for k, m in parts.items()}
+        counts["pos_embed"] = self.pos_embed.numel()
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        return counts
+
+
+def count_parameters(cfg: LRMConfig) -> dict[str, int]:
+    """Per-component parameter counts of a config, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        return LRM(cfg).parameter_counts()

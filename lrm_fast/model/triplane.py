@@ -1,0 +1,30 @@
+"""Triplane tokens <-> planes.
+
+The decoder's ``3 * h * w`` tokens are plane-major: token ``p*h*w + i*w + j`` is plane ``p``, row
+``i``, column ``j`` (OpenLRM ``reshape_upsample``: ``view(N, 3, H, W, D)``). Each plane is upsampled by
+one shared ``ConvTranspose2d(D, C, kernel 2, stride 2)``. Output ``[B, 3, C, 2h, 2w]``; plane order
+and which coordinates index each plane are defined in ``ops/triplane_mlp.py``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TriplaneConfig
+
+
+class TriplaneUpsampler(nn.Module):
+    def __init__(self, dim: int, cfg: TriplaneConfig):
+        super().__init__()
+        if cfg.high_res != 2 * cfg.low_res:
+            raise ValueError(f"triplane high_res must be 2 * low_res, got {cfg.low_res} -> {cfg.high_res}")
+        self.res = cfg.low_res
+        self.upsampler = nn.ConvTranspose2d(dim, cfg.channels, kernel_size=2, stride=2, padding=0)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens ``[B, 3*h*w, D]`` -> planes ``[B, 3, C, 2h, 2w]``."""
+        B, L, D = tokens.shape
+        h = self.res
+        x = tokens.view(B, 3, h, h, D).permute(0, 1, 4, 2, 3).reshape(B * 3, D, h, h)
+        x = self.upsampler(x)
+        return x.view(B, 3, *x.shape[1:])

@@ -1,0 +1,23 @@
+"""Hot-path ops. Each file holds one op: its public function (shape-annotated docstring, input
+checks), its pure-PyTorch twin ``_<name>_ref`` (the spec), and its fast implementations registered
+with ``_dispatch``. ``backend`` strings are resolved per call (see ``_dispatch``)."""
+from . import _dispatch
+from .attention import attention
+from .composite import composite, composite_weights
+from .raymarch import generate_rays, importance, ray_box, stratified
+from .triplane_mlp import triplane_mlp
+
+OPS = ("attention", "triplane_mlp", "generate_rays", "ray_box", "stratified", "importance", "composite",
+       "composite_weights")
+
+
+def describe_all(device="cpu", dtype=None) -> list[str]:
+    """One line per op: which path it takes on ``device``/``dtype`` with backend "auto", and why."""
+    import torch
+
+    dtype = dtype or torch.float32
+    return [_dispatch.describe(op, device, dtype) for op in OPS]
+
+
+__all__ = ["attention", "composite", "composite_weights", "generate_rays", "importance", "ray_box", "stratified",
+           "triplane_mlp", "describe_all", "OPS"]

@@ -1,0 +1,94 @@
+"""Backend resolution shared by every op in ``lrm_fast.ops``.
+
+Each op registers its implementations in order of preference, each with a probe
+``probe(*tensors) -> (ok: bool, reason: str)``. ``backend`` values:
+
+* ``"reference"``: the pure-PyTorch twin, the spec.
+* an implementation's own name (``"sdpa"``, ``"xformers"``, ``"triton"``, ``"cpp"``): that one;
+  if its probe fails the call raises with the probe's reason.
+* ``"fast"`` / ``"auto"``: the first fast implementation whose probe passes, else the reference.
+  (``"fast"`` is kept as a synonym so model code can say what it means; neither ever fails.)
+
+The model never branches on the backend: it passes the string down and the op decides per call
+from the tensors' device and dtype. ``describe(op, device, dtype)`` explains the choice for
+``lrm-fast info``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+ProbeFn = Callable[..., "tuple[bool, str]"]
+
+
+@dataclass
+class Impl:
+    name: str
+    fn: Callable
+    probe: ProbeFn
+
+
+_REGISTRY: dict[str, list[Impl]] = {}
+_REFERENCE: dict[str, Callable] = {}
+
+GENERIC = ("auto", "fast")
+
+
+def register_reference(op: str, fn: Callable) -> None:
+    _REFERENCE[op] = fn
+    _REGISTRY.setdefault(op, [])
+
+
+def register(op: str, name: str, fn: Callable, probe: ProbeFn) -> None:
+    impls = _REGISTRY.setdefault(op, [])
+    impls[:] = [i for i in impls if i.name != name] + [Impl(name, fn, probe)]
+
+
+def names(op: str) -> list[str]:
+    return ["reference"] + [i.name for i in _REGISTRY.get(op, [])]
+
+
+def resolve(op: str, backend: str, *tensors) -> tuple[str, Callable, str]:
+    """Pick the implementation of ``op`` for these tensors. Returns (name, fn, reason)."""
+    if backend == "reference":
+        return "reference", _REFERENCE[op], "requested"
+    impls = _REGISTRY.get(op, [])
+    if backend in GENERIC:
+        reasons = []
+        for impl in impls:
+            ok, why = impl.probe(*tensors)
+            if ok:
+                return impl.name, impl.fn, why
+            reasons.append(f"{impl.name}: {why}")
+        return "reference", _REFERENCE[op], "; ".join(reasons) or "no fast implementation"
+    for impl in impls:
+        if impl.name == backend:
+            ok, why = impl.probe(*tensors)
+            if not ok:
+                raise RuntimeError(f"{op}: backend {backend!r} cannot run here: {why}")
+            return impl.name, impl.fn, why
+    raise ValueError(f"{op}: unknown backend {backend!r}; choose one of {names(op) + list(GENERIC)}")
+
+
+def describe(op: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             backend: str = "auto") -> str:
+    """One line: which path ``op`` takes for a tensor of this device/dtype, and why."""
+    t = torch.empty(0, device="meta", dtype=dtype)
+    probe_tensor = _FakeDevice(t, torch.device(device))
+    name, _, why = resolve(op, backend, probe_tensor)
+    return f"{op}: {name} ({why})"
+
+
+class _FakeDevice:
+    """A stand-in tensor for probes in ``describe`` (probes read .device, .dtype, .shape)."""
+
+    def __init__(self, t: torch.Tensor, device: torch.device):
+        self.dtype = t.dtype
+        self.device = device
+        self.shape = t.shape
+        self.is_cuda = device.type == "cuda"
+
+    def dim(self):
+        return 0

@@ -1,0 +1,195 @@
+"""Rays and samples along them: camera -> rays, ray-box intersection, stratified and importance
+sampling. All functions are the OpenLRM (EG3D-derived) conventions, written out:
+
+Cameras
+    ``c2w [..., 4, 4]``: Blender/OpenGL camera-to-world (camera looks along its -z axis, +y up).
+    ``intrinsics [..., 4]``: ``fx, fy, cx, cy`` *normalized* by the image width/height
+    (OpenLRM's ``get_normalized_camera_intrinsics``), so the same camera renders at any resolution.
+Pixels
+    pixel (row i, col j) of an ``H x W`` image has normalized coordinates
+    ``x = (j + 0.5) / W``, ``y = (i + 0.5) / H``; its OpenCV camera-space direction is
+    ``((x - cx) / fx, (y - cy) / fy, 1)``, which is ``(dx, -dy, -1)`` in OpenGL camera space
+    (OpenLRM's ``_opencv2blender``). World directions are unit length.
+Box
+    the field lives in ``[box_min, box_max]^3`` (OpenLRM: [-1, 1]^3, ``box_warp = 2``).
+
+Backends: ``reference`` (torch ops, the spec), and where registered ``cpp`` (lrm_fast._C).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _dispatch
+
+
+# ------------------------------------------------------------------------------------------
+# ray generation
+
+
+def _generate_rays_ref(c2w, intrinsics, height: int, width: int, pixels=None):
+    lead = c2w.shape[:-2]
+    dtype, device = c2w.dtype, c2w.device
+    if pixels is None:
+        rows = torch.arange(height, device=device, dtype=dtype)
+        cols = torch.arange(width, device=device, dtype=dtype)
+        ii, jj = torch.meshgrid(rows, cols, indexing="ij")
+        ij = torch.stack([ii.reshape(-1), jj.reshape(-1)], -1).expand(*lead, height * width, 2)
+    else:
+        ij = pixels.to(dtype)
+    x = (ij[..., 1] + 0.5) / width
+    y = (ij[..., 0] + 0.5) / height
+    fx, fy, cx, cy = (intrinsics[..., k:k + 1] for k in range(4))
+    d_cam = torch.stack([(x - cx) / fx, -(y - cy) / fy, -torch.ones_like(x)], -1)  # OpenGL camera
+    dirs = torch.einsum("...ij,...rj->...ri", c2w[..., :3, :3], d_cam)
+    dirs = F.normalize(dirs, dim=-1)
+    origins = c2w[..., None, :3, 3].expand_as(dirs)
+    return origins, dirs
+
+
+def generate_rays(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
+                  pixels: torch.Tensor | None = None, backend: str = "auto"):
+    """Camera rays through pixel centers.
+
+    Args:
+        c2w: ``[..., 4, 4]`` OpenGL camera-to-world. intrinsics: ``[..., 4]`` normalized fx,fy,cx,cy.
+        height, width: image size in pixels.
+        pixels: optional ``[..., R, 2]`` integer (row, col) subset (training patches); default all
+            ``H*W`` pixels in row-major order.
+    Returns:
+        origins, directions: ``[..., R, 3]`` (directions unit length).
+    """
+    if c2w.shape[-2:] != (4, 4):
+        raise ValueError(f"c2w must be [..., 4, 4], got {tuple(c2w.shape)}")
+    if intrinsics.shape[-1] != 4 or intrinsics.shape[:-1] != c2w.shape[:-2]:
+        raise ValueError(f"intrinsics must be [..., 4] matching c2w {tuple(c2w.shape[:-2])}, "
+                         f"got {tuple(intrinsics.shape)}")
+    _, fn, _ = _dispatch.resolve("generate_rays", backend, c2w)
+    return fn(c2w, intrinsics, height, width, pixels)
+
+
+# ------------------------------------------------------------------------------------------
+# ray-box
+
+
+def _ray_box_ref(origins, dirs, box_min: float, box_max: float):
+    inv = 1.0 / torch.where(dirs == 0, torch.full_like(dirs, 1e-12), dirs)
+    t0 = (box_min - origins) * inv
+    t1 = (box_max - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    hit = far > near
+    near = torch.where(hit, near, torch.zeros_like(near))
+    far = torch.where(hit, far, torch.zeros_like(far))
+    return near, far, hit
+
+
+def ray_box(origins: torch.Tensor, dirs: torch.Tensor, box_min: float = -1.0, box_max: float = 1.0,
+            backend: str = "auto"):
+    """Slab intersection of rays with the axis-aligned box ``[box_min, box_max]^3``.
+
+    Returns ``near, far [...]`` (``near >= 0``: a camera inside the box starts at 0) and
+    ``hit [...]`` bool. Rays that miss get ``near = far = 0`` and ``hit = False`` (never NaN).
+    """
+    if origins.shape != dirs.shape or origins.shape[-1] != 3:
+        raise ValueError(f"origins/dirs must both be [..., 3], got {tuple(origins.shape)}, {tuple(dirs.shape)}")
+    _, fn, _ = _dispatch.resolve("ray_box", backend, origins)
+    return fn(origins, dirs, box_min, box_max)
+
+
+# ------------------------------------------------------------------------------------------
+# sampling
+
+
+def _stratified_ref(near, far, n: int, jitter: bool, generator=None):
+    steps = torch.linspace(0.0, 1.0, n, device=near.device, dtype=near.dtype)
+    span = (far - near)[..., None]
+    depths = near[..., None] + steps * span
+    if jitter:
+        delta = span / max(n - 1, 1)
+        u = torch.rand(depths.shape, device=near.device, dtype=near.dtype, generator=generator)
+        depths = depths + u * delta
+    return depths
+
+
+def stratified(near: torch.Tensor, far: torch.Tensor, n: int, jitter: bool = False,
+               generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
+    """``n`` depths per ray from ``near`` to ``far`` (OpenLRM ``sample_stratified``).
+
+    ``depths[k] = near + k / (n - 1) * (far - near)``, plus, with ``jitter``, a uniform offset in
+    ``[0, (far - near) / (n - 1))`` per sample (so a jittered last sample may pass ``far``; it falls
+    outside the box and gets zero density, as in OpenLRM). near/far ``[R]`` -> ``[R, n]``.
+    """
+    if near.shape != far.shape:
+        raise ValueError(f"near/far shapes differ: {tuple(near.shape)} vs {tuple(far.shape)}")
+    if n < 1:
+        raise ValueError(f"need at least one sample per ray, got n={n}")
+    _, fn, _ = _dispatch.resolve("stratified", backend, near)
+    return fn(near, far, n, jitter, generator)
+
+
+def smooth_weights(weights: torch.Tensor) -> torch.Tensor:
+    """OpenLRM/EG3D weight smoothing before importance sampling: max-pool(2, pad 1), avg-pool(2),
+    + 0.01. ``[R, S-1] -> [R, S-1]``."""
+    w = F.max_pool1d(weights[:, None].float(), 2, 1, padding=1)
+    w = F.avg_pool1d(w, 2, 1)[:, 0]
+    return w + 0.01
+
+
+def _sample_pdf_ref(bins, weights, n: int, det: bool, generator=None, eps: float = 1e-5):
+    """Inverse-CDF sampling (NeRF ``sample_pdf``): bins ``[R, K+1]``, weights ``[R, K]``."""
+    R, K = weights.shape
+    weights = weights + eps
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # [R, K+1]
+    if det:
+        u = torch.linspace(0.0, 1.0, n, device=bins.device, dtype=cdf.dtype).expand(R, n)
+    else:
+        u = torch.rand(R, n, device=bins.device, dtype=cdf.dtype, generator=generator)
+    u = u.contiguous()
+    inds = torch.searchsorted(cdf, u, right=True)
+    below = (inds - 1).clamp_min(0)
+    above = inds.clamp_max(K)
+    cdf_lo, cdf_hi = cdf.gather(1, below), cdf.gather(1, above)
+    bin_lo, bin_hi = bins.gather(1, below), bins.gather(1, above)
+    denom = cdf_hi - cdf_lo
+    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+def _importance_ref(depths, weights, n: int, det: bool, generator=None):
+    with torch.no_grad():
+        S = depths.shape[-1]
+        w = smooth_weights(weights)[:, 1:-1]                 # [R, S-3]
+        mids = 0.5 * (depths[:, :-1] + depths[:, 1:])        # [R, S-1]; OpenLRM uses the first S-2
+        return _sample_pdf_ref(mids[:, : S - 2].contiguous(), w, n, det, generator).to(depths.dtype)
+
+
+def importance(depths: torch.Tensor, weights: torch.Tensor, n: int, det: bool = True,
+               generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
+    """Importance (hierarchical) resampling as OpenLRM's ``sample_importance``.
+
+    Args:
+        depths: ``[R, S]`` sorted coarse depths (S >= 4).
+        weights: ``[R, S-1]`` compositing weights of the coarse intervals (midpoint rendering).
+        n: samples to draw. det: evenly spaced CDF levels ``linspace(0, 1, n)`` instead of uniform
+            random ones (OpenLRM always draws random ones; we use det for inference so a render
+            is a pure function of its inputs).
+    Returns:
+        ``[R, n]`` new depths (not sorted against the coarse ones; no gradient).
+
+    Weights are smoothed (``smooth_weights``), trimmed to ``[1:-1]`` and drawn against the first
+    ``S-2`` interval midpoints, exactly as OpenLRM (it leaves the last midpoint unused).
+    """
+    if depths.dim() != 2 or weights.shape != (depths.shape[0], depths.shape[1] - 1):
+        raise ValueError(f"importance expects depths [R, S] and weights [R, S-1], got "
+                         f"{tuple(depths.shape)} and {tuple(weights.shape)}")
+    if depths.shape[1] < 4:
+        raise ValueError(f"importance sampling needs >= 4 coarse samples per ray, got {depths.shape[1]}")
+    _, fn, _ = _dispatch.resolve("importance", backend, depths)
+    return fn(depths, weights, n, det, generator)
+
+
+for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref),
+                 ("stratified", _stratified_ref), ("importance", _importance_ref)):
+    _dispatch.register_reference(_op, _fn)

@@ -1,0 +1,68 @@
+"""Triplane NeRF field (OpenLRM ``OSGDecoder``): features of the 3 planes -> MLP -> rgb + density.
+
+MLP: ``Linear(3C, 64) -> ReLU -> [Linear(64, 64) -> ReLU] x (layers - 2) -> Linear(64, 4)``, biases
+initialized to zero. Output channel 0 is the raw density, 1:4 the rgb logits.
+Activations (OpenLRM):
+    rgb     = sigmoid(x) * (1 + 2 * 0.001) - 0.001     (MipNeRF's widened sigmoid)
+    density = softplus(x - 1)                           (``density_bias = -1``)
+TripoSR variant (``density_activation="exp"``): density = exp(x - 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import FieldConfig
+from ..ops import triplane_mlp
+
+_ACT_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus}
+
+
+class TriplaneField(nn.Module):
+    backend = "auto"
+
+    def __init__(self, channels: int, cfg: FieldConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.layers < 2:
+            raise ValueError(f"field MLP needs >= 2 layers, got {cfg.layers}")
+        if cfg.activation not in _ACT_MODULES:
+            raise ValueError(f"unknown field activation {cfg.activation!r} ({sorted(_ACT_MODULES)})")
+        width_in = 3 * channels if cfg.aggregate == "concat" else channels
+        act = _ACT_MODULES[cfg.activation]
+        mods: list[nn.Module] = [nn.Linear(width_in, cfg.hidden), act()]
+        for _ in range(cfg.layers - 2):
+            mods += [nn.Linear(cfg.hidden, cfg.hidden), act()]
+        mods.append(nn.Linear(cfg.hidden, 4))
+        self.net = nn.Sequential(*mods)
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    def forward(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """planes ``[B, 3, C, H, W]``, points ``[B, N, 3]`` -> raw outputs ``[B, N, 4]``."""
+        lin = self.linears
+        return triplane_mlp(planes, points, [m.weight for m in lin], [m.bias for m in lin],
+                            aggregate=self.cfg.aggregate, activation=self.cfg.activation,
+                            backend=self.backend)
+
+    def rgb(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw[..., 1:4]) * (1 + 2 * 0.001) - 0.001
+
+    def density(self, raw_density: torch.Tensor) -> torch.Tensor:
+        x = raw_density + self.cfg.density_bias
+        if self.cfg.density_activation == "softplus":
+            return F.softplus(x)
+        if self.cfg.density_activation == "exp":
+            return torch.exp(x.clamp_max(15.0))
+        raise ValueError(f"unknown density activation {self.cfg.density_activation!r}")
+
+    def query(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activated (density ``[B, N]``, rgb ``[B, N, 3]``) at points (OpenLRM ``run_model_activated``)."""
+        raw = self(planes, points)
+        return self.density(raw[..., 0]), self.rgb(raw)

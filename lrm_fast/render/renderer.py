@@ -1,0 +1,135 @@
+"""Volume renderer: planes + cameras -> images (OpenLRM ``ImportanceRenderer`` + ``MipRayMarcher2``).
+
+Per ray (chunked over rays, all batch items at once):
+
+1. ray through the pixel center (``ops.generate_rays``), clipped to the box (``ops.ray_box``);
+2. ``S/2`` stratified depths in [near, far] (``ops.stratified``; jittered when training);
+3. field at those points; samples outside the box or on rays that miss it get raw density
+   ``-1e4`` (activated: 0) and color 0, as OpenLRM's in-box filter;
+4. coarse weights -> ``S/2`` importance depths (``ops.importance``), field at them, merge + sort;
+5. intervals between adjacent samples: midpoint colors/raw densities/depths, ``density(.)``,
+   deltas (OpenLRM ``MipRayMarcher2``), or, with ``midpoint=False``, the samples themselves;
+6. ``ops.composite`` on the background.
+
+Outputs ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``. Everything here is
+a pure function of (planes, field weights, cameras): reconstruct once, render many views.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import RenderConfig
+from ..ops import composite, composite_weights, generate_rays, importance, ray_box, stratified
+from .field import TriplaneField
+
+MASKED_RAW_DENSITY = -1e4
+
+
+def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
+    bg = torch.as_tensor(background, dtype=dtype, device=device)
+    if bg.dim() == 0:
+        bg = bg.expand(3)
+    if bg.shape == (3,):
+        return bg.expand(B, V, 3)
+    if bg.shape == (B, V, 3):
+        return bg
+    raise ValueError(f"background must be a number, [3] or [B, V, 3] = {(B, V, 3)}, got {tuple(bg.shape)}")
+
+
+class Renderer(nn.Module):
+    backend = "auto"
+
+    def __init__(self, cfg: RenderConfig, field: TriplaneField):
+        super().__init__()
+        self.cfg = cfg
+        self.field = field
+
+    # -- one set of samples ---------------------------------------------------------------------
+    def _query(self, planes, origins, dirs, depths, valid):
+        """raw field outputs at ``origins + depths * dirs``. origins/dirs ``[B, R, 3]``,
+        depths ``[B, R, S]``, valid ``[B, R]`` -> raw density ``[B, R, S]``, rgb ``[B, R, S, 3]``."""
+        B, R, S = depths.shape
+        pts = origins[:, :, None] + depths[..., None] * dirs[:, :, None]
+        raw = self.field(planes, pts.reshape(B, R * S, 3)).reshape(B, R, S, 4)
+        cfg = self.cfg
+        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1) & valid[..., None]
+        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
+        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
+        return sigma_raw, rgb
+
+    def _intervals(self, depths, sigma_raw, rgb):
+        """Samples -> intervals: (rgb [.., S', 3], sigma [.., S'], deltas, interval depths)."""
+        deltas = depths[..., 1:] - depths[..., :-1]
+        if self.cfg.midpoint:
+            sigma = self.field.density(0.5 * (sigma_raw[..., 1:] + sigma_raw[..., :-1]))
+            rgb = 0.5 * (rgb[..., 1:, :] + rgb[..., :-1, :])
+            mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
+            return rgb, sigma, deltas, mids
+        return rgb[..., :-1, :], self.field.density(sigma_raw[..., :-1]), deltas, depths[..., :-1]
+
+    def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator):
+        """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``."""
+        cfg, be = self.cfg, self.backend
+        B, R, _ = origins.shape
+        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
+        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
+        depths = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=jitter,
+                            generator=generator, backend=be).reshape(B, R, n_coarse)
+        sigma_raw, rgb = self._query(planes, origins, dirs, depths, hit)
+        if cfg.importance:
+            n_fine = cfg.samples_per_ray - n_coarse
+            with torch.no_grad():
+                _, sig_c, del_c, _ = self._intervals(depths, sigma_raw, rgb)
+                w = composite_weights(sig_c.reshape(B * R, -1).float(), del_c.reshape(B * R, -1).float(), backend=be)
+                fine = importance(depths.reshape(B * R, -1), w, n_fine, det=not jitter,
+                                  generator=generator, backend=be).reshape(B, R, n_fine)
+            sigma_f, rgb_f = self._query(planes, origins, dirs, fine, hit)
+            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
+            sigma_raw = torch.cat([sigma_raw, sigma_f], -1).gather(-1, order)
+            rgb = torch.cat([rgb, rgb_f], -2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
+        rgb_i, sigma_i, deltas, mids = self._intervals(depths, sigma_raw, rgb)
+        S = sigma_i.shape[-1]
+        color, depth, opacity = composite(
+            rgb_i.reshape(B * R, S, 3), sigma_i.reshape(B * R, S), deltas.reshape(B * R, S).to(sigma_i.dtype),
+            mids.reshape(B * R, S).to(sigma_i.dtype), bg.reshape(B * R, 3).to(sigma_i.dtype), backend=be)
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+
+    def forward(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor,
+                height: int, width: int | None = None, background=None,
+                pixels: torch.Tensor | None = None, jitter: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Render views of each triplane.
+
+        Args:
+            planes: ``[B, 3, C, H', W']``.
+            c2w: ``[B, V, 4, 4]`` OpenGL camera-to-world. intrinsics: ``[B, V, 4]`` normalized.
+            height, width: output size (width defaults to height).
+            background: number, ``[3]`` or ``[B, V, 3]`` (default ``cfg.background``).
+            pixels: optional ``[B, V, R, 2]`` (row, col) subset; then outputs are ``[B, V, R, ...]``.
+            jitter: random stratified offsets and random importance draws (training).
+        Returns:
+            dict with ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``.
+        """
+        width = height if width is None else width
+        if c2w.dim() != 4 or c2w.shape[-2:] != (4, 4):
+            raise ValueError(f"render cameras c2w must be [B, V, 4, 4], got {tuple(c2w.shape)}")
+        B, V = c2w.shape[:2]
+        if planes.shape[0] != B:
+            raise ValueError(f"{planes.shape[0]} triplanes but cameras for batch {B}")
+        dtype = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
+        c2w, intrinsics = c2w.to(dtype), intrinsics.to(dtype)
+        origins, dirs = generate_rays(c2w, intrinsics, height, width, pixels, backend=self.backend)
+        R = origins.shape[2]
+        bg = _as_background(self.cfg.background if background is None else background, B, V,
+                            dtype, planes.device)
+        bg = bg[:, :, None].expand(B, V, R, 3).reshape(B, V * R, 3)
+        origins, dirs = origins.reshape(B, V * R, 3), dirs.reshape(B, V * R, 3)
+        chunk = max(1, self.cfg.chunk_rays // max(B, 1))
+        outs = [self._render_rays(planes, origins[:, s:s + chunk], dirs[:, s:s + chunk], bg[:, s:s + chunk],
+                                  jitter, generator)
+                for s in range(0, V * R, chunk)]
+        color, depth, opacity = (torch.cat(x, 1) for x in zip(*outs)) if outs else (
+            bg, bg.new_zeros(B, 0), bg.new_zeros(B, 0))
+        shape = (B, V, height, width) if pixels is None else (B, V, R)
+        return {"rgb": color.reshape(*shape, 3), "depth": depth.reshape(shape), "opacity": opacity.reshape(shape)}

@@ -1,0 +1,111 @@
+// CPU kernels for alpha compositing: one pass per ray (composite.h), threads over rays. No
+// [R, S] intermediate is materialized; the backward reads the inputs again and walks each ray
+// in reverse from its stored final transmittance.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "composite.h"
+#include "composite_ops.h"
+
+namespace lrm_fast {
+
+namespace {
+constexpr int64_t kGrain = 64;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cpu(
+    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
+    const at::Tensor& depths_in, const at::Tensor& bg_in, double thresh) {
+  check_composite("composite_fwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
+  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
+  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
+  const int64_t R = sigma.size(0), S = sigma.size(1);
+  auto color = at::empty({R, 3}, sigma.options());
+  auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
+  auto t_final = at::empty({R}, sigma.options());
+  auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_fwd_cpu", [&] {
+    const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
+    const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
+    const scalar_t* bp = bg.data_ptr<scalar_t>();
+    scalar_t *oc = color.data_ptr<scalar_t>(), *od = depth.data_ptr<scalar_t>();
+    scalar_t *oo = opacity.data_ptr<scalar_t>(), *ot = t_final.data_ptr<scalar_t>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        on[i] = composite_forward_ray<scalar_t>(cp + i * S * 3, sp + i * S, dp + i * S, tp + i * S, bp + 3 * i,
+                                                int(S), scalar_t(thresh), oc + 3 * i, od + i, oo + i, ot + i);
+    });
+  });
+  return {color, depth, opacity, t_final, n_used};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
+    const at::Tensor& v_color_in, const at::Tensor& v_depth_in, const at::Tensor& v_opacity_in,
+    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
+    const at::Tensor& depths_in, const at::Tensor& bg_in, const at::Tensor& depth_in,
+    const at::Tensor& opacity_in, const at::Tensor& t_final_in, const at::Tensor& n_used_in) {
+  check_composite("composite_bwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
+  const int64_t R = sigma_in.size(0), S = sigma_in.size(1);
+  check_float("composite_bwd", "v_color", v_color_in, sigma_in);
+  check_shape("composite_bwd", "v_color", v_color_in, {R, 3});
+  check_shape("composite_bwd", "v_depth", v_depth_in, {R});
+  check_shape("composite_bwd", "v_opacity", v_opacity_in, {R});
+  check_shape("composite_bwd", "n_used", n_used_in, {R});
+  TORCH_CHECK(n_used_in.scalar_type() == at::kInt, "lrm_fast.composite_bwd: n_used must be int32");
+  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
+  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
+  const auto v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
+  const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
+  const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous();
+  const auto n_used = n_used_in.contiguous();
+  auto v_rgb = at::empty({R, S, 3}, sigma.options());
+  auto v_sigma = at::empty({R, S}, sigma.options());
+  auto v_bg = at::empty({R, 3}, sigma.options());
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_bwd_cpu", [&] {
+    const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
+    const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
+    const scalar_t* bp = bg.data_ptr<scalar_t>();
+    const scalar_t *vc = v_color.data_ptr<scalar_t>(), *vd = v_depth.data_ptr<scalar_t>();
+    const scalar_t *vo = v_opacity.data_ptr<scalar_t>(), *dep = depth.data_ptr<scalar_t>();
+    const scalar_t *op = opacity.data_ptr<scalar_t>(), *tf = t_final.data_ptr<scalar_t>();
+    const int* nu = n_used.data_ptr<int>();
+    scalar_t *g_rgb = v_rgb.data_ptr<scalar_t>(), *g_sig = v_sigma.data_ptr<scalar_t>();
+    scalar_t* g_bg = v_bg.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        composite_backward_ray<scalar_t>(cp + i * S * 3, sp + i * S, dp + i * S, tp + i * S, bp + 3 * i, int(S),
+                                         nu[i], op[i], dep[i], tf[i], vc + 3 * i, vd[i], vo[i], g_rgb + i * S * 3,
+                                         g_sig + i * S, g_bg + 3 * i);
+    });
+  });
+  return {v_rgb, v_sigma, v_bg};
+}
+
+at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& deltas_in) {
+  check_float("composite_weights", "sigma", sigma_in, sigma_in);
+  check_float("composite_weights", "deltas", deltas_in, sigma_in);
+  TORCH_CHECK(sigma_in.dim() == 2, "lrm_fast.composite_weights: sigma must be [R, S], got ", sigma_in.sizes());
+  check_shape("composite_weights", "deltas", deltas_in, sigma_in.sizes());
+  const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
+  const int64_t R = sigma.size(0), S = sigma.size(1);
+  auto w = at::empty({R, S}, sigma.options());
+  AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
+    const scalar_t *sp = sigma.data_ptr<scalar_t>(), *dp = deltas.data_ptr<scalar_t>();
+    scalar_t* wp = w.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) composite_weights_ray<scalar_t>(sp + i * S, dp + i * S, int(S), wp + i * S);
+    });
+  });
+  return w;
+}
+
+TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
+  m.impl("composite_fwd", &composite_fwd_cpu);
+  m.impl("composite_bwd", &composite_bwd_cpu);
+  m.impl("composite_weights", &composite_weights_cpu);
+}
+
+}  // namespace lrm_fast

@@ -1,0 +1,29 @@
+// The op table of lrm_fast._C: schemas only (kernels register themselves per device in
+// *_cpu.cpp / *_cuda.cu). Registered with torch.library so torch.compile and opcheck see the
+// ops; Python adds fake (meta) kernels and autograd in lrm_fast/ops/{raymarch,composite}.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// An importable, empty Python module: importing lrm_fast._C loads this library, whose static
+// initializers register the ops under torch.ops.lrm_fast.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(lrm_fast, m) {
+  // rays
+  m.def("generate_rays(Tensor c2w, Tensor intrinsics, int height, int width, Tensor? pixels) -> (Tensor, Tensor)");
+  m.def("ray_box(Tensor origins, Tensor dirs, float box_min, float box_max) -> (Tensor, Tensor, Tensor)");
+  // samples
+  m.def("stratified(Tensor near, Tensor far, int n, Tensor? u) -> Tensor");
+  m.def("importance(Tensor depths, Tensor weights, int n, Tensor? u) -> Tensor");
+  // compositing: forward returns (color, depth, opacity, t_final, n_used); the last two are what
+  // the O(rays) backward needs besides the inputs
+  m.def("composite_fwd(Tensor rgb, Tensor sigma, Tensor deltas, Tensor depths, Tensor background, "
+        "float thresh) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("composite_bwd(Tensor v_color, Tensor v_depth, Tensor v_opacity, Tensor rgb, Tensor sigma, "
+        "Tensor deltas, Tensor depths, Tensor background, Tensor depth, Tensor opacity, Tensor t_final, "
+        "Tensor n_used) -> (Tensor, Tensor, Tensor)");
+  m.def("composite_weights(Tensor sigma, Tensor deltas) -> Tensor");
+}

@@ -18,8 +18,12 @@ Gradients flow to ``rgb``, ``sigma`` and ``background``; ``deltas`` and ``depths
 sampling and are treated as constants by the fast backend (the reference differentiates them too;
 tests compare the gradients that both define).
 
-Backends: ``reference`` (torch cumprod under autograd, the spec), and where registered ``cpp``
-(lrm_fast._C: analytic backward with O(rays) memory).
+Backends: ``reference`` (torch cumprod under autograd, the spec), and ``cpp`` (lrm_fast._C: one
+pass per ray, no [R, S] intermediates; analytic backward with O(rays) saved state: the reverse walk
+recovers each T_k from the stored final transmittance, see csrc/composite.h). The ``cpp`` forward
+stops a ray once T < max(early_stop, 1e-20): with the default ``early_stop=0`` the skipped
+samples change each output by less than 1e-20 (absolute), far below float32 resolution; with
+``early_stop > 0`` by at most ``early_stop`` per channel. The reference never stops early.
 """
 from __future__ import annotations
 
@@ -56,6 +60,59 @@ _dispatch.register_reference(OP, _composite_ref)
 _dispatch.register_reference("composite_weights", _weights_ref)
 
 
+# ------------------------------------------------------------------------------------------
+# cpp backend (lrm_fast._C)
+
+
+def _setup_context(ctx, inputs, output):
+    rgb, sigma, deltas, depths, background, thresh = inputs
+    color, depth, opacity, t_final, n_used = output
+    ctx.save_for_backward(rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used)
+    ctx.mark_non_differentiable(t_final, n_used)
+
+
+def _backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
+    rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used = ctx.saved_tensors
+    v_rgb, v_sigma, v_bg = torch.ops.lrm_fast.composite_bwd(
+        v_color, v_depth, v_opacity, rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used)
+    # deltas and depths are constants of the sampling (see the module docstring)
+    return v_rgb, v_sigma, None, None, v_bg, None
+
+
+_AUTOGRAD_DONE = False
+
+
+def _register_autograd():
+    """Called by ``raymarch.load_extension`` once lrm_fast._C has defined the ops."""
+    global _AUTOGRAD_DONE
+    if not _AUTOGRAD_DONE:
+        torch.library.register_autograd("lrm_fast::composite_fwd", _backward, setup_context=_setup_context)
+        _AUTOGRAD_DONE = True
+
+
+def _composite_cpp(rgb, sigma, deltas, depths, background, early_stop: float = 0.0):
+    R = sigma.shape[0]
+    dt = sigma.dtype
+    bg = background.to(dt).expand(R, 3)
+    color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_fwd(
+        rgb.to(dt), sigma, deltas.to(dt), depths.to(dt), bg, float(early_stop))
+    return color, depth, opacity
+
+
+def _weights_cpp(sigma, deltas):
+    return torch.ops.lrm_fast.composite_weights(sigma.detach(), deltas.detach().to(sigma.dtype))
+
+
+def _register_cpp():
+    from .raymarch import cpp_probe
+
+    _dispatch.register(OP, "cpp", _composite_cpp, cpp_probe("composite_fwd"))
+    _dispatch.register("composite_weights", "cpp", _weights_cpp, cpp_probe("composite_weights"))
+
+
+_register_cpp()
+
+
 def composite_weights(sigma: torch.Tensor, deltas: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """The per-interval weights ``w_k = alpha_k T_k`` ``[R, S]`` (no gradient needed: they only
     drive importance sampling)."""
@@ -66,7 +123,7 @@ def composite_weights(sigma: torch.Tensor, deltas: torch.Tensor, backend: str = 
 
 
 def composite(rgb: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, depths: torch.Tensor,
-              background: torch.Tensor, backend: str = "auto"):
+              background: torch.Tensor, backend: str = "auto", early_stop: float = 0.0):
     """Composite samples into pixels. See the module docstring for the formula.
 
     Args:
@@ -74,6 +131,8 @@ def composite(rgb: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, dept
         deltas: ``[R, S]`` interval lengths. depths: ``[R, S]`` interval depths (for the depth map).
         background: ``[3]`` or ``[R, 3]`` color behind the volume.
         backend: ``"reference" | "cpp" | "auto" | "fast"``.
+        early_stop: ``cpp`` only: stop a ray once its transmittance falls below this (the
+            reference ignores it; see the module docstring for the bound).
     Returns:
         rgb ``[R, 3]``, depth ``[R]``, opacity ``[R]``.
     """
@@ -85,5 +144,9 @@ def composite(rgb: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, dept
                          f"deltas {tuple(deltas.shape)}, depths {tuple(depths.shape)} (want {(R, S)})")
     if background.shape not in ((3,), (R, 3)):
         raise ValueError(f"background must be [3] or [R, 3], got {tuple(background.shape)}")
-    _, fn, _ = _dispatch.resolve(OP, backend, sigma)
+    if early_stop < 0 or early_stop >= 1:
+        raise ValueError(f"early_stop must be in [0, 1), got {early_stop}")
+    name, fn, _ = _dispatch.resolve(OP, backend, sigma)
+    if name == "cpp":
+        return fn(rgb, sigma, deltas, depths, background, early_stop)
     return fn(rgb, sigma, deltas, depths, background)

@@ -13,7 +13,10 @@ Pixels
 Box
     the field lives in ``[box_min, box_max]^3`` (OpenLRM: [-1, 1]^3, ``box_warp = 2``).
 
-Backends: ``reference`` (torch ops, the spec), and where registered ``cpp`` (lrm_fast._C).
+Backends: ``reference`` (torch ops, the spec), and ``cpp`` (lrm_fast._C: one C++/CUDA kernel per
+op, threads over rays, the per-ray math shared by CPU and GPU in csrc/raymarch.h). The ``cpp`` ops
+carry no gradient (cameras and sample depths are constants of a render); the probe declines
+inputs that require one, so ``auto`` falls back to the reference there.
 """
 from __future__ import annotations
 
@@ -193,3 +196,134 @@ def importance(depths: torch.Tensor, weights: torch.Tensor, n: int, det: bool = 
 for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref),
                  ("stratified", _stratified_ref), ("importance", _importance_ref)):
     _dispatch.register_reference(_op, _fn)
+
+
+# ------------------------------------------------------------------------------------------
+# the C++/CUDA extension (lrm_fast._C), loaded lazily on first probe
+
+_C_STATE: "tuple[bool, str] | None" = None
+_CPP_DTYPES = (torch.float32, torch.float64)
+_NO_BACKWARD = ("generate_rays", "ray_box", "stratified")  # the twins of these are differentiable
+
+
+def load_extension() -> "tuple[bool, str]":
+    """Import ``lrm_fast._C`` once and register the fake (meta) kernels of its ops, which
+    torch.compile and ``torch.library.opcheck`` need. Returns (ok, reason)."""
+    global _C_STATE
+    if _C_STATE is None:
+        try:
+            from .. import _C  # noqa: F401  (importing registers torch.ops.lrm_fast.*)
+        except ImportError as e:
+            _C_STATE = (False, f"lrm_fast._C not built ({e}); build with "
+                               "`python setup.py build_ext --inplace` or `pip install --no-build-isolation -e .`")
+        else:
+            _register_fakes()
+            _C_STATE = (True, "lrm_fast._C")
+    return _C_STATE
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"lrm_fast::{op}", key)
+
+
+def cpp_probe(op: str):
+    """The probe of op ``op``'s ``cpp`` backend: extension built, device kernel compiled,
+    float32/float64, no gradient wanted (for the ops without a backward)."""
+    def probe(*tensors):
+        ok, why = load_extension()
+        if not ok:
+            return False, why
+        t = tensors[0]
+        dev = t.device.type
+        if dev not in ("cpu", "cuda"):
+            return False, f"no kernel for device {dev}"
+        if not _has_kernel(op, dev.upper()):
+            return False, f"lrm_fast._C was built without {dev.upper()} kernels (rebuild with nvcc + FORCE_CUDA=1)"
+        if t.dtype not in _CPP_DTYPES:
+            return False, f"{str(t.dtype).replace('torch.', '')} inputs (the kernel takes float32/float64)"
+        if (op in _NO_BACKWARD and torch.is_grad_enabled()
+                and any(getattr(x, "requires_grad", False) for x in tensors)):
+            return False, "inputs require grad and this op has no backward in lrm_fast._C"
+        return True, f"lrm_fast._C {dev} kernel"
+    return probe
+
+
+def _register_fakes():
+    lib = "lrm_fast::"
+
+    @torch.library.register_fake(lib + "generate_rays")
+    def _(c2w, intrinsics, height, width, pixels):
+        R = height * width if pixels is None else pixels.shape[1]
+        return c2w.new_empty(c2w.shape[0], R, 3), c2w.new_empty(c2w.shape[0], R, 3)
+
+    @torch.library.register_fake(lib + "ray_box")
+    def _(origins, dirs, box_min, box_max):
+        R = origins.shape[0]
+        return origins.new_empty(R), origins.new_empty(R), origins.new_empty(R, dtype=torch.bool)
+
+    @torch.library.register_fake(lib + "stratified")
+    def _(near, far, n, u):
+        return near.new_empty(near.shape[0], n)
+
+    @torch.library.register_fake(lib + "importance")
+    def _(depths, weights, n, u):
+        return depths.new_empty(depths.shape[0], n)
+
+    @torch.library.register_fake(lib + "composite_fwd")
+    def _(rgb, sigma, deltas, depths, background, thresh):
+        R = sigma.shape[0]
+        return (sigma.new_empty(R, 3), sigma.new_empty(R), sigma.new_empty(R), sigma.new_empty(R),
+                sigma.new_empty(R, dtype=torch.int32))
+
+    @torch.library.register_fake(lib + "composite_bwd")
+    def _(v_color, v_depth, v_opacity, rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used):
+        return rgb.new_empty(rgb.shape), sigma.new_empty(sigma.shape), background.new_empty(background.shape)
+
+    @torch.library.register_fake(lib + "composite_weights")
+    def _(sigma, deltas):
+        return sigma.new_empty(sigma.shape)
+
+    from .composite import _register_autograd
+    _register_autograd()
+
+
+def _generate_rays_cpp(c2w, intrinsics, height: int, width: int, pixels=None):
+    lead = c2w.shape[:-2]
+    c = c2w.reshape(-1, 4, 4)
+    K = intrinsics.to(c2w.dtype).reshape(-1, 4)
+    p = None
+    if pixels is not None:
+        if pixels.shape[:-2] != lead:
+            raise ValueError(f"pixels must be [..., R, 2] with leading dims {tuple(lead)}, got {tuple(pixels.shape)}")
+        p = pixels.reshape(c.shape[0], -1, 2)
+    o, d = torch.ops.lrm_fast.generate_rays(c, K, height, width, p)
+    return o.reshape(*lead, -1, 3), d.reshape(*lead, -1, 3)
+
+
+def _ray_box_cpp(origins, dirs, box_min: float, box_max: float):
+    lead = origins.shape[:-1]
+    near, far, hit = torch.ops.lrm_fast.ray_box(origins.reshape(-1, 3), dirs.to(origins.dtype).reshape(-1, 3),
+                                                float(box_min), float(box_max))
+    return near.reshape(lead), far.reshape(lead), hit.reshape(lead)
+
+
+def _stratified_cpp(near, far, n: int, jitter: bool, generator=None):
+    lead = near.shape
+    u = None
+    if jitter:  # the twin's draws, same shape and order: same generator -> same depths
+        u = torch.rand((*lead, n), device=near.device, dtype=near.dtype, generator=generator).reshape(-1, n)
+    out = torch.ops.lrm_fast.stratified(near.reshape(-1), far.to(near.dtype).reshape(-1), n, u)
+    return out.reshape(*lead, n)
+
+
+def _importance_cpp(depths, weights, n: int, det: bool, generator=None):
+    R = depths.shape[0]
+    u = None
+    if not det:  # the twin draws float32 levels (its CDF is float32)
+        u = torch.rand(R, n, device=depths.device, dtype=torch.float32, generator=generator)
+    return torch.ops.lrm_fast.importance(depths.detach(), weights.detach().float(), n, u)
+
+
+for _op, _fn in (("generate_rays", _generate_rays_cpp), ("ray_box", _ray_box_cpp),
+                 ("stratified", _stratified_cpp), ("importance", _importance_cpp)):
+    _dispatch.register(_op, "cpp", _fn, cpp_probe(_op))

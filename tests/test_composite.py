@@ -1,0 +1,159 @@
+"""composite: the cpp kernel (lrm_fast._C) against its pure-torch twin, forward and backward."""
+import pytest
+import torch
+
+from lrm_fast.ops import composite, composite_weights
+from lrm_fast.ops.raymarch import load_extension
+
+pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
+
+TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-9)}
+
+
+def _inputs(R, S, dtype, device="cpu", scale=3.0, seed=0, bg_shape=(3,)):
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(R, S, 3, generator=g, dtype=dtype)
+    sigma = torch.rand(R, S, generator=g, dtype=dtype) * scale
+    deltas = torch.rand(R, S, generator=g, dtype=dtype) * 0.3 + 0.01
+    depths = torch.cumsum(deltas, 1) + 1.0
+    bg = torch.rand(*bg_shape, generator=g, dtype=dtype)
+    return [t.to(device) for t in (rgb, sigma, deltas, depths, bg)]
+
+
+def _run(backend, rgb, sigma, deltas, depths, bg, early_stop=0.0):
+    rgb, sigma, bg = (t.detach().clone().requires_grad_() for t in (rgb, sigma, bg))
+    c, d, o = composite(rgb, sigma, deltas, depths, bg, backend=backend, early_stop=early_stop)
+    g = torch.Generator().manual_seed(1)
+    vc = torch.randn(c.shape, generator=g, dtype=c.dtype).to(c.device)
+    vd = torch.randn(d.shape, generator=g, dtype=c.dtype).to(c.device)
+    vo = torch.randn(o.shape, generator=g, dtype=c.dtype).to(c.device)
+    loss = (c * vc).sum() + (d * vd).sum() + (o * vo).sum()
+    grads = torch.autograd.grad(loss, [rgb, sigma, bg])
+    return (c, d, o) + grads
+
+
+def _compare(args, dtype, **kw):
+    ref = _run("reference", *args)
+    fast = _run("cpp", *args, **kw)
+    for name, a, b in zip(("color", "depth", "opacity", "v_rgb", "v_sigma", "v_bg"), ref, fast):
+        torch.testing.assert_close(b, a, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("R,S", [(1, 1), (7, 5), (33, 64), (4, 2)])
+def test_matches_twin(R, S, dtype):
+    _compare(_inputs(R, S, dtype), dtype)
+
+
+@pytest.mark.parametrize("case", ["zero_density", "huge_density", "per_ray_background", "one_opaque"])
+def test_edge_cases(case):
+    dtype = torch.float64
+    rgb, sigma, deltas, depths, bg = _inputs(6, 9, dtype, bg_shape=(6, 3) if case == "per_ray_background" else (3,))
+    if case == "zero_density":
+        sigma.zero_()
+    elif case == "huge_density":
+        sigma.fill_(1e6)
+    elif case == "one_opaque":
+        sigma[:, 4] = 1e4
+    _compare((rgb, sigma, deltas, depths, bg), dtype)
+
+
+def test_empty_batch_and_empty_rays():
+    for R, S in ((0, 8), (3, 0)):
+        args = _inputs(R, S, torch.float32)
+        ref = composite(*args, backend="reference")
+        fast = composite(*args, backend="cpp")
+        for a, b in zip(ref, fast):
+            torch.testing.assert_close(b, a)
+
+
+def test_non_contiguous_inputs():
+    rgb, sigma, deltas, depths, bg = _inputs(8, 12, torch.float64)
+    rgb_nc = rgb.transpose(0, 1).contiguous().transpose(0, 1)
+    sigma_nc = sigma.t().contiguous().t()
+    assert not rgb_nc.is_contiguous() and not sigma_nc.is_contiguous()
+    _compare((rgb_nc, sigma_nc, deltas[:, :], depths, bg), torch.float64)
+
+
+def test_early_stop_is_bounded_and_backward_consistent():
+    dtype = torch.float64
+    rgb, sigma, deltas, depths, bg = _inputs(16, 32, dtype, scale=30.0)
+    thresh = 1e-3
+    ref = _run("reference", rgb, sigma, deltas, depths, bg)
+    fast = _run("cpp", rgb, sigma, deltas, depths, bg, early_stop=thresh)
+    for a, b in zip(ref[:3], fast[:3]):
+        assert (a - b).abs().max() <= 3 * thresh
+    # the backward of the stopped forward is exact for that (truncated) function: gradcheck it
+    rgb, sigma, bg = (t[:3, :6].clone().requires_grad_() if t.dim() > 1 else t.clone().requires_grad_()
+                      for t in (rgb, sigma, bg))
+    f = lambda r, s, b: composite(r, s, deltas[:3, :6], depths[:3, :6], b, backend="cpp", early_stop=0.3)
+    assert torch.autograd.gradcheck(f, (rgb, sigma, bg))
+
+
+@pytest.mark.filterwarnings("ignore:Input #")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gradcheck(dtype):
+    rgb, sigma, deltas, depths, bg = _inputs(3, 5, dtype)
+    args = [t.clone().requires_grad_() for t in (rgb, sigma, bg)]
+    f = lambda r, s, b: composite(r, s, deltas, depths, b, backend="cpp")
+    kw = {} if dtype == torch.float64 else dict(eps=1e-3, atol=5e-3, rtol=5e-3)
+    assert torch.autograd.gradcheck(f, args, **kw)
+
+
+def test_weights_match_twin():
+    _, sigma, deltas, _, _ = _inputs(9, 11, torch.float64)
+    torch.testing.assert_close(composite_weights(sigma, deltas, backend="cpp"),
+                               composite_weights(sigma, deltas, backend="reference"))
+
+
+def test_opcheck():
+    rgb, sigma, deltas, depths, bg = _inputs(4, 6, torch.float32)
+    bg = bg.expand(4, 3).contiguous()
+    torch.library.opcheck(torch.ops.lrm_fast.composite_fwd,
+                          (rgb.requires_grad_(), sigma.requires_grad_(), deltas, depths, bg.requires_grad_(), 0.0))
+    torch.library.opcheck(torch.ops.lrm_fast.composite_weights, (sigma.detach(), deltas))
+
+
+def test_bad_inputs_name_the_problem():
+    rgb, sigma, deltas, depths, bg = _inputs(4, 6, torch.float32)
+    with pytest.raises(RuntimeError, match="deltas has dtype"):
+        torch.ops.lrm_fast.composite_fwd(rgb, sigma, deltas.double(), depths, bg.expand(4, 3), 0.0)
+    with pytest.raises(RuntimeError, match="must be float32 or float64"):
+        torch.ops.lrm_fast.composite_fwd(rgb.half(), sigma.half(), deltas.half(), depths.half(),
+                                         bg.half().expand(4, 3), 0.0)
+    with pytest.raises(RuntimeError, match="background must have shape"):
+        torch.ops.lrm_fast.composite_fwd(rgb, sigma, deltas, depths, bg.expand(5, 3), 0.0)
+    with pytest.raises(ValueError, match="composite shape mismatch"):
+        composite(rgb[:, :5], sigma, deltas, depths, bg, backend="cpp")
+
+
+def test_probe_declines_half_on_auto():
+    rgb, sigma, deltas, depths, bg = (t.to(torch.bfloat16) for t in _inputs(2, 3, torch.float32))
+    from lrm_fast.ops import _dispatch
+
+    name, _, why = _dispatch.resolve("composite", "auto", sigma)
+    assert name == "reference" and "bfloat16" in why
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        composite(rgb, sigma, deltas, depths, bg, backend="cpp")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_twin(dtype):
+    args = _inputs(300, 48, dtype, device="cuda")
+    _compare(args, dtype)
+    rgb, sigma, deltas, depths, bg = args
+    cpu = composite(*(t.cpu() for t in args), backend="cpp")
+    gpu = composite(*args, backend="cpp")
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, **TOL[dtype])
+
+
+@pytest.mark.gpu
+def test_cuda_opcheck_and_gradcheck():
+    rgb, sigma, deltas, depths, bg = _inputs(3, 5, torch.float64, device="cuda")
+    args = [t.clone().requires_grad_() for t in (rgb, sigma, bg)]
+    assert torch.autograd.gradcheck(lambda r, s, b: composite(r, s, deltas, depths, b, backend="cpp"), args)
+    torch.library.opcheck(torch.ops.lrm_fast.composite_fwd,
+                          (rgb.float(), sigma.float().requires_grad_(), deltas.float(), depths.float(),
+                           bg.float().expand(3, 3).contiguous(), 0.0))

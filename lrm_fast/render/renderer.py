@@ -13,6 +13,13 @@ Per ray (chunked over rays, all batch items at once):
 
 Outputs ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``. Everything here is
 a pure function of (planes, field weights, cameras): reconstruct once, render many views.
+
+Fast path (``backend`` other than ``"reference"`` where the ``cpp`` compositing kernel can run):
+the same steps, but only on the rays that hit the box (missed rays cost nothing: their outputs
+are the background, depth 0, opacity 0, exactly what the dense path computes for them), with the
+C++ kernels for rays, samples and compositing (no [R, S] autograd intermediates for the
+compositing, whose backward is analytic). ``early_stop`` (default 0: exact) lets the compositing
+kernel stop a ray once its transmittance is below it.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 from torch import nn
 
 from ..config import RenderConfig
-from ..ops import composite, composite_weights, generate_rays, importance, ray_box, stratified
+from ..ops import _dispatch, composite, composite_weights, generate_rays, importance, ray_box, stratified
 from .field import TriplaneField
 
 MASKED_RAW_DENSITY = -1e4
@@ -39,6 +46,7 @@ def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
 
 class Renderer(nn.Module):
     backend = "auto"
+    early_stop = 0.0  # fast path only: transmittance below which a ray stops compositing
 
     def __init__(self, cfg: RenderConfig, field: TriplaneField):
         super().__init__()
@@ -68,8 +76,62 @@ class Renderer(nn.Module):
             return rgb, sigma, deltas, mids
         return rgb[..., :-1, :], self.field.density(sigma_raw[..., :-1]), deltas, depths[..., :-1]
 
+    def _use_fast(self, t: torch.Tensor) -> bool:
+        if self.backend == "reference":
+            return False
+        name, _, _ = _dispatch.resolve("composite", self.backend, t)
+        return name == "cpp"
+
+    def _render_rays_fast(self, planes, origins, dirs, bg, jitter: bool, generator):
+        """The fast path of ``_render_rays`` (same signature and outputs): per batch item, only the
+        rays that hit the box are sampled, queried and composited."""
+        cfg, be = self.cfg, self.backend
+        B, R, _ = origins.shape
+        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
+        colors, depths_out, opacities = [], [], []
+        for b in range(B):
+            idx = hit[b].nonzero().squeeze(1)
+            color = bg[b].clone()
+            depth = origins.new_zeros(R)
+            opacity = origins.new_zeros(R)
+            if idx.numel():
+                o, d = origins[b, idx][None], dirs[b, idx][None]
+                c, dep, op = self._render_hit_rays(planes[b:b + 1], o, d, near[b, idx], far[b, idx],
+                                                   bg[b, idx], jitter, generator)
+                color = color.index_put((idx,), c)
+                depth = depth.index_put((idx,), dep)
+                opacity = opacity.index_put((idx,), op)
+            colors.append(color)
+            depths_out.append(depth)
+            opacities.append(opacity)
+        return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
+
+    def _render_hit_rays(self, planes, origins, dirs, near, far, bg, jitter, generator):
+        """One batch item's hitting rays: origins/dirs ``[1, Rh, 3]``, near/far ``[Rh]``, bg ``[Rh, 3]``."""
+        cfg, be = self.cfg, self.backend
+        Rh = near.shape[0]
+        valid = torch.ones(1, Rh, dtype=torch.bool, device=near.device)
+        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
+        depths = stratified(near, far, n_coarse, jitter=jitter, generator=generator, backend=be)[None]
+        sigma_raw, rgb = self._query(planes, origins, dirs, depths, valid)
+        if cfg.importance:
+            n_fine = cfg.samples_per_ray - n_coarse
+            with torch.no_grad():
+                _, sig_c, del_c, _ = self._intervals(depths, sigma_raw, rgb)
+                w = composite_weights(sig_c[0].float(), del_c[0].float(), backend=be)
+                fine = importance(depths[0], w, n_fine, det=not jitter, generator=generator, backend=be)[None]
+            sigma_f, rgb_f = self._query(planes, origins, dirs, fine, valid)
+            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
+            sigma_raw = torch.cat([sigma_raw, sigma_f], -1).gather(-1, order)
+            rgb = torch.cat([rgb, rgb_f], -2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
+        rgb_i, sigma_i, deltas, mids = self._intervals(depths, sigma_raw, rgb)
+        return composite(rgb_i[0], sigma_i[0], deltas[0].to(sigma_i.dtype), mids[0].to(sigma_i.dtype),
+                         bg.to(sigma_i.dtype), backend=be, early_stop=self.early_stop)
+
     def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``."""
+        if self._use_fast(origins):
+            return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator)
         cfg, be = self.cfg, self.backend
         B, R, _ = origins.shape
         near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
@@ -119,7 +181,10 @@ class Renderer(nn.Module):
             raise ValueError(f"{planes.shape[0]} triplanes but cameras for batch {B}")
         dtype = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
         c2w, intrinsics = c2w.to(dtype), intrinsics.to(dtype)
-        origins, dirs = generate_rays(c2w, intrinsics, height, width, pixels, backend=self.backend)
+        # Rays always come from the twin (O(rays) work, ~1% of a render): the in-box test of the
+        # first sample, which lies exactly on the box face, flips with the last bit of a ray, so a
+        # fast path that must render the reference's image needs the reference's exact rays.
+        origins, dirs = generate_rays(c2w, intrinsics, height, width, pixels, backend="reference")
         R = origins.shape[2]
         bg = _as_background(self.cfg.background if background is None else background, B, V,
                             dtype, planes.device)

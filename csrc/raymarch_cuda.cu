@@ -1,0 +1,146 @@
+// CUDA kernels for rays and samples: one thread per ray, the per-ray math from raymarch.h (the
+// same functions the CPU kernels run). Input checks are shared with the CPU path.
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "raymarch.h"
+#include "raymarch_ops.h"
+
+namespace lrm_fast {
+
+namespace {
+
+constexpr int kThreads = 256;
+inline unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads); }
+
+template <typename T>
+__global__ void generate_rays_kernel(const T* c2w, const T* K, const int64_t* pixels, int64_t N, int64_t R,
+                                     int height, int width, T* o, T* d) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= N * R) return;
+  const int64_t cam = i / R, r = i % R;
+  const T row = pixels ? T(pixels[2 * i]) : T(r / width);
+  const T col = pixels ? T(pixels[2 * i + 1]) : T(r % width);
+  pixel_ray<T>(c2w + 16 * cam, K + 4 * cam, height, width, row, col, o + 3 * i, d + 3 * i);
+}
+
+template <typename T>
+__global__ void ray_box_kernel(const T* o, const T* d, int64_t R, T bmin, T bmax, T* near, T* far, bool* hit) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R) return;
+  hit[i] = ray_box_hit<T>(o + 3 * i, d + 3 * i, bmin, bmax, near + i, far + i);
+}
+
+template <typename T>
+__global__ void stratified_kernel(const T* near, const T* far, const T* u, int64_t R, int n, T* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R) return;
+  stratified_ray<T>(near[i], far[i], n, u ? u + i * n : nullptr, out + i * n);
+}
+
+template <typename T>
+__global__ void importance_kernel(const T* depths, const float* weights, const float* u, int64_t R, int S,
+                                  int n, float* cdf_scratch, T* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R) return;
+  importance_ray<T>(depths + i * S, weights + i * (S - 1), S, n, u ? u + i * n : nullptr,
+                    cdf_scratch + i * (S - 2), out + i * n);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> generate_rays_cuda(const at::Tensor& c2w_in, const at::Tensor& K_in,
+                                                      int64_t height, int64_t width,
+                                                      const std::optional<at::Tensor>& pixels_in) {
+  check_generate_rays(c2w_in, K_in, height, width, pixels_in);
+  const c10::cuda::CUDAGuard guard(c2w_in.device());
+  const auto c2w = c2w_in.contiguous(), K = K_in.contiguous();
+  const int64_t N = c2w.size(0);
+  at::Tensor pixels;
+  if (pixels_in.has_value()) pixels = pixels_in->to(at::kLong).contiguous();
+  const int64_t R = pixels.defined() ? pixels.size(1) : height * width;
+  auto origins = at::empty({N, R, 3}, c2w.options()), dirs = at::empty({N, R, 3}, c2w.options());
+  if (N * R == 0) return {origins, dirs};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(c2w.scalar_type(), "generate_rays_cuda", [&] {
+    generate_rays_kernel<scalar_t><<<blocks_for(N * R), kThreads, 0, stream>>>(
+        c2w.data_ptr<scalar_t>(), K.data_ptr<scalar_t>(), pixels.defined() ? pixels.data_ptr<int64_t>() : nullptr,
+        N, R, int(height), int(width), origins.data_ptr<scalar_t>(), dirs.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {origins, dirs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_box_cuda(const at::Tensor& o_in, const at::Tensor& d_in,
+                                                            double bmin, double bmax) {
+  check_ray_box(o_in, d_in);
+  const c10::cuda::CUDAGuard guard(o_in.device());
+  const auto o = o_in.contiguous(), d = d_in.contiguous();
+  const int64_t R = o.size(0);
+  auto near = at::empty({R}, o.options()), far = at::empty({R}, o.options());
+  auto hit = at::empty({R}, o.options().dtype(at::kBool));
+  if (R == 0) return {near, far, hit};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(o.scalar_type(), "ray_box_cuda", [&] {
+    ray_box_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        o.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), R, scalar_t(bmin), scalar_t(bmax),
+        near.data_ptr<scalar_t>(), far.data_ptr<scalar_t>(), hit.data_ptr<bool>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {near, far, hit};
+}
+
+at::Tensor stratified_cuda(const at::Tensor& near_in, const at::Tensor& far_in, int64_t n,
+                           const std::optional<at::Tensor>& u_in) {
+  check_stratified(near_in, far_in, n, u_in);
+  const c10::cuda::CUDAGuard guard(near_in.device());
+  const auto near = near_in.contiguous(), far = far_in.contiguous();
+  at::Tensor u;
+  if (u_in.has_value()) u = u_in->contiguous();
+  const int64_t R = near.size(0);
+  auto out = at::empty({R, n}, near.options());
+  if (R == 0) return out;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(near.scalar_type(), "stratified_cuda", [&] {
+    stratified_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        near.data_ptr<scalar_t>(), far.data_ptr<scalar_t>(), u.defined() ? u.data_ptr<scalar_t>() : nullptr, R,
+        int(n), out.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor importance_cuda(const at::Tensor& depths_in, const at::Tensor& weights_in, int64_t n,
+                           const std::optional<at::Tensor>& u_in) {
+  check_importance(depths_in, weights_in, n, u_in);
+  const c10::cuda::CUDAGuard guard(depths_in.device());
+  const auto depths = depths_in.contiguous(), weights = weights_in.contiguous();
+  at::Tensor u;
+  if (u_in.has_value()) u = u_in->contiguous();
+  const int64_t R = depths.size(0), S = depths.size(1);
+  auto out = at::empty({R, n}, depths.options());
+  if (R == 0 || n == 0) return out;
+  // per-ray CDF scratch in global memory (S-2 floats a ray): S is not a compile-time constant
+  auto cdf = at::empty({R, S - 2}, weights.options());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(depths.scalar_type(), "importance_cuda", [&] {
+    importance_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        depths.data_ptr<scalar_t>(), weights.data_ptr<float>(), u.defined() ? u.data_ptr<float>() : nullptr, R,
+        int(S), int(n), cdf.data_ptr<float>(), out.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) {
+  m.impl("generate_rays", &generate_rays_cuda);
+  m.impl("ray_box", &ray_box_cuda);
+  m.impl("stratified", &stratified_cuda);
+  m.impl("importance", &importance_cuda);
+}
+
+}  // namespace lrm_fast

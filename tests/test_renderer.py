@@ -83,3 +83,57 @@ def test_field_activations_match_openlrm():
     raw = torch.zeros(1, 4)
     assert f.rgb(raw)[0, 0].item() == pytest.approx(0.5)
     assert f.rgb(torch.full((1, 4), -100.0))[0, 0].item() == pytest.approx(-0.001)
+
+
+# -- fast backend (lrm_fast._C kernels) against the reference renderer ------------------------
+
+def _fast_available():
+    from lrm_fast.ops.raymarch import load_extension
+
+    return load_extension()[0]
+
+
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+@pytest.mark.parametrize("importance", [True, False])
+@pytest.mark.parametrize("midpoint", [True, False])
+def test_fast_backend_renders_the_reference_image(tiny_model, importance, midpoint):
+    from lrm_fast.model.camera import orbit_cameras
+
+    r = tiny_model.renderer
+    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 12, "importance": importance, "midpoint": midpoint})
+    torch.manual_seed(1)
+    planes = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
+    c2w = orbit_cameras([20.0, 140.0], [15.0, -40.0])[None].repeat(2, 1, 1, 1)
+    c2w[1, 1, :3, 3] *= 2.5                          # far away: many rays miss the box
+    K = default_intrinsics()[None, None].expand(2, 2, 4)
+    outs, grads = [], []
+    for backend in ("reference", "fast"):
+        r.backend = backend
+        out = r(planes, c2w, K, 10, background=torch.tensor([0.2, 0.5, 0.9]))
+        loss = out["rgb"].square().sum() + out["depth"].sum() * 0.1 + out["opacity"].sum()
+        grads.append(torch.autograd.grad(loss, planes)[0])
+        outs.append(out)
+    r.backend = "auto"
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+def test_fast_backend_missed_rays_and_pixels(tiny_model):
+    r = tiny_model.renderer
+    c2w = torch.eye(4)[None, None].repeat(1, 2, 1, 1)
+    c2w[0, 0, :3, 3] = torch.tensor([0.0, 0.0, 5.0])
+    c2w[0, 1, :3, 3] = torch.tensor([5.0, 0.0, 5.0])     # every ray misses
+    K = default_intrinsics()[None, None].expand(1, 2, 4)
+    pixels = torch.tensor([[[0, 0], [3, 2], [5, 5]]]).expand(1, 2, 3, 2)
+    planes = torch.randn(1, 3, 8, 8, 8)
+    outs = []
+    for backend in ("reference", "fast"):
+        r.backend = backend
+        outs.append(r(planes, c2w, K, 6, pixels=pixels))
+    r.backend = "auto"
+    for k in ("rgb", "depth", "opacity"):
+        assert outs[1][k].shape == (1, 2, 3) + ((3,) if k == "rgb" else ())
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
+    assert (outs[1]["opacity"][0, 1] == 0).all()

@@ -4,7 +4,7 @@
 * CPU: torch has no CPU peak counter, so the case runs in a forked child: the child resets the
   kernel's RSS high-water mark (``/proc/self/clear_refs`` = 5), runs ``fn`` once and reports
   ``VmHWM - VmRSS(before)``. That is the real extra memory the case needed, whatever allocated it.
-  (PyTorch runs single-threaded in a forked child; memory, not time, is measured there.)
+  (The child runs single-threaded, see below; memory, not time, is measured there.)
 
 Usage in a benchmark::
 
@@ -43,6 +43,10 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     if pid == 0:  # child
         os.close(r)
         try:
+            # libgomp's thread pool does not survive fork: an OpenMP parallel region in the child
+            # (any large torch op, or a C++ kernel using at::parallel_for) hangs once the parent
+            # has used the pool. One thread takes the serial path; memory is what we measure.
+            torch.set_num_threads(1)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             before = _status_kb("VmRSS")

@@ -1,0 +1,55 @@
+"""Full render of a triplane: the reference renderer vs the fast backend (lrm_fast._C kernels),
+same model, same triplane, same cameras, in one run.
+
+Model: the ``tiny`` preset (random weights; triplane 8 channels, field MLP 16 wide) with 64+64
+samples per ray, so the renderer, not the field, is what is measured. Cases: forward (no grad)
+and forward+backward (gradient to the triplane). Sizes: smoke 16x16, full 128x128.
+Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_render.py -p no:cacheprovider``.
+"""
+import pytest
+import torch
+
+from bench._mem import peak_memory_mb
+from bench.conftest import record, sizes
+from lrm_fast.config import LRMConfig, RenderConfig
+from lrm_fast.model.camera import default_intrinsics, orbit_cameras
+from lrm_fast.ops.raymarch import load_extension
+
+pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
+
+SIZES = sizes(smoke=[16], full=[128], gpu=[128, 512])
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    from lrm_fast.model.lrm import LRM
+
+    torch.manual_seed(0)
+    model = LRM(LRMConfig.preset("tiny"))
+    r = model.renderer
+    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 128, "chunk_rays": 1 << 30})
+    return r
+
+
+@pytest.mark.parametrize("res", SIZES)
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+def test_render(benchmark, renderer, res, backend, mode, device):
+    renderer.to(device)
+    torch.manual_seed(0)
+    planes = torch.randn(1, 3, 8, 8, 8, device=device) * 2
+    c2w = orbit_cameras([30.0], [20.0], device=device)[None]
+    K = default_intrinsics(device=device)[None, None]
+
+    def fn():
+        renderer.backend = backend
+        if mode == "fwd":
+            with torch.no_grad():
+                return renderer(planes, c2w, K, res)
+        p = planes.clone().requires_grad_()
+        out = renderer(p, c2w, K, res)
+        (out["rgb"].sum() + out["opacity"].sum()).backward()
+
+    mem = peak_memory_mb(fn, device)
+    benchmark(fn)
+    record(benchmark, f"render_{mode}", f"{res}x{res}-64+64-tiny", backend, backend != "reference", mem)

@@ -9,7 +9,9 @@ every op falls back to its reference implementation.
 
 Extension: ``CppExtension`` (CPU kernels, OpenMP) always; ``CUDAExtension`` (adds csrc/*.cu) when
 nvcc is found and a GPU is visible or ``FORCE_CUDA=1`` (honours ``TORCH_CUDA_ARCH_LIST`` and
-``CUDA_HOME``). ``LRM_FAST_NO_EXT=1`` skips the extension entirely.
+``CUDA_HOME``). ``LRM_FAST_NO_EXT=1`` skips the extension entirely. No ``--use_fast_math``: the
+ray-box and sampling kernels must round like the torch twins (a first sample lies exactly on the
+box face, and the renderer's in-box test flips with its last bit).
 """
 import glob
 import os
@@ -39,7 +41,7 @@ def _extensions():
     if want_cuda:
         define.append(("LRM_FAST_WITH_CUDA", None))
         ext = CUDAExtension("lrm_fast._C", cpp + cu, define_macros=define,
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
                             extra_link_args=["-fopenmp"])
     else:
         ext = CppExtension("lrm_fast._C", cpp, define_macros=define,

@@ -71,3 +71,17 @@ def test_cuda_source_compiles(source, tmp_path):
     cmd += ["-isystem", os.path.join(sys.base_prefix, "include", f"python{sys.version_info.major}.{sys.version_info.minor}")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"nvcc failed on {os.path.basename(source)}:\n{res.stderr[-6000:]}"
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_math_headers_ctest(tmp_path):
+    """The torch-free per-ray math (csrc/*.h) built and run as a plain C++ program (what CMake's
+    ctest runs), so the shared CPU/GPU math is checked without torch."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    exe = str(tmp_path / "test_math")
+    res = subprocess.run([cxx, "-std=c++17", "-O1", "-Wall", "-o", exe,
+                          os.path.join(ROOT, "csrc", "tests", "test_math.cpp")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    run = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr

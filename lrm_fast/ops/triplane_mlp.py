@@ -17,6 +17,8 @@ Backends: ``reference`` (grid_sample + matmuls under autograd), and where regist
 """
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Sequence
 
 import torch
@@ -96,3 +98,196 @@ def triplane_mlp(planes: torch.Tensor, points: torch.Tensor, weights: Sequence[t
                          f"{C}-channel planes gives {want}")
     _, fn, _ = _dispatch.resolve(OP, backend, planes, points)
     return fn(planes, points, list(weights), list(biases), aggregate, activation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton fused path (kernels/triplane_mlp.py, imported lazily as lrm_fast.kernels.triplane_mlp)
+# ---------------------------------------------------------------------------------------------
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_HIDDEN = 128   # register tiles [BLOCK_N, hidden]: wider MLPs would spill; use the reference
+_MAX_OUT = 64
+_MAX_CHANNELS = 256
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _pow2(n: int, lo: int = 16) -> int:
+    """Smallest power of two >= max(n, lo): tl.arange needs powers of two, tl.dot dims >= 16."""
+    return max(lo, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _triton_probe(planes, points=None, *_):
+    # cheap checks first: importing triton costs seconds, and CPU runs never use it unless testing
+    dev = planes.device
+    if dev.type == "cpu" and not _interpreting():
+        return False, "CPU tensors need TRITON_INTERPRET=1 (Triton's interpreter, for tests only)"
+    if dev.type not in ("cuda", "cpu"):
+        return False, f"device {dev.type} not supported"
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not here"
+        return False, f"triton not importable ({type(e).__name__}: {e})"
+    if planes.dtype not in _TRITON_DTYPES:
+        return False, f"dtype {planes.dtype} not supported (float32, float16, bfloat16)"
+    if points is not None and getattr(points, "requires_grad", False):
+        return False, "points require grad: the fused kernel does not differentiate the points"
+    if points is not None and getattr(points, "device", dev) != dev:
+        return False, f"points on {points.device}, planes on {dev}"
+    where = "interpreter" if dev.type == "cpu" else "CUDA"
+    return True, f"fused sample+MLP Triton kernel ({where})"
+
+
+def _triton_supports_mlp(weights, biases) -> str | None:
+    """Why this MLP cannot use the fused kernel, or None when it can."""
+    if len(weights) < 2:
+        return "the fused kernel needs >= 2 Linear layers"
+    hidden = weights[0].shape[0]
+    for i, w in enumerate(weights[1:], 1):
+        if w.shape[1] != hidden or (i < len(weights) - 1 and w.shape[0] != hidden):
+            return "the fused kernel needs every hidden layer to have the same width"
+    if hidden > _MAX_HIDDEN:
+        return f"hidden width {hidden} > {_MAX_HIDDEN}"
+    if weights[-1].shape[0] > _MAX_OUT:
+        return f"output width {weights[-1].shape[0]} > {_MAX_OUT}"
+    return None
+
+
+def _pack_mlp(weights, biases, C: int, aggregate: str, dtype: torch.dtype):
+    """Zero-padded, transposed ([in, out]) weight tiles the kernel reads, in the compute dtype."""
+    dev = weights[0].device
+    hidden, out = weights[0].shape[0], weights[-1].shape[0]
+    CP, HP, OP = _pow2(C), _pow2(hidden), _pow2(out)
+    nw0 = 3 if aggregate == "concat" else 1
+    w0 = torch.zeros(nw0, CP, HP, device=dev, dtype=dtype)
+    w0t = weights[0].detach().t().to(dtype)  # [in, hidden]
+    for p in range(nw0):
+        w0[p, :C, :hidden] = w0t[p * C:(p + 1) * C]
+    mids = weights[1:-1]
+    wm = torch.zeros(max(1, len(mids)), HP, HP, device=dev, dtype=dtype)
+    bm = torch.zeros(max(1, len(mids)), HP, device=dev, dtype=torch.float32)
+    for i, w in enumerate(mids):
+        wm[i, :hidden, :hidden] = w.detach().t().to(dtype)
+        if biases[i + 1] is not None:
+            bm[i, :hidden] = biases[i + 1].detach().float()
+    wl = torch.zeros(HP, OP, device=dev, dtype=dtype)
+    wl[:hidden, :out] = weights[-1].detach().t().to(dtype)
+    b0 = torch.zeros(HP, device=dev, dtype=torch.float32)
+    if biases[0] is not None:
+        b0[:hidden] = biases[0].detach().float()
+    bl = torch.zeros(OP, device=dev, dtype=torch.float32)
+    if biases[-1] is not None:
+        bl[:out] = biases[-1].detach().float()
+    # Biases stay fp32: the kernel adds them to fp32 accumulators.
+    return (w0, b0, wm, bm, wl, bl), (CP, HP, OP)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _launch_cfg(n: int):
+    """BLOCK_N and num_warps. Fixed heuristics, no autotune (the interpreter cannot autotune;
+    tl.dot on H100 wants >= 64 rows; 64 points x 64 hidden x fp32 fits the register file)."""
+    if _interpreting():
+        return 16, 1
+    return 64, 4
+
+
+class _TriplaneMLPTriton(torch.autograd.Function):
+    """Fused forward/backward. Inputs: planes, points, aggregate, activation, n_layers,
+    then the L weights and the L biases (None allowed) as separate tensors so autograd sees them."""
+
+    @staticmethod
+    def forward(ctx, planes, points, aggregate, activation, n_layers, *params):
+        from lrm_fast.kernels import triplane_mlp as K
+
+        weights, biases = list(params[:n_layers]), list(params[n_layers:])
+        B, _, C, H, W = planes.shape
+        N = points.shape[1]
+        out_dim = weights[-1].shape[0]
+        dtype = planes.dtype
+        # channels-last once, inside the op: one corner = one contiguous C-vector load
+        planes_cl = planes.detach().permute(0, 1, 3, 4, 2).contiguous()
+        pts = points.detach().contiguous()
+        packed, (CP, HP, OP) = _pack_mlp(weights, biases, C, aggregate, dtype)
+        out = torch.empty(B, N, out_dim, device=planes.device, dtype=dtype)
+        prec = "ieee" if (dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32) else "tf32"
+        BLOCK_N, warps = _launch_cfg(N)
+        meta = dict(AGG=K.AGG_CODES[aggregate], ACT=K.ACT_CODES[activation], NUM_MID=n_layers - 2,
+                    BLOCK_N=BLOCK_N, CP=CP, HP=HP, OP=OP, PREC=prec)
+        if B * N > 0:
+            grid = (_cdiv(N, BLOCK_N), B)
+            K.triplane_mlp_fwd_kernel[grid](planes_cl, pts, *packed, out, N, H, W, C, out_dim,
+                                            num_warps=warps, **meta)
+        ctx.save_for_backward(planes_cl, pts, *packed)
+        ctx.meta, ctx.warps, ctx.shapes = meta, warps, (B, N, C, H, W, out_dim)
+        ctx.n_layers = n_layers
+        ctx.param_info = [(p.shape, p.dtype) if p is not None else None for p in params]
+        return out
+
+    @staticmethod
+    def backward(ctx, v_out):
+        from lrm_fast.kernels import triplane_mlp as K
+
+        planes_cl, pts, w0, b0, wm, bm, wl, bl = ctx.saved_tensors
+        B, N, C, H, W, out_dim = ctx.shapes
+        meta, L = ctx.meta, ctx.n_layers
+        CP, HP, OP = meta["CP"], meta["HP"], meta["OP"]
+        dev = planes_cl.device
+        nw0, nm = w0.shape[0], max(1, L - 2)
+        n_prog = _cdiv(N, meta["BLOCK_N"]) * B
+        P = max(1, min(n_prog, 64))  # partial slots: fewer atomic collisions, small sum after
+        f32 = dict(device=dev, dtype=torch.float32)
+        v_planes = torch.zeros(B, 3, H, W, C, **f32)
+        v_w0 = torch.zeros(P, nw0, CP, HP, **f32)
+        v_b0 = torch.zeros(P, HP, **f32)
+        v_wm = torch.zeros(P, nm, HP, HP, **f32)
+        v_bm = torch.zeros(P, nm, HP, **f32)
+        v_wl = torch.zeros(P, HP, OP, **f32)
+        v_bl = torch.zeros(P, OP, **f32)
+        if n_prog > 0:
+            grid = (_cdiv(N, meta["BLOCK_N"]), B)
+            K.triplane_mlp_bwd_kernel[grid](planes_cl, pts, w0, b0, wm, bm, wl, bl, v_out.contiguous(),
+                                            v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
+                                            N, H, W, C, out_dim, P, num_warps=ctx.warps, **meta)
+        # un-pad, sum the partial slots, back to [out, in] (nn.Linear layout) and param dtypes
+        hidden = ctx.param_info[0][0][0]
+        v_w0 = v_w0.sum(0)[:, :C, :hidden]                     # [nw0, C, hidden]
+        gw = [v_w0.reshape(nw0 * C, hidden).t()]
+        gb = [v_b0.sum(0)[:hidden]]
+        v_wm, v_bm = v_wm.sum(0), v_bm.sum(0)
+        for i in range(L - 2):
+            gw.append(v_wm[i, :hidden, :hidden].t())
+            gb.append(v_bm[i, :hidden])
+        gw.append(v_wl.sum(0)[:hidden, :out_dim].t())
+        gb.append(v_bl.sum(0)[:out_dim])
+        grads = []
+        for g, info, need in zip(gw + gb, ctx.param_info, ctx.needs_input_grad[5:]):
+            grads.append(g.to(info[1]).contiguous() if (info is not None and need) else None)
+        v_planes = v_planes.permute(0, 1, 4, 2, 3).to(planes_cl.dtype).contiguous()
+        if not ctx.needs_input_grad[0]:
+            v_planes = None
+        return (v_planes, None, None, None, None, *grads)
+
+
+def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", activation="relu"):
+    why = _triton_supports_mlp(weights, biases)
+    if why is not None:
+        warnings.warn(f"triplane_mlp: {why}; using the reference path", stacklevel=3)
+        return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
+    if planes.shape[2] > _MAX_CHANNELS:
+        warnings.warn(f"triplane_mlp: {planes.shape[2]} channels > {_MAX_CHANNELS}; using the reference path",
+                      stacklevel=3)
+        return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
+    for name, t in [("weights", w) for w in weights] + [("biases", b) for b in biases if b is not None]:
+        if t.device != planes.device:
+            raise ValueError(f"triplane_mlp: {name} on {t.device}, planes on {planes.device}")
+    if not points.is_floating_point():
+        raise ValueError(f"triplane_mlp: points must be floating point, got {points.dtype}")
+    return _TriplaneMLPTriton.apply(planes, points, aggregate, activation, len(weights), *weights, *biases)
+
+
+_dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)

@@ -1,0 +1,100 @@
+"""triplane_mlp: fused Triton kernel vs the reference (grid_sample x3 + Linear layers under autograd).
+
+Stages (one group per stage and size, reference and fast in the same run):
+  * ``triplane_mlp_fwd``: forward under ``no_grad`` (rendering / mesh extraction);
+  * ``triplane_mlp_fwdbwd``: forward + backward w.r.t. planes and every weight/bias (training).
+Field: the base preset's (C = 48 planes of 64 x 64, concat, MLP 144 -> 64 -> 64 -> 64 -> 4, ReLU).
+
+Sizes:
+  * GPU (full mode on CUDA): 2^18 points (a render chunk) and 2^20 (training), fp32 and bf16.
+  * CPU full: the reference at 2^14 points. The fused path needs CUDA; on CPU it only runs under
+    Triton's interpreter (``TRITON_INTERPRET=1`` set before the run), ~1000x slower than torch, so
+    its CPU time measures the interpreter, not the kernel: it is recorded as backend
+    ``triton-interpreter`` and only in smoke mode at a tiny size, as a "does it run" check.
+  * smoke: 256 points of an 8-channel 8 x 8 field, once each.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench._mem import peak_memory_mb
+from bench.conftest import DEVICE, MODE, record, sizes
+
+# (name, C, plane_res, n_points, dtype)
+SIZES = sizes(
+    smoke=[("C8-8x8-256pts", 8, 8, 256, "float32")],
+    full=[("C48-64x64-2^14pts", 48, 64, 2**14, "float32")],
+    gpu=[("C48-64x64-2^18pts", 48, 64, 2**18, "float32"),
+         ("C48-64x64-2^18pts", 48, 64, 2**18, "bfloat16"),
+         ("C48-64x64-2^20pts", 48, 64, 2**20, "float32"),
+         ("C48-64x64-2^20pts", 48, 64, 2**20, "bfloat16")],
+)
+
+
+def _fast_backend() -> str | None:
+    """Name recorded for the fused path here, or None when it cannot run / would mislead."""
+    if DEVICE == "cuda":
+        return "triton"
+    if os.environ.get("TRITON_INTERPRET") == "1" and MODE == "smoke":
+        return "triton-interpreter"
+    return None
+
+
+def _field(C: int, res: int, n: int, dtype: torch.dtype, grad: bool):
+    g = torch.Generator().manual_seed(0)
+    planes = torch.randn(1, 3, C, res, res, generator=g).to(DEVICE, dtype).requires_grad_(grad)
+    pts = (torch.rand(1, n, 3, generator=g) * 2 - 1).to(DEVICE)
+    dims = [3 * C, 64, 64, 64, 4]
+    ws = [(torch.randn(dims[i + 1], dims[i], generator=g) / dims[i] ** 0.5).to(DEVICE).requires_grad_(grad)
+          for i in range(4)]
+    bs = [torch.zeros(dims[i + 1], device=DEVICE).requires_grad_(grad) for i in range(4)]
+    return planes, pts, ws, bs
+
+
+def _in_forked_child_safe(fn):
+    """On CPU bench._mem runs fn in a forked child; a child that enters an OpenMP region the
+    parent already used hangs forever in libgomp (measured here), so go single-threaded first.
+    (Only the child's thread count changes; timings in the parent are untouched.)"""
+    if DEVICE != "cpu":
+        return fn
+    return lambda: (torch.set_num_threads(1), fn())
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("stage", ["triplane_mlp_fwd", "triplane_mlp_fwdbwd"])
+@pytest.mark.parametrize("which", ["reference", "fast"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}-{s[4]}")
+def test_triplane_mlp(benchmark, size, which, stage):
+    from lrm_fast.ops.triplane_mlp import triplane_mlp
+
+    name, C, res, n, dt = size
+    backend = "reference" if which == "reference" else _fast_backend()
+    if backend is None:
+        pytest.skip("the fused Triton path needs CUDA (CPU: only under TRITON_INTERPRET=1, smoke size)")
+    op_backend = "triton" if backend.startswith("triton") else "reference"
+    dtype = getattr(torch, dt)
+    train = stage == "triplane_mlp_fwdbwd"
+    planes, pts, ws, bs = _field(C, res, n, dtype, train)
+
+    def step():
+        if train:
+            out = triplane_mlp(planes, pts, ws, bs, backend=op_backend)
+            # a scalar loss touching every output channel, like the renderer's composite
+            torch.autograd.grad(out.float().square().mean(), [planes] + ws + bs)
+        else:
+            with torch.no_grad():
+                triplane_mlp(planes, pts, ws, bs, backend=op_backend)
+        _sync()
+
+    step()  # warm-up: Triton compiles on first call; not timed, not in the memory peak
+    peak = peak_memory_mb(_in_forked_child_safe(step), DEVICE)
+    record(benchmark, stage, f"{name}-{dt}", backend, fast=which == "fast", peak_mem_mb=peak, dtype=dt,
+           n_points=n, channels=C)
+    benchmark(step)

@@ -1,0 +1,260 @@
+"""Fused Triton triplane_mlp vs its twin ``_triplane_mlp_ref``: outputs and every gradient.
+
+CPU: the kernels run under Triton's interpreter, which must be switched on (``TRITON_INTERPRET=1``)
+before triton is imported. Other test files may import triton first (xformers does), and the
+variable would leak into them, so the whole CPU grid runs once in a child process
+(``python tests/test_triplane_mlp.py --worker``) and each case here checks that child's numbers.
+GPU (``-m gpu``): the same grid in-process at larger sizes, plus bf16.
+
+Tolerances: fp32 tight (abs + rel to the reference's scale); fp16/bf16 follow DESIGN.md §5 (the
+flash-attention rule): the fast op's max error vs the fp32 reference <= 2x the reference op's own
+max error when run in the same low precision (+ a tiny floor for exactly-zero references).
+Points get no gradient from the fused path (documented); the twin's grads are compared for
+planes, every weight and every bias.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+
+ACTS = ("relu", "silu", "softplus")
+
+
+def _grid(gpu: bool = False) -> list[dict]:
+    """The config grid: aggregate x depth x channels, odd non-square planes, N not a multiple of
+    the block, plus N = 1, N = 0, batch 1 and low-precision cases."""
+    n_main, hid = (5000, 64) if gpu else (37, 16)
+    cases = []
+    k = 0
+    for agg in ("concat", "sum", "mean"):
+        for layers in (2, 4):                # 1 and 3 hidden layers
+            for C in (8, 40):
+                H, W = ((33, 47) if gpu else (5, 7)) if C == 8 else ((64, 48) if gpu else (9, 4))
+                cases.append(dict(agg=agg, layers=layers, C=C, H=H, W=W, B=2, N=n_main, hidden=hid,
+                                  act=ACTS[k % 3], dtype="float32"))
+                k += 1
+    edge = dict(agg="concat", layers=4, C=8, H=6, W=5, B=1, hidden=hid, act="relu", dtype="float32")
+    cases += [dict(edge, N=1), dict(edge, N=0), dict(edge, B=3, N=17, act="softplus")]
+    low = ["float16"] + (["bfloat16"] if gpu else [])
+    for dt in low:
+        cases.append(dict(agg="concat", layers=4, C=40, H=9, W=7, B=2, N=n_main, hidden=hid,
+                          act="relu", dtype=dt))
+        cases.append(dict(agg="mean", layers=2, C=8, H=5, W=6, B=1, N=n_main, hidden=hid,
+                          act="silu", dtype=dt))
+    if gpu:  # the base preset's field at a render-like size
+        cases.append(dict(agg="concat", layers=4, C=48, H=64, W=64, B=1, N=70001, hidden=64,
+                          act="relu", dtype="bfloat16"))
+    for c in cases:
+        c["id"] = "{agg}-L{layers}-C{C}-{H}x{W}-B{B}-N{N}-{act}-{dtype}".format(**c)
+    return cases
+
+
+def _inputs(case: dict, device: str):
+    g = torch.Generator().manual_seed(zlib.crc32(case["id"].encode()))
+    B, C, H, W, N = case["B"], case["C"], case["H"], case["W"], case["N"]
+    planes = torch.randn(B, 3, C, H, W, generator=g)
+    # inside, outside, exactly on the box faces / corners, at the origin, and very far away
+    pts = torch.rand(B, N, 3, generator=g) * 2.6 - 1.3
+    special = torch.tensor([[1.0, -1.0, 0.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0],
+                            [1e6, -3.0, 0.5], [-1.0 + 1e-7, 1.0 - 1e-7, 0.25]])
+    if case["dtype"] != "float32":
+        # the twin casts coordinates to the planes' dtype: 1e6 is inf in fp16 (NaN features there)
+        special[4, 0] = 50.0
+    m = min(N, special.shape[0])
+    pts[:, :m] = special[:m]
+    d_in = 3 * C if case["agg"] == "concat" else C
+    dims = [d_in] + [case["hidden"]] * (case["layers"] - 1) + [4]
+    ws = [torch.randn(dims[i + 1], dims[i], generator=g) / dims[i] ** 0.5 for i in range(case["layers"])]
+    bs = [torch.randn(dims[i + 1], generator=g) * 0.1 for i in range(case["layers"])]
+    v_out = torch.randn(B, N, 4, generator=g)
+    to = lambda t: t.to(device)  # noqa: E731
+    return to(planes), to(pts), [to(w) for w in ws], [to(b) for b in bs], to(v_out)
+
+
+def _run(backend, planes, pts, ws, bs, v_out, case, dtype):
+    from lrm_fast.ops.triplane_mlp import _triplane_mlp_ref, triplane_mlp
+
+    planes = planes.to(dtype).requires_grad_()
+    ws = [w.clone().requires_grad_() for w in ws]   # parameters stay fp32, as in the field
+    bs = [b.clone().requires_grad_() for b in bs]
+    if backend == "reference":
+        out = _triplane_mlp_ref(planes, pts, ws, bs, case["agg"], case["act"])
+    else:
+        out = triplane_mlp(planes, pts, ws, bs, case["agg"], case["act"], backend=backend)
+    assert out.shape == (case["B"], case["N"], 4) and out.dtype == dtype
+    grads = torch.autograd.grad(out, [planes] + ws + bs, v_out.to(out.dtype), allow_unused=True)
+    names = ["out", "v_planes"] + [f"v_w{i}" for i in range(len(ws))] + [f"v_b{i}" for i in range(len(bs))]
+    vals = [out] + [torch.zeros_like(x) if gr is None else gr for gr, x in zip(grads, [planes] + ws + bs)]
+    return {n: v.detach().double().cpu() for n, v in zip(names, vals)}
+
+
+def check_case(case: dict, device: str) -> dict:
+    """{quantity: [error, allowed]} for the fused path vs the fp32 twin."""
+    planes, pts, ws, bs, v_out = _inputs(case, device)
+    ref32 = _run("reference", planes, pts, ws, bs, v_out, case, torch.float32)
+    dtype = getattr(torch, case["dtype"])
+    fast = _run("triton", planes, pts, ws, bs, v_out, case, dtype)
+    res = {}
+    if dtype == torch.float32:
+        for k in ref32:
+            scale = ref32[k].abs().max().item() if ref32[k].numel() else 0.0
+            res[k] = [(fast[k] - ref32[k]).abs().max().item() if ref32[k].numel() else 0.0,
+                      1e-5 + 2e-5 * scale]
+    else:
+        ref_lo = _run("reference", planes, pts, ws, bs, v_out, case, dtype)
+        for k in ref32:
+            if not ref32[k].numel():
+                res[k] = [0.0, 0.0]
+                continue
+            err_ref = (ref_lo[k] - ref32[k]).abs().max().item()
+            scale = ref32[k].abs().max().item()
+            res[k] = [(fast[k] - ref32[k]).abs().max().item(), 2 * err_ref + 1e-6 * (1 + scale)]
+    return res
+
+
+def _assert_close(res: dict, case_id: str):
+    bad = {k: v for k, v in res.items() if not v[0] <= v[1]}
+    assert not bad, f"{case_id}: error > allowed for " + ", ".join(
+        f"{k} ({e:.3g} > {a:.3g})" for k, (e, a) in bad.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: the grid under the interpreter, in one child process
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CASE "):
+            d = json.loads(line[5:])
+            results[d["id"]] = d
+    if proc.returncode != 0 and not results:
+        pytest.fail(f"interpreter worker failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+    return results, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("case", _grid(), ids=lambda c: c["id"])
+def test_interpreter_matches_twin(case, interpreter_results):
+    results, stderr = interpreter_results
+    assert case["id"] in results, f"worker produced no result for {case['id']}:\n{stderr}"
+    d = results[case["id"]]
+    assert "error" not in d, f"{case['id']}: {d.get('error')}"
+    _assert_close(d["res"], case["id"])
+
+
+def _worker():
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    torch.set_num_threads(1)
+    for case in _grid():
+        try:
+            print("CASE " + json.dumps(dict(id=case["id"], res=check_case(case, "cpu"))), flush=True)
+        except Exception as e:  # noqa: BLE001 - report per case, keep going
+            print("CASE " + json.dumps(dict(id=case["id"], error=f"{type(e).__name__}: {e}")), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU, in-process: dispatch and input checks (no kernel runs)
+# ---------------------------------------------------------------------------------------------
+
+def _tiny_args(C=4, N=5, layers=3, hidden=16):
+    planes = torch.randn(1, 3, C, 3, 3)
+    pts = torch.rand(1, N, 3) * 2 - 1
+    dims = [3 * C] + [hidden] * (layers - 1) + [4]
+    ws = [torch.randn(dims[i + 1], dims[i]) for i in range(layers)]
+    bs = [torch.zeros(dims[i + 1]) for i in range(layers)]
+    return planes, pts, ws, bs
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="checks the non-interpreted CPU path")
+def test_cpu_auto_uses_reference_and_triton_refuses():
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.triplane_mlp import OP, _triplane_mlp_ref, triplane_mlp
+
+    planes, pts, ws, bs = _tiny_args()
+    name, _, why = _dispatch.resolve(OP, "auto", planes, pts)
+    assert name == "reference" and "TRITON_INTERPRET" in why
+    torch.testing.assert_close(triplane_mlp(planes, pts, ws, bs), _triplane_mlp_ref(planes, pts, ws, bs))
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        triplane_mlp(planes, pts, ws, bs, backend="triton")
+
+
+def test_probe_reasons():
+    from lrm_fast.ops.triplane_mlp import _triton_probe, _triton_supports_mlp
+
+    class Fake:
+        def __init__(self, dev, dtype=torch.float32, rg=False):
+            self.device, self.dtype, self.requires_grad = torch.device(dev), dtype, rg
+
+    ok, why = _triton_probe(Fake("cuda", torch.float64), Fake("cuda"))
+    assert not ok and "float64" in why
+    ok, why = _triton_probe(Fake("cuda"), Fake("cuda", rg=True))
+    assert not ok and "points require grad" in why
+    _, _, ws, bs = _tiny_args(layers=1)
+    assert "2 Linear" in _triton_supports_mlp(ws, bs)
+    _, _, ws, bs = _tiny_args(layers=3)
+    ws[1] = torch.randn(8, 16)
+    assert "same width" in _triton_supports_mlp(ws, bs)
+    _, _, ws, bs = _tiny_args(layers=3, hidden=256)
+    assert "hidden width" in _triton_supports_mlp(ws, bs)
+
+
+def test_bad_inputs_name_the_problem():
+    from lrm_fast.ops.triplane_mlp import triplane_mlp
+
+    planes, pts, ws, bs = _tiny_args()
+    with pytest.raises(ValueError, match="planes must be"):
+        triplane_mlp(planes[0], pts, ws, bs)
+    with pytest.raises(ValueError, match="points must be"):
+        triplane_mlp(planes, pts[..., :2], ws, bs)
+    with pytest.raises(ValueError, match="first MLP layer"):
+        triplane_mlp(planes, pts, ws, bs, aggregate="sum")
+
+
+def test_pow2_padding():
+    from lrm_fast.ops.triplane_mlp import _pow2
+
+    assert [_pow2(n) for n in (1, 8, 16, 17, 40, 48, 64, 80)] == [16, 16, 16, 32, 64, 64, 64, 128]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the grid at real sizes, compiled kernels, incl. bf16
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", _grid(gpu=True), ids=lambda c: c["id"])
+def test_gpu_matches_twin(case):
+    _assert_close(check_case(case, "cuda"), case["id"])
+
+
+@pytest.mark.gpu
+def test_gpu_field_uses_triton_and_matches():
+    from lrm_fast.config import FieldConfig
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.triplane_mlp import OP
+    from lrm_fast.render.field import TriplaneField
+
+    torch.manual_seed(0)
+    field = TriplaneField(48, FieldConfig()).cuda()
+    for m in field.linears:
+        torch.nn.init.normal_(m.bias, std=0.1)
+    planes = torch.randn(1, 3, 48, 64, 64, device="cuda")
+    pts = torch.rand(1, 10000, 3, device="cuda") * 2 - 1
+    assert _dispatch.resolve(OP, "auto", planes, pts)[0] == "triton"
+    out = field(planes, pts)
+    field.backend = "reference"
+    torch.testing.assert_close(out, field(planes, pts), atol=1e-4, rtol=1e-4)
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()

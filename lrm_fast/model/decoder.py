@@ -13,6 +13,13 @@ Attention has no biases (OpenLRM: ``nn.MultiheadAttention(bias=False)``). Projec
 
 TripoSR switches (``DecoderConfig``): ``modulation=False`` (plain LayerNorm), ``self_first=True``
 and ``mlp="geglu"``.
+
+Speed (backend ``"fast"``/``"auto"``): attention goes through ``ops.attention`` (xformers or SDPA,
+one dispatcher); the modulation is ``modulated_layer_norm`` below, whose fast form folds the
+LayerNorm's affine into the per-sample ``[B, D]`` modulation so the whole ModLN is one
+non-affine LayerNorm + one ``addcmul`` (two passes over ``[B, L, D]`` instead of four). Under
+bf16 autocast LayerNorm runs in fp32 (autocast's fp32 list), so norms keep fp32 statistics.
+For fixed-shape inference see ``model/compiled.py``.
 """
 from __future__ import annotations
 
@@ -22,11 +29,56 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import DecoderConfig
-from ..ops import attention
+from ..ops import _dispatch, attention
+
+MODLN_OP = "modulated_layer_norm"
+
+
+def _modulated_layer_norm_ref(x, weight, bias, shift, scale, eps):
+    """The spec (OpenLRM ``ModLN``): ``LayerNorm(x) * (1 + scale) + shift``."""
+    y = F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    return y * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def _modulated_layer_norm_folded(x, weight, bias, shift, scale, eps):
+    # (xhat * w + b) * (1 + s) + t == xhat * [w (1 + s)] + [b (1 + s) + t]: the affine folds into
+    # two [B, D] vectors (tiny), leaving one plain LayerNorm and one addcmul over [B, L, D].
+    s1 = 1 + scale
+    w = s1 if weight is None else weight * s1
+    b = shift if bias is None else torch.addcmul(shift, bias, s1)
+    xhat = F.layer_norm(x, x.shape[-1:], None, None, eps)
+    return torch.addcmul(b.unsqueeze(1), xhat, w.unsqueeze(1))
+
+
+def _probe_folded(*tensors):
+    return True, "non-affine LayerNorm + one addcmul (affine folded into the [B, D] modulation)"
+
+
+_dispatch.register_reference(MODLN_OP, _modulated_layer_norm_ref)
+_dispatch.register(MODLN_OP, "folded", _modulated_layer_norm_folded, _probe_folded)
+
+
+def modulated_layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                         shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                         backend: str = "auto") -> torch.Tensor:
+    """adaLN without gate: ``LayerNorm(x; weight, bias) * (1 + scale) + shift``.
+
+    Args:
+        x: ``[B, L, D]``. weight, bias: ``[D]`` or None. shift, scale: ``[B, D]``.
+    Returns:
+        ``[B, L, D]`` (dtype by PyTorch's type promotion of x's norm and the modulation).
+    """
+    if x.dim() != 3 or shift.shape != (x.shape[0], x.shape[2]) or scale.shape != shift.shape:
+        raise ValueError(f"modulated_layer_norm expects x [B, L, D] and shift/scale [B, D], got x "
+                         f"{tuple(x.shape)}, shift {tuple(shift.shape)}, scale {tuple(scale.shape)}")
+    _, fn, _ = _dispatch.resolve(MODLN_OP, backend, x)
+    return fn(x, weight, bias, shift, scale, eps)
 
 
 class ModLN(nn.Module):
     """adaLN modulation: LayerNorm(x) * (1 + scale) + shift (OpenLRM ``ModLN``)."""
+
+    backend = "auto"
 
     def __init__(self, dim: int, mod_dim: int, eps: float):
         super().__init__()
@@ -35,7 +87,8 @@ class ModLN(nn.Module):
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         shift, scale = self.mlp(mod).chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+        return modulated_layer_norm(x, self.norm.weight, self.norm.bias, shift, scale, self.norm.eps,
+                                    backend=self.backend)
 
 
 class PlainLN(nn.LayerNorm):

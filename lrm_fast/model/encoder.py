@@ -6,6 +6,10 @@
   ``Dinov2Wrapper``), the 4 register tokens are dropped: tokens = [CLS, patches] after the norm
   (``x_norm_clstoken`` + ``x_norm_patchtokens``).
 
+Backend: ``"reference"`` runs timm's explicit attention (``fused_attn=False``); ``"fast"``/``"auto"``
+turn timm's fused path on (``F.scaled_dot_product_attention``) in every attention block, whatever
+``TIMM_FUSED_ATTN`` said at import.
+
 Weights are never downloaded: ``pretrained=False`` always; a local file can be loaded with
 ``load_pretrained(path)`` (timm / torch state dict).
 """
@@ -40,6 +44,20 @@ class ImageEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if cfg.freeze:
             self.vit.requires_grad_(False)
+        self.backend = "auto"
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"encoder backend must be a string, got {type(value).__name__}")
+        self._backend = value
+        for m in self.vit.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = value != "reference"
 
     @property
     def num_tokens(self) -> int:

@@ -74,6 +74,14 @@ class LRM(nn.Module):
         x = self.transformer(x, tokens, mod)
         return self.upsampler(x)
 
+    def compile_planes(self, batch: int = 1, dtype: torch.dtype = torch.float32, mode: str | None = None,
+                       **kwargs):
+        """A fixed-shape inference runner ``f(image [batch, 3, S, S], camera=None) -> triplane``:
+        CUDA graph / torch.compile / eager, see ``model/compiled.py``; ``f.warmup_s`` is its set-up time."""
+        from .compiled import CompiledPlanes
+
+        return CompiledPlanes(self, batch, dtype, mode, **kwargs)
+
     # -- triplane -> images ----------------------------------------------------------------------
     def render(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int,
                width: int | None = None, **kwargs) -> dict[str, torch.Tensor]:

@@ -60,7 +60,8 @@ def resolve(op: str, backend: str, *tensors) -> tuple[str, Callable, str]:
         for impl in impls:
             ok, why = impl.probe(*tensors)
             if ok:
-                return impl.name, impl.fn, why
+                # say why the preferred ones were passed over, e.g. "sdpa (...; xformers: no cpu kernel)"
+                return impl.name, impl.fn, "; ".join([why] + [f"not {r}" for r in reasons])
             reasons.append(f"{impl.name}: {why}")
         return "reference", _REFERENCE[op], "; ".join(reasons) or "no fast implementation"
     for impl in impls:

@@ -452,7 +452,7 @@ def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | No
             att = "self_attn" if rest.startswith("attn1") else "cross_attn"
             out[p + f"{att}.proj." + rest[len("attn1.to_out.0."):]] = v
         elif re.match(r"attn[12]\.to_[qkv]\.weight$", rest):
-            out.setdefault(p + "_qkv", {})[rest[:9]] = v
+            out.setdefault(p + "_qkv", {})[rest[:10]] = v
         else:
             out["backbone.transformer_blocks." + m.group(1) + "." + rest] = v  # unexpected
     for k in [k for k in out if k.endswith("._qkv")]:

@@ -107,9 +107,9 @@ def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: 
     """(vertices ``[V, 3]`` world fp32, faces ``[F, 3]`` int64, outward winding) of the level set."""
     from skimage import measure
 
-    gmin, gmax = float(np.nanmin(grid)), float(np.nanmax(grid))
     if not np.isfinite(grid).all():
         raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
+    gmin, gmax = float(grid.min()), float(grid.max())
     if gmax <= threshold:
         raise ValueError(f"empty mesh: the density never exceeds the threshold {threshold:g} (max {gmax:.3g}); "
                          "the object is empty at this threshold, try a lower one")

@@ -3,9 +3,11 @@
 Public API::
 
     import lrm_fast
-    model = lrm_fast.load_model("tiny")
-    rec = lrm_fast.reconstruct(model, "photo.png")
+    model = lrm_fast.load_model("tiny")        # preset (random weights) or checkpoint (ours/OpenLRM/TripoSR)
+    rec = model.reconstruct("photo.png")       # == lrm_fast.reconstruct(model, "photo.png")
     rec.render(azimuths=[0, 90], elevations=20, resolution=128)["rgb"]   # [B, V, H, W, 3]
+    rec.mesh()                                 # trimesh.Trimesh with vertex colors
+    rec.save("out/", formats=("glb", "mp4"))
 """
 __version__ = "0.1.0"
 

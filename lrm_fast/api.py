@@ -2,93 +2,305 @@
 
     import lrm_fast
     model = lrm_fast.load_model("tiny")                  # a preset (random weights) or a checkpoint
-    rec = lrm_fast.reconstruct(model, "photo.png")
-    views = rec.render(azimuths=[0, 90, 180], elevations=20, resolution=128)   # [B, V, H, W, 3]
-    rec.save("out/", formats=("png", "mp4"))
+    rec = model.reconstruct("photo.png")                 # or lrm_fast.reconstruct(model, [a, b, c])
+    views = rec.render(azimuths=[0, 90, 180], elevations=20, resolution=128)["rgb"]   # [B, V, H, W, 3]
+    mesh = rec.mesh(resolution=256)                      # trimesh.Trimesh with vertex colors
+    rec.save("out/", formats=("glb", "mp4"))
+
+Everything runs under ``torch.inference_mode()`` in the model's dtype (``dtype="auto"``: bf16 on
+CUDA, fp32 on CPU). Nothing is ever downloaded.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field as _dc_field
 
 import numpy as np
 import torch
 
 from .config import LRMConfig, PRESETS
-from .model.camera import default_intrinsics, orbit_cameras
+from .model.camera import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 
+# The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
+# checkpoint path (a path relative to the package folder is resolved there).
+DEFAULT_MODEL = "tiny"
 
-def _device(device: str) -> torch.device:
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+FORMATS = ("glb", "obj", "ply", "mp4", "gif", "png")
+
+
+def _device(device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but no CUDA GPU is visible")
+    return dev
 
 
-def load_model(path_or_preset: str = "tiny", device: str = "auto", dtype: str | torch.dtype = "auto",
-               backend: str = "auto", seed: int = 0) -> LRM:
-    """A preset name (random weights from ``seed``; loudly untrained) or a checkpoint path."""
+def _dtype(dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _resolve_model_path(name: str) -> str:
+    if os.path.exists(name):
+        return name
+    packaged = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    if os.path.exists(packaged):
+        return packaged
+    raise FileNotFoundError(f"model {name!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an "
+                            "existing checkpoint path (lrm_fast folder, OpenLRM folder/model.pth, TripoSR folder)")
+
+
+def load_model(path_or_preset: str | None = None, device="auto", dtype="auto", backend: str = "auto",
+               seed: int = 0, image_size: int | None = None) -> LRM:
+    """A model ready for inference (eval mode, on ``device``, in ``dtype``).
+
+    Args:
+        path_or_preset: a preset name (``tiny``, ``small``, ``base``, ``large``, ``paper``, ``triposr``;
+            random weights from ``seed``, marked ``model.untrained = True``) or a checkpoint path: our
+            folder (config.json + model.safetensors), an OpenLRM v1.1 folder, an OpenLRM v1.0
+            ``model.pth`` or a TripoSR folder (config.yaml + model.ckpt), detected by keys.
+            Default: ``DEFAULT_MODEL``.
+        device: ``"auto"`` (CUDA if visible), ``"cpu"``, ``"cuda:0"`` ...
+        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype.
+        backend: ``"auto" | "fast" | "reference"`` (see DESIGN.md section 3).
+        image_size: encoder input size for converted checkpoints that do not store it (OpenLRM).
+    """
+    name = DEFAULT_MODEL if path_or_preset is None else os.fspath(path_or_preset)
     dev = _device(device)
-    if path_or_preset in PRESETS:
+    dt = _dtype(dtype, dev)
+    if name in PRESETS:
         torch.manual_seed(seed)
-        model = LRM(LRMConfig.preset(path_or_preset), backend=backend)
+        model = LRM(LRMConfig.preset(name), backend=backend)
         model.untrained = True
     else:
         from .io.checkpoint import load_checkpoint
 
-        model = load_checkpoint(path_or_preset, backend=backend)
+        model = load_checkpoint(_resolve_model_path(name), backend=backend, image_size=image_size)
         model.untrained = False
-    if dtype == "auto":
-        dtype = torch.float32
-    return model.to(dev, dtype).eval()
+    return model.to(dev, dt).eval()
+
+
+def _source_camera(model: LRM, camera, B: int) -> torch.Tensor | None:
+    """``camera`` as the model's source-camera feature ``[B, 16|20]`` (None = canonical source camera).
+
+    Accepts the feature itself (``[16|20]`` or ``[B, 16|20]``) or a ``(c2w, intrinsics)`` pair with
+    c2w ``[4, 4] | [B, 4, 4]`` (OpenGL, already normalized) and intrinsics ``[4] | [B, 4]`` (fx, fy, cx, cy
+    divided by the image size)."""
+    if camera is None:
+        return None
+    if not model.cfg.camera.use_camera:
+        raise ValueError(f"model {model.cfg.name!r} takes no source camera (it was trained without one); pass camera=None")
+    kind = model.cfg.camera.feature
+    want = FEATURE_DIMS[kind]
+    if isinstance(camera, (tuple, list)):
+        if len(camera) != 2:
+            raise ValueError("camera must be a feature tensor or a (c2w [B, 4, 4], intrinsics [B, 4]) pair")
+        c2w, K = (torch.as_tensor(c, dtype=torch.float32) for c in camera)
+        if c2w.shape[-2:] != (4, 4) or c2w.dim() not in (2, 3):
+            raise ValueError(f"camera c2w must be [4, 4] or [B, 4, 4], got {tuple(c2w.shape)}")
+        if K.shape[-1] != 4 or K.dim() not in (1, 2):
+            raise ValueError(f"camera intrinsics must be [4] or [B, 4] (fx, fy, cx, cy), got {tuple(K.shape)}")
+        camera = camera_features(c2w.reshape(-1, 4, 4), K.reshape(-1, 4).expand(c2w.reshape(-1, 4, 4).shape[0], 4), kind)
+    camera = torch.as_tensor(camera, dtype=torch.float32)
+    if camera.dim() == 1:
+        camera = camera[None]
+    if camera.dim() != 2 or camera.shape[-1] != want:
+        raise ValueError(f"camera feature must be [{want}] or [B, {want}] ({kind}), got {tuple(camera.shape)}")
+    if camera.shape[0] == 1 and B > 1:
+        camera = camera.expand(B, -1)
+    if camera.shape[0] != B:
+        raise ValueError(f"{camera.shape[0]} cameras for {B} images")
+    if not torch.isfinite(camera).all():
+        raise ValueError("camera contains NaN or inf")
+    return camera
+
+
+def _as_image_list(images) -> list:
+    """A path / PIL / array / tensor, a list of them, or a batched tensor/array -> list of single images."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("no images given")
+        return list(images)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return list(images.unbind(0))
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+@torch.inference_mode()
+def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Reconstruction":
+    """Image(s) -> ``Reconstruction`` (triplanes ``[B, 3, C, H, W]``).
+
+    Args:
+        images: a path, PIL image, numpy array (``[H, W]``, ``[H, W, 3|4]``, uint8/uint16 or float in
+            [0, 1]), tensor (``[3|4, H, W]``), a list of those, or a batch ``[B, 3|4, H, W]`` / ``[B, H, W, 3|4]``.
+        camera: None (the canonical source camera, as OpenLRM's inference), a feature ``[B, 16|20]``
+            or a ``(c2w, intrinsics)`` pair; see ``_source_camera``.
+        preprocess: recenter/rescale the foreground (``lrm_fast.io.images.preprocess``); False only
+            composites and resizes.
+    """
+    from .io.images import load_image, preprocess as _prep
+
+    items = _as_image_list(images)
+    p = next(model.parameters())
+    enc = model.cfg.encoder
+    bg = model.cfg.render.background
+    batch = torch.stack([_prep(load_image(im), enc.image_size, bg,
+                               enc.foreground_ratio if preprocess else 0.0) for im in items])
+    cam = _source_camera(model, camera, len(items))
+    planes = model.forward_planes(batch.to(p.device, p.dtype), None if cam is None else cam.to(p.device, p.dtype))
+    return Reconstruction(model, planes, batch)
 
 
 @dataclass
 class Reconstruction:
-    """Triplanes of a batch of images plus the model that renders them."""
+    """Triplanes of a batch of images plus the model that renders them.
+
+    ``triplane [B, 3, C, H, W]`` (model dtype/device), ``inputs [B, 3, S, S]`` (the preprocessed
+    images in [0, 1], CPU fp32)."""
 
     model: LRM
-    triplane: torch.Tensor      # [B, 3, C, H, W]
+    triplane: torch.Tensor
+    inputs: torch.Tensor | None = _dc_field(default=None, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        return self.triplane.shape[0]
+
+    def _cameras(self, cameras, azimuths, elevations, distance, focal):
+        B, dev = self.batch_size, self.triplane.device
+        cam = self.model.cfg.camera
+        if cameras is not None:
+            if isinstance(cameras, (tuple, list)) and len(cameras) == 2:
+                c2w, K = (torch.as_tensor(c, dtype=torch.float32, device=dev) for c in cameras)
+            else:
+                c2w, K = torch.as_tensor(cameras, dtype=torch.float32, device=dev), None
+            if c2w.shape[-2:] != (4, 4) or c2w.dim() not in (3, 4):
+                raise ValueError(f"render cameras must be c2w [V, 4, 4] or [B, V, 4, 4], got {tuple(c2w.shape)}")
+            if c2w.dim() == 3:
+                c2w = c2w[None].expand(B, -1, -1, -1)
+            if c2w.shape[0] != B:
+                raise ValueError(f"cameras for batch {c2w.shape[0]} but {B} reconstructions")
+            V = c2w.shape[1]
+            if K is None:
+                K = default_intrinsics(cam.source_focal if focal is None else focal, device=dev)
+            if K.shape[-1] != 4:
+                raise ValueError(f"render intrinsics must be [..., 4] (fx, fy, cx, cy), got {tuple(K.shape)}")
+            K = K.expand(B, V, 4) if K.dim() < 3 else K
+            if K.shape != (B, V, 4):
+                raise ValueError(f"render intrinsics must broadcast to [B, V, 4] = {(B, V, 4)}, got {tuple(K.shape)}")
+            if not (torch.isfinite(c2w).all() and torch.isfinite(K).all()):
+                raise ValueError("render cameras contain NaN or inf")
+            return c2w, K
+        az = np.asarray([0.0] if azimuths is None else azimuths, dtype=np.float64).reshape(-1) + cam.front_azimuth
+        el = np.asarray(0.0 if elevations is None else elevations, dtype=np.float64).reshape(-1)
+        if el.size not in (1, az.size) and az.size != 1:
+            raise ValueError(f"{az.size} azimuths but {el.size} elevations (give one, or one per azimuth)")
+        d = cam.source_distance if distance is None else float(distance)
+        c2w = orbit_cameras(az, el, d, device=dev)
+        V = c2w.shape[0]
+        K = default_intrinsics(cam.source_focal if focal is None else focal, device=dev).expand(B, V, 4)
+        return c2w.expand(B, -1, -1, -1), K
 
     @torch.inference_mode()
-    def render(self, azimuths=(0.0,), elevations=0.0, distance: float = 2.0, resolution: int = 128,
-               focal: float = 0.75) -> dict[str, torch.Tensor]:
-        """Views on a sphere around the object: ``rgb [B, V, H, W, 3]``, depth, opacity."""
-        B = self.triplane.shape[0]
-        c2w = orbit_cameras(azimuths, elevations, distance, device=self.triplane.device)
-        V = c2w.shape[0]
-        K = default_intrinsics(focal, device=self.triplane.device).expand(B, V, 4)
-        return self.model.render(self.triplane, c2w.expand(B, -1, -1, -1), K, resolution)
+    def render(self, cameras=None, *, azimuths=None, elevations=None, distance: float | None = None,
+               resolution: int = 128, focal: float | None = None, background=None,
+               views_per_chunk: int | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
+        """Render views of every reconstruction.
+
+        Either ``cameras`` (c2w ``[V, 4, 4] | [B, V, 4, 4]``, or a ``(c2w, intrinsics [.., 4])`` pair,
+        OpenGL c2w in the model's normalized world) or an orbit: ``azimuths`` / ``elevations`` in
+        degrees (azimuth 0 = the input view), ``distance`` and normalized ``focal`` (default: the
+        model's source camera). Returns ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity``.
+        """
+        if int(resolution) < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        c2w, K = self._cameras(cameras, azimuths, elevations, distance, focal)
+        V = c2w.shape[1]
+        step = V if views_per_chunk is None else max(1, int(views_per_chunk))
+        chunks = range(0, V, step)
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="render", unit="view" if step == 1 else f"x{step} views", leave=False)
+        outs = [self.model.render(self.triplane, c2w[:, s:s + step], K[:, s:s + step], int(resolution),
+                                  background=background) for s in chunks]
+        return {k: torch.cat([o[k] for o in outs], 1) for k in outs[0]}
 
     def turntable(self, n_views: int = 36, resolution: int = 128, elevation: float = 15.0,
-                  distance: float = 2.0) -> torch.Tensor:
-        az = np.linspace(0.0, 360.0, n_views, endpoint=False)
-        return self.render(az, elevation, distance, resolution)["rgb"]
+                  distance: float | None = None, progress: bool = False) -> torch.Tensor:
+        """``rgb [B, n_views, H, W, 3]`` on a circle starting at the input view."""
+        if int(n_views) < 1:
+            raise ValueError(f"n_views must be >= 1, got {n_views}")
+        az = np.linspace(0.0, 360.0, int(n_views), endpoint=False)
+        return self.render(azimuths=az, elevations=elevation, distance=distance, resolution=resolution,
+                           views_per_chunk=1 if progress else None, progress=progress)["rgb"]
 
-    def save(self, out_dir: str, formats=("png", "mp4"), n_views: int = 36, resolution: int = 128) -> list[str]:
-        from .io.export import save_frames, save_video
+    def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
+             largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False):
+        """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
+        Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
+        TripoSR 256 / 25.0); an untrained preset (random weights) uses ``threshold="auto"``.
+        See ``lrm_fast.mesh.extract_mesh``."""
+        from .mesh import extract_mesh
+
+        if not -self.batch_size <= index < self.batch_size:
+            raise ValueError(f"index {index} out of range for {self.batch_size} reconstructions")
+        if threshold is None and getattr(self.model, "untrained", False):
+            threshold = "auto"
+        return extract_mesh(self.model, self.triplane[index:index + 1], resolution=resolution,
+                            threshold=threshold, largest_component=largest_component,
+                            coarse_to_fine=coarse_to_fine, progress=progress)
+
+    def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
+             mc_resolution: int | None = None, threshold: float | None = None, names=None,
+             elevation: float = 15.0, fps: int = 12, progress: bool = False) -> list[str]:
+        """Write each reconstruction into ``out_dir``; every file is written atomically.
+
+        ``formats``: any of ``glb obj ply`` (mesh), ``mp4`` (turntable video; gif if ffmpeg is
+        missing), ``gif``, ``png`` (turntable frames ``<name>_viewNNN.png`` + ``<name>_input.png``).
+        ``names``: one file stem per reconstruction (default ``object00``, ``object01``, ...).
+        Returns the written paths."""
+        from .io.export import save_frames, save_image, save_mesh, save_video
+
+        formats = tuple(f.lower().lstrip(".") for f in ([formats] if isinstance(formats, str) else formats))
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+        names = [f"object{b:02d}" for b in range(self.batch_size)] if names is None else list(names)
+        if len(names) != self.batch_size:
+            raise ValueError(f"{len(names)} names for {self.batch_size} reconstructions")
         os.makedirs(out_dir, exist_ok=True)
-        frames = self.turntable(n_views, resolution)
-        written = []
-        for b in range(frames.shape[0]):
-            stem = os.path.join(out_dir, f"object{b:02d}")
+        written: list[str] = []
+        frames = None
+        if any(f in formats for f in ("mp4", "gif", "png")):
+            frames = self.turntable(n_views, resolution, elevation, progress=progress)
+        for b, name in enumerate(names):
+            stem = os.path.join(out_dir, name)
+            mesh_formats = [f for f in ("glb", "obj", "ply") if f in formats]
+            if mesh_formats:
+                mesh = self.mesh(mc_resolution, threshold, index=b, progress=progress)
+                written += [save_mesh(mesh, f"{stem}.{f}") for f in mesh_formats]
             if "png" in formats:
                 written += save_frames(frames[b], stem)
-            if "mp4" in formats or "gif" in formats:
-                written.append(save_video(frames[b], stem + (".mp4" if "mp4" in formats else ".gif")))
+                if self.inputs is not None:
+                    written.append(save_image(self.inputs[b].permute(1, 2, 0), stem + "_input.png"))
+            for f in ("mp4", "gif"):
+                if f in formats:
+                    written.append(save_video(frames[b], f"{stem}.{f}", fps=fps))
         return written
-
-
-@torch.inference_mode()
-def reconstruct(model: LRM, images, camera: torch.Tensor | None = None) -> Reconstruction:
-    """One image (path, PIL, array, tensor) or a list of them -> ``Reconstruction``."""
-    from .io.images import load_image, preprocess
-
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    p = next(model.parameters())
-    size = model.cfg.encoder.image_size
-    batch = torch.stack([preprocess(load_image(im), size, model.cfg.render.background) for im in images])
-    planes = model.forward_planes(batch.to(p.device, p.dtype), camera)
-    return Reconstruction(model, planes)

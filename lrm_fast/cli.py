@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
 COMMANDS = {
-    "reconstruct": ("lrm_fast.commands.reconstruct", "image(s) -> novel views, turntable video, mesh"),
+    "reconstruct": ("lrm_fast.commands.reconstruct", "photo(s) -> colored mesh (glb) + turntable video (mp4)"),
+    "render": ("lrm_fast.commands.render", "render views of a saved reconstruction (triplane file)"),
+    "convert": ("lrm_fast.commands.convert", "convert an OpenLRM / TripoSR checkpoint to ours"),
     "info": ("lrm_fast.commands.info", "versions, devices, presets with parameter counts, kernel paths"),
 }
 
@@ -22,13 +25,11 @@ def _register(name: str, module: str, help: str) -> None:
 
 
 for _name, _mod, _help in (
-    ("render", "lrm_fast.commands.render", "render views of a saved reconstruction"),
-    ("convert", "lrm_fast.commands.convert", "convert an OpenLRM / TripoSR checkpoint to ours"),
     ("make-data", "lrm_fast.commands.make_data", "generate the synthetic multi-view dataset"),
     ("train", "lrm_fast.commands.train", "train or fine-tune a model"),
     ("bench", "lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
 ):
-    if importlib.util.find_spec(_mod) is not None:
+    if _name not in COMMANDS and importlib.util.find_spec(_mod) is not None:
         _register(_name, _mod, _help)
 
 
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lrm-fast",
         description="Fast single-image 3D reconstruction (LRM). Give it a photo of an object, get a "
-                    "triplane NeRF, novel views, a turntable video and a colored mesh.")
+                    "triplane NeRF, novel views, a turntable video and a colored mesh.",
+        epilog="Start with `lrm-fast reconstruct` (the shipped sample image) or "
+               "`lrm-fast reconstruct photo.png --model CHECKPOINT`; `lrm-fast COMMAND --help` explains each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)

@@ -15,6 +15,9 @@ large      OpenLRM v1.1 ``openlrm-mix-large-1.1``: DINOv2 ViT-B/14 reg4 at 448 p
 paper      The LRM paper (Hong et al. 2023): DINO ViT-B/16 at 512 px, 16 x 1024 x 16,
            triplane 32 -> 64 with 80 channels, 20-d camera feature (4x4 extrinsics + fx,fy,cx,cy),
            128 samples per ray (~451M).
+triposr    TripoSR (stabilityai/TripoSR): DINO ViT-B/16 at 512 px, 16 x 1024 self-then-cross blocks
+           with GEGLU, no camera input, 40-channel triplane, 10-layer SiLU MLP (~420M). Loading its
+           checkpoint: ``lrm_fast.load_model("path/to/TripoSR")`` (io/checkpoint.py).
 =========  =====================================================================================
 
 Sizes follow OpenLRM's released configs (``configs/train-sample.yaml`` and the model cards):
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field as _field
 from typing import Any
 
@@ -42,6 +46,8 @@ class EncoderConfig:
     timm_name: str = "vit_base_patch14_reg4_dinov2"
     image_size: int = 336
     feat_dim: int = 768
+    foreground_ratio: float = 0.8  # object's bbox side / image side after recentering (OpenLRM
+                                   # recenter border 0.2; TripoSR 0.85); 0 = no recentering
     freeze: bool = False
     overrides: dict = _field(default_factory=dict)
 
@@ -60,6 +66,10 @@ class DecoderConfig:
     modulation: bool = True    # adaLN modulation by the camera embedding
     self_first: bool = False   # TripoSR runs self-attention before cross-attention
     mlp: str = "gelu"          # "gelu" (OpenLRM) or "geglu" (TripoSR)
+    # TripoSR's Transformer1D wraps the blocks: x + proj_out(blocks(proj_in(GroupNorm(x)))) and has no
+    # final LayerNorm. in_norm_groups > 0 turns that on (model/lrm.py); 0 = OpenLRM.
+    in_norm_groups: int = 0
+    attn_out_bias: bool = False  # TripoSR's attention output Linear has a bias (q/k/v do not)
     grad_checkpointing: bool = False
 
 
@@ -68,6 +78,9 @@ class TriplaneConfig:
     low_res: int = 32          # token grid per plane (3 * low_res^2 tokens)
     high_res: int = 64         # after the 2x2 stride-2 transposed conv
     channels: int = 48         # C of each plane
+    # "openlrm": plane 2 indexed (u, v) = (z, y), as ops/triplane_mlp.py. "triposr": TripoSR samples
+    # plane 2 at (y, z); the model transposes that plane once after upsampling (model/triplane.py).
+    plane_layout: str = "openlrm"
 
 
 @dataclass
@@ -80,6 +93,8 @@ class FieldConfig:
     aggregate: str = "concat"  # "concat" (OpenLRM), "sum" or "mean"
     density_activation: str = "softplus"   # softplus(x - 1) (OpenLRM) or "exp" (TripoSR: exp(x - 1))
     density_bias: float = -1.0
+    rgb_activation: str = "sigmoid_wide"   # sigmoid * 1.002 - 0.001 (OpenLRM) or "sigmoid" (TripoSR)
+    coord_scale: float = 1.0   # field coordinate = world point * coord_scale (TripoSR: 1 / 0.87)
 
 
 @dataclass
@@ -95,6 +110,10 @@ class RenderConfig:
     chunk_rays: int = 16384
     mesh_threshold: float = 3.0
     mesh_resolution: int = 384
+    # TripoSR's marcher: S samples at the midpoints of S equal bins of [near, far], every sample with
+    # delta = (far - near) / S, none dropped, no midpoint averaging. renderer.py implements it when
+    # True (see docs/readme/api.md); False = OpenLRM's (stratified + importance + MipRayMarcher2).
+    uniform_bins: bool = False
 
 
 @dataclass
@@ -107,6 +126,9 @@ class CameraConfig:
     source_distance: float = 2.0
     source_focal: float = 0.75     # normalized fx = fy of OpenLRM's default source camera
     use_camera: bool = True        # False for TripoSR (no camera conditioning)
+    # azimuth (degrees, orbit_cameras convention) of the view the input image was taken from;
+    # TripoSR's front camera sits on +x = our azimuth 90.
+    front_azimuth: float = 0.0
 
 
 @dataclass
@@ -220,4 +242,24 @@ def _paper() -> dict:
     )
 
 
-PRESETS = {"tiny": _tiny, "small": _small, "base": _base, "large": _large, "paper": _paper}
+def _triposr() -> dict:
+    """TripoSR (stabilityai/TripoSR ``config.yaml``): DINO ViT-B/16 at 512 px, Transformer1D 16 x 1024
+    (16 heads x 64), triplane 32 -> 64 with 40 channels, 10-layer SiLU NeRF MLP, exp density,
+    128 uniform samples in a radius-0.87 box, gray background, front camera on +x at 1.9, fov 40."""
+    return dict(
+        name="triposr",
+        encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
+                     foreground_ratio=0.85),
+        decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, modulation=False, self_first=True,
+                     mlp="geglu", in_norm_groups=32, attn_out_bias=True),
+        triplane=dict(channels=40, plane_layout="triposr"),
+        field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",
+                   rgb_activation="sigmoid", coord_scale=1 / 0.87),
+        render=dict(samples_per_ray=128, importance=False, midpoint=False, uniform_bins=True,
+                    box_min=-0.87, box_max=0.87, background=0.5, mesh_threshold=25.0, mesh_resolution=256),
+        camera=dict(use_camera=False, source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),
+                    front_azimuth=90.0),
+    )
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "base": _base, "large": _large, "paper": _paper, "triposr": _triposr}

@@ -1,13 +1,60 @@
-"""Checkpoints: our format (safetensors + config.json). Converters for OpenLRM / TripoSR are added
-by the API issue."""
+"""Checkpoints: ours (``model.safetensors`` + ``config.json``) and converters from OpenLRM / TripoSR.
+
+Formats, detected from the files and the state dict's keys (never from the folder's name):
+
+==============  ==================================================================================
+``lrm_fast``    ours: ``config.json`` (``LRMConfig.to_json``) + ``model.safetensors`` (our names).
+``openlrm-1.1`` OpenLRM v1.1 (``openlrm-mix-*-1.1``): ``config.json`` with ``transformer_dim`` ...
+                + ``model.safetensors`` (names of ``openlrm.models.modeling_lrm.ModelLRM``; DINOv2
+                vendored from facebookresearch/dinov2 under ``encoder.model.``).
+``openlrm-1.0`` OpenLRM v1.0: ``model.pth`` = ``{"weights": state_dict, "kwargs": {"model": ...}}``
+                (``LRMGenerator``; DINO v1 as a Hugging Face ``ViTModel`` under ``encoder.model.``;
+                pos-embed / deconv inside ``transformer.``).
+``triposr``     TripoSR: ``config.yaml`` + ``model.ckpt`` (a plain state dict of ``tsr.system.TSR``).
+==============  ==================================================================================
+
+Name mapping (foreign -> ours), the part that is not a rename:
+
+* ``nn.MultiheadAttention`` cross-attention: ``q_proj_weight`` -> ``q.weight``;
+  ``cat(k_proj_weight, v_proj_weight)`` -> ``kv.weight``. When the token width equals the decoder
+  width PyTorch stores one ``in_proj_weight [3D, D]`` instead: rows ``[:D]`` -> ``q``, ``[D:]`` -> ``kv``.
+  Self-attention ``in_proj_weight`` -> ``qkv.weight``; ``out_proj`` -> ``proj``.
+* OpenLRM MLP ``mlp.{0,3}`` (Linear, GELU, Dropout, Linear) -> ``mlp.{0,2}``.
+* DINOv2 -> timm (``vit_*_patch14_reg4_dinov2``, ``no_embed_class``): ``register_tokens`` ->
+  ``reg_token``; ``cls_token + pos_embed[:, 0]`` -> ``cls_token``; ``pos_embed[:, 1:]`` resampled to
+  our image size exactly as DINOv2's ``interpolate_pos_encoding`` does at run time (bicubic,
+  ``scale_factor = (g + 0.1) / G``, no antialias; identity when the grids match); ``mask_token`` dropped;
+  chunked ``blocks.c.i.`` -> ``blocks.i.``; SwiGLU ``w12/w3`` -> ``fc1/fc2``.
+* HF ``ViTModel`` (DINO v1) -> timm ``vit_base_patch16_224.dino``: ``query/key/value`` -> ``qkv``,
+  ``layernorm_before/after`` -> ``norm1/2``, ``intermediate/output.dense`` -> ``mlp.fc1/fc2``,
+  ``position_embeddings`` resampled as HF's ``interpolate_pos_encoding`` (transformers <= 4.4x:
+  bicubic, ``scale_factor = (g + 0.1) / G``); ``pooler.*`` is unused by LRMs and dropped.
+  (HF's LayerNorm eps is 1e-12, timm's 1e-6: a ~1e-6 relative difference, not corrected.)
+* TripoSR: ``tokenizer.embeddings [3, C, h, w]`` -> ``pos_embed [1, 3hw, C]`` (plane-major);
+  ``backbone.{norm, proj_in, proj_out}`` -> ``transformer_{in_norm, proj_in, proj_out}``;
+  ``attn1`` (self, first) / ``attn2`` (cross) ``to_q/to_k/to_v/to_out.0`` -> fused ``qkv`` / ``q`` + ``kv``
+  / ``proj``; ``ff.net.0.proj`` / ``ff.net.2`` -> ``mlp.0.proj`` / ``mlp.1``;
+  ``post_processor.upsample`` -> ``upsampler.upsampler``; ``decoder.layers.*`` -> ``field.net.*``.
+
+Every pickle is read with ``torch.load(weights_only=True)``. Missing, unexpected and mis-shaped keys
+are reported by name.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 
 import torch
+import torch.nn.functional as F
+
+FORMATS = ("lrm_fast", "openlrm-1.1", "openlrm-1.0", "triposr")
 
 
+# ---------------------------------------------------------------------------------------------
+# reading / writing
+# ---------------------------------------------------------------------------------------------
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a pickle (loaded with ``weights_only=True``)."""
     if not os.path.exists(path):
@@ -15,50 +62,507 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    sd = _load_pickle(path)
     for key in ("state_dict", "model", "weights"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: does not hold a state dict of tensors")
     return sd
 
 
-def save_checkpoint(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically."""
-    from safetensors.torch import save_file
+def _load_pickle(path: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, foreign pickle, not a torch file at all
+        raise ValueError(f"{path}: not a loadable torch checkpoint with weights_only=True ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
+
+def _atomic_write_bytes(path: str, write) -> None:
     from .export import atomic_path
 
+    tmp = atomic_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _own_state_dict(model, dtype=None) -> dict[str, torch.Tensor]:
+    # ``renderer.field`` is the same module as ``field``: store it once (safetensors refuses shared
+    # tensors) and re-tie it on load.
+    return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous().clone()
+            for k, v in model.state_dict().items() if not k.startswith("renderer.field.")}
+
+
+def save_checkpoint(model, out_dir: str, dtype: torch.dtype | None = None) -> list[str]:
+    """Write ``model.safetensors`` + ``config.json`` into ``out_dir``, each atomically (temp file + rename).
+
+    Returns the two paths."""
+    from safetensors.torch import save_file
+
     os.makedirs(out_dir, exist_ok=True)
-    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in model.state_dict().items()}
-    tmp = atomic_path(os.path.join(out_dir, "model.safetensors"))
-    save_file(sd, tmp)
-    os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
-    tmp = atomic_path(os.path.join(out_dir, "config.json"))
-    with open(tmp, "w") as f:
-        f.write(model.cfg.to_json())
-    os.replace(tmp, os.path.join(out_dir, "config.json"))
+    sd = _own_state_dict(model, dtype)
+    st = os.path.join(out_dir, "model.safetensors")
+    _atomic_write_bytes(st, lambda tmp: save_file(sd, tmp, metadata={"format": "lrm_fast"}))
+    cj = os.path.join(out_dir, "config.json")
+
+    def _w(tmp):
+        with open(tmp, "w") as f:
+            f.write(model.cfg.to_json())
+    _atomic_write_bytes(cj, _w)
+    return [st, cj]
 
 
-def load_checkpoint(path: str, backend: str = "auto"):
-    """Our checkpoint folder (config.json + model.safetensors) -> LRM."""
+# ---------------------------------------------------------------------------------------------
+# detection
+# ---------------------------------------------------------------------------------------------
+def _files(path: str) -> dict[str, str]:
+    """Which known files the path gives: keys config_json, safetensors, pth, yaml, ckpt."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        names = {n: os.path.join(path, n) for n in os.listdir(path)}
+        out = {}
+        if "config.json" in names:
+            out["config_json"] = names["config.json"]
+        if "config.yaml" in names:
+            out["yaml"] = names["config.yaml"]
+        for n, p in sorted(names.items()):
+            if n.endswith(".safetensors"):
+                out.setdefault("safetensors", p)
+            elif n.endswith(".pth") or n.endswith(".pt") or n.endswith(".bin"):
+                out.setdefault("pth", p)
+            elif n.endswith(".ckpt"):
+                out.setdefault("ckpt", p)
+        return out
+    d = os.path.dirname(os.path.abspath(path))
+    out = {}
+    if path.endswith(".safetensors"):
+        out["safetensors"] = path
+    elif path.endswith(".ckpt"):
+        out["ckpt"] = path
+    else:
+        out["pth"] = path
+    for n, k in (("config.json", "config_json"), ("config.yaml", "yaml")):
+        if os.path.exists(os.path.join(d, n)):
+            out[k] = os.path.join(d, n)
+    return out
+
+
+def detect_format(keys) -> str:
+    """The checkpoint format from its state-dict keys (see module docstring)."""
+    keys = list(keys)
+    has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
+    if has("image_tokenizer.") and has("backbone."):
+        return "triposr"
+    if has("synthesizer.decoder.") and has("transformer.pos_embed"):
+        return "openlrm-1.0"
+    if has("synthesizer.decoder.") and has("pos_embed"):
+        return "openlrm-1.1"
+    if has("field.net.") and has("encoder.vit."):
+        return "lrm_fast"
+    raise ValueError("unrecognized checkpoint: expected lrm_fast (field.net.*), OpenLRM (synthesizer.decoder.*) "
+                     f"or TripoSR (image_tokenizer.*, backbone.*) keys; first keys: {keys[:6]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared pieces of the converters
+# ---------------------------------------------------------------------------------------------
+def _resample_grid(pos: torch.Tensor, new: int, offset: float = 0.1) -> torch.Tensor:
+    """pos ``[1, G*G, D]`` (patch positions only) -> ``[1, new*new, D]`` as DINO/DINOv2/HF-ViT do at
+    run time: ``interpolate(scale_factor=(new + offset) / G, bicubic, align_corners=False)``; the
+    identity when ``new == G`` (they skip interpolation then)."""
+    N, D = pos.shape[1], pos.shape[2]
+    G = int(round(math.sqrt(N)))
+    if G * G != N:
+        raise ValueError(f"position embedding with {N} patch positions is not a square grid")
+    if G == new:
+        return pos
+    grid = pos.reshape(1, G, G, D).permute(0, 3, 1, 2).float()
+    s = (new + offset) / G
+    out = F.interpolate(grid, scale_factor=(s, s), mode="bicubic", align_corners=False)
+    if out.shape[-1] != new:  # floor(G * s) can miss by one for some sizes; fall back to the size
+        out = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(1, new * new, D).to(pos.dtype)
+
+
+def _take(sd: dict, prefix: str) -> dict:
+    """Pop every key under ``prefix`` (returned without it)."""
+    out = {k[len(prefix):]: sd.pop(k) for k in [k for k in sd if k.startswith(prefix)]}
+    return out
+
+
+def _dinov2_to_timm(src: dict, grid: int) -> dict:
+    """facebookresearch/dinov2 ViT names -> timm ``vit_*_patch14[_reg4]_dinov2`` at ``grid``^2 patches."""
+    out = {}
+    src = dict(src)
+    src.pop("mask_token", None)
+    pos = src.pop("pos_embed")
+    cls = src.pop("cls_token")
+    if "register_tokens" in src:  # timm no_embed_class: cls/reg tokens carry no position
+        out["reg_token"] = src.pop("register_tokens")
+        out["cls_token"] = cls + pos[:, :1]
+        out["pos_embed"] = _resample_grid(pos[:, 1:], grid)
+    else:
+        out["cls_token"] = cls
+        out["pos_embed"] = torch.cat([pos[:, :1], _resample_grid(pos[:, 1:], grid)], 1)
+    for k, v in src.items():
+        k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)      # block_chunks > 0
+        k = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", k)
+        k = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)
+        out[k] = v
+    return out
+
+
+def _hf_vit_to_timm(src: dict, grid: int) -> dict:
+    """Hugging Face ``ViTModel`` names (DINO v1) -> timm ``vit_base_patch16_224.dino`` names."""
+    out = {}
+    src = {k: v for k, v in src.items() if not k.startswith("pooler.")}
+    out["cls_token"] = src.pop("embeddings.cls_token")
+    pos = src.pop("embeddings.position_embeddings")
+    out["pos_embed"] = torch.cat([pos[:, :1], _resample_grid(pos[:, 1:], grid)], 1)
+    out["patch_embed.proj.weight"] = src.pop("embeddings.patch_embeddings.projection.weight")
+    out["patch_embed.proj.bias"] = src.pop("embeddings.patch_embeddings.projection.bias")
+    out["norm.weight"] = src.pop("layernorm.weight")
+    out["norm.bias"] = src.pop("layernorm.bias")
+    layers = sorted({int(m.group(1)) for k in src if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+    for i in layers:
+        p, q = f"encoder.layer.{i}.", f"blocks.{i}."
+        for t in ("weight", "bias"):
+            out[q + f"attn.qkv.{t}"] = torch.cat([src.pop(p + f"attention.attention.{n}.{t}")
+                                                  for n in ("query", "key", "value")], 0)
+            out[q + f"attn.proj.{t}"] = src.pop(p + f"attention.output.dense.{t}")
+            out[q + f"norm1.{t}"] = src.pop(p + f"layernorm_before.{t}")
+            out[q + f"norm2.{t}"] = src.pop(p + f"layernorm_after.{t}")
+            out[q + f"mlp.fc1.{t}"] = src.pop(p + f"intermediate.dense.{t}")
+            out[q + f"mlp.fc2.{t}"] = src.pop(p + f"output.dense.{t}")
+    if src:
+        raise ValueError(f"unexpected ViT encoder keys: {sorted(src)[:8]}")
+    return out
+
+
+def _openlrm_blocks(sd: dict, D: int) -> dict:
+    """OpenLRM ``transformer.layers.N.*`` + ``transformer.norm`` -> ours (see module docstring)."""
+    out = {}
+    for k in list(sd):
+        m = re.match(r"transformer\.layers\.(\d+)\.(.*)$", k)
+        if not m:
+            if k.startswith("transformer.norm."):
+                out[k] = sd.pop(k)
+            continue
+        i, rest = m.group(1), m.group(2)
+        p = f"transformer.layers.{i}."
+        v = sd.pop(k)
+        if rest.startswith("cross_attn."):
+            r = rest[len("cross_attn."):]
+            if r == "q_proj_weight":
+                out[p + "cross_attn.q.weight"] = v
+            elif r in ("k_proj_weight", "v_proj_weight"):
+                out.setdefault(p + "cross_attn._kv", {})[r[0]] = v
+            elif r == "in_proj_weight":
+                out[p + "cross_attn.q.weight"], out[p + "cross_attn.kv.weight"] = v[:D], v[D:]
+            elif r == "in_proj_bias":
+                out[p + "cross_attn.q.bias"], out[p + "cross_attn.kv.bias"] = v[:D], v[D:]
+            elif r.startswith("out_proj."):
+                out[p + "cross_attn.proj." + r[len("out_proj."):]] = v
+            else:
+                out[k] = v  # reported as unexpected
+        elif rest.startswith("self_attn."):
+            r = rest[len("self_attn."):]
+            if r == "in_proj_weight":
+                out[p + "self_attn.qkv.weight"] = v
+            elif r == "in_proj_bias":
+                out[p + "self_attn.qkv.bias"] = v
+            elif r.startswith("out_proj."):
+                out[p + "self_attn.proj." + r[len("out_proj."):]] = v
+            else:
+                out[k] = v
+        elif rest.startswith("mlp.3."):
+            out[p + "mlp.2." + rest[len("mlp.3."):]] = v
+        else:  # norm{1,2,3}.{norm,mlp.1}.*, mlp.0.*
+            out[p + rest] = v
+    for k in [k for k in out if k.endswith("cross_attn._kv")]:
+        kv = out.pop(k)
+        if set(kv) != {"k", "v"}:
+            raise ValueError(f"{k[:-4]}: k_proj_weight / v_proj_weight must come together")
+        out[k[:-4] + ".kv.weight"] = torch.cat([kv["k"], kv["v"]], 0)
+    return out
+
+
+# image sizes of OpenLRM's released inference configs, by transformer width (not stored in checkpoints)
+_OPENLRM_SOURCE_SIZE = {512: 224, 768: 336, 1024: 448}
+_OPENLRM_DINOV2_TIMM = {384: "vit_small_patch14_reg4_dinov2", 768: "vit_base_patch14_reg4_dinov2",
+                        1024: "vit_large_patch14_reg4_dinov2"}
+
+
+def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict) -> "LRMConfig":
     from ..config import LRMConfig
+
+    need = ("camera_embed_dim", "transformer_dim", "transformer_layers", "transformer_heads",
+            "triplane_low_res", "triplane_high_res", "triplane_dim")
+    miss = [k for k in need if k not in kw]
+    if miss:
+        raise KeyError(f"OpenLRM model config lacks {miss}")
+    D = int(kw["transformer_dim"])
+    size = image_size or _OPENLRM_SOURCE_SIZE.get(D, 336)
+    feat = int(kw.get("encoder_feat_dim", 768))
+    if version == "openlrm-1.1":
+        enc = dict(kind="dinov2", timm_name=_OPENLRM_DINOV2_TIMM.get(feat, "vit_base_patch14_reg4_dinov2"),
+                   image_size=size, feat_dim=feat)
+        if "register_tokens" not in enc_sd:
+            enc["timm_name"] = enc["timm_name"].replace("_reg4", "")
+        depth = len({m.group(1) for k in enc_sd if (m := re.match(r"blocks\.(?:\d+\.)?(\d+)\.norm1", k))})
+        heads = feat // 64
+    else:
+        enc = dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=size, feat_dim=feat)
+        depth = len({m.group(1) for k in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+        heads = feat // 64
+    # non-standard encoder sizes (e.g. synthetic test checkpoints) need explicit timm overrides
+    enc["overrides"] = {} if (depth == 12 and feat in (384, 768)) else dict(embed_dim=feat, depth=depth,
+                                                                             num_heads=max(1, heads))
+    return LRMConfig.from_dict(dict(
+        name=f"{version}-{D}",
+        encoder=enc,
+        decoder=dict(dim=D, layers=int(kw["transformer_layers"]), heads=int(kw["transformer_heads"])),
+        triplane=dict(low_res=int(kw["triplane_low_res"]), high_res=int(kw["triplane_high_res"]),
+                      channels=int(kw["triplane_dim"])),
+        render=dict(samples_per_ray=int(kw.get("rendering_samples_per_ray", 96))),
+        camera=dict(embed_dim=int(kw["camera_embed_dim"])),
+    ))
+
+
+def convert_openlrm(sd: dict, kwargs: dict, version: str, image_size: int | None = None):
+    """OpenLRM state dict + its model kwargs -> (LRMConfig, our state dict)."""
+    sd = dict(sd)
+    enc_src = _take(sd, "encoder.model.")
+    cfg = _openlrm_config(kwargs, version, image_size, enc_src)
+    patch = 14 if cfg.encoder.kind == "dinov2" else 16
+    grid = cfg.encoder.image_size // patch
+    enc = _dinov2_to_timm(enc_src, grid) if version == "openlrm-1.1" else _hf_vit_to_timm(enc_src, grid)
+    out = {"encoder.vit." + k: v for k, v in enc.items()}
+    if version == "openlrm-1.0":
+        for a, b in (("transformer.pos_embed", "pos_embed"), ("transformer.deconv.weight", "upsampler.upsampler.weight"),
+                     ("transformer.deconv.bias", "upsampler.upsampler.bias")):
+            if a in sd:
+                out[b] = sd.pop(a)
+    else:
+        for a, b in (("upsampler.weight", "upsampler.upsampler.weight"), ("upsampler.bias", "upsampler.upsampler.bias")):
+            if a in sd:
+                out[b] = sd.pop(a)
+        if "pos_embed" in sd:
+            out["pos_embed"] = sd.pop("pos_embed")
+    out.update(_take_renamed(sd, "camera_embedder.", "camera_embedder."))
+    out.update(_take_renamed(sd, "synthesizer.decoder.net.", "field.net."))
+    out.update(_openlrm_blocks(sd, cfg.decoder.dim))
+    out.update(sd)  # whatever is left is reported as unexpected by name
+    return cfg, out
+
+
+def _take_renamed(sd: dict, a: str, b: str) -> dict:
+    return {b + k: v for k, v in _take(sd, a).items()}
+
+
+def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict, sd: dict):
+    from ..config import LRMConfig
+
+    d = LRMConfig.preset("triposr").to_dict()
+    y = yaml_cfg or {}
+    bb, tok, pp, dec, ren = (y.get(k, {}) or {} for k in ("backbone", "tokenizer", "post_processor", "decoder", "renderer"))
+    if bb:
+        d["decoder"].update(dim=int(bb.get("num_attention_heads", 16)) * int(bb.get("attention_head_dim", 64)),
+                            layers=int(bb.get("num_layers", 16)), heads=int(bb.get("num_attention_heads", 16)),
+                            in_norm_groups=int(bb.get("norm_num_groups", 32)))
+    if tok:
+        d["triplane"].update(low_res=int(tok.get("plane_size", 32)), high_res=2 * int(tok.get("plane_size", 32)))
+    if pp:
+        d["triplane"]["channels"] = int(pp.get("out_channels", 40))
+    if dec:
+        d["field"].update(hidden=int(dec.get("n_neurons", 64)), layers=int(dec.get("n_hidden_layers", 9)) + 1,
+                          activation=str(dec.get("activation", "silu")))
+    if ren:
+        r = float(ren.get("radius", 0.87))
+        d["render"].update(box_min=-r, box_max=r, samples_per_ray=int(ren.get("num_samples_per_ray", 128)))
+        d["field"].update(coord_scale=1.0 / r, density_bias=float(ren.get("density_bias", -1.0)))
+        if ren.get("feature_reduction", "concat") not in ("concat", "mean"):
+            raise ValueError(f"TripoSR feature_reduction {ren['feature_reduction']!r} not supported")
+        d["field"]["aggregate"] = ren.get("feature_reduction", "concat")
+    if "cond_image_size" in y:
+        d["encoder"]["image_size"] = int(y["cond_image_size"])
+    if image_size:
+        d["encoder"]["image_size"] = image_size
+    # sizes the yaml does not carry (or synthetic checkpoints) come from the tensors themselves
+    if "tokenizer.embeddings" in sd:
+        _, C, h, _ = sd["tokenizer.embeddings"].shape
+        d["decoder"]["dim"] = int(C)
+        d["triplane"].update(low_res=int(h), high_res=2 * int(h))
+    if "post_processor.upsample.weight" in sd:
+        d["triplane"]["channels"] = int(sd["post_processor.upsample.weight"].shape[1])
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"backbone\.transformer_blocks\.(\d+)\.", k))}
+    if blocks:
+        d["decoder"]["layers"] = len(blocks)
+    lin = sorted({int(m.group(1)) for k in sd if (m := re.match(r"decoder\.layers\.(\d+)\.weight", k))})
+    if lin:
+        d["field"]["layers"] = len(lin)
+        d["field"]["hidden"] = int(sd[f"decoder.layers.{lin[0]}.weight"].shape[0])
+    feat = int(enc_sd["embeddings.cls_token"].shape[-1])
+    depth = len({m.group(1) for k in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+    d["encoder"]["feat_dim"] = feat
+    d["encoder"]["overrides"] = {} if (feat == 768 and depth == 12) else dict(embed_dim=feat, depth=depth,
+                                                                             num_heads=max(1, feat // 64))
+    d["name"] = "triposr"
+    return LRMConfig.from_dict(d)
+
+
+def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | None = None):
+    """TripoSR state dict (+ its parsed config.yaml) -> (LRMConfig, our state dict)."""
+    sd = dict(sd)
+    enc_src = _take(sd, "image_tokenizer.model.")
+    if "embeddings.cls_token" not in enc_src:
+        raise KeyError("TripoSR checkpoint lacks image_tokenizer.model.embeddings.cls_token")
+    cfg = _triposr_config(yaml_cfg, image_size, enc_src, sd)
+    grid = cfg.encoder.image_size // 16
+    out = {"encoder.vit." + k: v for k, v in _hf_vit_to_timm(enc_src, grid).items()}
+    emb = sd.pop("tokenizer.embeddings")  # [3, C, h, w] -> plane-major tokens [1, 3*h*w, C]
+    out["pos_embed"] = emb.permute(0, 2, 3, 1).reshape(1, -1, emb.shape[1])
+    for a, b in (("backbone.norm.", "transformer_in_norm."), ("backbone.proj_in.", "transformer_proj_in."),
+                 ("backbone.proj_out.", "transformer_proj_out."), ("post_processor.upsample.", "upsampler.upsampler."),
+                 ("decoder.layers.", "field.net.")):
+        out.update(_take_renamed(sd, a, b))
+    for k in list(sd):
+        m = re.match(r"backbone\.transformer_blocks\.(\d+)\.(.*)$", k)
+        if not m:
+            continue
+        p, rest = f"transformer.layers.{m.group(1)}.", m.group(2)
+        v = sd.pop(k)
+        if rest.startswith(("norm1.", "norm2.", "norm3.")):
+            out[p + rest] = v
+        elif rest.startswith("ff.net.0.proj."):
+            out[p + "mlp.0.proj." + rest[len("ff.net.0.proj."):]] = v
+        elif rest.startswith("ff.net.2."):
+            out[p + "mlp.1." + rest[len("ff.net.2."):]] = v
+        elif rest.startswith(("attn1.to_out.0.", "attn2.to_out.0.")):
+            att = "self_attn" if rest.startswith("attn1") else "cross_attn"
+            out[p + f"{att}.proj." + rest[len("attn1.to_out.0."):]] = v
+        elif re.match(r"attn[12]\.to_[qkv]\.weight$", rest):
+            out.setdefault(p + "_qkv", {})[rest[:10]] = v
+        else:
+            out["backbone.transformer_blocks." + m.group(1) + "." + rest] = v  # unexpected
+    for k in [k for k in out if k.endswith("._qkv")]:
+        parts, p = out.pop(k), k[:-4]
+        try:
+            out[p + "self_attn.qkv.weight"] = torch.cat([parts["attn1.to_q"], parts["attn1.to_k"], parts["attn1.to_v"]], 0)
+            out[p + "cross_attn.q.weight"] = parts["attn2.to_q"]
+            out[p + "cross_attn.kv.weight"] = torch.cat([parts["attn2.to_k"], parts["attn2.to_v"]], 0)
+        except KeyError as e:
+            raise KeyError(f"TripoSR block {p}: missing attention weight {e}") from None
+    out.update(sd)
+    return cfg, out
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+def _load_into(cfg, sd: dict, source: str, backend: str):
     from ..model.lrm import LRM
 
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isdir(path) or not os.path.exists(cfg_path):
-        raise FileNotFoundError(f"{path}: not a checkpoint folder (expected config.json + model.safetensors)")
-    with open(cfg_path) as f:
-        cfg = LRMConfig.from_dict(json.load(f))
-    sd = read_state_dict(os.path.join(path, "model.safetensors"))
     with torch.device("meta"):
         model = LRM(cfg, backend=backend)
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    if missing or unexpected:
-        raise ValueError(f"{path}: state dict does not match the config: missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}")
+    want = {k: v for k, v in model.state_dict().items() if not k.startswith("renderer.field.")}
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in sorted(set(sd) & set(want))
+              if tuple(sd[k].shape) != tuple(want[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys {missing[:8]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys {unexpected[:8]}")
+        if shapes:
+            parts.append(f"mis-shaped {len(shapes)} (checkpoint vs model) {shapes[:8]}")
+        raise ValueError(f"{source}: state dict does not match the config: " + "; ".join(parts))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
+                          strict=False, assign=True)
+    model.renderer.field = model.field  # re-tie (assign replaced field's parameters in place)
     return _materialize_buffers(model)
+
+
+def _read_yaml(path: str) -> dict:
+    try:
+        import yaml
+    except ImportError:  # pyyaml is a dependency, but keep the error readable
+        raise RuntimeError("reading TripoSR's config.yaml needs pyyaml (pip install pyyaml)") from None
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def load_foreign(path: str, image_size: int | None = None):
+    """(LRMConfig, our state dict, format) from any supported checkpoint path (file or folder)."""
+    from ..config import LRMConfig
+
+    files = _files(path)
+    if "safetensors" in files:
+        raw = read_state_dict(files["safetensors"])
+    elif "pth" in files:
+        raw = _load_pickle(files["pth"])
+    elif "ckpt" in files:
+        raw = _load_pickle(files["ckpt"])
+    else:
+        raise FileNotFoundError(f"{path}: no model file (model.safetensors, model.pth or model.ckpt)")
+    kwargs = None
+    if isinstance(raw, dict) and isinstance(raw.get("kwargs"), dict):  # OpenLRM v1.0 model.pth
+        kwargs = raw["kwargs"].get("model", raw["kwargs"])
+    if isinstance(raw, dict):
+        for key in ("weights", "state_dict", "model"):
+            if isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ValueError(f"{path}: does not hold a state dict of tensors")
+    fmt = detect_format(raw.keys())
+    if fmt == "lrm_fast":
+        if "config_json" not in files:
+            raise FileNotFoundError(f"{path}: lrm_fast weights without config.json beside them")
+        with open(files["config_json"]) as f:
+            cfg = LRMConfig.from_dict(json.load(f))
+        return cfg, dict(raw), fmt
+    if fmt.startswith("openlrm"):
+        if kwargs is None:
+            if "config_json" not in files:
+                raise FileNotFoundError(f"{path}: OpenLRM weights without config.json (its model kwargs)")
+            with open(files["config_json"]) as f:
+                kwargs = json.load(f)
+        cfg, sd = convert_openlrm(raw, kwargs, fmt, image_size)
+        return cfg, sd, fmt
+    cfg, sd = convert_triposr(raw, _read_yaml(files["yaml"]) if "yaml" in files else None, image_size)
+    return cfg, sd, fmt
+
+
+def load_checkpoint(path: str, backend: str = "auto", image_size: int | None = None):
+    """Any supported checkpoint (ours, OpenLRM v1.0 / v1.1, TripoSR; see module docstring) -> LRM (fp32, cpu).
+
+    ``image_size`` overrides the encoder input size of converted checkpoints (OpenLRM does not store
+    it; we use its released inference configs: 224 / 336 / 448 px for 512 / 768 / 1024-wide decoders).
+    The format found is stored as ``model.checkpoint_format``."""
+    cfg, sd, fmt = load_foreign(path, image_size)
+    model = _load_into(cfg, sd, path, backend)
+    model.checkpoint_format = fmt
+    return model
+
+
+def convert_checkpoint(src: str, dst: str, dtype: torch.dtype | None = None, image_size: int | None = None) -> str:
+    """Convert any supported checkpoint to ours (folder ``dst``); returns the detected source format."""
+    model = load_checkpoint(src, backend="reference", image_size=image_size)
+    save_checkpoint(model, dst, dtype)
+    return model.checkpoint_format
 
 
 def _materialize_buffers(model):
@@ -66,4 +570,7 @@ def _materialize_buffers(model):
 
     model.encoder.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
     model.encoder.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            raise RuntimeError(f"buffer {name} was not materialized when loading the checkpoint")
     return model.float()

@@ -52,9 +52,77 @@ def save_video(frames: torch.Tensor, path: str, fps: int = 12) -> str:
         except Exception as e:  # no ffmpeg binary: fall back to gif
             if os.path.exists(tmp):
                 os.remove(tmp)
-            print(f"lrm_fast: mp4 writing failed ({e}); writing a gif instead")
+            import sys
+
+            print(f"lrm_fast: mp4 writing failed ({e}); writing a gif instead", file=sys.stderr)
             path = path[:-4] + ".gif"
     tmp = atomic_path(path)
     imageio.mimsave(tmp, list(arr), format="GIF", duration=1.0 / fps, loop=0)
     os.replace(tmp, path)
     return path
+
+
+def save_image(image: torch.Tensor, path: str) -> str:
+    """image ``[H, W, 3]`` in [0, 1] -> PNG at ``path`` (atomic)."""
+    from PIL import Image
+
+    tmp = atomic_path(path)
+    Image.fromarray(_to_uint8(image)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_mesh(mesh, path: str) -> str:
+    """A ``trimesh.Trimesh`` -> ``.glb`` / ``.obj`` / ``.ply`` at ``path`` (atomic; format from the suffix).
+
+    Coordinates are the model's world frame (OpenLRM: z up, the input camera on -y), unscaled."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in ("glb", "obj", "ply"):
+        raise ValueError(f"{path}: mesh format must be .glb, .obj or .ply")
+    tmp = atomic_path(path)
+    try:
+        # obj: trimesh writes vertex colors as extra 'v x y z r g b' columns (what MeshLab/Blender read)
+        data = mesh.export(file_type=ext, **({"include_color": True} if ext == "obj" else {}))
+        with open(tmp, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_triplane(planes: torch.Tensor, path: str, model: str | None = None) -> str:
+    """One triplane ``[3, C, H, W]`` -> safetensors at ``path`` (atomic), with the model name it came from."""
+    from safetensors.torch import save_file
+
+    tmp = atomic_path(path)
+    try:
+        save_file({"triplane": planes.detach().float().cpu().contiguous()}, tmp,
+                  metadata={"format": "lrm_fast.triplane", **({"model": str(model)} if model else {})})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_triplane(path: str) -> tuple[torch.Tensor, dict]:
+    """``(triplane [3, C, H, W], metadata)`` from ``save_triplane``'s file."""
+    from safetensors import safe_open
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"triplane file not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            if "triplane" not in f.keys():
+                raise KeyError(f"{path}: no 'triplane' tensor (keys {list(f.keys())[:5]})")
+            t = f.get_tensor("triplane")
+    except KeyError:
+        raise
+    except Exception as e:  # noqa: BLE001 - corrupt / not safetensors
+        raise ValueError(f"{path}: not a readable triplane file ({e})") from None
+    if t.dim() != 4 or t.shape[0] != 3:
+        raise ValueError(f"{path}: triplane must be [3, C, H, W], got {tuple(t.shape)}")
+    return t, meta

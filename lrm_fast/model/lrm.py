@@ -32,6 +32,16 @@ class LRM(nn.Module):
         n_tokens = 3 * cfg.triplane.low_res ** 2
         self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, D) * D ** -0.5)
         self.transformer = TriplaneDecoder(cfg.decoder, cfg.encoder.feat_dim, cfg.camera.embed_dim)
+        if cfg.decoder.in_norm_groups:
+            # TripoSR's Transformer1D: x + proj_out(blocks(proj_in(GroupNorm(x)))), no final LayerNorm
+            self.transformer_in_norm = nn.GroupNorm(cfg.decoder.in_norm_groups, D, eps=1e-6)
+            self.transformer_proj_in = nn.Linear(D, D)
+            self.transformer_proj_out = nn.Linear(D, D)
+            self.transformer.norm = nn.Identity()
+        if cfg.decoder.attn_out_bias:
+            for blk in self.transformer.layers:
+                blk.self_attn.proj = nn.Linear(D, D, bias=True)
+                blk.cross_attn.proj = nn.Linear(D, D, bias=True)
         self.upsampler = TriplaneUpsampler(D, cfg.triplane)
         self.field = TriplaneField(cfg.triplane.channels, cfg.field)
         self.renderer = Renderer(cfg.render, self.field)
@@ -71,7 +81,12 @@ class LRM(nn.Module):
                 raise ValueError("source camera feature contains NaN/inf")
             mod = self.camera_embedder(camera.to(tokens.dtype))
         x = self.pos_embed.expand(B, -1, -1).to(tokens.dtype)
-        x = self.transformer(x, tokens, mod)
+        if self.cfg.decoder.in_norm_groups:
+            h = self.transformer_in_norm(x.transpose(1, 2)).transpose(1, 2)
+            h = self.transformer(self.transformer_proj_in(h), tokens, mod)
+            x = x + self.transformer_proj_out(h)
+        else:
+            x = self.transformer(x, tokens, mod)
         return self.upsampler(x)
 
     def compile_planes(self, batch: int = 1, dtype: torch.dtype = torch.float32, mode: str | None = None,
@@ -81,6 +96,13 @@ class LRM(nn.Module):
         from .compiled import CompiledPlanes
 
         return CompiledPlanes(self, batch, dtype, mode, **kwargs)
+
+    def reconstruct(self, images, camera: torch.Tensor | None = None):
+        """Image(s) (path, PIL, array, tensor, or a list) -> ``lrm_fast.Reconstruction``; see
+        ``lrm_fast.api.reconstruct``."""
+        from ..api import reconstruct
+
+        return reconstruct(self, images, camera)
 
     # -- triplane -> images ----------------------------------------------------------------------
     def render(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int,
@@ -97,7 +119,10 @@ class LRM(nn.Module):
     # -- bookkeeping ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
         parts = {"encoder": self.encoder, "camera_embedder": self.camera_embedder,
-                 "transformer": self.transformer, "upsampler": self.upsampler, "field": self.field}
+                 "transformer": self.transformer,
+                 **({"transformer_io": nn.ModuleList([self.transformer_in_norm, self.transformer_proj_in,
+                                                      self.transformer_proj_out])}
+                    if self.cfg.decoder.in_norm_groups else {}), "upsampler": self.upsampler, "field": self.field}
         counts = {k: sum(p.numel() for p in m.parameters()) if m is not None else 0 for k, m in parts.items()}
         counts["pos_embed"] = self.pos_embed.numel()
         counts["total"] = sum(p.numel() for p in self.parameters())

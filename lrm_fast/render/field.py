@@ -5,7 +5,9 @@ initialized to zero. Output channel 0 is the raw density, 1:4 the rgb logits.
 Activations (OpenLRM):
     rgb     = sigmoid(x) * (1 + 2 * 0.001) - 0.001     (MipNeRF's widened sigmoid)
     density = softplus(x - 1)                           (``density_bias = -1``)
-TripoSR variant (``density_activation="exp"``): density = exp(x - 1).
+TripoSR variant (``density_activation="exp"``): density = exp(x - 1), ``rgb_activation="sigmoid"``
+(plain), SiLU, 10 layers, and ``coord_scale = 1/0.87``: world points in its radius-0.87 box are
+scaled into the normalized [-1, 1]^3 box before the planes are sampled.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class TriplaneField(nn.Module):
         self.cfg = cfg
         if cfg.layers < 2:
             raise ValueError(f"field MLP needs >= 2 layers, got {cfg.layers}")
+        if cfg.rgb_activation not in ("sigmoid_wide", "sigmoid"):
+            raise ValueError(f"unknown field rgb_activation {cfg.rgb_activation!r} (sigmoid_wide, sigmoid)")
         if cfg.activation not in _ACT_MODULES:
             raise ValueError(f"unknown field activation {cfg.activation!r} ({sorted(_ACT_MODULES)})")
         width_in = 3 * channels if cfg.aggregate == "concat" else channels
@@ -47,11 +51,15 @@ class TriplaneField(nn.Module):
     def forward(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """planes ``[B, 3, C, H, W]``, points ``[B, N, 3]`` -> raw outputs ``[B, N, 4]``."""
         lin = self.linears
+        if self.cfg.coord_scale != 1.0:  # TripoSR: world box of radius 0.87 -> normalized [-1, 1]
+            points = points * self.cfg.coord_scale
         return triplane_mlp(planes, points, [m.weight for m in lin], [m.bias for m in lin],
                             aggregate=self.cfg.aggregate, activation=self.cfg.activation,
                             backend=self.backend)
 
     def rgb(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.cfg.rgb_activation == "sigmoid":
+            return torch.sigmoid(raw[..., 1:4])
         return torch.sigmoid(raw[..., 1:4]) * (1 + 2 * 0.001) - 0.001
 
     def density(self, raw_density: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ class TrainConfig:
     # precision / device
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     device: str = "auto"
+    threads: int | None = None            # torch CPU threads (1 is steadier on a shared, oversubscribed CPU)
     # bookkeeping
     out_dir: str = "runs/train"
     seed: int = 0

@@ -143,6 +143,8 @@ class Trainer:
         from ..model.lrm import LRM
 
         self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
         self.rank, self.world, local = _dist_info()
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu"
@@ -291,6 +293,11 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         stats["grad_norm"] = gnorm.detach()
+        if self.world > 1:  # log the global-batch mean, not this rank's half
+            keys = sorted(k for k in stats if k != "grad_norm")
+            vec = torch.stack([stats[k].float() for k in keys]).to(self.device)
+            torch.distributed.all_reduce(vec)
+            stats.update({k: v / self.world for k, v in zip(keys, vec)})
         return stats
 
     def batches(self):

@@ -103,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"patch must be in [1, render_size={self.render_size}], got {self.patch}")
         if self.lpips_weight > 0 and self.lpips_weights is None and not self.lpips_random:
             raise ValueError("lpips_weight > 0 needs lpips_weights (local backbone file) or lpips_random")
+        if self.lpips_weight > 0 and (self.patch or self.render_size) < 16:
+            raise ValueError(f"LPIPS needs patches of at least 16 px (4 poolings), got {self.patch or self.render_size}")
         if self.lpips_weight > 0 and self.patch is None and self.render_size > 256:
             raise ValueError("LPIPS on whole views above 256 px: set patch")
 

@@ -4,6 +4,8 @@ Every size of the model is a plain dataclass so it round-trips through JSON (our
 format stores it in ``config.json``). Presets:
 
 =========  =====================================================================================
+demo       the shipped demo model (``lrm_fast/assets/demo``), ~3.1M params, trained by this project on
+           its synthetic primitives at 64 px on a CPU (see its MODEL_CARD.md).
 tiny       test-sized model: a 1-layer 32-wide ViT, 1-layer decoder; forward+backward of a 32x32
            render runs on a CPU in about a second. Random weights only.
 small      OpenLRM v1.1 ``openlrm-mix-small-1.1``: DINOv2 ViT-S/14 + 4 registers at 224 px,
@@ -262,4 +264,21 @@ def _triposr() -> dict:
     )
 
 
-PRESETS = {"tiny": _tiny, "small": _small, "base": _base, "large": _large, "paper": _paper, "triposr": _triposr}
+def _demo() -> dict:
+    # Trained on this project's synthetic data on a shared 2-core CPU (lrm_fast/assets/demo): 64 px
+    # input, a narrow 3-layer ViT with 8 px patches, a 3-layer decoder on 3 x 8 x 8 tokens, a 16 px
+    # triplane; sized so a training step takes about a second there.
+    return dict(
+        name="demo",
+        encoder=dict(kind="dinov2", timm_name="vit_small_patch14_reg4_dinov2", image_size=64,
+                     feat_dim=128, overrides=dict(embed_dim=128, depth=3, num_heads=4, patch_size=8)),
+        decoder=dict(dim=192, layers=3, heads=4),
+        triplane=dict(low_res=8, high_res=16, channels=32),
+        field=dict(hidden=64),
+        render=dict(samples_per_ray=32, mesh_resolution=128, chunk_rays=8192),
+        camera=dict(embed_dim=192),
+    )
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "small": _small, "base": _base, "large": _large, "paper": _paper,
+           "triposr": _triposr}

@@ -1,0 +1,120 @@
+"""Training configuration (``lrm-fast train CONFIG``): one flat dataclass read from YAML or JSON.
+
+``model`` is a preset name (``"demo"``, ``"tiny"``, ...) or a full ``LRMConfig`` dict;
+``model_overrides`` changes sections of it (``{"render": {"samples_per_ray": 32}}``).
+``batch_size`` is the *global* batch: with torchrun each of the ``W`` processes takes every W-th item,
+so a run gives the same losses whatever ``W`` (when ``batch_size`` is divisible by it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: Any = "demo"
+    model_overrides: dict = field(default_factory=dict)
+    init_from: str | None = None          # checkpoint folder to fine-tune from
+    grad_checkpointing: bool = False      # decoder layers recomputed in backward
+    freeze_encoder: bool = False
+    backend: str = "auto"
+    # data
+    data_root: str = "data/synthetic"
+    data_meta: str | None = None
+    side_views: int = 3
+    source_size: int | None = None        # default: the encoder's image size
+    render_size: int = 64                 # supervision resolution
+    patch: int | None = 32                # random patch x patch crop per view (None: whole view)
+    backgrounds: list = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    num_workers: int = 0
+    # optimization
+    batch_size: int = 8
+    steps: int = 1000
+    lr: float = 4e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0
+    # loss
+    lpips_weight: float = 0.0
+    lpips_net: str = "vgg"
+    lpips_weights: str | None = None      # local torchvision backbone state dict
+    lpips_random: bool = False            # random LPIPS backbone: tests only
+    mask_weight: float = 0.0              # MSE(opacity, alpha); 0 = OpenLRM's loss
+    # rendering at train time
+    train_samples_per_ray: int | None = None
+    jitter: bool = True
+    # precision / device
+    precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    device: str = "auto"
+    threads: int | None = None            # torch CPU threads (1 is steadier on a shared, oversubscribed CPU)
+    # bookkeeping
+    out_dir: str = "runs/train"
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    max_minutes: float | None = None      # stop (and checkpoint) after this wall time
+    export_dtype: str = "float32"         # dtype of the exported model/ folder
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown train config keys {bad} (known: {sorted(known)})")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str, overrides: dict | None = None) -> "TrainConfig":
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"train config not found: {path}")
+        with open(path) as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            d = yaml.safe_load(text) or {}
+        else:
+            d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a train config must be a mapping")
+        d.update(overrides or {})
+        return cls.from_dict(d)
+
+    def validate(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
+        for k in ("batch_size", "steps", "render_size", "log_every", "ckpt_every"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.patch is not None and not 1 <= self.patch <= self.render_size:
+            raise ValueError(f"patch must be in [1, render_size={self.render_size}], got {self.patch}")
+        if self.lpips_weight > 0 and self.lpips_weights is None and not self.lpips_random:
+            raise ValueError("lpips_weight > 0 needs lpips_weights (local backbone file) or lpips_random")
+        if self.lpips_weight > 0 and (self.patch or self.render_size) < 16:
+            raise ValueError(f"LPIPS needs patches of at least 16 px (4 poolings), got {self.patch or self.render_size}")
+        if self.lpips_weight > 0 and self.patch is None and self.render_size > 256:
+            raise ValueError("LPIPS on whole views above 256 px: set patch")
+
+    def model_config(self):
+        from ..config import LRMConfig
+
+        base = LRMConfig.preset(self.model) if isinstance(self.model, str) else LRMConfig.from_dict(self.model)
+        if self.init_from:
+            with open(os.path.join(self.init_from, "config.json")) as f:
+                base = LRMConfig.from_dict(json.load(f))
+        cfg = base.replace(**self.model_overrides) if self.model_overrides else base
+        return cfg.replace(decoder={"grad_checkpointing": bool(self.grad_checkpointing)},
+                           encoder={"freeze": bool(self.freeze_encoder or cfg.encoder.freeze)})

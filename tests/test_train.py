@@ -1,0 +1,144 @@
+"""Trainer: loss goes down, resume-after-kill equivalence, AMP paths, LPIPS, export, config errors."""
+import json
+import os
+
+import pytest
+import torch
+
+from lrm_fast.data.synthetic import make_dataset
+from lrm_fast.train.config import TrainConfig
+from lrm_fast.train.trainer import Trainer, batch_indices, lr_lambda
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("train_data"))
+    make_dataset(root, 6, n_views=4, resolution=16, seed=0, workers=1)
+    return root
+
+
+def _cfg(data_root, out, **kw):
+    base = dict(model="tiny", data_root=data_root, side_views=1, render_size=16, patch=8, batch_size=2,
+                steps=4, warmup=1, lr=3e-3, out_dir=str(out), log_every=1, ckpt_every=100, progress=False,
+                threads=1)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_schedule_and_batches():
+    f = lr_lambda(10, 110, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+    e0, a = batch_indices(0, 10, 4, 0)
+    e1, b = batch_indices(1, 10, 4, 0)
+    e2, c = batch_indices(2, 10, 4, 0)
+    assert (e0, e1, e2) == (0, 0, 1) and len(set(a + b)) == 8 and batch_indices(2, 10, 4, 0) == (e2, c)
+
+
+def test_loss_decreases_on_fixed_batch(data_root, tmp_path):
+    tr = Trainer(_cfg(data_root, tmp_path, jitter=False, steps=100, warmup=2, lr=5e-3))
+    batch = next(tr.batches())
+    first = float(tr.loss_fn(batch, 0)[0].detach())
+    for _ in range(15):
+        tr.train_step(batch)
+    assert float(tr.loss_fn(batch, 0)[0].detach()) < 0.7 * first
+
+
+def test_resume_after_kill_gives_same_losses(data_root, tmp_path):
+    full = tmp_path / "full"
+    Trainer(_cfg(data_root, full)).fit()
+    ref = _losses(full)
+    assert sorted(ref) == [1, 2, 3, 4]
+
+    part = tmp_path / "part"
+    tr = Trainer(_cfg(data_root, part))
+    step = tr.train_step
+
+    def killed_after_two(batch):  # SIGTERM arriving during step 2
+        out = step(batch)
+        if tr.step == 2:
+            tr._stop = "SIGTERM"
+        return out
+
+    tr.train_step = killed_after_two
+    tr.fit()
+    assert tr.step == 2 and os.path.exists(part / "checkpoint" / "last.pt")
+    Trainer(_cfg(data_root, part), resume=True).fit()
+    got = _losses(part)
+    assert sorted(got) == [1, 2, 3, 4]
+    for s in ref:
+        assert got[s] == pytest.approx(ref[s], rel=1e-5, abs=1e-7), s
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_amp_paths_run(data_root, tmp_path, precision):
+    tr = Trainer(_cfg(data_root, tmp_path, precision=precision))
+    assert tr.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert tr.scaler.is_enabled() == (precision == "fp16")
+    stats = tr.train_step(next(tr.batches()))
+    assert torch.isfinite(stats["loss"])
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_lpips_checkpointing_frozen_encoder_and_export(data_root, tmp_path):
+    import lrm_fast
+
+    cfg = _cfg(data_root, tmp_path, steps=2, patch=16, lpips_weight=0.5, lpips_random=True, grad_checkpointing=True,
+               freeze_encoder=True, mask_weight=0.1)
+    tr = Trainer(cfg)
+    assert tr.model.cfg.decoder.grad_checkpointing and "RANDOM" in tr.lpips.describe()
+    enc = {k: v.clone() for k, v in tr.model.encoder.state_dict().items()}
+    dec = tr.model.pos_embed.detach().clone()
+    tr.fit()
+    for k, v in tr.model.encoder.state_dict().items():
+        assert torch.equal(v, enc[k]), k
+    assert not torch.equal(tr.model.pos_embed, dec)
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    assert "RANDOM backbone" in log[0]["lpips"] and "lpips" in log[1] and "mask" in log[1]
+    assert {"loss", "psnr", "lr", "items_per_s", "peak_mem_mb"} <= set(log[1])
+    # exported model folder loads and renders the same as the trained model
+    m = lrm_fast.load_model(str(tmp_path / "model"), device="cpu")
+    x = torch.rand(1, 3, 28, 28)
+    tr.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m.forward_planes(x), tr.model.forward_planes(x))
+
+
+def test_config_errors(data_root, tmp_path):
+    with pytest.raises(ValueError, match="unknown train config keys"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig.from_dict({"precision": "fp8"})
+    with pytest.raises(ValueError, match="lpips_weights"):
+        TrainConfig.from_dict({"lpips_weight": 1.0})
+    with pytest.raises(FileNotFoundError, match="train config not found"):
+        TrainConfig.load(str(tmp_path / "none.yaml"))
+    with pytest.raises(FileNotFoundError, match="dataset root not found"):
+        Trainer(_cfg(str(tmp_path / "missing"), tmp_path))
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        Trainer(_cfg(data_root, tmp_path / "fresh"), resume=True)
+    p = tmp_path / "c.yaml"
+    p.write_text("model: tiny\nsteps: 3\n")
+    assert TrainConfig.load(str(p), {"batch_size": 4}).batch_size == 4
+
+
+def test_evaluate_and_cli(data_root, tmp_path):
+    from lrm_fast.cli import main
+    from lrm_fast.train.evaluate import evaluate
+    import lrm_fast
+
+    res = evaluate(lrm_fast.load_model("tiny", device="cpu"), data_root, objects=3, views=2, resolution=12)
+    assert res["objects"] == 3 and res["baseline_iou"] == 0.0
+    assert 0 <= res["iou"] <= 1 and res["baseline_psnr"] > 0
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps(_cfg(data_root, tmp_path / "run", steps=1).to_dict()))
+    assert main(["train", str(cfg)]) == 0
+    assert os.path.exists(tmp_path / "run" / "model" / "model.safetensors")
+    assert main(["make-data", str(tmp_path / "d"), "--objects", "1", "--views", "2", "--resolution", "8",
+                 "--workers", "1"]) == 0
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2

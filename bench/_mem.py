@@ -4,7 +4,10 @@
 * CPU: torch has no CPU peak counter, so the case runs in a forked child: the child resets the
   kernel's RSS high-water mark (``/proc/self/clear_refs`` = 5), runs ``fn`` once and reports
   ``VmHWM - VmRSS(before)``. That is the real extra memory the case needed, whatever allocated it.
-  (PyTorch runs single-threaded in a forked child; memory, not time, is measured there.)
+  (The child runs PyTorch single-threaded: memory, not time, is measured there. It *must* call
+  ``torch.set_num_threads(1)`` first: once the parent has used its OpenMP pool, a forked child
+  that enters a parallel region waits forever for pool threads that fork did not copy. A child
+  that still hangs is killed after ``LRM_FAST_MEM_TIMEOUT`` seconds (default 900) and reported -1.)
 
 Usage in a benchmark::
 
@@ -43,6 +46,7 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     if pid == 0:  # child
         os.close(r)
         try:
+            torch.set_num_threads(1)  # see the module docstring: OpenMP pools do not survive fork
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             before = _status_kb("VmRSS")
@@ -54,8 +58,21 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
         finally:
             os._exit(0)
     os.close(w)
+    import select
+    import signal
+    import time
+
+    deadline = time.monotonic() + float(os.environ.get("LRM_FAST_MEM_TIMEOUT", "900"))
     data = b""
-    while chunk := os.read(r, 64):
+    while True:
+        ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:  # hung child: give up on this measurement, never on the benchmark run
+            os.kill(pid, signal.SIGKILL)
+            data = b"-1"
+            break
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)

@@ -331,7 +331,17 @@ def run_suites(json_path: str, smoke: bool, targets=(), k=None, extra=()) -> int
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = pytest_command(json_path, smoke, list(targets), k, list(extra))
     print("+ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=ROOT, env=env)
+    import signal
+
+    # A time limit (gpu_suite.sh: timeout -s INT) interrupts pytest, which still writes its JSON;
+    # this process must survive that signal to turn the partial JSON into the report.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -343,6 +353,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--from-json", default=None, help="do not run: report this pytest-benchmark JSON")
     p.add_argument("--out", default=None, help="write <stem>.json/.md here (default bench/results/, "
                                                  "or nowhere with --smoke / --from-json)")
+    p.add_argument("--name", default=None, help="file stem for --out (default <date>-<device>, e.g. 2026-11-26-h100)")
     p.add_argument("--stat", default="median", choices=["min", "median", "mean"], help="time statistic")
     p.add_argument("--fail-below", type=float, default=None,
                    help="exit 1 if any fast/reference speedup is below this (pairs on the same path excepted)")
@@ -377,7 +388,7 @@ def run(args) -> int:
         src = None
         out_dir = args.out or (None if args.smoke else RESULTS_DIR)
         if out_dir:
-            stem = os.path.join(out_dir, result_stem(result))
+            stem = os.path.join(out_dir, args.name or result_stem(result))
             write_atomic(stem + ".json", json.dumps(result, indent=1))
             write_atomic(stem + ".md", full_report(result, args.stat))
             src = os.path.relpath(stem + ".json", ROOT)

@@ -29,6 +29,21 @@ def _status_kb(field: str) -> int:
     return -1
 
 
+def _release_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``) before the baseline is read.
+
+    Without it, memory that earlier cases freed (still resident, so inside ``VmRSS(before)``) is
+    reused by this case without raising the high-water mark, and a case measured after a bigger
+    one looks smaller than it is: order-dependent numbers, biased towards whichever case of a pair
+    runs second."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: numbers may be low after big cases
+        pass
+
+
 def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     """Peak extra memory (MiB) of running ``fn()`` once on ``device``; -1.0 where not measurable."""
     device = torch.device(device)
@@ -47,6 +62,7 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
         os.close(r)
         try:
             torch.set_num_threads(1)  # see the module docstring: OpenMP pools do not survive fork
+            _release_free_heap()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             before = _status_kb("VmRSS")

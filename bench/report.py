@@ -354,7 +354,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--out", default=None, help="write <stem>.json/.md here (default bench/results/, "
                                                  "or nowhere with --smoke / --from-json)")
     p.add_argument("--name", default=None, help="file stem for --out (default <date>-<device>, e.g. 2026-11-26-h100)")
-    p.add_argument("--stat", default="median", choices=["min", "median", "mean"], help="time statistic")
+    p.add_argument("--stat", default="min", choices=["min", "median", "mean"],
+                   help="time statistic (default min: on a shared machine noise only adds time, so the minimum is the most repeatable)")
     p.add_argument("--fail-below", type=float, default=None,
                    help="exit 1 if any fast/reference speedup is below this (pairs on the same path excepted)")
     p.add_argument("--baseline", default=None, help="an earlier result JSON to compare speedups with")

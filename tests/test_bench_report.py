@@ -163,3 +163,22 @@ def test_shell_scripts_parse():
     for s in ("gpu_suite.sh", "prepare_gpu_wheels.sh"):
         r = subprocess.run(["bash", "-n", os.path.join(ROOT, "bench", s)], capture_output=True, text=True)
         assert r.returncode == 0, (s, r.stderr)
+
+
+def test_cpu_peak_memory_is_order_independent():
+    """bench/_mem.py: a case measured after a bigger one must not look smaller (heap reuse), and
+    the forked child must not hang once the parent has used its OpenMP pool."""
+    import torch
+
+    from bench._mem import peak_memory_mb
+
+    def case(n):
+        return lambda: (torch.randn(n, 64) @ torch.randn(64, 256)).sum()
+
+    first = peak_memory_mb(case(50_000))
+    if first < 0:
+        pytest.skip("no /proc/self/clear_refs here")
+    case(400_000)()          # uses the thread pool and leaves freed heap behind
+    again = peak_memory_mb(case(50_000))
+    expected = 50_000 * (64 + 256) * 4 / 2**20
+    assert again > 0.8 * expected and first > 0.8 * expected, (first, again, expected)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench._mem import peak_memory_mb
-from bench.conftest import DEVICE, record, run_timed, sizes
+from bench.conftest import DEVICE, record, sizes
 from lrm_fast.config import LRMConfig
 from lrm_fast.ops import _dispatch, triplane_mlp
 from lrm_fast.render.field import TriplaneField
@@ -21,7 +21,7 @@ from lrm_fast.render.field import TriplaneField
 SIZES = sizes(smoke=[("tiny-512", "tiny", 512)],
               full=[("small-32^3", "small", 32 ** 3), ("base-64^3", "base", 64 ** 3)],
               gpu=[("base-128^3", "base", 128 ** 3), ("base-256^3", "base", 256 ** 3),
-                   ("large-256^3", "large", 256 ** 3)])
+                   ("paper-256^3", "paper", 256 ** 3)])
 DTYPES = ["float32"] if DEVICE == "cpu" else ["float32", "bfloat16"]
 
 
@@ -65,7 +65,7 @@ def test_field_query(benchmark, size, preset, n_points, dtype, backend):
         return triplane_mlp(planes, points, ws, bs, cfg.field.aggregate, cfg.field.activation, backend=backend)
 
     mem = peak_memory_mb(fn, DEVICE)
-    out = run_timed(benchmark, fn)
+    out = benchmark(fn)
     assert out.shape == (1, n_points, 4) and torch.isfinite(out.float()).all()
     record(benchmark, "field_query", size, _backend_name(backend, planes, points), backend != "reference",
            peak_mem_mb=mem, dtype=dtype, preset=preset, points=n_points, **_work(cfg, n_points))
@@ -88,7 +88,7 @@ def test_field_train(benchmark, size, preset, n_points, backend):
         return torch.autograd.grad(out.square().mean(), params)
 
     mem = peak_memory_mb(fn, DEVICE)
-    grads = run_timed(benchmark, fn)
+    grads = benchmark(fn)
     assert grads[0].shape == planes.shape
     work = _work(cfg, n_points)
     record(benchmark, "field_train", size, _backend_name(backend, planes, points), backend != "reference",

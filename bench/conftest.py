@@ -22,12 +22,16 @@ Optional extra_info keys (any ``**extra`` passed to ``record``) that the report 
       ``grid``, ``points``, ``views``): the roofline then computes them from the config.
   ``note``: free text shown in the table (e.g. "skips empty space").
 
+On CUDA the ``benchmark`` fixture's clock synchronizes the device (``cuda_timer``), so suites
+just call ``benchmark(fn)``.
+
 The run's machine info in the JSON is extended with torch / CUDA / triton / xformers versions,
 the GPU name and driver, and the path each op takes (``lrm_fast.ops.describe_all``).
 """
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -59,23 +63,20 @@ def record(benchmark, stage: str, size: str, backend: str, fast: bool, peak_mem_
         benchmark.extra_info["peak_mem_mb"] = round(float(peak_mem_mb), 2)
 
 
-def sync():
-    """Wait for queued GPU work, so a timed call includes it (a no-op on CPU)."""
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
+def cuda_timer() -> float:
+    """pytest-benchmark's clock on CUDA: wait for queued kernels, then read the clock. Kernels are
+    asynchronous; without this a case would time only its launches (fake speedups)."""
+    torch.cuda.synchronize()
+    return time.perf_counter()
 
 
-def run_timed(benchmark, fn, *args, **kwargs):
-    """``benchmark(fn, ...)`` with a CUDA sync after every call (kernels are asynchronous)."""
-    if DEVICE != "cuda":
-        return benchmark(fn, *args, **kwargs)
-
-    def call():
-        out = fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return out
-
-    return benchmark(call)
+@pytest.fixture
+def benchmark(benchmark):
+    """pytest-benchmark's fixture, with the synchronizing clock on CUDA (every suite gets it
+    without doing anything; ``benchmark(fn)`` and ``benchmark.pedantic`` both use it)."""
+    if DEVICE == "cuda" and hasattr(benchmark, "_timer"):
+        benchmark._timer = cuda_timer
+    return benchmark
 
 
 def pytest_collect_file(file_path, parent):

@@ -102,7 +102,7 @@ fi
 
 # --- 2. build + install the package with CUDA ---------------------------------------------------
 step "build lrm_fast._C with CUDA (pip install -e .)" 360 \
-  "$PYTHON -m pip install --no-build-isolation --no-deps --no-index -e . || (echo 'pip install -e failed; building in place'; $PYTHON setup.py build_ext --inplace)"
+  "PIP_BREAK_SYSTEM_PACKAGES=1 $PYTHON -m pip install --no-build-isolation --no-deps --no-index -e . || { echo 'pip install -e failed; building in place (+ lrm_fast/kernels link, which the editable install maps)'; $PYTHON setup.py build_ext --inplace && { [ -e lrm_fast/kernels ] || ln -s ../kernels lrm_fast/kernels; }; }"
 step "versions and kernel paths (lrm_fast.info)" 120 \
   "$PYTHON -c 'import lrm_fast, torch; lrm_fast.info(presets=[\"tiny\"]); print(\"cuda ok:\", torch.cuda.is_available())'"
 

@@ -7,6 +7,7 @@
     python -m bench.report --from-json new.json --baseline old.json --max-drop 0.10
                                                 # exit 1 if a speedup fell by more than 10 % vs old
     python -m bench.report --from-json r.json --readme README.md   # refresh the Performance section
+    python -m bench.report --readme README.md   # ... from the latest bench/results/<date>-<device>.json per device
     lrm-fast bench ...                          # the same command, from the CLI
 
 Ratios are the claim (``speedup = reference time / fast time`` and ``memory = reference peak /
@@ -280,13 +281,18 @@ def full_report(result: dict, stat: str = "median", baseline: dict | None = None
     return "\n".join(parts)
 
 
-def perf_section(result: dict, stat: str = "median", source: str = "") -> str:
-    src = f" (from `{source}`)" if source else ""
-    return "\n".join([
-        f"Measured by `python -m bench.report`{src}. Ratios compare our fast path with our own reference "
-        "implementation (the spec) in the same run; absolute times are for context.", "",
-        markdown(result, stat), "", "Anchors for context (not measured by this table):", ""]
-        + [f"- {a}" for a in ANCHORS])
+def perf_section(results: list[tuple[dict, str]], stat: str = "min") -> str:
+    """README text: one table per result file (GPU first), then the anchors."""
+    def gpu_first(item):
+        return 0 if ((item[0].get("machine_info") or {}).get("lrm_fast") or {}).get("device") == "cuda" else 1
+
+    parts = ["Measured by `python -m bench.report`. Ratios compare our fast path with our own reference "
+             "implementation (the spec) in the same run; absolute times are for context.", ""]
+    for result, source in sorted(results, key=gpu_first):
+        src = f" (`{source}`)" if source else ""
+        parts += [f"**{result_stem(result)}**{src}", "", markdown(result, stat), ""]
+    parts += ["Anchors for context (not measured by these tables):", ""] + [f"- {a}" for a in ANCHORS]
+    return "\n".join(parts)
 
 
 def update_readme(readme: str, section: str) -> None:
@@ -304,11 +310,17 @@ def update_readme(readme: str, section: str) -> None:
     write_atomic(readme, text[:a] + "\n" + section.strip() + "\n" + text[b:])
 
 
-def latest_result(directory: str = RESULTS_DIR) -> str:
-    files = sorted(f for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
-    if not files:
-        raise FileNotFoundError(f"no result files in {directory}; run `python -m bench.report` first")
-    return os.path.join(directory, files[-1])
+def latest_results(directory: str = RESULTS_DIR) -> list[str]:
+    """The newest ``<date>-<device>.json`` per device (e.g. the latest CPU run and the latest H100 run)."""
+    pat = re.compile(r"^(\d{4}-\d{2}-\d{2})-([a-z0-9]+)\.json$")
+    newest: dict[str, str] = {}
+    for f in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        m = pat.match(f)
+        if m:
+            newest[m.group(2)] = f  # sorted by date: the last one wins
+    if not newest:
+        raise FileNotFoundError(f"no <date>-<device>.json result files in {directory}; run `python -m bench.report` first")
+    return [os.path.join(directory, f) for f in sorted(newest.values())]
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -350,7 +362,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("targets", nargs="*", help="benchmark files (default: all of bench/)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, minimal timing (seconds; checks the pipeline)")
     p.add_argument("-k", default=None, help="pytest -k expression to select cases")
-    p.add_argument("--from-json", default=None, help="do not run: report this pytest-benchmark JSON")
+    p.add_argument("--from-json", action="append", default=None,
+                   help="do not run: report this pytest-benchmark JSON (repeatable, e.g. a CPU and a GPU run)")
     p.add_argument("--out", default=None, help="write <stem>.json/.md here (default bench/results/, "
                                                  "or nowhere with --smoke / --from-json)")
     p.add_argument("--name", default=None, help="file stem for --out (default <date>-<device>, e.g. 2026-11-26-h100)")
@@ -368,12 +381,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 
 def run(args) -> int:
+    results: list[tuple[dict, str]] = []
     if args.from_json:
-        result, src = load(args.from_json), args.from_json
-    elif args.readme and not args.targets and not args.smoke and args.out is None and args.k is None \
-            and os.environ.get("LRM_FAST_REPORT_RUN") != "1":
-        src = latest_result()            # README refresh alone: use the latest committed results
-        result = load(src)
+        results = [(load(p), p) for p in args.from_json]
+    elif args.readme and not args.targets and not args.smoke and args.out is None and args.k is None:
+        # README refresh alone: the latest committed results, one per device
+        results = [(load(p), os.path.relpath(p, ROOT)) for p in latest_results()]
     else:
         fd, tmp = tempfile.mkstemp(suffix=".json")
         os.close(fd)
@@ -386,7 +399,7 @@ def run(args) -> int:
             os.unlink(tmp)
         if rc != 0:
             print(f"warning: pytest exited with {rc}; the table shows the cases that ran", file=sys.stderr)
-        src = None
+        src = ""
         out_dir = args.out or (None if args.smoke else RESULTS_DIR)
         if out_dir:
             stem = os.path.join(out_dir, args.name or result_stem(result))
@@ -394,12 +407,17 @@ def run(args) -> int:
             write_atomic(stem + ".md", full_report(result, args.stat))
             src = os.path.relpath(stem + ".json", ROOT)
             print(f"wrote {stem}.json and {stem}.md")
+        results = [(result, src)]
     baseline = load(args.baseline) if args.baseline else None
-    print(markdown(result, args.stat, baseline))
+    bad = []
+    for result, src in results:
+        if len(results) > 1:
+            print(f"\n## {src}\n")
+        print(markdown(result, args.stat, baseline))
+        bad += failures(result, args.fail_below, baseline, args.max_drop, args.stat)
     if args.readme:
-        update_readme(args.readme, perf_section(result, args.stat, src or ""))
+        update_readme(args.readme, perf_section(results, args.stat))
         print(f"updated the Performance section of {args.readme}")
-    bad = failures(result, args.fail_below, baseline, args.max_drop, args.stat)
     for b in bad:
         print("FAIL: " + b, file=sys.stderr)
     return 1 if bad else 0

@@ -111,8 +111,24 @@ def test_readme_section(tmp_path, result):
     assert "5 s per image on one A100" in text and "< 0.5 s" in text and "OpenLRM base image->triplane 8.0 s" in text
     assert report.main(["--from-json", str(p), "--readme", str(readme)]) == 0  # idempotent
     assert readme.read_text() == text
+    gpu = _result([_case("render", "512px", "reference", False, 0.03, device="cuda"),
+                   _case("render", "512px", "cpp", True, 0.003, device="cuda")], device="cuda", gpu="NVIDIA H200")
+    (tmp_path / "g.json").write_text(json.dumps(gpu))
+    assert report.main(["--from-json", str(p), "--from-json", str(tmp_path / "g.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.index("2026-11-26-h200") < text.index("2026-11-26-cpu") and "10.00x" in text
     readme.write_text("# no markers\n")
     assert report.main(["--from-json", str(p), "--readme", str(readme)]) == 2
+
+
+def test_latest_results_one_per_device(tmp_path):
+    for name in ("2026-11-20-cpu.json", "2026-11-26-cpu.json", "2026-11-21-h100.json", "2026-11-26-cpu.md",
+                 "2026-11-26-h100-suite.log", "notes.json"):
+        (tmp_path / name).write_text("{}")
+    got = [os.path.basename(p) for p in report.latest_results(str(tmp_path))]
+    assert got == ["2026-11-21-h100.json", "2026-11-26-cpu.json"]
+    with pytest.raises(FileNotFoundError):
+        report.latest_results(str(tmp_path / "empty"))
 
 
 def test_result_files_and_stem(tmp_path, result):

@@ -41,8 +41,8 @@ PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
 
 # Published / measured anchors, for context next to our own numbers (DESIGN.md section 6).
 ANCHORS = [
-    "LRM paper (Hong et al. 2023): ~5 s per image on one A100 (their claim, image -> mesh).",
-    "OpenLRM: 5-6 s per image on an A100 (their README); TripoSR: < 0.5 s per image on an A100 (their claim).",
+    "LRM paper (Hong et al. 2023): 5 s per image on one A100 (the paper's claim).",
+    "OpenLRM: 5-6 s per image on an A100; TripoSR: < 0.5 s per image on an A100 (the projects' claims).",
     "The anchors' own code on our 2-core CPU (fp32, random weights): OpenLRM base image->triplane 8.0 s, "
     "one 288x288 view 16.9 s at 8.5 GiB peak, image->mesh ~114 s (384^3 field query ~103 s); "
     "OpenLRM small 4.0 s / 4.8 s (192x192) / ~85 s; TripoSR 16.7 s / 10.0 s (256x256) / ~34 s (256^3).",

@@ -270,10 +270,18 @@ def case_work(extra: dict) -> Work | None:
     """Work of one benchmark case from its extra_info (explicit flops/bytes, or preset + roofline stage)."""
     if "flops" in extra:
         return Work(float(extra["flops"]), float(extra.get("bytes", 0.0)))
+    eb = 4 if extra.get("dtype", "float32") == "float32" else 2
+    size = {k: extra[k] for k in ("batch", "resolution", "samples", "views", "grid", "points") if k in extra}
     if "roofline" in extra and "preset" in extra:
-        eb = 4 if extra.get("dtype", "float32") == "float32" else 2
-        size = {k: extra[k] for k in ("batch", "resolution", "samples", "views", "grid", "points") if k in extra}
         return stage_work(extra["roofline"], LRMConfig.preset(extra["preset"]), eb, **size)
+    # suites that only name the stage and put the preset in the size ("base/bfloat16"): the
+    # batch-1 transformer stages need nothing else
+    stage = str(extra.get("stage", ""))
+    if stage in ("encoder", "decoder", "upsampler", "image_to_triplane"):
+        preset = extra.get("preset") or next((t for t in re.split(r"[^a-z0-9]+", str(extra.get("size", "")).lower())
+                                              if t in PRESETS), None)
+        if preset:
+            return stage_work(stage, LRMConfig.preset(preset), eb, **size)
     return None
 
 

@@ -102,9 +102,12 @@ def test_achieved_from_result_file(tmp_path, capsys):
                                   "roofline": "image_to_triplane", "batch": 1}},
                   {"group": "field:x", "stats": {"median": 1e-3},
                    "extra_info": {"backend": "triton", "dtype": "bfloat16", "flops": 1e11, "bytes": 1e9}},
+                  {"group": "decoder:paper/bfloat16", "stats": {"median": 1e-2},
+                   "extra_info": {"backend": "sdpa", "dtype": "bfloat16", "stage": "decoder", "size": "paper/bfloat16"}},
                   {"group": "other", "stats": {"median": 1.0}, "extra_info": {"backend": "reference"}}]}
     rows = rf.achieved(result)
-    assert len(rows) == 2 and rows[0]["gpu"] == "H100"
+    assert len(rows) == 3 and rows[0]["gpu"] == "H100"
+    assert rows[2]["flops"] == rf.decoder(LRMConfig.preset("paper")).flops
     assert rows[0]["frac_compute"] == pytest.approx(w.flops / 4e-3 / 989e12)
     assert rows[1]["tflops"] == pytest.approx(100.0)
     assert rows[1]["frac_bandwidth"] == pytest.approx(1e12 / 3.35e12)

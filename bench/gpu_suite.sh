@@ -59,6 +59,7 @@ step() {
     return 0
   fi
   local t=$(date +%s)
+  export BENCH_LIMIT="$limit"   # the step's own limit, for commands that budget inside it
   timeout -s INT -k 30 "$limit" bash -c "$cmd" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]} dt=$(( $(date +%s) - t ))
   local status="ok"
@@ -112,7 +113,7 @@ step "gpu tests (pytest -m gpu)" 240 \
 
 # --- 4. GPU benchmarks, all presets incl. paper (LRM_FAST_BENCH=full picks the gpu sizes) -------
 step "GPU benchmarks (LRM_FAST_BENCH=full, python -m bench.report)" "${SUITE_BENCH_TIMEOUT:-300}" \
-  "LRM_FAST_BENCH=full $PYTHON -m bench.report --out $RESULTS --name $STEM ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.5"
+  "LRM_FAST_BENCH=full $PYTHON -m bench.report --out $RESULTS --name $STEM ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.5 --time-budget \$(( BENCH_LIMIT - 60 ))"
 step "roofline (achieved fraction of peak)" 60 \
   "$PYTHON -m bench.roofline --preset base --preset paper --results $RESULTS/$STEM.json > $RESULTS/$STEM-roofline.md"
 

@@ -338,8 +338,12 @@ def pytest_command(json_path: str, smoke: bool, targets: list[str], k: str | Non
     return cmd + list(extra)
 
 
-def run_suites(json_path: str, smoke: bool, targets=(), k=None, extra=()) -> int:
+def run_suites(json_path: str, smoke: bool, targets=(), k=None, extra=(), time_budget: float | None = None) -> int:
     env = {**os.environ, "LRM_FAST_BENCH": "smoke" if smoke else "full", "HF_HUB_OFFLINE": "1"}
+    if time_budget:  # bench/conftest.py skips the cases that would start after this
+        import time
+
+        env["LRM_FAST_BENCH_DEADLINE"] = str(time.time() + time_budget)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = pytest_command(json_path, smoke, list(targets), k, list(extra))
     print("+ " + " ".join(cmd), flush=True)
@@ -376,6 +380,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                                                   "than this fraction (e.g. 0.1)")
     p.add_argument("--readme", default=None, help=f"replace the text between {PERF_START} and {PERF_END} "
                                                    "in this file with the table")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: cases that would start later are skipped (the run still writes its results)")
     p.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     return p
 
@@ -391,7 +397,7 @@ def run(args) -> int:
         fd, tmp = tempfile.mkstemp(suffix=".json")
         os.close(fd)
         try:
-            rc = run_suites(tmp, args.smoke, args.targets, args.k, args.pytest_arg)
+            rc = run_suites(tmp, args.smoke, args.targets, args.k, args.pytest_arg, args.time_budget)
             if os.path.getsize(tmp) == 0:
                 raise RuntimeError(f"the benchmark run wrote no results (pytest exit code {rc})")
             result = load(tmp)

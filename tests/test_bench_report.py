@@ -230,3 +230,11 @@ def test_gpu_timings_include_kernel_time(tmp_path):
         assert case.time_s >= 5e-3, case.time_s
     finally:
         os.unlink(path)
+
+
+def test_time_budget_skips_remaining_cases():
+    env = {**os.environ, "LRM_FAST_BENCH_DEADLINE": "0", "LRM_FAST_BENCH": "smoke"}
+    r = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "bench_field.py"), "-q",
+                        "-p", "no:cacheprovider", "-rs"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "time budget used up" in r.stdout and " passed" not in r.stdout, r.stdout

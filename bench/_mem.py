@@ -4,7 +4,10 @@
 * CPU: torch has no CPU peak counter, so the case runs in a forked child: the child resets the
   kernel's RSS high-water mark (``/proc/self/clear_refs`` = 5), runs ``fn`` once and reports
   ``VmHWM - VmRSS(before)``. That is the real extra memory the case needed, whatever allocated it.
-  (The child runs single-threaded, see below; memory, not time, is measured there.)
+  (The child runs PyTorch single-threaded: memory, not time, is measured there. It *must* call
+  ``torch.set_num_threads(1)`` first: once the parent has used its OpenMP pool, a forked child
+  that enters a parallel region waits forever for pool threads that fork did not copy. A child
+  that still hangs is killed after ``LRM_FAST_MEM_TIMEOUT`` seconds (default 900) and reported -1.)
 
 Usage in a benchmark::
 
@@ -26,6 +29,21 @@ def _status_kb(field: str) -> int:
     return -1
 
 
+def _release_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``) before the baseline is read.
+
+    Without it, memory that earlier cases freed (still resident, so inside ``VmRSS(before)``) is
+    reused by this case without raising the high-water mark, and a case measured after a bigger
+    one looks smaller than it is: order-dependent numbers, biased towards whichever case of a pair
+    runs second."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: numbers may be low after big cases
+        pass
+
+
 def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     """Peak extra memory (MiB) of running ``fn()`` once on ``device``; -1.0 where not measurable."""
     device = torch.device(device)
@@ -43,10 +61,8 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     if pid == 0:  # child
         os.close(r)
         try:
-            # libgomp's thread pool does not survive fork: an OpenMP parallel region in the child
-            # (any large torch op, or a C++ kernel using at::parallel_for) hangs once the parent
-            # has used the pool. One thread takes the serial path; memory is what we measure.
-            torch.set_num_threads(1)
+            torch.set_num_threads(1)  # see the module docstring: OpenMP pools do not survive fork
+            _release_free_heap()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             before = _status_kb("VmRSS")
@@ -58,8 +74,21 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
         finally:
             os._exit(0)
     os.close(w)
+    import select
+    import signal
+    import time
+
+    deadline = time.monotonic() + float(os.environ.get("LRM_FAST_MEM_TIMEOUT", "900"))
     data = b""
-    while chunk := os.read(r, 64):
+    while True:
+        ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:  # hung child: give up on this measurement, never on the benchmark run
+            os.kill(pid, signal.SIGKILL)
+            data = b"-1"
+            break
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)

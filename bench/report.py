@@ -111,7 +111,7 @@ def load(path: str) -> dict:
     return data
 
 
-def cases(result: dict, stat: str = "median") -> list[Case]:
+def cases(result: dict, stat: str = "min") -> list[Case]:
     """Benchmarks that followed bench/conftest.py ``record()``; others are ignored."""
     out = []
     for b in result.get("benchmarks", []):
@@ -174,14 +174,14 @@ def machine_line(result: dict) -> str:
         hw = f"{lf.get('gpu', 'GPU')} (driver {lf.get('driver', '?')}, CUDA {lf.get('torch_cuda', '?')})"
     else:
         cpu = (mi.get("cpu") or {}).get("brand_raw") or mi.get("processor") or "CPU"
-        hw = f"{cpu}, {lf.get('cpu_count', '?')} cores (shared; {lf.get('torch_threads', '?')} torch threads)"
+        hw = f"{cpu}, {lf.get('cpu_count', '?')} cores ({lf.get('torch_threads', '?')} torch threads)"
     vers = ", ".join(f"{k} {lf[k]}" for k in ("torch", "triton", "xformers", "timm") if k in lf)
     when = result.get("datetime", "")[:19].replace("T", " ")
     mode = lf.get("lrm_fast_mode", "?")
     return f"{hw}; {vers}; mode {mode}; run {when} UTC".strip()
 
 
-def markdown(result: dict, stat: str = "median", baseline: dict | None = None) -> str:
+def markdown(result: dict, stat: str = "min", baseline: dict | None = None) -> str:
     rows = pair(cases(result, stat))
     base = {}
     if baseline is not None:
@@ -213,7 +213,7 @@ def markdown(result: dict, stat: str = "median", baseline: dict | None = None) -
 
 
 def failures(result: dict, fail_below: float | None = None, baseline: dict | None = None,
-             max_drop: float | None = None, stat: str = "median") -> list[str]:
+             max_drop: float | None = None, stat: str = "min") -> list[str]:
     """Human-readable reasons the run fails the thresholds (empty = pass)."""
     rows = pair(cases(result, stat))
     bad = []
@@ -262,7 +262,7 @@ def result_stem(result: dict) -> str:
     return f"{date}-{dev}"
 
 
-def full_report(result: dict, stat: str = "median", baseline: dict | None = None) -> str:
+def full_report(result: dict, stat: str = "min", baseline: dict | None = None) -> str:
     """The .md written next to a result JSON: table, kernel paths, roofline where known."""
     lf = (result.get("machine_info") or {}).get("lrm_fast") or {}
     parts = [f"# lrm_fast benchmarks {result_stem(result)}", "", markdown(result, stat, baseline), ""]

@@ -244,11 +244,23 @@ def write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def strip_raw_timings(result: dict) -> dict:
+    """Drop each case's per-round timings (``stats.data``: thousands of numbers for fast GPU
+    cases) from a result that is kept in the repository; the statistics stay."""
+    out = json.loads(json.dumps(result))
+    for b in out.get("benchmarks", []):
+        (b.get("stats") or {}).pop("data", None)
+    return out
 
 
 def result_stem(result: dict) -> str:
@@ -409,7 +421,7 @@ def run(args) -> int:
         out_dir = args.out or (None if args.smoke else RESULTS_DIR)
         if out_dir:
             stem = os.path.join(out_dir, args.name or result_stem(result))
-            write_atomic(stem + ".json", json.dumps(result, indent=1))
+            write_atomic(stem + ".json", json.dumps(strip_raw_timings(result), indent=1))
             write_atomic(stem + ".md", full_report(result, args.stat))
             src = os.path.relpath(stem + ".json", ROOT)
             print(f"wrote {stem}.json and {stem}.md")

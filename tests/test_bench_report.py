@@ -140,6 +140,11 @@ def test_result_files_and_stem(tmp_path, result):
     report.write_atomic(str(tmp_path / "sub" / "x.md"), md)
     assert (tmp_path / "sub" / "x.md").read_text() == md
     assert [f for f in os.listdir(tmp_path / "sub")] == ["x.md"]  # no temp files left behind
+    assert os.stat(tmp_path / "sub" / "x.md").st_mode & 0o044  # readable by others, not mkstemp's 0600
+    result["benchmarks"][0]["stats"]["data"] = [1.0] * 1000
+    slim = report.strip_raw_timings(result)
+    assert "data" not in slim["benchmarks"][0]["stats"] and "data" in result["benchmarks"][0]["stats"]
+    assert slim["benchmarks"][0]["stats"]["min"] == result["benchmarks"][0]["stats"]["min"]
 
 
 def test_pytest_command_modes():

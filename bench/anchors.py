@@ -216,7 +216,17 @@ def main(argv=None) -> int:
     if a.json:
         from bench.report import write_atomic
 
-        write_atomic(a.json, json.dumps(rows, indent=1))
+        import platform
+
+        meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "args": vars(a),
+                "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        write_atomic(a.json, json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_atomic(os.path.splitext(a.json)[0] + ".md",
+                     f"# Anchors vs lrm_fast ({meta['when_utc']} UTC)\n\n{meta['cpu_count']} cores, torch "
+                     f"{meta['torch']} ({meta['torch_threads']} threads), fp32, random weights, "
+                     f"lrm_fast backend {a.backend!r}; `python -m bench.anchors {' '.join(argv or sys.argv[1:])}`\n\n"
+                     + table(rows) + "\n")
     return 0
 
 

@@ -83,10 +83,15 @@ def pytest_collect_file(file_path, parent):
     """Collect ``bench/bench_*.py`` (pytest.ini's default pattern only knows ``test_*.py``), so the
     README's plain ``python -m pytest`` runs every suite in smoke mode. Files named on the command
     line are collected by pytest itself; returning them here too would run them twice."""
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_") \
-            and not parent.session.isinitpath(file_path):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+        return None
+    if parent.session.isinitpath(file_path):
+        return None
+    import fnmatch
+
+    if any(fnmatch.fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
+        return None  # pytest.ini already collects bench_*.py itself
+    return pytest.Module.from_parent(parent, path=file_path)
 
 
 def pytest_configure(config):

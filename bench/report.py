@@ -111,7 +111,7 @@ def load(path: str) -> dict:
     return data
 
 
-def cases(result: dict, stat: str = "median") -> list[Case]:
+def cases(result: dict, stat: str = "min") -> list[Case]:
     """Benchmarks that followed bench/conftest.py ``record()``; others are ignored."""
     out = []
     for b in result.get("benchmarks", []):
@@ -174,14 +174,14 @@ def machine_line(result: dict) -> str:
         hw = f"{lf.get('gpu', 'GPU')} (driver {lf.get('driver', '?')}, CUDA {lf.get('torch_cuda', '?')})"
     else:
         cpu = (mi.get("cpu") or {}).get("brand_raw") or mi.get("processor") or "CPU"
-        hw = f"{cpu}, {lf.get('cpu_count', '?')} cores (shared; {lf.get('torch_threads', '?')} torch threads)"
+        hw = f"{cpu}, {lf.get('cpu_count', '?')} cores ({lf.get('torch_threads', '?')} torch threads)"
     vers = ", ".join(f"{k} {lf[k]}" for k in ("torch", "triton", "xformers", "timm") if k in lf)
     when = result.get("datetime", "")[:19].replace("T", " ")
     mode = lf.get("lrm_fast_mode", "?")
     return f"{hw}; {vers}; mode {mode}; run {when} UTC".strip()
 
 
-def markdown(result: dict, stat: str = "median", baseline: dict | None = None) -> str:
+def markdown(result: dict, stat: str = "min", baseline: dict | None = None) -> str:
     rows = pair(cases(result, stat))
     base = {}
     if baseline is not None:
@@ -213,7 +213,7 @@ def markdown(result: dict, stat: str = "median", baseline: dict | None = None) -
 
 
 def failures(result: dict, fail_below: float | None = None, baseline: dict | None = None,
-             max_drop: float | None = None, stat: str = "median") -> list[str]:
+             max_drop: float | None = None, stat: str = "min") -> list[str]:
     """Human-readable reasons the run fails the thresholds (empty = pass)."""
     rows = pair(cases(result, stat))
     bad = []
@@ -244,11 +244,23 @@ def write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def strip_raw_timings(result: dict) -> dict:
+    """Drop each case's per-round timings (``stats.data``: thousands of numbers for fast GPU
+    cases) from a result that is kept in the repository; the statistics stay."""
+    out = json.loads(json.dumps(result))
+    for b in out.get("benchmarks", []):
+        (b.get("stats") or {}).pop("data", None)
+    return out
 
 
 def result_stem(result: dict) -> str:
@@ -262,7 +274,7 @@ def result_stem(result: dict) -> str:
     return f"{date}-{dev}"
 
 
-def full_report(result: dict, stat: str = "median", baseline: dict | None = None) -> str:
+def full_report(result: dict, stat: str = "min", baseline: dict | None = None) -> str:
     """The .md written next to a result JSON: table, kernel paths, roofline where known."""
     lf = (result.get("machine_info") or {}).get("lrm_fast") or {}
     parts = [f"# lrm_fast benchmarks {result_stem(result)}", "", markdown(result, stat, baseline), ""]
@@ -409,7 +421,7 @@ def run(args) -> int:
         out_dir = args.out or (None if args.smoke else RESULTS_DIR)
         if out_dir:
             stem = os.path.join(out_dir, args.name or result_stem(result))
-            write_atomic(stem + ".json", json.dumps(result, indent=1))
+            write_atomic(stem + ".json", json.dumps(strip_raw_timings(result), indent=1))
             write_atomic(stem + ".md", full_report(result, args.stat))
             src = os.path.relpath(stem + ".json", ROOT)
             print(f"wrote {stem}.json and {stem}.md")

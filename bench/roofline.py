@@ -285,7 +285,7 @@ def case_work(extra: dict) -> Work | None:
     return None
 
 
-def achieved(result: dict, gpu: str | None = None, stat: str = "median") -> list[dict]:
+def achieved(result: dict, gpu: str | None = None, stat: str = "min") -> list[dict]:
     """Per timed case of a pytest-benchmark JSON: measured time vs the roofline floor."""
     mi = result.get("machine_info", {}).get("lrm_fast", {})
     gpu = gpu or gpu_kind(mi.get("gpu"))
@@ -305,7 +305,7 @@ def achieved(result: dict, gpu: str | None = None, stat: str = "median") -> list
     return rows
 
 
-def achieved_table(result: dict, gpu: str | None = None, stat: str = "median") -> str:
+def achieved_table(result: dict, gpu: str | None = None, stat: str = "min") -> str:
     rows = achieved(result, gpu, stat)
     if not rows:
         return "(no timed cases with known work on a known GPU)"

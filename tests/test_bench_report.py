@@ -17,7 +17,7 @@ def _case(stage, size, backend, fast, median, mem=None, device="cpu", dtype="flo
     if mem is not None:
         ex["peak_mem_mb"] = mem
     return {"name": f"test_{stage}[{size}-{backend}]", "group": f"{stage}:{size}", "extra_info": ex,
-            "stats": {"min": median * 0.9, "median": median, "mean": median * 1.1, "rounds": 3}}
+            "stats": {"min": median, "median": median * 1.1, "mean": median * 1.2, "rounds": 3}}
 
 
 def _result(benchmarks, device="cpu", gpu=None):
@@ -53,7 +53,7 @@ def test_pairs_and_ratios(result):
     assert rows[("mesh", "-")].ref is rows[("mesh", "-")].fast
     assert len(rows) == 4  # the foreign benchmark is ignored
     # --stat picks the statistic
-    rows_min = {(r.stage, r.backend): r for r in report.pair(report.cases(result, "min"))}
+    rows_min = {(r.stage, r.backend): r for r in report.pair(report.cases(result, "median"))}
     assert rows_min[("render", "cpp")].speedup == pytest.approx(4.0)
 
 
@@ -79,7 +79,7 @@ def test_fail_below_and_baseline(result):
     assert len(bad) == 1 and "attention:base" in bad[0] and "0.50x" in bad[0]
     assert report.failures(result, fail_below=0.4) == []
     old = json.loads(json.dumps(result))
-    old["benchmarks"][1]["stats"]["median"] = 0.25  # old speedup 8x, now 4x: a 50 % drop
+    old["benchmarks"][1]["stats"]["min"] = 0.25  # old speedup 8x, now 4x: a 50 % drop
     bad = report.failures(result, baseline=old, max_drop=0.1)
     assert len(bad) == 1 and "render:64px" in bad[0] and "8.00x" in bad[0]
     assert report.failures(result, baseline=old, max_drop=0.6) == []
@@ -140,6 +140,11 @@ def test_result_files_and_stem(tmp_path, result):
     report.write_atomic(str(tmp_path / "sub" / "x.md"), md)
     assert (tmp_path / "sub" / "x.md").read_text() == md
     assert [f for f in os.listdir(tmp_path / "sub")] == ["x.md"]  # no temp files left behind
+    assert os.stat(tmp_path / "sub" / "x.md").st_mode & 0o044  # readable by others, not mkstemp's 0600
+    result["benchmarks"][0]["stats"]["data"] = [1.0] * 1000
+    slim = report.strip_raw_timings(result)
+    assert "data" not in slim["benchmarks"][0]["stats"] and "data" in result["benchmarks"][0]["stats"]
+    assert slim["benchmarks"][0]["stats"]["min"] == result["benchmarks"][0]["stats"]["min"]
 
 
 def test_pytest_command_modes():

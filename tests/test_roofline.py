@@ -97,14 +97,14 @@ def test_achieved_from_result_file(tmp_path, capsys):
     w = rf.image_to_triplane(cfg)
     result = {"machine_info": {"lrm_fast": {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"}},
               "benchmarks": [
-                  {"group": "image_to_triplane:base", "stats": {"median": 4e-3},
+                  {"group": "image_to_triplane:base", "stats": {"min": 4e-3},
                    "extra_info": {"backend": "sdpa", "dtype": "bfloat16", "preset": "base",
                                   "roofline": "image_to_triplane", "batch": 1}},
-                  {"group": "field:x", "stats": {"median": 1e-3},
+                  {"group": "field:x", "stats": {"min": 1e-3},
                    "extra_info": {"backend": "triton", "dtype": "bfloat16", "flops": 1e11, "bytes": 1e9}},
-                  {"group": "decoder:paper/bfloat16", "stats": {"median": 1e-2},
+                  {"group": "decoder:paper/bfloat16", "stats": {"min": 1e-2},
                    "extra_info": {"backend": "sdpa", "dtype": "bfloat16", "stage": "decoder", "size": "paper/bfloat16"}},
-                  {"group": "other", "stats": {"median": 1.0}, "extra_info": {"backend": "reference"}}]}
+                  {"group": "other", "stats": {"min": 1.0}, "extra_info": {"backend": "reference"}}]}
     rows = rf.achieved(result)
     assert len(rows) == 3 and rows[0]["gpu"] == "H100"
     assert rows[2]["flops"] == rf.decoder(LRMConfig.preset("paper")).flops

@@ -18,6 +18,8 @@ template <typename T> LRM_HD T lrm_max(T a, T b) { return a > b ? a : b; }
 // float overloads on host and device (plain ::exp(float) would round-trip through double on host)
 LRM_HD float lrm_exp(float x) { return ::expf(x); }
 LRM_HD double lrm_exp(double x) { return ::exp(x); }
+LRM_HD float lrm_log1p(float x) { return ::log1pf(x); }
+LRM_HD double lrm_log1p(double x) { return ::log1p(x); }
 LRM_HD float lrm_sqrt(float x) { return ::sqrtf(x); }
 LRM_HD double lrm_sqrt(double x) { return ::sqrt(x); }
 

@@ -17,21 +17,20 @@
 namespace lrm_fast {
 
 // a * b + c rounded like two separate torch ops (no fused multiply-add), so the in-box test
-// agrees bit for bit with the renderer's torch expression origins + depths * dirs
+// agrees bit for bit with the renderer's torch expression origins + depths * dirs. On the host
+// the extension is compiled with -ffp-contract=off (setup.py) for the same reason.
 LRM_HD float mul_add_rn(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(__fmul_rn(a, b), c);
 #else
-  volatile float p = a * b;  // volatile: forbid contraction on hosts that have FMA
-  return p + c;
+  return a * b + c;
 #endif
 }
 LRM_HD double mul_add_rn(double a, double b, double c) {
 #if defined(__CUDA_ARCH__)
   return __dadd_rn(__dmul_rn(a, b), c);
 #else
-  volatile double p = a * b;
-  return p + c;
+  return a * b + c;
 #endif
 }
 
@@ -55,14 +54,26 @@ struct SampleIntervals {
     return in;
   }
   LRM_HD static T sigmoid(T x) { return T(1) / (T(1) + lrm_exp(-x)); }
+  // Two-slot cache of gated samples: a forward walk asks for k, k+1, then k+1, k+2; a reverse
+  // walk for k+1, k, then k, k-1. Either way each sample is gated and activated once.
+  mutable int ck[2] = {-1, -1};
+  mutable T csr[2];
+  mutable T crgb[2][3];
+
   LRM_HD void sample(int k, T* sr, T* rgb) const {
-    if (inbox(k)) {
-      *sr = raw[4 * k];
-      for (int c = 0; c < 3; ++c) rgb[c] = sigmoid(raw[4 * k + 1 + c]) * T(1.002) - T(0.001);
-    } else {
-      *sr = T(-1e4);
-      rgb[0] = rgb[1] = rgb[2] = T(0);
+    const int s = k & 1;
+    if (ck[s] != k) {
+      ck[s] = k;
+      if (inbox(k)) {
+        csr[s] = raw[4 * k];
+        for (int c = 0; c < 3; ++c) crgb[s][c] = sigmoid(raw[4 * k + 1 + c]) * T(1.002) - T(0.001);
+      } else {
+        csr[s] = T(-1e4);
+        crgb[s][0] = crgb[s][1] = crgb[s][2] = T(0);
+      }
     }
+    *sr = csr[s];
+    for (int c = 0; c < 3; ++c) rgb[c] = crgb[s][c];
   }
   LRM_HD T activate(T x) const {
     if (act == 0) return x > T(20) ? x : lrm_log1p(lrm_exp(x));

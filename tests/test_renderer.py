@@ -137,3 +137,28 @@ def test_fast_backend_missed_rays_and_pixels(tiny_model):
         assert outs[1][k].shape == (1, 2, 3) + ((3,) if k == "rgb" else ())
         torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
     assert (outs[1]["opacity"][0, 1] == 0).all()
+
+
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+def test_fast_backend_unfused_path_for_custom_activations(tiny_model):
+    """A field that overrides its activations cannot use the fused kernel: the fast renderer
+    then composites with the unfused cpp ops and still renders the reference image."""
+    from lrm_fast.model.camera import orbit_cameras
+
+    class HalfColors(type(tiny_model.renderer.field)):
+        def rgb(self, raw):
+            return 0.5 * torch.sigmoid(raw[..., 1:4])
+
+    field = HalfColors(8, tiny_model.renderer.field.cfg)
+    field.load_state_dict(tiny_model.renderer.field.state_dict())
+    r = Renderer(RenderConfig(samples_per_ray=12), field)
+    assert not r._fusable(torch.zeros(1))
+    planes = torch.randn(1, 3, 8, 8, 8)
+    c2w = orbit_cameras([30.0], [10.0])[None]
+    K = default_intrinsics()[None, None]
+    outs = []
+    for backend in ("reference", "fast"):
+        r.backend = backend
+        outs.append(r(planes, c2w, K, 8))
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)

@@ -144,7 +144,7 @@ def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor,
     R = t.shape[0]
     if background.shape not in ((3,), (R, 3)) or origins.shape != (R, 3) or dirs.shape != (R, 3):
         raise ValueError(f"origins/dirs must be [R, 3] and background [3] or [R, 3] with R = {R}")
-    name, _, _ = _dispatch.resolve(OP, backend, t)
+    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
     bg = background.to(t.dtype).expand(R, 3)
     if name != "cpp":
         return _composite_samples_ref(raw, t, origins, dirs, bg, box_min, box_max, density_bias,
@@ -159,7 +159,7 @@ def composite_samples_weights(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, 
                               density_activation="softplus", midpoint=True, backend: str = "auto"):
     """The interval weights ``[R, S-1]`` of ``composite_samples`` (no gradient; they drive
     importance sampling)."""
-    name, _, _ = _dispatch.resolve(OP, backend, t)
+    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
     if name != "cpp":
         with torch.no_grad():
             pts = origins[:, None] + t[..., None] * dirs[:, None]
@@ -204,6 +204,8 @@ def _register_cpp():
 
     _dispatch.register(OP, "cpp", _composite_cpp, cpp_probe("composite_fwd"))
     _dispatch.register("composite_weights", "cpp", _weights_cpp, cpp_probe("composite_weights"))
+    _dispatch.register_reference("composite_samples", _composite_samples_ref)
+    _dispatch.register("composite_samples", "cpp", _composite_samples_ref, cpp_probe("composite_samples_fwd"))
 
 
 _register_cpp()

@@ -107,11 +107,13 @@ class Renderer(nn.Module):
             opacities.append(opacity)
         return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
 
-    def _fusable(self) -> bool:
+    def _fusable(self, t: torch.Tensor) -> bool:
         """The fused kernel reimplements the field's rgb/density activations; a field subclass
-        that overrides them takes the unfused path."""
+        that overrides them (or a build without the fused kernel) takes the unfused path."""
         f = type(self.field)
-        return f.rgb is TriplaneField.rgb and f.density is TriplaneField.density
+        if not (f.rgb is TriplaneField.rgb and f.density is TriplaneField.density):
+            return False
+        return _dispatch.resolve("composite_samples", self.backend, t)[0] == "cpp"
 
     def _raw(self, planes, origins, dirs, depths):
         """raw field outputs ``[Rh, S, 4]`` at ``origins + depths * dirs`` (origins/dirs ``[1, Rh, 3]``)."""
@@ -121,7 +123,7 @@ class Renderer(nn.Module):
 
     def _render_hit_rays(self, planes, origins, dirs, near, far, bg, jitter, generator):
         """One batch item's hitting rays: origins/dirs ``[1, Rh, 3]``, near/far ``[Rh]``, bg ``[Rh, 3]``."""
-        if not self._fusable():
+        if not self._fusable(near):
             return self._render_hit_rays_unfused(planes, origins, dirs, near, far, bg, jitter, generator)
         cfg, be = self.cfg, self.backend
         fc = self.field.cfg

@@ -16,24 +16,6 @@
 
 namespace lrm_fast {
 
-// a * b + c rounded like two separate torch ops (no fused multiply-add), so the in-box test
-// agrees bit for bit with the renderer's torch expression origins + depths * dirs. On the host
-// the extension is compiled with -ffp-contract=off (setup.py) for the same reason.
-LRM_HD float mul_add_rn(float a, float b, float c) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(__fmul_rn(a, b), c);
-#else
-  return a * b + c;
-#endif
-}
-LRM_HD double mul_add_rn(double a, double b, double c) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(__dmul_rn(a, b), c);
-#else
-  return a * b + c;
-#endif
-}
-
 template <typename T>
 struct SampleIntervals {
   const T* raw;   // [S, 4]

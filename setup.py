@@ -36,7 +36,8 @@ def _extensions():
     cu = sorted(glob.glob(os.path.join("csrc", "*.cu")))
     want_cuda = bool(cu) and CUDA_HOME is not None and (
         torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1")
-    cxx = ["-O3", "-fopenmp"]
+    # -ffp-contract=off: no FMA contraction, so kernels round like the torch twins (see csrc)
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
     define = []
     if want_cuda:
         define.append(("LRM_FAST_WITH_CUDA", None))

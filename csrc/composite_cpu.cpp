@@ -4,10 +4,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "composite.h"
 #include "composite_ops.h"
+#include "composite_samples.h"
 
 namespace lrm_fast {
 
@@ -102,7 +104,104 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   return w;
 }
 
+namespace {
+template <typename T>
+SampleIntervals<T> make_iv(const T* raw, const T* t, const T* o, const T* d, int64_t i, int64_t S, double bmin,
+                           double bmax, double bias, int64_t act, bool midpoint, T* v_raw) {
+  return SampleIntervals<T>{raw + i * S * 4, t + i * S, o + 3 * i, d + 3 * i, T(bmin), T(bmax), T(bias),
+                            int(act), midpoint, v_raw ? v_raw + i * S * 4 : nullptr};
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_samples_fwd_cpu(
+    const at::Tensor& raw_in, const at::Tensor& t_in, const at::Tensor& o_in, const at::Tensor& d_in,
+    const at::Tensor& bg_in, double bmin, double bmax, double bias, int64_t act, bool midpoint, double thresh) {
+  check_composite_samples("composite_samples_fwd", raw_in, t_in, o_in, d_in, &bg_in);
+  const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
+  const auto bg = bg_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  auto color = at::empty({R, 3}, t.options());
+  auto depth = at::empty({R}, t.options()), opacity = at::empty({R}, t.options());
+  auto t_final = at::empty({R}, t.options());
+  auto n_used = at::empty({R}, t.options().dtype(at::kInt));
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_fwd_cpu", [&] {
+    const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
+    scalar_t *oc = color.data_ptr<scalar_t>(), *od = depth.data_ptr<scalar_t>();
+    scalar_t *oo = opacity.data_ptr<scalar_t>(), *ot = t_final.data_ptr<scalar_t>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const auto iv = make_iv<scalar_t>(rp, tp, op, dp, i, S, bmin, bmax, bias, act, midpoint, nullptr);
+        on[i] = composite_samples_forward_ray<scalar_t>(iv, int(S), bp + 3 * i, scalar_t(thresh), oc + 3 * i,
+                                                        od + i, oo + i, ot + i);
+      }
+    });
+  });
+  return {color, depth, opacity, t_final, n_used};
+}
+
+std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
+    const at::Tensor& v_color_in, const at::Tensor& v_depth_in, const at::Tensor& v_opacity_in,
+    const at::Tensor& raw_in, const at::Tensor& t_in, const at::Tensor& o_in, const at::Tensor& d_in,
+    const at::Tensor& bg_in, double bmin, double bmax, double bias, int64_t act, bool midpoint,
+    const at::Tensor& depth_in, const at::Tensor& opacity_in, const at::Tensor& t_final_in,
+    const at::Tensor& n_used_in) {
+  check_composite_samples("composite_samples_bwd", raw_in, t_in, o_in, d_in, &bg_in);
+  const int64_t R = t_in.size(0), S = t_in.size(1);
+  check_shape("composite_samples_bwd", "v_color", v_color_in, {R, 3});
+  check_shape("composite_samples_bwd", "n_used", n_used_in, {R});
+  TORCH_CHECK(n_used_in.scalar_type() == at::kInt, "lrm_fast.composite_samples_bwd: n_used must be int32");
+  const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
+  const auto bg = bg_in.contiguous(), v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
+  const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
+  const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
+  auto v_raw = at::zeros({R, S, 4}, t.options());
+  auto v_bg = at::empty({R, 3}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_bwd_cpu", [&] {
+    const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
+    const scalar_t *vc = v_color.data_ptr<scalar_t>(), *vd = v_depth.data_ptr<scalar_t>();
+    const scalar_t *vo = v_opacity.data_ptr<scalar_t>(), *dep = depth.data_ptr<scalar_t>();
+    const scalar_t *opa = opacity.data_ptr<scalar_t>(), *tf = t_final.data_ptr<scalar_t>();
+    const int* nu = n_used.data_ptr<int>();
+    scalar_t *g_raw = v_raw.data_ptr<scalar_t>(), *g_bg = v_bg.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        auto iv = make_iv<scalar_t>(rp, tp, op, dp, i, S, bmin, bmax, bias, act, midpoint, g_raw);
+        composite_samples_backward_ray<scalar_t>(iv, int(S), bp + 3 * i, nu[i], opa[i], dep[i], tf[i], vc + 3 * i,
+                                                 vd[i], vo[i], g_bg + 3 * i);
+      }
+    });
+  });
+  return {v_raw, v_bg};
+}
+
+at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Tensor& t_in, const at::Tensor& o_in,
+                                         const at::Tensor& d_in, double bmin, double bmax, double bias, int64_t act,
+                                         bool midpoint) {
+  check_composite_samples("composite_samples_weights", raw_in, t_in, o_in, d_in, nullptr);
+  const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  auto w = at::empty({R, S > 0 ? S - 1 : 0}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_weights_cpu", [&] {
+    const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>();
+    scalar_t* wp = w.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const auto iv = make_iv<scalar_t>(rp, tp, op, dp, i, S, bmin, bmax, bias, act, midpoint, nullptr);
+        composite_samples_weights_ray<scalar_t>(iv, int(S), wp + i * (S > 0 ? S - 1 : 0));
+      }
+    });
+  });
+  return w;
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
+  m.impl("composite_samples_fwd", &composite_samples_fwd_cpu);
+  m.impl("composite_samples_bwd", &composite_samples_bwd_cpu);
+  m.impl("composite_samples_weights", &composite_samples_weights_cpu);
   m.impl("composite_fwd", &composite_fwd_cpu);
   m.impl("composite_bwd", &composite_bwd_cpu);
   m.impl("composite_weights", &composite_weights_cpu);

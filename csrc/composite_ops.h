@@ -22,4 +22,22 @@ inline void check_composite(const char* op, const at::Tensor& rgb, const at::Ten
   check_shape(op, "background", bg, {R, 3});
 }
 
+// raw [R, S, 4], t [R, S], origins/dirs [R, 3], background [R, 3] (optional check)
+inline void check_composite_samples(const char* op, const at::Tensor& raw, const at::Tensor& t,
+                                    const at::Tensor& o, const at::Tensor& d, const at::Tensor* bg) {
+  check_float(op, "t", t, t);
+  TORCH_CHECK(t.dim() == 2, "lrm_fast.", op, ": t must be [R, S], got ", t.sizes());
+  const int64_t R = t.size(0), S = t.size(1);
+  check_float(op, "raw", raw, t);
+  check_float(op, "origins", o, t);
+  check_float(op, "dirs", d, t);
+  check_shape(op, "raw", raw, {R, S, 4});
+  check_shape(op, "origins", o, {R, 3});
+  check_shape(op, "dirs", d, {R, 3});
+  if (bg) {
+    check_float(op, "background", *bg, t);
+    check_shape(op, "background", *bg, {R, 3});
+  }
+}
+
 }  // namespace lrm_fast

@@ -26,4 +26,14 @@ TORCH_LIBRARY(lrm_fast, m) {
         "Tensor deltas, Tensor depths, Tensor background, Tensor depth, Tensor opacity, Tensor t_final, "
         "Tensor n_used) -> (Tensor, Tensor, Tensor)");
   m.def("composite_weights(Tensor sigma, Tensor deltas) -> Tensor");
+  // fused: raw field samples [R, S, 4] at sorted depths [R, S] -> gate, activations, midpoint
+  // intervals and compositing in one pass (csrc/composite_samples.h); act: 0 softplus, 1 exp
+  m.def("composite_samples_fwd(Tensor raw, Tensor t, Tensor origins, Tensor dirs, Tensor background, "
+        "float box_min, float box_max, float bias, int act, bool midpoint, float thresh) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("composite_samples_bwd(Tensor v_color, Tensor v_depth, Tensor v_opacity, Tensor raw, Tensor t, "
+        "Tensor origins, Tensor dirs, Tensor background, float box_min, float box_max, float bias, int act, "
+        "bool midpoint, Tensor depth, Tensor opacity, Tensor t_final, Tensor n_used) -> (Tensor, Tensor)");
+  m.def("composite_samples_weights(Tensor raw, Tensor t, Tensor origins, Tensor dirs, float box_min, "
+        "float box_max, float bias, int act, bool midpoint) -> Tensor");
 }

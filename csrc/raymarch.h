@@ -66,8 +66,9 @@ LRM_HD void stratified_ray(T near, T far, int n, const T* u, T* out) {
   const T span = far - near;
   const T delta = span / T(n > 1 ? n - 1 : 1);
   for (int k = 0; k < n; ++k) {
-    T t = near + linspace01<T>(k, n) * span;
-    if (u) t += u[k] * delta;
+    // rounded as the twin's separate torch ops (no FMA), so samples at near/far land bit-exactly
+    T t = mul_add_rn(linspace01<T>(k, n), span, near);
+    if (u) t = mul_add_rn(u[k], delta, t);
     out[k] = t;
   }
 }

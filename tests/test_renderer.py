@@ -137,3 +137,50 @@ def test_fast_backend_missed_rays_and_pixels(tiny_model):
         assert outs[1][k].shape == (1, 2, 3) + ((3,) if k == "rgb" else ())
         torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
     assert (outs[1]["opacity"][0, 1] == 0).all()
+
+
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+def test_fast_backend_unfused_path_for_custom_activations(tiny_model):
+    """A field that overrides its activations cannot use the fused kernel: the fast renderer
+    then composites with the unfused cpp ops and still renders the reference image."""
+    from lrm_fast.model.camera import orbit_cameras
+
+    class HalfColors(type(tiny_model.renderer.field)):
+        def rgb(self, raw):
+            return 0.5 * torch.sigmoid(raw[..., 1:4])
+
+    field = HalfColors(8, tiny_model.renderer.field.cfg)
+    field.load_state_dict(tiny_model.renderer.field.state_dict())
+    r = Renderer(RenderConfig(samples_per_ray=12), field)
+    assert not r._fusable(torch.zeros(1))
+    planes = torch.randn(1, 3, 8, 8, 8)
+    c2w = orbit_cameras([30.0], [10.0])[None]
+    K = default_intrinsics()[None, None]
+    outs = []
+    for backend in ("reference", "fast"):
+        r.backend = backend
+        outs.append(r(planes, c2w, K, 8))
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_fast_backend_renders_the_reference_image(tiny_model):
+    from lrm_fast.model.camera import orbit_cameras
+
+    r = tiny_model.renderer.cuda()
+    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 24})
+    torch.manual_seed(1)
+    planes = torch.randn(1, 3, 8, 8, 8, device="cuda", requires_grad=True)
+    c2w = orbit_cameras([20.0, 140.0], [15.0, -40.0], device="cuda")[None]
+    K = default_intrinsics(device="cuda")[None, None].expand(1, 2, 4)
+    outs, grads = [], []
+    for backend in ("reference", "fast"):
+        r.backend = backend
+        out = r(planes, c2w, K, 16)
+        grads.append(torch.autograd.grad(out["rgb"].sum() + out["opacity"].sum(), planes)[0])
+        outs.append(out)
+    r.backend = "auto"
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-3)

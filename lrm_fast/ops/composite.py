@@ -79,6 +79,100 @@ def _backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
     return v_rgb, v_sigma, None, None, v_bg, None
 
 
+# ------------------------------------------------------------------------------------------
+# fused: raw field samples -> pixels (the renderer's fast path)
+
+DENSITY_ACTS = {"softplus": 0, "exp": 1}
+MASKED_RAW_DENSITY = -1e4
+
+
+def _composite_samples_ref(raw, t, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                           density_activation="softplus", midpoint=True):
+    """The twin of the fused op, written with the renderer's own steps (``_query`` gating and
+    activations, ``_intervals``, ``composite``): raw ``[R, S, 4]``, t ``[R, S]``, origins/dirs
+    ``[R, 3]``, background ``[R, 3]`` -> rgb ``[R, 3]``, depth, opacity ``[R]``."""
+    pts = origins[:, None] + t[..., None] * dirs[:, None]
+    inbox = ((pts >= box_min) & (pts <= box_max)).all(-1)
+    sr = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
+    rgb = torch.where(inbox[..., None], torch.sigmoid(raw[..., 1:4]) * (1 + 2 * 0.001) - 0.001,
+                      torch.zeros_like(raw[..., 1:4]))
+
+    def act(x):
+        x = x + density_bias
+        return torch.nn.functional.softplus(x) if density_activation == "softplus" else torch.exp(x.clamp_max(15.0))
+
+    deltas = t[:, 1:] - t[:, :-1]
+    if midpoint:
+        sigma, rgb_i, depth_i = act(0.5 * (sr[:, 1:] + sr[:, :-1])), 0.5 * (rgb[:, 1:] + rgb[:, :-1]), 0.5 * (t[:, 1:] + t[:, :-1])
+    else:
+        sigma, rgb_i, depth_i = act(sr[:, :-1]), rgb[:, :-1], t[:, :-1]
+    return _composite_ref(rgb_i, sigma, deltas, depth_i, background)
+
+
+def _samples_setup_context(ctx, inputs, output):
+    raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh = inputs
+    color, depth, opacity, t_final, n_used = output
+    ctx.params = (box_min, box_max, bias, act, midpoint)
+    ctx.save_for_backward(raw, t, origins, dirs, background, depth, opacity, t_final, n_used)
+    ctx.mark_non_differentiable(t_final, n_used)
+
+
+def _samples_backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
+    raw, t, origins, dirs, background, depth, opacity, t_final, n_used = ctx.saved_tensors
+    v_raw, v_bg = torch.ops.lrm_fast.composite_samples_bwd(
+        v_color, v_depth, v_opacity, raw, t, origins, dirs, background, *ctx.params, depth, opacity, t_final, n_used)
+    return v_raw, None, None, None, v_bg, None, None, None, None, None, None
+
+
+def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                      background: torch.Tensor, box_min: float = -1.0, box_max: float = 1.0,
+                      density_bias: float = -1.0, density_activation: str = "softplus", midpoint: bool = True,
+                      early_stop: float = 0.0, backend: str = "auto"):
+    """Fused renderer tail: raw field outputs at sorted sample depths -> pixels.
+
+    Args:
+        raw: ``[R, S, 4]`` raw field outputs (density logit, rgb logits). t: ``[R, S]`` sorted depths.
+        origins, dirs: ``[R, 3]``. background: ``[3]`` or ``[R, 3]``.
+    Returns:
+        rgb ``[R, 3]``, depth ``[R]``, opacity ``[R]``, equal to ``_composite_samples_ref`` (the
+        renderer's reference steps). Gradients flow to ``raw`` and ``background``.
+    """
+    if t.dim() != 2 or raw.shape != (*t.shape, 4):
+        raise ValueError(f"composite_samples expects raw [R, S, 4] and t [R, S], got {tuple(raw.shape)}, {tuple(t.shape)}")
+    if density_activation not in DENSITY_ACTS:
+        raise ValueError(f"unknown density activation {density_activation!r} ({sorted(DENSITY_ACTS)})")
+    R = t.shape[0]
+    if background.shape not in ((3,), (R, 3)) or origins.shape != (R, 3) or dirs.shape != (R, 3):
+        raise ValueError(f"origins/dirs must be [R, 3] and background [3] or [R, 3] with R = {R}")
+    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
+    bg = background.to(t.dtype).expand(R, 3)
+    if name != "cpp":
+        return _composite_samples_ref(raw, t, origins, dirs, bg, box_min, box_max, density_bias,
+                                      density_activation, midpoint)
+    color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_samples_fwd(
+        raw.to(t.dtype), t, origins.to(t.dtype), dirs.to(t.dtype), bg, float(box_min), float(box_max),
+        float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint), float(early_stop))
+    return color, depth, opacity
+
+
+def composite_samples_weights(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                              density_activation="softplus", midpoint=True, backend: str = "auto"):
+    """The interval weights ``[R, S-1]`` of ``composite_samples`` (no gradient; they drive
+    importance sampling)."""
+    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
+    if name != "cpp":
+        with torch.no_grad():
+            pts = origins[:, None] + t[..., None] * dirs[:, None]
+            inbox = ((pts >= box_min) & (pts <= box_max)).all(-1)
+            sr = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
+            x = (0.5 * (sr[:, 1:] + sr[:, :-1]) if midpoint else sr[:, :-1]) + density_bias
+            sigma = torch.nn.functional.softplus(x) if density_activation == "softplus" else torch.exp(x.clamp_max(15.0))
+            return _weights_ref(sigma, t[:, 1:] - t[:, :-1])
+    return torch.ops.lrm_fast.composite_samples_weights(
+        raw.detach().to(t.dtype), t.detach(), origins.detach().to(t.dtype), dirs.detach().to(t.dtype), float(box_min),
+        float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
+
+
 _AUTOGRAD_DONE = False
 
 
@@ -87,6 +181,8 @@ def _register_autograd():
     global _AUTOGRAD_DONE
     if not _AUTOGRAD_DONE:
         torch.library.register_autograd("lrm_fast::composite_fwd", _backward, setup_context=_setup_context)
+        torch.library.register_autograd("lrm_fast::composite_samples_fwd", _samples_backward,
+                                        setup_context=_samples_setup_context)
         _AUTOGRAD_DONE = True
 
 
@@ -108,6 +204,8 @@ def _register_cpp():
 
     _dispatch.register(OP, "cpp", _composite_cpp, cpp_probe("composite_fwd"))
     _dispatch.register("composite_weights", "cpp", _weights_cpp, cpp_probe("composite_weights"))
+    _dispatch.register_reference("composite_samples", _composite_samples_ref)
+    _dispatch.register("composite_samples", "cpp", _composite_samples_ref, cpp_probe("composite_samples_fwd"))
 
 
 _register_cpp()

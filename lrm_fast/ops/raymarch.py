@@ -283,6 +283,20 @@ def _register_fakes():
     def _(sigma, deltas):
         return sigma.new_empty(sigma.shape)
 
+    @torch.library.register_fake(lib + "composite_samples_fwd")
+    def _(raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh):
+        R = t.shape[0]
+        return (t.new_empty(R, 3), t.new_empty(R), t.new_empty(R), t.new_empty(R), t.new_empty(R, dtype=torch.int32))
+
+    @torch.library.register_fake(lib + "composite_samples_bwd")
+    def _(v_color, v_depth, v_opacity, raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint,
+          depth, opacity, t_final, n_used):
+        return raw.new_empty(raw.shape), background.new_empty(background.shape)
+
+    @torch.library.register_fake(lib + "composite_samples_weights")
+    def _(raw, t, origins, dirs, box_min, box_max, bias, act, midpoint):
+        return t.new_empty(t.shape[0], max(t.shape[1] - 1, 0))
+
     from .composite import _register_autograd
     _register_autograd()
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import RenderConfig
 from ..ops import _dispatch, composite, composite_weights, generate_rays, importance, ray_box, stratified
+from ..ops.composite import composite_samples, composite_samples_weights
 from .field import TriplaneField
 
 MASKED_RAW_DENSITY = -1e4
@@ -106,8 +107,43 @@ class Renderer(nn.Module):
             opacities.append(opacity)
         return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
 
+    def _fusable(self, t: torch.Tensor) -> bool:
+        """The fused kernel reimplements the field's rgb/density activations; a field subclass
+        that overrides them (or a build without the fused kernel) takes the unfused path."""
+        f = type(self.field)
+        if not (f.rgb is TriplaneField.rgb and f.density is TriplaneField.density):
+            return False
+        return _dispatch.resolve("composite_samples", self.backend, t)[0] == "cpp"
+
+    def _raw(self, planes, origins, dirs, depths):
+        """raw field outputs ``[Rh, S, 4]`` at ``origins + depths * dirs`` (origins/dirs ``[1, Rh, 3]``)."""
+        Rh, S = depths.shape
+        pts = origins[0, :, None] + depths[..., None] * dirs[0, :, None]
+        return self.field(planes, pts.reshape(1, Rh * S, 3)).reshape(Rh, S, 4)
+
     def _render_hit_rays(self, planes, origins, dirs, near, far, bg, jitter, generator):
         """One batch item's hitting rays: origins/dirs ``[1, Rh, 3]``, near/far ``[Rh]``, bg ``[Rh, 3]``."""
+        if not self._fusable(near):
+            return self._render_hit_rays_unfused(planes, origins, dirs, near, far, bg, jitter, generator)
+        cfg, be = self.cfg, self.backend
+        fc = self.field.cfg
+        kw = dict(box_min=cfg.box_min, box_max=cfg.box_max, density_bias=fc.density_bias,
+                  density_activation=fc.density_activation, midpoint=cfg.midpoint)
+        o, d = origins[0], dirs[0]
+        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
+        depths = stratified(near, far, n_coarse, jitter=jitter, generator=generator, backend=be)
+        raw = self._raw(planes, origins, dirs, depths)
+        if cfg.importance:
+            n_fine = cfg.samples_per_ray - n_coarse
+            with torch.no_grad():
+                w = composite_samples_weights(raw, depths, o, d, backend=be, **kw)
+                fine = importance(depths, w.float(), n_fine, det=not jitter, generator=generator, backend=be)
+            raw_f = self._raw(planes, origins, dirs, fine)
+            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
+            raw = torch.cat([raw, raw_f], 1).gather(1, order[..., None].expand(-1, -1, 4))
+        return composite_samples(raw, depths, o, d, bg.to(depths.dtype), early_stop=self.early_stop, backend=be, **kw)
+
+    def _render_hit_rays_unfused(self, planes, origins, dirs, near, far, bg, jitter, generator):
         cfg, be = self.cfg, self.backend
         Rh = near.shape[0]
         valid = torch.ones(1, Rh, dtype=torch.bool, device=near.device)

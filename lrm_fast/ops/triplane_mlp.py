@@ -188,12 +188,14 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _launch_cfg(n: int):
-    """BLOCK_N and num_warps. Fixed heuristics, no autotune (the interpreter cannot autotune;
-    tl.dot on H100 wants >= 64 rows; 64 points x 64 hidden x fp32 fits the register file)."""
+def _launch_cfg(backward: bool) -> tuple[int, int]:
+    """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
+    every autotune config is another multi-second compile). Forward: 64 points x 64 hidden fp32
+    tiles fit 4 warps' registers. Backward: 128 points per program halves the weight-gradient
+    atomics (one tile-wide add per weight per program) at the same registers per thread."""
     if _interpreting():
         return 16, 1
-    return 64, 4
+    return (128, 8) if backward else (64, 4)
 
 
 class _TriplaneMLPTriton(torch.autograd.Function):
@@ -214,8 +216,12 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         pts = points.detach().contiguous()
         packed, (CP, HP, OP) = _pack_mlp(weights, biases, C, aggregate, dtype)
         out = torch.empty(B, N, out_dim, device=planes.device, dtype=dtype)
-        prec = "ieee" if (dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32) else "tf32"
-        BLOCK_N, warps = _launch_cfg(N)
+        # fp32: torch's matmuls are full fp32 unless allow_tf32; "tf32x3" (3 TF32 tensor-core
+        # products, ~fp32 accuracy) keeps that promise at tensor-core speed, where "ieee" would
+        # fall back to FMA loops (slow, and minutes of ptxas time for the backward). fp16/bf16
+        # operands ignore the setting.
+        prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+        BLOCK_N, warps = _launch_cfg(backward=False)
         meta = dict(AGG=K.AGG_CODES[aggregate], ACT=K.ACT_CODES[activation], NUM_MID=n_layers - 2,
                     BLOCK_N=BLOCK_N, CP=CP, HP=HP, OP=OP, PREC=prec)
         if B * N > 0:
@@ -223,7 +229,7 @@ class _TriplaneMLPTriton(torch.autograd.Function):
             K.triplane_mlp_fwd_kernel[grid](planes_cl, pts, *packed, out, N, H, W, C, out_dim,
                                             num_warps=warps, **meta)
         ctx.save_for_backward(planes_cl, pts, *packed)
-        ctx.meta, ctx.warps, ctx.shapes = meta, warps, (B, N, C, H, W, out_dim)
+        ctx.meta, ctx.shapes = meta, (B, N, C, H, W, out_dim)
         ctx.n_layers = n_layers
         ctx.param_info = [(p.shape, p.dtype) if p is not None else None for p in params]
         return out
@@ -234,7 +240,9 @@ class _TriplaneMLPTriton(torch.autograd.Function):
 
         planes_cl, pts, w0, b0, wm, bm, wl, bl = ctx.saved_tensors
         B, N, C, H, W, out_dim = ctx.shapes
-        meta, L = ctx.meta, ctx.n_layers
+        L = ctx.n_layers
+        BLOCK_N, warps = _launch_cfg(backward=True)
+        meta = dict(ctx.meta, BLOCK_N=BLOCK_N)
         CP, HP, OP = meta["CP"], meta["HP"], meta["OP"]
         dev = planes_cl.device
         nw0, nm = w0.shape[0], max(1, L - 2)
@@ -252,7 +260,7 @@ class _TriplaneMLPTriton(torch.autograd.Function):
             grid = (_cdiv(N, meta["BLOCK_N"]), B)
             K.triplane_mlp_bwd_kernel[grid](planes_cl, pts, w0, b0, wm, bm, wl, bl, v_out.contiguous(),
                                             v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
-                                            N, H, W, C, out_dim, P, num_warps=ctx.warps, **meta)
+                                            N, H, W, C, out_dim, P, num_warps=warps, **meta)
         # un-pad, sum the partial slots, back to [out, in] (nn.Linear layout) and param dtypes
         hidden = ctx.param_info[0][0][0]
         v_w0 = v_w0.sum(0)[:, :C, :hidden]                     # [nw0, C, hidden]

@@ -182,7 +182,13 @@ def _mid_layer(h, wm, bm, i, offs_h, HP: tl.constexpr, PREC: tl.constexpr):
     return _dot(h, w, PREC) + tl.load(bm + i * HP + offs_h)[None, :]
 
 
-@triton.jit
+# Sizes that vary call to call are not specialized (Triton would otherwise compile a new kernel
+# for every N == 1 / N % 16 == 0 / plane-size combination); C stays specialized (alignment of the
+# channel loads).
+_DYNAMIC = ["N", "H", "W", "OUT"]
+
+
+@triton.jit(do_not_specialize=_DYNAMIC)
 def triplane_mlp_fwd_kernel(
         planes, points, w0, b0, wm, bm, wl, bl, out,
         N, H, W, C, OUT,
@@ -212,7 +218,7 @@ def triplane_mlp_fwd_kernel(
              mask=mask_n[:, None] & (offs_o[None, :] < OUT))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_DYNAMIC + ["NUM_PARTIALS"])
 def triplane_mlp_bwd_kernel(
         planes, points, w0, b0, wm, bm, wl, bl, v_out,
         v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,

@@ -282,6 +282,20 @@ def test_bad_inputs_name_the_problem():
         triplane_mlp(planes, pts, ws, bs, aggregate="sum")
 
 
+def test_launch_override(monkeypatch):
+    from lrm_fast.ops.triplane_mlp import _launch_cfg
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "32,4,128,8")
+    assert _launch_cfg(backward=False) == (32, 4) and _launch_cfg(backward=True) == (128, 8)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "48,4,64,8")
+    with pytest.raises(ValueError, match="power of two"):
+        _launch_cfg(backward=False)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "64,4")
+    with pytest.raises(ValueError, match="4 integers"):
+        _launch_cfg(backward=False)
+
+
 def test_pow2_padding():
     from lrm_fast.ops.triplane_mlp import _pow2
 

@@ -190,12 +190,26 @@ def _cdiv(a: int, b: int) -> int:
 
 def _launch_cfg(backward: bool) -> tuple[int, int]:
     """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
-    every autotune config is another multi-second compile). Forward: 64 points x 64 hidden fp32
-    tiles fit 4 warps' registers. Backward: 128 points per program halves the weight-gradient
-    atomics (one tile-wide add per weight per program) at the same registers per thread."""
+    every autotune config is another multi-second compile). Chosen from ptxas register/spill
+    reports for sm_90 (compiled here without a GPU; not yet timed): with 4 warps both kernels hit
+    255 registers and spill kilobytes (the [64, 64] weight tiles are held per thread); 8 warps
+    leave the forward almost spill-free, 16 warps roughly halve the backward's spills.
+    ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them (tuning
+    on a GPU without editing code); blocks must be powers of two >= 16."""
     if _interpreting():
         return 16, 1
-    return (128, 8) if backward else (64, 4)
+    env = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
+    if env:
+        try:
+            fb, fw, bb, bw = (int(x) for x in env.split(","))
+        except ValueError:
+            raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH must be 4 integers "
+                             f"'fwd_block,fwd_warps,bwd_block,bwd_warps', got {env!r}") from None
+        for b in (fb, bb):
+            if b < 16 or b & (b - 1):
+                raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH: block {b} is not a power of two >= 16")
+        return (bb, bw) if backward else (fb, fw)
+    return (64, 16) if backward else (64, 8)
 
 
 class _TriplaneMLPTriton(torch.autograd.Function):

@@ -296,6 +296,21 @@ def test_launch_override(monkeypatch):
         _launch_cfg(backward=False)
 
 
+def test_packed_weights_cache_never_stale():
+    from lrm_fast.ops.triplane_mlp import _pack_mlp_cached
+
+    _, _, ws, bs = _tiny_args()
+    a = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float32) is a
+    with torch.no_grad():
+        ws[1].add_(1.0)                       # an optimizer step: in place, version bump
+    b = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert b is not a and torch.equal(b[0][2][0, :16, :16], ws[1].t())
+    ws2 = [w.clone() for w in ws]             # equal values, other tensors
+    assert _pack_mlp_cached(ws2, bs, 4, "concat", torch.float32) is not b
+    assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float16) is not b
+
+
 def test_pow2_padding():
     from lrm_fast.ops.triplane_mlp import _pow2
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from typing import Sequence
 
 import torch
@@ -188,6 +189,28 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_PACK_CACHE: list = []   # [(key, weakrefs, packed)], most recent first
+
+
+def _pack_mlp_cached(weights, biases, C: int, aggregate: str, dtype: torch.dtype):
+    """``_pack_mlp`` with a small cache: a render calls the op once per chunk and sample pass with
+    the same weights, and packing is ~15 tiny kernel launches. An entry is reused only while
+    every parameter is the very same live tensor (weakref identity), at the same storage, and
+    not modified in place since (``_version``; optimizer steps bump it)."""
+    params = [t for t in list(weights) + list(biases) if t is not None]
+    key = (C, aggregate, dtype, tuple(b is None for b in biases),
+           tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in params))
+    for i, (k, refs, packed) in enumerate(_PACK_CACHE):
+        if k == key and all(r() is t for r, t in zip(refs, params)):
+            if i:
+                _PACK_CACHE.insert(0, _PACK_CACHE.pop(i))
+            return packed
+    packed = _pack_mlp(weights, biases, C, aggregate, dtype)
+    _PACK_CACHE.insert(0, (key, [weakref.ref(t) for t in params], packed))
+    del _PACK_CACHE[4:]
+    return packed
+
+
 def _launch_cfg(backward: bool) -> tuple[int, int]:
     """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
     every autotune config is another multi-second compile). Chosen from ptxas register/spill
@@ -228,7 +251,7 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         # channels-last once, inside the op: one corner = one contiguous C-vector load
         planes_cl = planes.detach().permute(0, 1, 3, 4, 2).contiguous()
         pts = points.detach().contiguous()
-        packed, (CP, HP, OP) = _pack_mlp(weights, biases, C, aggregate, dtype)
+        packed, (CP, HP, OP) = _pack_mlp_cached(weights, biases, C, aggregate, dtype)
         out = torch.empty(B, N, out_dim, device=planes.device, dtype=dtype)
         # fp32: torch's matmuls are full fp32 unless allow_tf32; "tf32x3" (3 TF32 tensor-core
         # products, ~fp32 accuracy) keeps that promise at tensor-core speed, where "ieee" would
@@ -249,6 +272,7 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, v_out):
         from lrm_fast.kernels import triplane_mlp as K
 

@@ -40,9 +40,14 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     B, P, C, H, W = planes.shape
     N = points.shape[1]
     grids = torch.stack([points[..., list(ax)] for ax in PLANE_AXES], dim=1)  # [B, 3, N, 2]
-    feats = F.grid_sample(planes.reshape(B * P, C, H, W), grids.reshape(B * P, 1, N, 2).to(planes.dtype),
+    # Coordinates stay fp32 (OpenLRM samples with float coordinates; autocast runs grid_sample in
+    # fp32): in bf16 a coordinate near 1 is off by up to 2^-8, an eighth of a texel at 64^2,
+    # and in fp16 |x| > 65504 becomes inf (NaN features). Low-precision planes are sampled in fp32
+    # and the features rounded to the planes' dtype once.
+    sdt = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
+    feats = F.grid_sample(planes.reshape(B * P, C, H, W).to(sdt), grids.reshape(B * P, 1, N, 2).to(sdt),
                           mode="bilinear", padding_mode="zeros", align_corners=False)  # [B*3, C, 1, N]
-    return feats.reshape(B, P, C, N).permute(0, 1, 3, 2)
+    return feats.to(planes.dtype).reshape(B, P, C, N).permute(0, 1, 3, 2)
 
 
 def aggregate_features(feats: torch.Tensor, mode: str) -> torch.Tensor:

@@ -218,12 +218,12 @@ def _pack_mlp_cached(weights, biases, C: int, aggregate: str, dtype: torch.dtype
 
 def _launch_cfg(backward: bool) -> tuple[int, int]:
     """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
-    every autotune config is another multi-second compile). Chosen from ptxas register/spill
-    reports for sm_90 (compiled here without a GPU; not yet timed): with 4 warps both kernels hit
-    255 registers and spill kilobytes (the [64, 64] weight tiles are held per thread); 8 warps
-    leave the forward almost spill-free, 16 warps roughly halve the backward's spills.
-    ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them (tuning
-    on a GPU without editing code); blocks must be powers of two >= 16."""
+    every autotune config is another compile). Chosen from ptxas register/spill reports for sm_90
+    (``python -m lrm_fast.kernels.compile_check``, no GPU needed; not yet timed), base field:
+    forward 64 points x 8 warps: no spills in fp32/bf16 (4 warps: ~750 B/thread spilled);
+    backward 64 x 8: 56 B (bf16) / ~0.9 KB (fp32, TF32x3) spilled, less than 16 warps or 128
+    points. ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them
+    (tuning on a GPU without editing code); blocks must be powers of two >= 16."""
     if _interpreting():
         return 16, 1
     env = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
@@ -237,7 +237,7 @@ def _launch_cfg(backward: bool) -> tuple[int, int]:
             if b < 16 or b & (b - 1):
                 raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH: block {b} is not a power of two >= 16")
         return (bb, bw) if backward else (fb, fw)
-    return (64, 16) if backward else (64, 8)
+    return 64, 8
 
 
 class _TriplaneMLPTriton(torch.autograd.Function):

@@ -8,7 +8,7 @@ and the bundled ``ptxas`` (-> cubin), then prints ptxas's register / spill repor
     python -m lrm_fast.kernels.compile_check                  # base field, sm_90, fp32 + bf16
     python -m lrm_fast.kernels.compile_check --arch 80 --dtypes fp16 --C 80
 
-Minutes per backward kernel on a loaded 2-core machine (seconds on a GPU box). Not a test: a
+Seconds per kernel (up to a minute on a loaded 2-core machine). Not a test: a
 developer check to run after editing the kernels.
 """
 from __future__ import annotations

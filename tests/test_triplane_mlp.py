@@ -50,7 +50,7 @@ def _grid() -> list[dict]:
 
 def _gpu_grid() -> list[dict]:
     """GPU grid at real sizes. Every distinct (aggregate, activation, depth, padded C, dtype)
-    is a separate Triton compile (~10-30 s each for the backward), so the grid covers each axis
+    is a separate Triton compile (seconds each), so the grid covers each axis
     with few kernels: the base preset's field (concat, ReLU, 3 hidden layers, C = 48) in fp32,
     bf16 and fp16 with its edge cases, plus one case per other aggregate / activation / depth."""
     base = dict(agg="concat", layers=4, C=48, H=64, W=64, B=1, hidden=64, act="relu")

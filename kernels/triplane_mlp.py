@@ -100,25 +100,31 @@ def _corners(u, v, H, W):
 
 
 @triton.jit
-def _sample_plane(plane, u, v, mask_n, H, W, C, offs_c):
+def _plane_uv(px, py, pz, p):
+    """(u, v) of plane p (a runtime index): plane 0 (x, y), plane 1 (x, z), plane 2 (z, y)."""
+    u = tl.where(p == 2, pz, px)
+    v = tl.where(p == 1, pz, py)
+    return u, v
+
+
+# The 4 corners (and in the callers the 3 planes) are runtime loops, not unrolled code: unrolled,
+# the compiler hoists all 12 gathers with their [BLOCK_N, CP] 64-bit pointer tiles and spills
+# (ptxas reports, sm_90); a loop keeps one corner's tiles live at a time.
+@triton.jit
+def _sample_plane(plane, u, v, mask_n, H, W, C, offs_c, BLOCK_N: tl.constexpr, CP: tl.constexpr):
     """Bilinear features [BLOCK_N, CP] (fp32) of one channels-last plane [H, W, C] at (u, v)."""
     x0, y0, wx0, wx1, wy0, wy1 = _corners(u, v, H, W)
-    x1 = x0 + 1
-    y1 = y0 + 1
     mc = offs_c[None, :] < C
-    vx0 = (x0 >= 0) & (x0 < W)
-    vx1 = (x1 >= 0) & (x1 < W)
-    vy0 = mask_n & (y0 >= 0) & (y0 < H)
-    vy1 = mask_n & (y1 >= 0) & (y1 < H)
-    oc = offs_c[None, :]
-    f = tl.load(plane + ((y0 * W + x0) * C)[:, None] + oc, mask=(vy0 & vx0)[:, None] & mc,
-                other=0.0).to(tl.float32) * (wx0 * wy0)[:, None]
-    f += tl.load(plane + ((y0 * W + x1) * C)[:, None] + oc, mask=(vy0 & vx1)[:, None] & mc,
-                 other=0.0).to(tl.float32) * (wx1 * wy0)[:, None]
-    f += tl.load(plane + ((y1 * W + x0) * C)[:, None] + oc, mask=(vy1 & vx0)[:, None] & mc,
-                 other=0.0).to(tl.float32) * (wx0 * wy1)[:, None]
-    f += tl.load(plane + ((y1 * W + x1) * C)[:, None] + oc, mask=(vy1 & vx1)[:, None] & mc,
-                 other=0.0).to(tl.float32) * (wx1 * wy1)[:, None]
+    f = tl.zeros((BLOCK_N, CP), dtype=tl.float32)
+    for k in range(4):
+        dx = k % 2
+        dy = k // 2
+        x = x0 + dx
+        y = y0 + dy
+        w = tl.where(dx == 1, wx1, wx0) * tl.where(dy == 1, wy1, wy0)
+        m = mask_n & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+        f += tl.load(plane + ((y * W + x) * C)[:, None] + offs_c[None, :], mask=m[:, None] & mc,
+                     other=0.0).to(tl.float32) * w[:, None]
     return f
 
 
@@ -126,22 +132,16 @@ def _sample_plane(plane, u, v, mask_n, H, W, C, offs_c):
 def _scatter_plane(v_plane, u, v, mask_n, H, W, C, offs_c, g):
     """Adjoint of _sample_plane: v_plane[corner, c] += weight * g[n, c] (fp32 atomics)."""
     x0, y0, wx0, wx1, wy0, wy1 = _corners(u, v, H, W)
-    x1 = x0 + 1
-    y1 = y0 + 1
     mc = offs_c[None, :] < C
-    vx0 = (x0 >= 0) & (x0 < W)
-    vx1 = (x1 >= 0) & (x1 < W)
-    vy0 = mask_n & (y0 >= 0) & (y0 < H)
-    vy1 = mask_n & (y1 >= 0) & (y1 < H)
-    oc = offs_c[None, :]
-    tl.atomic_add(v_plane + ((y0 * W + x0) * C)[:, None] + oc, g * (wx0 * wy0)[:, None],
-                  mask=(vy0 & vx0)[:, None] & mc, sem="relaxed")
-    tl.atomic_add(v_plane + ((y0 * W + x1) * C)[:, None] + oc, g * (wx1 * wy0)[:, None],
-                  mask=(vy0 & vx1)[:, None] & mc, sem="relaxed")
-    tl.atomic_add(v_plane + ((y1 * W + x0) * C)[:, None] + oc, g * (wx0 * wy1)[:, None],
-                  mask=(vy1 & vx0)[:, None] & mc, sem="relaxed")
-    tl.atomic_add(v_plane + ((y1 * W + x1) * C)[:, None] + oc, g * (wx1 * wy1)[:, None],
-                  mask=(vy1 & vx1)[:, None] & mc, sem="relaxed")
+    for k in range(4):
+        dx = k % 2
+        dy = k // 2
+        x = x0 + dx
+        y = y0 + dy
+        w = tl.where(dx == 1, wx1, wx0) * tl.where(dy == 1, wy1, wy0)
+        m = mask_n & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+        tl.atomic_add(v_plane + ((y * W + x) * C)[:, None] + offs_c[None, :], g * w[:, None],
+                      mask=m[:, None] & mc, sem="relaxed")
 
 
 @triton.jit
@@ -155,24 +155,35 @@ def _load_points(points, b, N, offs_n, mask_n):
 
 @triton.jit
 def _layer0(planes_b, px, py, pz, mask_n, w0, b0, H, W, C, offs_c, offs_h,
-            AGG: tl.constexpr, CP: tl.constexpr, HP: tl.constexpr, PREC: tl.constexpr):
+            AGG: tl.constexpr, BLOCK_N: tl.constexpr, CP: tl.constexpr, HP: tl.constexpr,
+            PREC: tl.constexpr):
     """Pre-activation of layer 0, z0 [BLOCK_N, HP] (fp32). w0: [3 or 1, CP, HP] (in x out)."""
     hwc = H * W * C
     w_tile = offs_c[:, None] * HP + offs_h[None, :]
     if AGG == 0:
-        z = _dot(_sample_plane(planes_b, px, py, mask_n, H, W, C, offs_c), tl.load(w0 + w_tile), PREC)
-        z += _dot(_sample_plane(planes_b + hwc, px, pz, mask_n, H, W, C, offs_c),
-                  tl.load(w0 + CP * HP + w_tile), PREC)
-        z += _dot(_sample_plane(planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c),
-                  tl.load(w0 + 2 * CP * HP + w_tile), PREC)
+        z = tl.zeros((BLOCK_N, HP), dtype=tl.float32)
+        for p in range(3):
+            u, v = _plane_uv(px, py, pz, p)
+            f = _sample_plane(planes_b + p * hwc, u, v, mask_n, H, W, C, offs_c, BLOCK_N, CP)
+            z += _dot(f, tl.load(w0 + p * CP * HP + w_tile), PREC)
     else:
-        f = _sample_plane(planes_b, px, py, mask_n, H, W, C, offs_c)
-        f += _sample_plane(planes_b + hwc, px, pz, mask_n, H, W, C, offs_c)
-        f += _sample_plane(planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c)
-        if AGG == 2:
-            f = f / 3.0
+        f = _sum_planes(planes_b, px, py, pz, mask_n, H, W, C, offs_c, AGG, BLOCK_N, CP)
         z = _dot(f, tl.load(w0 + w_tile), PREC)
     return z + tl.load(b0 + offs_h)[None, :]
+
+
+@triton.jit
+def _sum_planes(planes_b, px, py, pz, mask_n, H, W, C, offs_c,
+                AGG: tl.constexpr, BLOCK_N: tl.constexpr, CP: tl.constexpr):
+    """Aggregated features for sum (AGG 1) / mean (AGG 2): [BLOCK_N, CP] fp32."""
+    hwc = H * W * C
+    f = tl.zeros((BLOCK_N, CP), dtype=tl.float32)
+    for p in range(3):
+        u, v = _plane_uv(px, py, pz, p)
+        f += _sample_plane(planes_b + p * hwc, u, v, mask_n, H, W, C, offs_c, BLOCK_N, CP)
+    if AGG == 2:
+        f = f / 3.0
+    return f
 
 
 @triton.jit
@@ -182,7 +193,13 @@ def _mid_layer(h, wm, bm, i, offs_h, HP: tl.constexpr, PREC: tl.constexpr):
     return _dot(h, w, PREC) + tl.load(bm + i * HP + offs_h)[None, :]
 
 
-@triton.jit
+# Sizes that vary call to call are not specialized (Triton would otherwise compile a new kernel
+# for every N == 1 / N % 16 == 0 / plane-size combination); C stays specialized (alignment of the
+# channel loads).
+_DYNAMIC = ["N", "H", "W", "OUT"]
+
+
+@triton.jit(do_not_specialize=_DYNAMIC)
 def triplane_mlp_fwd_kernel(
         planes, points, w0, b0, wm, bm, wl, bl, out,
         N, H, W, C, OUT,
@@ -201,7 +218,7 @@ def triplane_mlp_fwd_kernel(
     planes_b = planes + b.to(tl.int64) * 3 * H * W * C
 
     h = _act(_layer0(planes_b, px, py, pz, mask_n, w0, b0, H, W, C, offs_c, offs_h,
-                     AGG, CP, HP, PREC), ACT)
+                     AGG, BLOCK_N, CP, HP, PREC), ACT)
     for i in range(NUM_MID):
         h = _act(_mid_layer(h, wm, bm, i, offs_h, HP, PREC), ACT)
     o = _dot(h, tl.load(wl + offs_h[:, None] * OP + offs_o[None, :]), PREC)
@@ -212,7 +229,7 @@ def triplane_mlp_fwd_kernel(
              mask=mask_n[:, None] & (offs_o[None, :] < OUT))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_DYNAMIC + ["NUM_PARTIALS"])
 def triplane_mlp_bwd_kernel(
         planes, points, w0, b0, wm, bm, wl, bl, v_out,
         v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
@@ -237,7 +254,8 @@ def triplane_mlp_bwd_kernel(
     wt_hh = offs_h[:, None] * HP + offs_h[None, :]
 
     # forward recompute up to the last layer's input
-    z0 = _layer0(planes_b, px, py, pz, mask_n, w0, b0, H, W, C, offs_c, offs_h, AGG, CP, HP, PREC)
+    z0 = _layer0(planes_b, px, py, pz, mask_n, w0, b0, H, W, C, offs_c, offs_h, AGG, BLOCK_N, CP, HP,
+                 PREC)
     h = _act(z0, ACT)
     for i in range(NUM_MID):
         h = _act(_mid_layer(h, wm, bm, i, offs_h, HP, PREC), ACT)
@@ -272,29 +290,20 @@ def triplane_mlp_bwd_kernel(
     w_tile = offs_c[:, None] * HP + offs_h[None, :]
     if AGG == 0:
         v_w0_s = v_w0 + slot * 3 * CP * HP
-        f = _sample_plane(planes_b, px, py, mask_n, H, W, C, offs_c)
-        tl.atomic_add(v_w0_s + w_tile, _dot(tl.trans(f), v_z0.to(cdt), PREC), sem="relaxed")
-        g = _dot(v_z0, tl.trans(tl.load(w0 + w_tile)), PREC)
-        _scatter_plane(v_planes_b, px, py, mask_n, H, W, C, offs_c, g)
-        f = _sample_plane(planes_b + hwc, px, pz, mask_n, H, W, C, offs_c)
-        tl.atomic_add(v_w0_s + CP * HP + w_tile, _dot(tl.trans(f), v_z0.to(cdt), PREC), sem="relaxed")
-        g = _dot(v_z0, tl.trans(tl.load(w0 + CP * HP + w_tile)), PREC)
-        _scatter_plane(v_planes_b + hwc, px, pz, mask_n, H, W, C, offs_c, g)
-        f = _sample_plane(planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c)
-        tl.atomic_add(v_w0_s + 2 * CP * HP + w_tile, _dot(tl.trans(f), v_z0.to(cdt), PREC), sem="relaxed")
-        g = _dot(v_z0, tl.trans(tl.load(w0 + 2 * CP * HP + w_tile)), PREC)
-        _scatter_plane(v_planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c, g)
+        for p in range(3):
+            u, v = _plane_uv(px, py, pz, p)
+            f = _sample_plane(planes_b + p * hwc, u, v, mask_n, H, W, C, offs_c, BLOCK_N, CP)
+            tl.atomic_add(v_w0_s + p * CP * HP + w_tile, _dot(tl.trans(f), v_z0.to(cdt), PREC),
+                          sem="relaxed")
+            g = _dot(v_z0, tl.trans(tl.load(w0 + p * CP * HP + w_tile)), PREC)
+            _scatter_plane(v_planes_b + p * hwc, u, v, mask_n, H, W, C, offs_c, g)
     else:
         v_w0_s = v_w0 + slot * CP * HP
-        f = _sample_plane(planes_b, px, py, mask_n, H, W, C, offs_c)
-        f += _sample_plane(planes_b + hwc, px, pz, mask_n, H, W, C, offs_c)
-        f += _sample_plane(planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c)
-        if AGG == 2:
-            f = f / 3.0
+        f = _sum_planes(planes_b, px, py, pz, mask_n, H, W, C, offs_c, AGG, BLOCK_N, CP)
         tl.atomic_add(v_w0_s + w_tile, _dot(tl.trans(f), v_z0.to(cdt), PREC), sem="relaxed")
         g = _dot(v_z0, tl.trans(tl.load(w0 + w_tile)), PREC)
         if AGG == 2:
             g = g / 3.0
-        _scatter_plane(v_planes_b, px, py, mask_n, H, W, C, offs_c, g)
-        _scatter_plane(v_planes_b + hwc, px, pz, mask_n, H, W, C, offs_c, g)
-        _scatter_plane(v_planes_b + 2 * hwc, pz, py, mask_n, H, W, C, offs_c, g)
+        for p in range(3):
+            u, v = _plane_uv(px, py, pz, p)
+            _scatter_plane(v_planes_b + p * hwc, u, v, mask_n, H, W, C, offs_c, g)

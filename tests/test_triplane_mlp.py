@@ -4,7 +4,8 @@ CPU: the kernels run under Triton's interpreter, which must be switched on (``TR
 before triton is imported. Other test files may import triton first (xformers does), and the
 variable would leak into them, so the whole CPU grid runs once in a child process
 (``python tests/test_triplane_mlp.py --worker``) and each case here checks that child's numbers.
-GPU (``-m gpu``): the same grid in-process at larger sizes, plus bf16.
+GPU (``gpu`` marker): a grid of real sizes in-process (compiled kernels), incl. bf16, and the
+renderer end to end.
 
 Tolerances: fp32 tight (abs + rel to the reference's scale); fp16/bf16 follow DESIGN.md §5 (the
 flash-attention rule): the fast op's max error vs the fp32 reference <= 2x the reference op's own
@@ -26,30 +27,49 @@ import torch
 ACTS = ("relu", "silu", "softplus")
 
 
-def _grid(gpu: bool = False) -> list[dict]:
-    """The config grid: aggregate x depth x channels, odd non-square planes, N not a multiple of
-    the block, plus N = 1, N = 0, batch 1 and low-precision cases."""
-    n_main, hid = (5000, 64) if gpu else (37, 16)
+def _grid() -> list[dict]:
+    """CPU grid (interpreter): aggregate x depth x channels, odd non-square planes, N not a
+    multiple of the block, points on / outside the box, N = 1, N = 0, batch 1-3, fp16."""
     cases = []
     k = 0
     for agg in ("concat", "sum", "mean"):
         for layers in (2, 4):                # 1 and 3 hidden layers
             for C in (8, 40):
-                H, W = ((33, 47) if gpu else (5, 7)) if C == 8 else ((64, 48) if gpu else (9, 4))
-                cases.append(dict(agg=agg, layers=layers, C=C, H=H, W=W, B=2, N=n_main, hidden=hid,
+                H, W = (5, 7) if C == 8 else (9, 4)
+                cases.append(dict(agg=agg, layers=layers, C=C, H=H, W=W, B=2, N=37, hidden=16,
                                   act=ACTS[k % 3], dtype="float32"))
                 k += 1
-    edge = dict(agg="concat", layers=4, C=8, H=6, W=5, B=1, hidden=hid, act="relu", dtype="float32")
+    edge = dict(agg="concat", layers=4, C=8, H=6, W=5, B=1, hidden=16, act="relu", dtype="float32")
     cases += [dict(edge, N=1), dict(edge, N=0), dict(edge, B=3, N=17, act="softplus")]
-    low = ["float16"] + (["bfloat16"] if gpu else [])
-    for dt in low:
-        cases.append(dict(agg="concat", layers=4, C=40, H=9, W=7, B=2, N=n_main, hidden=hid,
-                          act="relu", dtype=dt))
-        cases.append(dict(agg="mean", layers=2, C=8, H=5, W=6, B=1, N=n_main, hidden=hid,
-                          act="silu", dtype=dt))
-    if gpu:  # the base preset's field at a render-like size
-        cases.append(dict(agg="concat", layers=4, C=48, H=64, W=64, B=1, N=70001, hidden=64,
-                          act="relu", dtype="bfloat16"))
+    cases.append(dict(agg="concat", layers=4, C=40, H=9, W=7, B=2, N=37, hidden=16, act="relu",
+                      dtype="float16"))
+    cases.append(dict(agg="mean", layers=2, C=8, H=5, W=6, B=1, N=37, hidden=16, act="silu",
+                      dtype="float16"))
+    return _named(cases)
+
+
+def _gpu_grid() -> list[dict]:
+    """GPU grid at real sizes. Every distinct (aggregate, activation, depth, padded C, dtype)
+    is a separate Triton compile (seconds each), so the grid covers each axis
+    with few kernels: the base preset's field (concat, ReLU, 3 hidden layers, C = 48) in fp32,
+    bf16 and fp16 with its edge cases, plus one case per other aggregate / activation / depth."""
+    base = dict(agg="concat", layers=4, C=48, H=64, W=64, B=1, hidden=64, act="relu")
+    cases = [dict(base, N=70001, dtype=dt) for dt in ("float32", "bfloat16", "float16")]
+    cases += [dict(base, H=33, W=47, B=2, N=5000, dtype="float32"),
+              dict(base, N=1, dtype="float32"), dict(base, N=0, dtype="float32"),
+              dict(base, B=3, N=129, dtype="bfloat16"),
+              dict(agg="sum", layers=2, C=8, H=33, W=47, B=2, N=5000, hidden=64, act="silu",
+                   dtype="float32"),
+              dict(agg="mean", layers=4, C=40, H=64, W=48, B=2, N=5000, hidden=64, act="softplus",
+                   dtype="float32"),
+              dict(agg="mean", layers=4, C=40, H=64, W=48, B=2, N=5000, hidden=64, act="softplus",
+                   dtype="bfloat16"),
+              dict(agg="concat", layers=2, C=80, H=64, W=64, B=1, N=5000, hidden=64, act="relu",
+                   dtype="float32")]
+    return _named(cases)
+
+
+def _named(cases: list[dict]) -> list[dict]:
     for c in cases:
         c["id"] = "{agg}-L{layers}-C{C}-{H}x{W}-B{B}-N{N}-{act}-{dtype}".format(**c)
     return cases
@@ -63,9 +83,6 @@ def _inputs(case: dict, device: str):
     pts = torch.rand(B, N, 3, generator=g) * 2.6 - 1.3
     special = torch.tensor([[1.0, -1.0, 0.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0],
                             [1e6, -3.0, 0.5], [-1.0 + 1e-7, 1.0 - 1e-7, 0.25]])
-    if case["dtype"] != "float32":
-        # the twin casts coordinates to the planes' dtype: 1e6 is inf in fp16 (NaN features there)
-        special[4, 0] = 50.0
     m = min(N, special.shape[0])
     pts[:, :m] = special[:m]
     d_in = 3 * C if case["agg"] == "concat" else C
@@ -153,14 +170,55 @@ def test_interpreter_matches_twin(case, interpreter_results):
     _assert_close(d["res"], case["id"])
 
 
+def check_render(device: str) -> dict:
+    """The renderer (coarse + importance queries, compositing) through TriplaneField with the
+    fused path ("auto" picks it) vs the reference backend: image and every gradient."""
+    from lrm_fast.config import FieldConfig, RenderConfig
+    from lrm_fast.model.camera import canonical_pose, default_intrinsics
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.triplane_mlp import OP
+    from lrm_fast.render.field import TriplaneField
+    from lrm_fast.render.renderer import Renderer
+
+    torch.manual_seed(0)
+    field = TriplaneField(8, FieldConfig(hidden=16)).to(device)
+    for m in field.linears:
+        torch.nn.init.normal_(m.bias, std=0.3)
+    r = Renderer(RenderConfig(samples_per_ray=8, importance=True), field)
+    c2w = canonical_pose(2.0)[None, None].to(device)
+    K = default_intrinsics()[None, None].to(device)
+    planes = torch.randn(1, 3, 8, 6, 6, device=device, requires_grad=True)
+    assert _dispatch.resolve(OP, "auto", planes.detach(), c2w[..., :3])[0] == "triton"
+    got = {}
+    for be in ("auto", "reference"):
+        r.backend = field.backend = be
+        o = r(planes, c2w, K, 6)
+        g = torch.autograd.grad(o["rgb"].sum() + o["opacity"].sum(), [planes] + list(field.parameters()))
+        got[be] = [o["rgb"]] + list(g)
+    res = {}
+    for i, (a, b) in enumerate(zip(got["auto"], got["reference"])):
+        res["rgb" if i == 0 else f"grad{i - 1}"] = [(a - b).abs().max().item(),
+                                                    1e-5 + 2e-5 * b.abs().max().item()]
+    return res
+
+
 def _worker():
     assert os.environ.get("TRITON_INTERPRET") == "1"
     torch.set_num_threads(1)
-    for case in _grid():
+    jobs = [(c["id"], lambda c=c: check_case(c, "cpu")) for c in _grid()]
+    jobs.append(("render", lambda: check_render("cpu")))
+    for cid, fn in jobs:
         try:
-            print("CASE " + json.dumps(dict(id=case["id"], res=check_case(case, "cpu"))), flush=True)
+            print("CASE " + json.dumps(dict(id=cid, res=fn())), flush=True)
         except Exception as e:  # noqa: BLE001 - report per case, keep going
-            print("CASE " + json.dumps(dict(id=case["id"], error=f"{type(e).__name__}: {e}")), flush=True)
+            print("CASE " + json.dumps(dict(id=cid, error=f"{type(e).__name__}: {e}")), flush=True)
+
+
+def test_interpreter_renderer_end_to_end(interpreter_results):
+    results, stderr = interpreter_results
+    assert "render" in results, f"worker produced no render result:\n{stderr}"
+    assert "error" not in results["render"], results["render"].get("error")
+    _assert_close(results["render"]["res"], "render")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +279,35 @@ def test_bad_inputs_name_the_problem():
         triplane_mlp(planes, pts, ws, bs, aggregate="sum")
 
 
+def test_launch_override(monkeypatch):
+    from lrm_fast.ops.triplane_mlp import _launch_cfg
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "32,4,128,8")
+    assert _launch_cfg(backward=False) == (32, 4) and _launch_cfg(backward=True) == (128, 8)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "48,4,64,8")
+    with pytest.raises(ValueError, match="power of two"):
+        _launch_cfg(backward=False)
+    monkeypatch.setenv("LRM_FAST_TRIPLANE_LAUNCH", "64,4")
+    with pytest.raises(ValueError, match="4 integers"):
+        _launch_cfg(backward=False)
+
+
+def test_packed_weights_cache_never_stale():
+    from lrm_fast.ops.triplane_mlp import _pack_mlp_cached
+
+    _, _, ws, bs = _tiny_args()
+    a = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float32) is a
+    with torch.no_grad():
+        ws[1].add_(1.0)                       # an optimizer step: in place, version bump
+    b = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert b is not a and torch.equal(b[0][2][0, :16, :16], ws[1].t())
+    ws2 = [w.clone() for w in ws]             # equal values, other tensors
+    assert _pack_mlp_cached(ws2, bs, 4, "concat", torch.float32) is not b
+    assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float16) is not b
+
+
 def test_pow2_padding():
     from lrm_fast.ops.triplane_mlp import _pow2
 
@@ -232,9 +319,14 @@ def test_pow2_padding():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", _grid(gpu=True), ids=lambda c: c["id"])
+@pytest.mark.parametrize("case", _gpu_grid(), ids=lambda c: c["id"])
 def test_gpu_matches_twin(case):
     _assert_close(check_case(case, "cuda"), case["id"])
+
+
+@pytest.mark.gpu
+def test_gpu_renderer_end_to_end():
+    _assert_close(check_render("cuda"), "render")
 
 
 @pytest.mark.gpu

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from typing import Sequence
 
 import torch
@@ -39,9 +40,14 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     B, P, C, H, W = planes.shape
     N = points.shape[1]
     grids = torch.stack([points[..., list(ax)] for ax in PLANE_AXES], dim=1)  # [B, 3, N, 2]
-    feats = F.grid_sample(planes.reshape(B * P, C, H, W), grids.reshape(B * P, 1, N, 2).to(planes.dtype),
+    # Coordinates stay fp32 (OpenLRM samples with float coordinates; autocast runs grid_sample in
+    # fp32): in bf16 a coordinate near 1 is off by up to 2^-8, an eighth of a texel at 64^2,
+    # and in fp16 |x| > 65504 becomes inf (NaN features). Low-precision planes are sampled in fp32
+    # and the features rounded to the planes' dtype once.
+    sdt = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
+    feats = F.grid_sample(planes.reshape(B * P, C, H, W).to(sdt), grids.reshape(B * P, 1, N, 2).to(sdt),
                           mode="bilinear", padding_mode="zeros", align_corners=False)  # [B*3, C, 1, N]
-    return feats.reshape(B, P, C, N).permute(0, 1, 3, 2)
+    return feats.to(planes.dtype).reshape(B, P, C, N).permute(0, 1, 3, 2)
 
 
 def aggregate_features(feats: torch.Tensor, mode: str) -> torch.Tensor:
@@ -188,12 +194,50 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _launch_cfg(n: int):
-    """BLOCK_N and num_warps. Fixed heuristics, no autotune (the interpreter cannot autotune;
-    tl.dot on H100 wants >= 64 rows; 64 points x 64 hidden x fp32 fits the register file)."""
+_PACK_CACHE: list = []   # [(key, weakrefs, packed)], most recent first
+
+
+def _pack_mlp_cached(weights, biases, C: int, aggregate: str, dtype: torch.dtype):
+    """``_pack_mlp`` with a small cache: a render calls the op once per chunk and sample pass with
+    the same weights, and packing is ~15 tiny kernel launches. An entry is reused only while
+    every parameter is the very same live tensor (weakref identity), at the same storage, and
+    not modified in place since (``_version``; optimizer steps bump it)."""
+    params = [t for t in list(weights) + list(biases) if t is not None]
+    key = (C, aggregate, dtype, tuple(b is None for b in biases),
+           tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in params))
+    for i, (k, refs, packed) in enumerate(_PACK_CACHE):
+        if k == key and all(r() is t for r, t in zip(refs, params)):
+            if i:
+                _PACK_CACHE.insert(0, _PACK_CACHE.pop(i))
+            return packed
+    packed = _pack_mlp(weights, biases, C, aggregate, dtype)
+    _PACK_CACHE.insert(0, (key, [weakref.ref(t) for t in params], packed))
+    del _PACK_CACHE[4:]
+    return packed
+
+
+def _launch_cfg(backward: bool) -> tuple[int, int]:
+    """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
+    every autotune config is another compile). Chosen from ptxas register/spill reports for sm_90
+    (``python -m lrm_fast.kernels.compile_check``, no GPU needed; not yet timed), base field:
+    forward 64 points x 8 warps: no spills in fp32/bf16 (4 warps: ~750 B/thread spilled);
+    backward 64 x 8: 56 B (bf16) / ~0.9 KB (fp32, TF32x3) spilled, less than 16 warps or 128
+    points. ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them
+    (tuning on a GPU without editing code); blocks must be powers of two >= 16."""
     if _interpreting():
         return 16, 1
-    return 64, 4
+    env = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
+    if env:
+        try:
+            fb, fw, bb, bw = (int(x) for x in env.split(","))
+        except ValueError:
+            raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH must be 4 integers "
+                             f"'fwd_block,fwd_warps,bwd_block,bwd_warps', got {env!r}") from None
+        for b in (fb, bb):
+            if b < 16 or b & (b - 1):
+                raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH: block {b} is not a power of two >= 16")
+        return (bb, bw) if backward else (fb, fw)
+    return 64, 8
 
 
 class _TriplaneMLPTriton(torch.autograd.Function):
@@ -212,10 +256,14 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         # channels-last once, inside the op: one corner = one contiguous C-vector load
         planes_cl = planes.detach().permute(0, 1, 3, 4, 2).contiguous()
         pts = points.detach().contiguous()
-        packed, (CP, HP, OP) = _pack_mlp(weights, biases, C, aggregate, dtype)
+        packed, (CP, HP, OP) = _pack_mlp_cached(weights, biases, C, aggregate, dtype)
         out = torch.empty(B, N, out_dim, device=planes.device, dtype=dtype)
-        prec = "ieee" if (dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32) else "tf32"
-        BLOCK_N, warps = _launch_cfg(N)
+        # fp32: torch's matmuls are full fp32 unless allow_tf32; "tf32x3" (3 TF32 tensor-core
+        # products, ~fp32 accuracy) keeps that promise at tensor-core speed, where "ieee" would
+        # fall back to FMA loops (slow, and minutes of ptxas time for the backward). fp16/bf16
+        # operands ignore the setting.
+        prec = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+        BLOCK_N, warps = _launch_cfg(backward=False)
         meta = dict(AGG=K.AGG_CODES[aggregate], ACT=K.ACT_CODES[activation], NUM_MID=n_layers - 2,
                     BLOCK_N=BLOCK_N, CP=CP, HP=HP, OP=OP, PREC=prec)
         if B * N > 0:
@@ -223,18 +271,21 @@ class _TriplaneMLPTriton(torch.autograd.Function):
             K.triplane_mlp_fwd_kernel[grid](planes_cl, pts, *packed, out, N, H, W, C, out_dim,
                                             num_warps=warps, **meta)
         ctx.save_for_backward(planes_cl, pts, *packed)
-        ctx.meta, ctx.warps, ctx.shapes = meta, warps, (B, N, C, H, W, out_dim)
+        ctx.meta, ctx.shapes = meta, (B, N, C, H, W, out_dim)
         ctx.n_layers = n_layers
         ctx.param_info = [(p.shape, p.dtype) if p is not None else None for p in params]
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, v_out):
         from lrm_fast.kernels import triplane_mlp as K
 
         planes_cl, pts, w0, b0, wm, bm, wl, bl = ctx.saved_tensors
         B, N, C, H, W, out_dim = ctx.shapes
-        meta, L = ctx.meta, ctx.n_layers
+        L = ctx.n_layers
+        BLOCK_N, warps = _launch_cfg(backward=True)
+        meta = dict(ctx.meta, BLOCK_N=BLOCK_N)
         CP, HP, OP = meta["CP"], meta["HP"], meta["OP"]
         dev = planes_cl.device
         nw0, nm = w0.shape[0], max(1, L - 2)
@@ -252,7 +303,7 @@ class _TriplaneMLPTriton(torch.autograd.Function):
             grid = (_cdiv(N, meta["BLOCK_N"]), B)
             K.triplane_mlp_bwd_kernel[grid](planes_cl, pts, w0, b0, wm, bm, wl, bl, v_out.contiguous(),
                                             v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
-                                            N, H, W, C, out_dim, P, num_warps=ctx.warps, **meta)
+                                            N, H, W, C, out_dim, P, num_warps=warps, **meta)
         # un-pad, sum the partial slots, back to [out, in] (nn.Linear layout) and param dtypes
         hidden = ctx.param_info[0][0][0]
         v_w0 = v_w0.sum(0)[:, :C, :hidden]                     # [nw0, C, hidden]

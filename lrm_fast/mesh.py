@@ -155,7 +155,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     field = model.field
 
     def density(pts: torch.Tensor) -> torch.Tensor:
-        raw = field(planes, pts[None].to(planes.dtype))
+        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
+        raw = field(planes, pts[None])
         return field.density(raw[..., 0].float())[0]
 
     grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device,
@@ -167,7 +168,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if largest_component:
         mesh = _largest_component(mesh)
     v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
-    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk].to(planes.dtype)))[0].float()
+    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)

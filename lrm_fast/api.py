@@ -158,7 +158,7 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
     items = _as_image_list(images)
     p = next(model.parameters())
     enc = model.cfg.encoder
-    bg = model.cfg.render.background
+    bg = model.cfg.render.background if enc.input_background is None else enc.input_background
     batch = torch.stack([_prep(load_image(im), enc.image_size, bg,
                                enc.foreground_ratio if preprocess else 0.0) for im in items])
     cam = _source_camera(model, camera, len(items))

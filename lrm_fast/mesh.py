@@ -8,12 +8,14 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 out of the object (from high to low density).
 
 Coarse-to-fine (``coarse_to_fine=True``, the default): the density is first queried on a grid 4x
-coarser per axis; only fine points inside coarse cells whose corners straddle the threshold (dilated
-by one coarse cell, so a surface that bends between corners is still caught) are queried exactly; the
-rest take the trilinear upsampling of the coarse grid, which lies on the same side of the threshold,
-so marching cubes places no surface there. Features thinner than ~2 coarse cells (8 fine voxels) that
-never touch a coarse corner can be missed; ``coarse_to_fine=False`` queries every point. The
-tests bound the difference to the dense mesh.
+coarser per axis; fine points are queried exactly only inside coarse cells where the surface may
+pass: the threshold lies within the cell's corner range widened by the largest change along any
+nearby coarse edge (dilated by one cell). The rest take the trilinear upsampling of the coarse grid,
+which lies on the same side of the threshold, so marching cubes places no surface there. Smooth
+(trained) fields refine a thin shell around the surface; noisy ones (random weights) refine almost
+everything, i.e. cost about as much as the dense grid instead of losing surface. A blob smaller than
+a coarse cell in a region where the coarse values vary less than its height can still be missed;
+``coarse_to_fine=False`` queries every point. The tests bound the difference to the dense mesh.
 """
 from __future__ import annotations
 
@@ -75,12 +77,21 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
         if bar is not None:
             bar.total = Rc ** 3
         coarse = _query_points(density_fn, ptsc, chunk, bar).reshape(Rc, Rc, Rc)
-        # cells (Rc-1)^3 whose 8 corners are not all on one side of the threshold
-        inside = (coarse > threshold).float()[None, None]
-        cmax = F.max_pool3d(inside, 2, 1)
-        cmin = -F.max_pool3d(-inside, 2, 1)
-        active = (cmax != cmin).float()
-        active = F.max_pool3d(active, 3, 1, padding=1)[0, 0] > 0              # dilate by one cell
+        # A cell is refined when the threshold lies within its corner range widened by the largest
+        # change along any coarse edge nearby (a local Lipschitz bound): a smooth field refines only
+        # cells the surface crosses, a noisy one (untrained weights) refines nearly everything,
+        # i.e. falls back to the dense grid instead of missing surface between coarse corners.
+        c = coarse[None, None]
+        cmax = F.max_pool3d(c, 2, 1)
+        cmin = -F.max_pool3d(-c, 2, 1)
+        edge = torch.zeros_like(cmax)
+        for d in range(3):
+            e = (c.narrow(2 + d, 1, Rc - 1) - c.narrow(2 + d, 0, Rc - 1)).abs()
+            e = F.max_pool3d(e, [1 if k == d else 2 for k in range(3)], 1)
+            edge = torch.maximum(edge, e)
+        var = F.max_pool3d(edge, 3, 1, padding=1)
+        active = (cmin - var <= threshold) & (cmax + var >= threshold)
+        active = F.max_pool3d(active.float(), 3, 1, padding=1)[0, 0] > 0       # dilate by one cell
         fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
                              align_corners=True)[0, 0, :R, :R, :R].contiguous()
         idx = active.nonzero()                                                   # [M, 3] coarse cells

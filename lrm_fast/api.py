@@ -158,7 +158,7 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
     items = _as_image_list(images)
     p = next(model.parameters())
     enc = model.cfg.encoder
-    bg = model.cfg.render.background
+    bg = model.cfg.render.background if enc.input_background is None else enc.input_background
     batch = torch.stack([_prep(load_image(im), enc.image_size, bg,
                                enc.foreground_ratio if preprocess else 0.0) for im in items])
     cam = _source_camera(model, camera, len(items))
@@ -251,7 +251,7 @@ class Reconstruction:
                            views_per_chunk=1 if progress else None, progress=progress)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
-             largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False):
+             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
@@ -269,7 +269,8 @@ class Reconstruction:
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
-             elevation: float = 15.0, fps: int = 12, progress: bool = False) -> list[str]:
+             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = False,
+             progress: bool = False) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 
         ``formats``: any of ``glb obj ply`` (mesh), ``mp4`` (turntable video; gif if ffmpeg is
@@ -294,7 +295,7 @@ class Reconstruction:
             stem = os.path.join(out_dir, name)
             mesh_formats = [f for f in ("glb", "obj", "ply") if f in formats]
             if mesh_formats:
-                mesh = self.mesh(mc_resolution, threshold, index=b, progress=progress)
+                mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress)
                 written += [save_mesh(mesh, f"{stem}.{f}") for f in mesh_formats]
             if "png" in formats:
                 written += save_frames(frames[b], stem)

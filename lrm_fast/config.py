@@ -50,6 +50,8 @@ class EncoderConfig:
     feat_dim: int = 768
     foreground_ratio: float = 0.8  # object's bbox side / image side after recentering (OpenLRM
                                    # recenter border 0.2; TripoSR 0.85); 0 = no recentering
+    input_background: float | None = None  # RGBA inputs are composited on this (None: the render
+                                           # background; TripoSR: gray 0.5, though it renders on white)
     freeze: bool = False
     overrides: dict = _field(default_factory=dict)
 
@@ -113,8 +115,9 @@ class RenderConfig:
     mesh_threshold: float = 3.0
     mesh_resolution: int = 384
     # TripoSR's marcher: S samples at the midpoints of S equal bins of [near, far], every sample with
-    # delta = (far - near) / S, none dropped, no midpoint averaging. renderer.py implements it when
-    # True (see docs/readme/api.md); False = OpenLRM's (stratified + importance + MipRayMarcher2).
+    # delta = 1 / S (TripoSR's quirk: not scaled by far - near), none dropped, no midpoint averaging.
+    # renderer.py implements it when True (see docs/readme/api.md); False = OpenLRM's (stratified +
+    # importance + MipRayMarcher2).
     uniform_bins: bool = False
 
 
@@ -247,18 +250,19 @@ def _paper() -> dict:
 def _triposr() -> dict:
     """TripoSR (stabilityai/TripoSR ``config.yaml``): DINO ViT-B/16 at 512 px, Transformer1D 16 x 1024
     (16 heads x 64), triplane 32 -> 64 with 40 channels, 10-layer SiLU NeRF MLP, exp density,
-    128 uniform samples in a radius-0.87 box, gray background, front camera on +x at 1.9, fov 40."""
+    128 uniform samples in a radius-0.87 box, inputs on gray / renders on white, front camera on +x
+    at 1.9, fov 40 (``tsr/models/nerf_renderer.py``, ``run.py``)."""
     return dict(
         name="triposr",
         encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
-                     foreground_ratio=0.85),
+                     foreground_ratio=0.85, input_background=0.5),
         decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, modulation=False, self_first=True,
                      mlp="geglu", in_norm_groups=32, attn_out_bias=True),
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",
                    rgb_activation="sigmoid", coord_scale=1 / 0.87),
         render=dict(samples_per_ray=128, importance=False, midpoint=False, uniform_bins=True,
-                    box_min=-0.87, box_max=0.87, background=0.5, mesh_threshold=25.0, mesh_resolution=256),
+                    box_min=-0.87, box_max=0.87, background=1.0, mesh_threshold=25.0, mesh_resolution=256),
         camera=dict(use_camera=False, source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),
                     front_azimuth=90.0),
     )

@@ -7,13 +7,18 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
 out of the object (from high to low density).
 
-Coarse-to-fine (``coarse_to_fine=True``, the default): the density is first queried on a grid 4x
-coarser per axis; only fine points inside coarse cells whose corners straddle the threshold (dilated
-by one coarse cell, so a surface that bends between corners is still caught) are queried exactly; the
-rest take the trilinear upsampling of the coarse grid, which lies on the same side of the threshold,
-so marching cubes places no surface there. Features thinner than ~2 coarse cells (8 fine voxels) that
-never touch a coarse corner can be missed; ``coarse_to_fine=False`` queries every point. The
-tests bound the difference to the dense mesh.
+Coarse-to-fine (``coarse_to_fine=True``; opt-in, off by default): the density is first queried on a grid 4x
+coarser per axis; fine points are queried exactly only inside coarse cells where the surface may
+pass: the threshold lies within the cell's corner range widened by the largest change along any
+nearby coarse edge (dilated by one cell). The rest take the trilinear upsampling of the coarse grid,
+which lies on the same side of the threshold, so marching cubes places no surface there. Smooth
+(trained) fields refine a thin shell around the surface; noisy ones (random weights) refine almost
+everything, i.e. cost about as much as the dense grid instead of losing surface. A blob smaller than
+a coarse cell in a region where the coarse values vary less than its height can still be missed;
+``coarse_to_fine=False`` (the default) queries every point. Measured limit: on the *untrained*
+base preset at 256^3 the coarse grid (stride 4 = one triplane texel) aliases the texel-periodic
+noise of the random field and the mesh lost ~19% of its faces, so it stays opt-in until it is
+validated on trained weights; on smooth fields (tests, bench "mesh-smooth-field") it is exact.
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ def _query_points(density_fn: Callable[[torch.Tensor], torch.Tensor], pts: torch
 
 
 def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, box_min: float,
-                 box_max: float, threshold: float, device=None, coarse_to_fine: bool = True,
+                 box_max: float, threshold: float, device=None, coarse_to_fine: bool = False,
                  chunk: int = 262144, progress: bool = False) -> tuple[np.ndarray, int]:
     """Density ``[R, R, R]`` (fp32 numpy; index ``[i, j, k]`` = point ``(x_i, y_j, z_k)``) and the
     number of points actually queried.
@@ -75,12 +80,21 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
         if bar is not None:
             bar.total = Rc ** 3
         coarse = _query_points(density_fn, ptsc, chunk, bar).reshape(Rc, Rc, Rc)
-        # cells (Rc-1)^3 whose 8 corners are not all on one side of the threshold
-        inside = (coarse > threshold).float()[None, None]
-        cmax = F.max_pool3d(inside, 2, 1)
-        cmin = -F.max_pool3d(-inside, 2, 1)
-        active = (cmax != cmin).float()
-        active = F.max_pool3d(active, 3, 1, padding=1)[0, 0] > 0              # dilate by one cell
+        # A cell is refined when the threshold lies within its corner range widened by the largest
+        # change along any coarse edge nearby (a local Lipschitz bound): a smooth field refines only
+        # cells the surface crosses, a noisy one (untrained weights) refines nearly everything,
+        # i.e. falls back to the dense grid instead of missing surface between coarse corners.
+        c = coarse[None, None]
+        cmax = F.max_pool3d(c, 2, 1)
+        cmin = -F.max_pool3d(-c, 2, 1)
+        edge = torch.zeros_like(cmax)
+        for d in range(3):
+            e = (c.narrow(2 + d, 1, Rc - 1) - c.narrow(2 + d, 0, Rc - 1)).abs()
+            e = F.max_pool3d(e, [1 if k == d else 2 for k in range(3)], 1)
+            edge = torch.maximum(edge, e)
+        var = F.max_pool3d(edge, 3, 1, padding=1)
+        active = (cmin - var <= threshold) & (cmax + var >= threshold)
+        active = F.max_pool3d(active.float(), 3, 1, padding=1)[0, 0] > 0       # dilate by one cell
         fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
                              align_corners=True)[0, 0, :R, :R, :R].contiguous()
         idx = active.nonzero()                                                   # [M, 3] coarse cells
@@ -133,7 +147,7 @@ def _largest_component(mesh):
 
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
-                 largest_component: bool = False, coarse_to_fine: bool = True, chunk: int = 262144,
+                 largest_component: bool = False, coarse_to_fine: bool = False, chunk: int = 262144,
                  progress: bool = False):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
 
@@ -155,7 +169,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     field = model.field
 
     def density(pts: torch.Tensor) -> torch.Tensor:
-        raw = field(planes, pts[None].to(planes.dtype))
+        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
+        raw = field(planes, pts[None])
         return field.density(raw[..., 0].float())[0]
 
     grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device,
@@ -167,7 +182,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if largest_component:
         mesh = _largest_component(mesh)
     v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
-    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk].to(planes.dtype)))[0].float()
+    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)

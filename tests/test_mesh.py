@@ -11,11 +11,30 @@ def test_coarse_to_fine_matches_dense(R):
     f = sphere_density(0.5, 10.0)
     dense, n_dense = density_grid(f, R, -1, 1, 3.0, coarse_to_fine=False)
     c2f, n_c2f = density_grid(f, R, -1, 1, 3.0, coarse_to_fine=True)
-    assert n_c2f < 0.5 * n_dense
+    assert n_c2f < (0.3 if R >= 64 else 1.0) * n_dense
     vd, fd = marching_cubes(dense, 3.0, -1, 1)
     vc, fc = marching_cubes(c2f, 3.0, -1, 1)
     assert len(vd) == len(vc) and len(fd) == len(fc)
     np.testing.assert_allclose(vc, vd, atol=1e-5)
+
+
+def test_noisy_untrained_field_falls_back_to_dense(tiny_model):
+    """Random weights give a field that crosses any level between coarse corners: coarse-to-fine must
+    then refine (almost) everywhere rather than lose surface (seen on the base preset at 256^3)."""
+    from lrm_fast.api import reconstruct
+
+    rec = reconstruct(tiny_model.eval(), np.full((40, 40, 3), 128, np.uint8))
+    f, P = tiny_model.field, rec.triplane
+
+    def dens(p):
+        return f.density(f(P, p[None])[..., 0])[0]
+
+    with torch.inference_mode():
+        g, _ = density_grid(dens, 64, -1, 1, 0.0, coarse_to_fine=False)
+        t = float(np.quantile(g, 0.75))
+        g2, _ = density_grid(dens, 64, -1, 1, t, coarse_to_fine=True)
+    assert ((g > t) != (g2 > t)).sum() <= 2
+    assert abs(len(marching_cubes(g, t, -1, 1)[1]) - len(marching_cubes(g2, t, -1, 1)[1])) <= 0.001 * len(marching_cubes(g, t, -1, 1)[1])
 
 
 def test_two_spheres_off_grid_are_both_found():

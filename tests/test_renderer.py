@@ -184,3 +184,17 @@ def test_cuda_fast_backend_renders_the_reference_image(tiny_model):
     for k in ("rgb", "depth", "opacity"):
         torch.testing.assert_close(outs[1][k], outs[0][k], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-3)
+
+
+def test_uniform_bins_triposr_sampling():
+    """TripoSR's renderer: S bin-center samples, each with delta 1/S (not scaled by the chord)."""
+    sigma = 0.7
+    field = ConstantField(1.0)
+    field.cfg = FieldConfig(hidden=8, density_activation="softplus")
+    field.raw = math.log(math.expm1(sigma)) + 1.0
+    r = Renderer(RenderConfig(samples_per_ray=16, importance=False, midpoint=False, uniform_bins=True,
+                              background=0.0), field)
+    out = r(torch.zeros(1, 3, 4, 2, 2), canonical_pose(2.0)[None, None], default_intrinsics()[None, None], 1)
+    # 16 samples inside the box, each contributing sigma * 1/16: total optical depth = sigma
+    assert out["opacity"].item() == pytest.approx(1 - math.exp(-sigma), abs=1e-5)
+    assert out["depth"].item() > 1.0 and out["depth"].item() < 3.0

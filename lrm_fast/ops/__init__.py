@@ -8,6 +8,7 @@ from .raymarch import generate_rays, importance, ray_box, stratified
 from .triplane_mlp import triplane_mlp
 
 OPS = ("attention", "triplane_mlp", "generate_rays", "ray_box", "stratified", "importance", "composite",
+       "composite_samples",
        "composite_weights")
 
 

@@ -164,8 +164,28 @@ class Renderer(nn.Module):
         return composite(rgb_i[0], sigma_i[0], deltas[0].to(sigma_i.dtype), mids[0].to(sigma_i.dtype),
                          bg.to(sigma_i.dtype), backend=be, early_stop=self.early_stop)
 
+    def _render_rays_uniform(self, planes, origins, dirs, bg):
+        """TripoSR's sampling (``RenderConfig.uniform_bins``): S samples at bin centers
+        ``near + (i + 0.5) / S * (far - near)``, no importance pass, no midpoint averaging, and every
+        sample's delta is ``1 / S`` (not scaled by far - near: TripoSR's own quirk, kept so its
+        checkpoints render as in TripoSR)."""
+        cfg, be = self.cfg, self.backend
+        B, R, _ = origins.shape
+        S = cfg.samples_per_ray
+        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
+        steps = (torch.arange(S, device=near.device, dtype=near.dtype) + 0.5) / S
+        depths = near[..., None] + steps * (far - near)[..., None]
+        sigma_raw, rgb = self._query(planes, origins, dirs, depths, hit)
+        sigma = self.field.density(sigma_raw).reshape(B * R, S)
+        color, depth, opacity = composite(
+            rgb.reshape(B * R, S, 3), sigma, torch.full_like(sigma, 1.0 / S),
+            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=be)
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+
     def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``."""
+        if self.cfg.uniform_bins:
+            return self._render_rays_uniform(planes, origins, dirs, bg)
         if self._use_fast(origins):
             return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator)
         cfg, be = self.cfg, self.backend

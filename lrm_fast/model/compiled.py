@@ -81,7 +81,9 @@ class CompiledPlanes:
     # -- the math (mirrors LRM.forward_planes without host syncs; tests pin them equal) -------
     def _forward(self, image: torch.Tensor, camera: torch.Tensor | None) -> torch.Tensor:
         m = self.model
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        # cache_enabled=False: cached weight casts must not outlive a CUDA graph capture
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32,
+                            cache_enabled=False):
             tokens = m.encoder(image.to(_param_dtype(m)))
             mod = m.camera_embedder(camera.to(tokens.dtype)) if self.camera_dim else None
             x = m.pos_embed.expand(image.shape[0], -1, -1).to(tokens.dtype)

@@ -44,9 +44,10 @@ def _modulated_layer_norm_folded(x, weight, bias, shift, scale, eps):
     # (xhat * w + b) * (1 + s) + t == xhat * [w (1 + s)] + [b (1 + s) + t]: the affine folds into
     # two [B, D] vectors, leaving one plain LayerNorm and one addcmul over [B, L, D]. The [B, D]
     # vectors are formed in fp32 (free at this size) so folding adds no low-precision rounding.
-    s1 = 1 + scale.float()
-    w = s1 if weight is None else weight.float() * s1
-    b = shift.float() if bias is None else torch.addcmul(shift.float(), bias.float(), s1)
+    acc = torch.promote_types(scale.dtype, torch.float32)  # fp32, or fp64 for gradcheck
+    s1 = 1 + scale.to(acc)
+    w = s1 if weight is None else weight.to(acc) * s1
+    b = shift.to(acc) if bias is None else torch.addcmul(shift.to(acc), bias.to(acc), s1)
     xhat = F.layer_norm(x, x.shape[-1:], None, None, eps)  # fp32 under CUDA autocast (fp32 list)
     # the reference's result dtype: its LayerNorm output (same autocast policy as xhat's) promoted
     # with the modulation

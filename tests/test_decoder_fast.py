@@ -57,6 +57,19 @@ def test_folded_modulation_low_precision_rule(dtype):
         assert err <= 2 * ref_err + 1e-4, f"{dtype} #{i}: {err:.3g} > 2 x {ref_err:.3g}"
 
 
+def test_folded_modulation_low_precision_inference_rule():
+    """No-grad low-precision activations take the all-low-precision addcmul (speed on CPU)."""
+    x, w, b, shift, scale = (t.detach() for t in _modln_inputs(2, 33, 64))
+    truth = dec._modulated_layer_norm_ref(x, w, b, shift, scale, 1e-6)
+    low = [t.bfloat16() for t in (x, w, b, shift, scale)]
+    with torch.no_grad():
+        ref_lp = dec._modulated_layer_norm_ref(*low, 1e-6)
+        got = dec._modulated_layer_norm_folded(*low, 1e-6)
+    assert got.dtype == ref_lp.dtype == torch.bfloat16
+    err, ref_err = (got.float() - truth).abs().max().item(), (ref_lp.float() - truth).abs().max().item()
+    assert err <= 2 * ref_err + 1e-4, (err, ref_err)
+
+
 def test_modulation_bad_shapes():
     x = torch.randn(2, 3, 8)
     with pytest.raises(ValueError, match=r"shift/scale \[B, D\]"):

@@ -11,9 +11,9 @@ Modes:
 * ``"graph"`` (CUDA): the eager forward captured once as a CUDA graph on static input/output
   buffers; a call copies the inputs in, replays, and returns the output (cloned unless
   ``clone=False``). Removes the per-kernel launch overhead that dominates a ~4 ms forward.
-* ``"compile"``: ``torch.compile`` of the forward (``mode="max-autotune-no-cudagraphs"`` on CUDA
-  unless ``compile_kwargs`` say otherwise), then on CUDA captured as a CUDA graph like
-  ``"graph"``. Inductor fuses the modulation, GELU and residual adds into the matmul epilogues.
+* ``"compile"``: ``torch.compile`` of the forward (inductor's default mode; pass
+  ``compile_kwargs={"mode": "max-autotune-no-cudagraphs"}`` to autotune matmuls, minutes of
+  warm-up), then on CUDA captured as a CUDA graph like ``"graph"``. Inductor fuses the modulation, GELU and residual adds into the matmul epilogues.
 
 Precision: for ``dtype`` bf16/fp16 the runner keeps its own copy of the model's weights in
 ``dtype`` (so the graph does not re-cast ~260M fp32 weights every call, which autocast would do)
@@ -65,8 +65,6 @@ class CompiledPlanes:
         self._fn = self._forward
         if mode == "compile":
             kw = dict(compile_kwargs or {})
-            if self.device.type == "cuda":
-                kw.setdefault("mode", "max-autotune-no-cudagraphs")
             self._fn = torch.compile(self._forward, **kw)
 
         self._image = torch.rand(batch, 3, self.image_size, self.image_size, device=self.device)
@@ -83,7 +81,9 @@ class CompiledPlanes:
     # -- the math (mirrors LRM.forward_planes without host syncs; tests pin them equal) -------
     def _forward(self, image: torch.Tensor, camera: torch.Tensor | None) -> torch.Tensor:
         m = self.model
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        # cache_enabled=False: cached weight casts must not outlive a CUDA graph capture
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32,
+                            cache_enabled=False):
             tokens = m.encoder(image.to(_param_dtype(m)))
             mod = m.camera_embedder(camera.to(tokens.dtype)) if self.camera_dim else None
             x = m.pos_embed.expand(image.shape[0], -1, -1).to(tokens.dtype)

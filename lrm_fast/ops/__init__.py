@@ -7,14 +7,15 @@ from .composite import composite, composite_weights
 from .raymarch import generate_rays, importance, ray_box, stratified
 from .triplane_mlp import triplane_mlp
 
-OPS = ("attention", "triplane_mlp", "generate_rays", "ray_box", "stratified", "importance", "composite",
-       "composite_samples",
-       "composite_weights")
+OPS = ("attention", "modulated_layer_norm", "triplane_mlp", "generate_rays", "ray_box", "stratified",
+       "importance", "composite", "composite_samples", "composite_weights")
 
 
 def describe_all(device="cpu", dtype=None) -> list[str]:
     """One line per op: which path it takes on ``device``/``dtype`` with backend "auto", and why."""
     import torch
+
+    from ..model import decoder  # noqa: F401  (registers modulated_layer_norm, which lives with ModLN)
 
     dtype = dtype or torch.float32
     return [_dispatch.describe(op, device, dtype) for op in OPS]

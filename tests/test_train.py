@@ -142,3 +142,11 @@ def test_evaluate_and_cli(data_root, tmp_path):
     assert main(["make-data", str(tmp_path / "d"), "--objects", "1", "--views", "2", "--resolution", "8",
                  "--workers", "1"]) == 0
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_demo_preset_size():
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import count_parameters
+
+    n = count_parameters(LRMConfig.preset("demo"))["total"]
+    assert n <= 12_000_000  # fp16 safetensors <= 25 MB

@@ -7,7 +7,7 @@ from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.model.lrm import LRM, count_parameters
 
 # (min, max) total parameters in millions: OpenLRM v1.1 model cards + the LRM paper.
-EXPECTED_M = {"tiny": (0.01, 1.0), "small": (105, 117), "base": (250, 270), "large": (440, 465),
+EXPECTED_M = {"tiny": (0.01, 1.0), "demo": (1, 12), "small": (105, 117), "base": (250, 270), "large": (440, 465),
               "paper": (450, 550)}
 
 

@@ -170,7 +170,16 @@ def test_gpu_training_steps_and_resume(data_root, tmp_path, precision):
     full = tmp_path / "full"
     Trainer(_cfg(data_root, full, precision=precision, device="cuda", jitter=False)).fit()
     part = tmp_path / "part"
-    t2 = Trainer(_cfg(data_root, part, precision=precision, device="cuda", jitter=False, steps=2))
+    t2 = Trainer(_cfg(data_root, part, precision=precision, device="cuda", jitter=False))
+    step = t2.train_step
+
+    def killed_after_two(b):
+        out = step(b)
+        if t2.step == 2:
+            t2._stop = "SIGTERM"
+        return out
+
+    t2.train_step = killed_after_two
     t2.fit()
     Trainer(_cfg(data_root, part, precision=precision, device="cuda", jitter=False), resume=True).fit()
     ref, got = _losses(full), _losses(part)

@@ -88,6 +88,8 @@ def test_amp_paths_run(data_root, tmp_path, precision):
 def test_lpips_checkpointing_frozen_encoder_and_export(data_root, tmp_path):
     import lrm_fast
 
+    pytest.importorskip("lpips")
+
     cfg = _cfg(data_root, tmp_path, steps=2, patch=16, lpips_weight=0.5, lpips_random=True, grad_checkpointing=True,
                freeze_encoder=True, mask_weight=0.1)
     tr = Trainer(cfg)
@@ -142,3 +144,44 @@ def test_evaluate_and_cli(data_root, tmp_path):
     assert main(["make-data", str(tmp_path / "d"), "--objects", "1", "--views", "2", "--resolution", "8",
                  "--workers", "1"]) == 0
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_demo_preset_size():
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import count_parameters
+
+    n = count_parameters(LRMConfig.preset("demo"))["total"]
+    assert n <= 12_000_000  # fp16 safetensors <= 25 MB
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["auto", "fp16"])
+def test_gpu_training_steps_and_resume(data_root, tmp_path, precision):
+    # auto = bf16 autocast on CUDA; a few steps must lower the loss on a fixed batch and resume must
+    # replay the same losses on the GPU too
+    tr = Trainer(_cfg(data_root, tmp_path / "a", precision=precision, steps=100, warmup=2, lr=5e-3,
+                      jitter=False, device="cuda", threads=None))
+    assert tr.device.type == "cuda" and tr.precision == ("bf16" if precision == "auto" else "fp16")
+    batch = next(tr.batches())
+    first = float(tr.loss_fn(batch, 0)[0].detach())
+    for _ in range(15):
+        tr.train_step(batch)
+    assert float(tr.loss_fn(batch, 0)[0].detach()) < 0.8 * first
+    full = tmp_path / "full"
+    Trainer(_cfg(data_root, full, precision=precision, device="cuda", jitter=False)).fit()
+    part = tmp_path / "part"
+    t2 = Trainer(_cfg(data_root, part, precision=precision, device="cuda", jitter=False))
+    step = t2.train_step
+
+    def killed_after_two(b):
+        out = step(b)
+        if t2.step == 2:
+            t2._stop = "SIGTERM"
+        return out
+
+    t2.train_step = killed_after_two
+    t2.fit()
+    Trainer(_cfg(data_root, part, precision=precision, device="cuda", jitter=False), resume=True).fit()
+    ref, got = _losses(full), _losses(part)
+    for s in ref:
+        assert got[s] == pytest.approx(ref[s], rel=1e-4, abs=1e-6), s

@@ -24,7 +24,7 @@ from .model.lrm import LRM
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
 # checkpoint path (a path relative to the package folder is resolved there).
-DEFAULT_MODEL = "tiny"
+DEFAULT_MODEL = "assets/demo"
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -28,6 +28,8 @@ def test_load_model_defaults(model):
     assert lrm_fast.load_model("tiny", dtype="bf16").pos_embed.dtype == torch.bfloat16
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         lrm_fast.load_model("no/such/model")
+    demo = lrm_fast.load_model()  # no argument: the shipped demo model (trained weights, fp32 on CPU)
+    assert demo.cfg.name == "demo" and not demo.untrained and demo.pos_embed.dtype == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         lrm_fast.load_model("tiny", dtype="int3")
 

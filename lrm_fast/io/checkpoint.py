@@ -476,6 +476,10 @@ def _load_into(cfg, sd: dict, source: str, backend: str):
     with torch.device("meta"):
         model = LRM(cfg, backend=backend)
     want = {k: v for k, v in model.state_dict().items() if not k.startswith("renderer.field.")}
+    # files written before the field was stored once carry ``renderer.field.*`` copies of ``field.*``
+    dup = [k for k in sd if k.startswith("renderer.field.") and k[len("renderer."):] in sd]
+    if dup and all(torch.equal(sd[k], sd[k[len("renderer."):]]) for k in dup):
+        sd = {k: v for k, v in sd.items() if k not in set(dup)}
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in sorted(set(sd) & set(want))

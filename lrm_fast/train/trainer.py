@@ -113,23 +113,11 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-class _Cloned:
-    """``model`` seen by ``save_checkpoint`` with every tensor copied: the field is registered twice
-    (``field.*`` and ``renderer.field.*``), and safetensors refuses tensors that share memory."""
-
-    def __init__(self, model):
-        self.cfg = model.cfg
-        self._sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def state_dict(self):
-        return self._sd
-
-
 def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
     """``model.safetensors`` + ``config.json`` (our checkpoint format, atomic) loadable by ``load_model``."""
     from ..io.checkpoint import save_checkpoint
 
-    save_checkpoint(_Cloned(model), out_dir, dtype)
+    save_checkpoint(model, out_dir, dtype)
 
 
 # ------------------------------------------------------------------------------------------------

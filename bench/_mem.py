@@ -93,3 +93,22 @@ def peak_memory_mb(fn, device: str | torch.device = "cpu") -> float:
     os.close(r)
     os.waitpid(pid, 0)
     return float(data or b"-1")
+
+
+def saved_tensors_mb(fn) -> float:
+    """MiB of tensors autograd keeps for the backward during ``fn()`` (exact and allocator-free,
+    unlike RSS: glibc reuses freed heap, which hides small peaks from peak_memory_mb on CPU)."""
+    total = 0
+    seen = set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total / 2**20

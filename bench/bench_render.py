@@ -10,25 +10,7 @@ import pytest
 import torch
 
 
-def _saved_mb(fn):
-    """MiB of tensors autograd keeps for the backward during ``fn()`` (exact and allocator-free,
-    unlike RSS: glibc reuses freed heap, which hides small peaks from bench/_mem.py on CPU)."""
-    total = 0
-    seen = set()
-
-    def pack(t):
-        nonlocal total
-        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total / 2**20
-
-from bench._mem import peak_memory_mb
+from bench._mem import peak_memory_mb, saved_tensors_mb
 from bench.conftest import record, sizes
 from lrm_fast.config import LRMConfig, RenderConfig
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
@@ -70,6 +52,6 @@ def test_render(benchmark, renderer, res, backend, mode, device):
         (out["rgb"].sum() + out["opacity"].sum()).backward()
 
     mem = peak_memory_mb(fn, device)
-    extra = {"saved_mb": round(_saved_mb(fn), 2)} if mode == "fwdbwd" else {}
+    extra = {"saved_mb": round(saved_tensors_mb(fn), 2)} if mode == "fwdbwd" else {}
     record(benchmark, f"render_{mode}", f"{res}x{res}-64+64-tiny", backend, backend != "reference", mem, **extra)
     benchmark(fn)

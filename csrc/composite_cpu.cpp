@@ -51,12 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
     const at::Tensor& opacity_in, const at::Tensor& t_final_in, const at::Tensor& n_used_in) {
   check_composite("composite_bwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
   const int64_t R = sigma_in.size(0), S = sigma_in.size(1);
-  check_float("composite_bwd", "v_color", v_color_in, sigma_in);
-  check_shape("composite_bwd", "v_color", v_color_in, {R, 3});
-  check_shape("composite_bwd", "v_depth", v_depth_in, {R});
-  check_shape("composite_bwd", "v_opacity", v_opacity_in, {R});
-  check_shape("composite_bwd", "n_used", n_used_in, {R});
-  TORCH_CHECK(n_used_in.scalar_type() == at::kInt, "lrm_fast.composite_bwd: n_used must be int32");
+  check_composite_grads("composite_bwd", v_color_in, &v_depth_in, &v_opacity_in, n_used_in, sigma_in, R);
   const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
   const auto v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
@@ -87,10 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
 }
 
 at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& deltas_in) {
-  check_float("composite_weights", "sigma", sigma_in, sigma_in);
-  check_float("composite_weights", "deltas", deltas_in, sigma_in);
-  TORCH_CHECK(sigma_in.dim() == 2, "lrm_fast.composite_weights: sigma must be [R, S], got ", sigma_in.sizes());
-  check_shape("composite_weights", "deltas", deltas_in, sigma_in.sizes());
+  check_composite_weights(sigma_in, deltas_in);
   const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const int64_t R = sigma.size(0), S = sigma.size(1);
   auto w = at::empty({R, S}, sigma.options());
@@ -149,9 +141,7 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
     const at::Tensor& n_used_in) {
   check_composite_samples("composite_samples_bwd", raw_in, t_in, o_in, d_in, &bg_in);
   const int64_t R = t_in.size(0), S = t_in.size(1);
-  check_shape("composite_samples_bwd", "v_color", v_color_in, {R, 3});
-  check_shape("composite_samples_bwd", "n_used", n_used_in, {R});
-  TORCH_CHECK(n_used_in.scalar_type() == at::kInt, "lrm_fast.composite_samples_bwd: n_used must be int32");
+  check_composite_grads("composite_samples_bwd", v_color_in, &v_depth_in, &v_opacity_in, n_used_in, t_in, R);
   const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
   const auto bg = bg_in.contiguous(), v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
   const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();

@@ -40,4 +40,25 @@ inline void check_composite_samples(const char* op, const at::Tensor& raw, const
   }
 }
 
+// backward inputs: cotangents v_color [R, 3] (+ v_depth, v_opacity [R] where the op has them) and
+// the forward's n_used [R] int32; one place so the CPU and CUDA entries check the same things
+inline void check_composite_grads(const char* op, const at::Tensor& v_color, const at::Tensor* v_depth,
+                                  const at::Tensor* v_opacity, const at::Tensor& n_used,
+                                  const at::Tensor& like, int64_t R) {
+  check_float(op, "v_color", v_color, like);
+  check_shape(op, "v_color", v_color, {R, 3});
+  if (v_depth) check_shape(op, "v_depth", *v_depth, {R});
+  if (v_opacity) check_shape(op, "v_opacity", *v_opacity, {R});
+  check_shape(op, "n_used", n_used, {R});
+  TORCH_CHECK(n_used.scalar_type() == at::kInt, "lrm_fast.", op, ": n_used must be int32");
+}
+
+// sigma/deltas [R, S]
+inline void check_composite_weights(const at::Tensor& sigma, const at::Tensor& deltas) {
+  check_float("composite_weights", "sigma", sigma, sigma);
+  check_float("composite_weights", "deltas", deltas, sigma);
+  TORCH_CHECK(sigma.dim() == 2, "lrm_fast.composite_weights: sigma must be [R, S], got ", sigma.sizes());
+  check_shape("composite_weights", "deltas", deltas, sigma.sizes());
+}
+
 }  // namespace lrm_fast

@@ -1,0 +1,164 @@
+// Fused CPU triplane field: bilinear sampling of the 3 planes + aggregation + the NeRF MLP, one
+// block of points at a time, so no [B, 3, C, N] feature tensor or per-layer [N, hidden]
+// activations are ever materialized (the reference's grid_sample + copies + relu + addmm).
+// Threads over blocks of points (at::parallel_for); each block's features and hidden
+// activations live in a small thread-local buffer that stays in L1/L2. Forward only: the
+// Python side (lrm_fast/ops/triplane_mlp.py) refuses calls that need gradients.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "checks.h"
+#include "triplane_field.h"
+
+namespace lrm_fast {
+
+namespace {
+
+constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features fit in L1/L2
+
+// y[p, :] = b + x[p, :] @ wt, wt = W^T [in, out] row-major, for the nb points of a block.
+// The inner loop runs over outputs (contiguous in wt), so it vectorizes; zero inputs (ReLU
+// outputs, about half) are skipped. target_clones: an AVX2/AVX-512 build chosen at load time,
+// since the extension is compiled without -march. (-ffp-contract=off still holds: no FMA.)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void dense_block(const float* __restrict__ x, int64_t nb, int64_t in, const float* __restrict__ wt,
+                 const float* __restrict__ b, int64_t out, float* __restrict__ y) {
+  for (int64_t p = 0; p < nb; ++p) {
+    float* __restrict__ yr = y + p * out;
+    const float* __restrict__ xr = x + p * in;
+    for (int64_t o = 0; o < out; ++o) yr[o] = 0.f;
+    for (int64_t k = 0; k < in; ++k) {
+      const float xv = xr[k];
+      if (xv == 0.f) continue;
+      const float* __restrict__ wr = wt + k * out;
+      for (int64_t o = 0; o < out; ++o) yr[o] += xv * wr[o];
+    }
+    for (int64_t o = 0; o < out; ++o) yr[o] += b[o];  // torch's addmm adds the bias last too
+  }
+}
+
+void activate_block(float* y, int64_t n, int act) {
+  if (act == field::kRelu) {
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = field::activate(y[i], act);
+  }
+}
+
+void check_field_inputs(const at::Tensor& planes, const at::Tensor& points, at::TensorList weights,
+                        at::TensorList biases, int64_t aggregate, int64_t activation) {
+  const char* op = "triplane_field_fwd";
+  TORCH_CHECK(planes.scalar_type() == at::kFloat, "lrm_fast.", op, ": planes must be float32, got ",
+              planes.scalar_type());
+  TORCH_CHECK(planes.device().is_cpu(), "lrm_fast.", op, ": planes must be on the CPU, got ", planes.device());
+  TORCH_CHECK(planes.dim() == 5 && planes.size(1) == 3, "lrm_fast.", op, ": planes must be [B, 3, C, H, W], got ",
+              planes.sizes());
+  const int64_t B = planes.size(0), C = planes.size(2);
+  check_float(op, "points", points, planes);
+  TORCH_CHECK(points.dim() == 3 && points.size(0) == B && points.size(2) == 3, "lrm_fast.", op,
+              ": points must be [B, N, 3] with B = ", B, ", got ", points.sizes());
+  TORCH_CHECK(aggregate >= 0 && aggregate <= 2, "lrm_fast.", op, ": aggregate code must be 0..2, got ", aggregate);
+  TORCH_CHECK(activation >= 0 && activation <= 2, "lrm_fast.", op, ": activation code must be 0..2, got ",
+              activation);
+  TORCH_CHECK(!weights.empty() && weights.size() == biases.size(), "lrm_fast.", op,
+              ": weights and biases must be non-empty lists of the same length, got ", weights.size(), " and ",
+              biases.size());
+  int64_t in = aggregate == field::kConcat ? 3 * C : C;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    check_float(op, "weights[i]", weights[i], planes);
+    check_float(op, "biases[i]", biases[i], planes);
+    TORCH_CHECK(weights[i].dim() == 2 && weights[i].size(1) == in, "lrm_fast.", op, ": weights[", i,
+                "] must be [out, ", in, "], got ", weights[i].sizes());
+    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == weights[i].size(0), "lrm_fast.", op, ": biases[", i,
+                "] must be [", weights[i].size(0), "], got ", biases[i].sizes());
+    in = weights[i].size(0);
+  }
+}
+
+}  // namespace
+
+at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& points_in,
+                                  at::TensorList weights, at::TensorList biases, int64_t aggregate,
+                                  int64_t activation) {
+  check_field_inputs(planes_in, points_in, weights, biases, aggregate, activation);
+  const int64_t B = planes_in.size(0), C = planes_in.size(2), H = planes_in.size(3), W = planes_in.size(4);
+  const int64_t N = points_in.size(1);
+  const int64_t L = int64_t(weights.size());
+  // channels-last once per call: one bilinear corner = one contiguous C-vector
+  const at::Tensor planes = planes_in.permute({0, 1, 3, 4, 2}).contiguous();  // [B, 3, H, W, C]
+  const at::Tensor points = points_in.contiguous();
+  std::vector<at::Tensor> wts, bs;
+  int64_t widest = aggregate == field::kConcat ? 3 * C : C;
+  for (int64_t i = 0; i < L; ++i) {
+    wts.push_back(weights[i].t().contiguous());  // [in, out]
+    bs.push_back(biases[i].contiguous());
+    widest = std::max(widest, weights[i].size(0));
+  }
+  const int64_t out_dim = weights[L - 1].size(0);
+  auto out = at::empty({B, N, out_dim}, planes_in.options());
+  if (B * N == 0) return out;
+  const float* pl = planes.data_ptr<float>();
+  const float* pts = points.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  std::vector<const float*> wp(L), bp(L);
+  std::vector<int64_t> ins(L), outs(L);
+  for (int64_t i = 0; i < L; ++i) {
+    wp[i] = wts[i].data_ptr<float>();
+    bp[i] = bs[i].data_ptr<float>();
+    ins[i] = wts[i].size(0);
+    outs[i] = wts[i].size(1);
+  }
+  const int64_t plane_stride = H * W * C;
+  const int64_t blocks_per_batch = (N + kBlock - 1) / kBlock;
+  const int64_t n_blocks = B * blocks_per_batch;
+  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> xa(kBlock * widest), xb(kBlock * widest), tmp(C);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t bi = blk / blocks_per_batch;
+      const int64_t n0 = (blk % blocks_per_batch) * kBlock;
+      const int64_t nb = std::min(kBlock, N - n0);
+      const float* planes_b = pl + bi * 3 * plane_stride;
+      const int64_t in0 = ins[0];
+      // features of the block -> xa [nb, in0]
+      for (int64_t p = 0; p < nb; ++p) {
+        const float* q = pts + (bi * N + n0 + p) * 3;
+        float* xr = xa.data() + p * in0;
+        for (int pi = 0; pi < 3; ++pi) {
+          const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
+          if (aggregate == field::kConcat) {
+            field::gather(planes_b + pi * plane_stride, t, C, xr + pi * C);
+          } else if (pi == 0) {
+            field::gather(planes_b, t, C, xr);
+          } else {
+            field::gather(planes_b + pi * plane_stride, t, C, tmp.data());
+            for (int64_t c = 0; c < C; ++c) xr[c] += tmp[c];
+          }
+        }
+        if (aggregate == field::kMean)
+          for (int64_t c = 0; c < C; ++c) xr[c] /= 3.f;
+      }
+      float* x = xa.data();
+      float* y = xb.data();
+      for (int64_t l = 0; l < L; ++l) {
+        float* dst = l == L - 1 ? op + (bi * N + n0) * out_dim : y;
+        dense_block(x, nb, ins[l], wp[l], bp[l], outs[l], dst);
+        if (l < L - 1) {
+          activate_block(dst, nb * outs[l], int(activation));
+          std::swap(x, y);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
+  m.impl("triplane_field_fwd", &triplane_field_fwd_cpu);
+}
+
+}  // namespace lrm_fast

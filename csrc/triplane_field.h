@@ -27,7 +27,7 @@ struct Taps {
 
 // u indexes W, v indexes H. Unnormalize with align_corners=False: ((u + 1) * W - 1) / 2, the
 // same expression (and rounding) as ATen's grid_sampler_compute_source_index.
-inline Taps bilinear_taps(float u, float v, int64_t H, int64_t W) {
+__attribute__((always_inline)) inline Taps bilinear_taps(float u, float v, int64_t H, int64_t W) {
   Taps t;
   const float ix = ((u + 1.f) * float(W) - 1.f) / 2.f;
   const float iy = ((v + 1.f) * float(H) - 1.f) / 2.f;
@@ -53,15 +53,24 @@ inline Taps bilinear_taps(float u, float v, int64_t H, int64_t W) {
 }
 
 // out[c] = sum over in-range corners of w_k * plane[idx_k, c], accumulated in grid_sample's
-// corner order. plane: channels-last [H, W, C].
-inline void gather(const float* plane, const Taps& t, int64_t C, float* out) {
-  for (int64_t c = 0; c < C; ++c) out[c] = 0.f;
-  for (int k = 0; k < 4; ++k) {
-    if (t.idx[k] < 0) continue;
-    const float* src = plane + t.idx[k] * C;
-    const float w = t.w[k];
-    for (int64_t c = 0; c < C; ++c) out[c] += src[c] * w;
-  }
+// corner order. plane: channels-last [H, W, C]. CC > 0: C known at compile time (the common
+// widths), so the C-loop is fully unrolled into vector code; CC == 0: runtime C.
+template <int CC>
+__attribute__((always_inline)) inline void gather(const float* __restrict__ plane, const Taps& t, int64_t C_rt,
+                                                  float* __restrict__ out, const float* __restrict__ zeros) {
+  const int64_t C = CC > 0 ? CC : C_rt;
+  // an outside corner reads a row of zeros with weight 0: adds exactly +0, like grid_sample's
+  // skipped corner, and keeps the loop branch-free (one vector pass per corner)
+  const float* s0 = t.idx[0] < 0 ? zeros : plane + t.idx[0] * C;
+  const float* s1 = t.idx[1] < 0 ? zeros : plane + t.idx[1] * C;
+  const float* s2 = t.idx[2] < 0 ? zeros : plane + t.idx[2] * C;
+  const float* s3 = t.idx[3] < 0 ? zeros : plane + t.idx[3] * C;
+  const float w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
+  for (int64_t c = 0; c < C; ++c) out[c] = ((s0[c] * w0 + s1[c] * w1) + s2[c] * w2) + s3[c] * w3;
+}
+
+inline void gather(const float* plane, const Taps& t, int64_t C, float* out, const float* zeros) {
+  gather<0>(plane, t, C, out, zeros);
 }
 
 inline float activate(float x, int act) {

@@ -21,32 +21,81 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features fit in L1/L2
 
-// y[p, :] = b + x[p, :] @ wt, wt = W^T [in, out] row-major, for the nb points of a block.
-// The inner loop runs over outputs (contiguous in wt), so it vectorizes; zero inputs (ReLU
-// outputs, about half) are skipped. target_clones: an AVX2/AVX-512 build chosen at load time,
-// since the extension is compiled without -march. (-ffp-contract=off still holds: no FMA.)
+// Activations are stored feature-major within a block: x[k * kBlock + p] is feature k of point p,
+// so every loop below runs over the kBlock points of a block (contiguous, a compile-time trip
+// count) and vectorizes whatever the layer widths are (the tiny preset's are 16 and 4, too
+// narrow to vectorize over outputs). Tail blocks compute on stale lanes and never store them.
+// y[o, :] = b[o] + sum_k W[o, k] x[k, :], W [out, in] row-major (nn.Linear's layout).
+// target_clones: an AVX2/AVX-512 build chosen at load time, since the extension is compiled
+// without -march. (-ffp-contract=off still holds: no FMA.)
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void dense_block(const float* __restrict__ x, int64_t nb, int64_t in, const float* __restrict__ wt,
+void dense_block(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
                  const float* __restrict__ b, int64_t out, float* __restrict__ y) {
-  for (int64_t p = 0; p < nb; ++p) {
-    float* __restrict__ yr = y + p * out;
-    const float* __restrict__ xr = x + p * in;
-    for (int64_t o = 0; o < out; ++o) yr[o] = 0.f;
+  for (int64_t o = 0; o < out; ++o) {
+    float acc[kBlock];
+    for (int64_t p = 0; p < kBlock; ++p) acc[p] = 0.f;
+    const float* __restrict__ wr = w + o * in;
     for (int64_t k = 0; k < in; ++k) {
-      const float xv = xr[k];
-      if (xv == 0.f) continue;
-      const float* __restrict__ wr = wt + k * out;
-      for (int64_t o = 0; o < out; ++o) yr[o] += xv * wr[o];
+      const float wk = wr[k];
+      const float* __restrict__ xk = x + k * kBlock;
+      for (int64_t p = 0; p < kBlock; ++p) acc[p] += xk[p] * wk;
     }
-    for (int64_t o = 0; o < out; ++o) yr[o] += b[o];  // torch's addmm adds the bias last too
+    const float bo = b[o];
+    float* __restrict__ yo = y + o * kBlock;
+    for (int64_t p = 0; p < kBlock; ++p) yo[p] = acc[p] + bo;  // addmm adds the bias last too
   }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void relu_block(float* __restrict__ y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
 }
 
 void activate_block(float* y, int64_t n, int act) {
   if (act == field::kRelu) {
-    for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
+    relu_block(y, n);
   } else {
     for (int64_t i = 0; i < n; ++i) y[i] = field::activate(y[i], act);
+  }
+}
+
+// Features of the nb points of a block -> x [in0, kBlock] (feature-major). CC: the channel count
+// when known at compile time (0 = runtime C).
+template <int CC>
+__attribute__((always_inline)) inline void features_impl(const float* __restrict__ planes_b, int64_t plane_stride, const float* __restrict__ pts,
+                          int64_t nb, int64_t C_rt, int64_t H, int64_t W, int aggregate, float* __restrict__ feat,
+                          float* __restrict__ x, const float* __restrict__ zeros) {
+  const int64_t C = CC > 0 ? CC : C_rt;
+  for (int64_t p = 0; p < nb; ++p) {
+    const float* q = pts + p * 3;
+    for (int pi = 0; pi < 3; ++pi) {
+      const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
+      field::gather<CC>(planes_b + pi * plane_stride, t, C, feat + pi * C, zeros);
+    }
+    float* xp = x + p;
+    if (aggregate == field::kConcat) {
+      for (int64_t k = 0; k < 3 * C; ++k) xp[k * kBlock] = feat[k];
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const float s = feat[c] + feat[C + c] + feat[2 * C + c];  // feats.sum(1): f0 + f1 + f2
+        xp[c * kBlock] = aggregate == field::kMean ? s / 3.f : s;
+      }
+    }
+  }
+}
+
+// Own target clones so floor() and the C-vector loops get AVX2/AVX-512 code too.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void features_block(const float* planes_b, int64_t plane_stride, const float* pts, int64_t nb, int64_t C,
+                    int64_t H, int64_t W, int aggregate, float* feat, float* x, const float* zeros) {
+  switch (C) {
+    case 8: return features_impl<8>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 16: return features_impl<16>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 32: return features_impl<32>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 40: return features_impl<40>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 48: return features_impl<48>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 80: return features_impl<80>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    default: return features_impl<0>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
   }
 }
 
@@ -95,7 +144,7 @@ at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor&
   std::vector<at::Tensor> wts, bs;
   int64_t widest = aggregate == field::kConcat ? 3 * C : C;
   for (int64_t i = 0; i < L; ++i) {
-    wts.push_back(weights[i].t().contiguous());  // [in, out]
+    wts.push_back(weights[i].contiguous());  // [out, in]
     bs.push_back(biases[i].contiguous());
     widest = std::max(widest, weights[i].size(0));
   }
@@ -110,48 +159,32 @@ at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor&
   for (int64_t i = 0; i < L; ++i) {
     wp[i] = wts[i].data_ptr<float>();
     bp[i] = bs[i].data_ptr<float>();
-    ins[i] = wts[i].size(0);
-    outs[i] = wts[i].size(1);
+    ins[i] = wts[i].size(1);
+    outs[i] = wts[i].size(0);
   }
   const int64_t plane_stride = H * W * C;
   const int64_t blocks_per_batch = (N + kBlock - 1) / kBlock;
   const int64_t n_blocks = B * blocks_per_batch;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> xa(kBlock * widest), xb(kBlock * widest), tmp(C);
+    std::vector<float> xa(kBlock * widest, 0.f), xb(kBlock * widest, 0.f), feat(3 * C), zeros(C, 0.f);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t bi = blk / blocks_per_batch;
       const int64_t n0 = (blk % blocks_per_batch) * kBlock;
       const int64_t nb = std::min(kBlock, N - n0);
       const float* planes_b = pl + bi * 3 * plane_stride;
-      const int64_t in0 = ins[0];
-      // features of the block -> xa [nb, in0]
-      for (int64_t p = 0; p < nb; ++p) {
-        const float* q = pts + (bi * N + n0 + p) * 3;
-        float* xr = xa.data() + p * in0;
-        for (int pi = 0; pi < 3; ++pi) {
-          const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
-          if (aggregate == field::kConcat) {
-            field::gather(planes_b + pi * plane_stride, t, C, xr + pi * C);
-          } else if (pi == 0) {
-            field::gather(planes_b, t, C, xr);
-          } else {
-            field::gather(planes_b + pi * plane_stride, t, C, tmp.data());
-            for (int64_t c = 0; c < C; ++c) xr[c] += tmp[c];
-          }
-        }
-        if (aggregate == field::kMean)
-          for (int64_t c = 0; c < C; ++c) xr[c] /= 3.f;
-      }
+      features_block(planes_b, plane_stride, pts + (bi * N + n0) * 3, nb, C, H, W, int(aggregate), feat.data(),
+                     xa.data(), zeros.data());
       float* x = xa.data();
       float* y = xb.data();
       for (int64_t l = 0; l < L; ++l) {
-        float* dst = l == L - 1 ? op + (bi * N + n0) * out_dim : y;
-        dense_block(x, nb, ins[l], wp[l], bp[l], outs[l], dst);
-        if (l < L - 1) {
-          activate_block(dst, nb * outs[l], int(activation));
-          std::swap(x, y);
-        }
+        dense_block(x, ins[l], wp[l], bp[l], outs[l], y);
+        if (l < L - 1) activate_block(y, outs[l] * kBlock, int(activation));
+        std::swap(x, y);
       }
+      // x now holds the last layer [out_dim, kBlock]: transpose the block's valid points out
+      float* dst = op + (bi * N + n0) * out_dim;
+      for (int64_t p = 0; p < nb; ++p)
+        for (int64_t o = 0; o < out_dim; ++o) dst[p * out_dim + o] = x[o * kBlock + p];
     }
   });
   return out;

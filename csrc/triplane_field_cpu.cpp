@@ -26,25 +26,55 @@ constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features 
 // count) and vectorizes whatever the layer widths are (the tiny preset's are 16 and 4, too
 // narrow to vectorize over outputs). Tail blocks compute on stale lanes and never store them.
 // y[o, :] = b[o] + sum_k W[o, k] x[k, :], W [out, in] row-major (nn.Linear's layout).
-// target_clones: an AVX2/AVX-512 build chosen at load time, since the extension is compiled
-// without -march. (-ffp-contract=off still holds: no FMA.)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void dense_block(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
-                 const float* __restrict__ b, int64_t out, float* __restrict__ y) {
-  for (int64_t o = 0; o < out; ++o) {
-    float acc[kBlock];
-    for (int64_t p = 0; p < kBlock; ++p) acc[p] = 0.f;
-    const float* __restrict__ wr = w + o * in;
-    for (int64_t k = 0; k < in; ++k) {
-      const float wk = wr[k];
-      const float* __restrict__ xk = x + k * kBlock;
-      for (int64_t p = 0; p < kBlock; ++p) acc[p] += xk[p] * wk;
-    }
-    const float bo = b[o];
-    float* __restrict__ yo = y + o * kBlock;
-    for (int64_t p = 0; p < kBlock; ++p) yo[p] = acc[p] + bo;  // addmm adds the bias last too
+// Three builds chosen at run time, since the extension is compiled without -march: AVX-512 and
+// AVX2 with fused multiply-adds (like MKL's sgemm in the reference), and a plain SSE2 one. The
+// extension's -ffp-contract=off is for the ray/box math; here an FMA only changes the rounding
+// of a dot product, within the tests' tolerance of the reference's matmul.
+#define LRM_DENSE_BODY(MADD)                                                               \
+  for (int64_t o = 0; o < out; ++o) {                                                      \
+    float acc[kBlock];                                                                     \
+    for (int64_t p = 0; p < kBlock; ++p) acc[p] = 0.f;                                     \
+    const float* __restrict__ wr = w + o * in;                                             \
+    for (int64_t k = 0; k < in; ++k) {                                                     \
+      const float wk = wr[k];                                                              \
+      const float* __restrict__ xk = x + k * kBlock;                                       \
+      for (int64_t p = 0; p < kBlock; ++p) acc[p] = MADD(xk[p], wk, acc[p]);               \
+    }                                                                                      \
+    const float bo = b[o];                                                                 \
+    float* __restrict__ yo = y + o * kBlock;                                               \
+    for (int64_t p = 0; p < kBlock; ++p) yo[p] = acc[p] + bo; /* addmm adds bias last */   \
   }
+
+#define LRM_MADD_PLAIN(a, b, c) ((c) + (a) * (b))
+#define LRM_MADD_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
+
+__attribute__((target("avx512f,avx2,fma")))
+void dense_block_avx512(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
+                        const float* __restrict__ b, int64_t out, float* __restrict__ y) {
+  LRM_DENSE_BODY(LRM_MADD_FMA)
 }
+
+__attribute__((target("avx2,fma")))
+void dense_block_avx2(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
+                      const float* __restrict__ b, int64_t out, float* __restrict__ y) {
+  LRM_DENSE_BODY(LRM_MADD_FMA)
+}
+
+void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
+                       const float* __restrict__ b, int64_t out, float* __restrict__ y) {
+  LRM_DENSE_BODY(LRM_MADD_PLAIN)
+}
+
+using DenseFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*);
+
+DenseFn pick_dense() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &dense_block_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &dense_block_avx2;
+  return &dense_block_plain;
+}
+
+const DenseFn dense_block = pick_dense();
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void relu_block(float* __restrict__ y, int64_t n) {

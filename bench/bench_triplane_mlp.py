@@ -11,6 +11,7 @@ Sizes:
     Triton's interpreter (``TRITON_INTERPRET=1`` set before the run), ~1000x slower than torch, so
     its CPU time measures the interpreter, not the kernel: it is recorded as backend
     ``triton-interpreter`` and only in smoke mode at a tiny size, as a "does it run" check.
+  * CPU ``cpp``: the C++ fused field (forward, float32) at the same sizes as the reference.
   * smoke: 256 points of an 8-channel 8 x 8 field, once each.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.conftest import DEVICE, MODE, record, sizes
 # (name, C, plane_res, n_points, dtype)
 SIZES = sizes(
     smoke=[("C8-8x8-256pts", 8, 8, 256, "float32")],
-    full=[("C48-64x64-2^14pts", 48, 64, 2**14, "float32")],
+    full=[("C48-64x64-2^14pts", 48, 64, 2**14, "float32"), ("C48-64x64-2^18pts", 48, 64, 2**18, "float32")],
     gpu=[("C48-64x64-2^18pts", 48, 64, 2**18, "float32"),
          ("C48-64x64-2^18pts", 48, 64, 2**18, "bfloat16"),
          ("C48-64x64-2^20pts", 48, 64, 2**20, "float32"),
@@ -69,16 +70,26 @@ def _sync():
 
 
 @pytest.mark.parametrize("stage", ["triplane_mlp_fwd", "triplane_mlp_fwdbwd"])
-@pytest.mark.parametrize("which", ["reference", "fast"])
+@pytest.mark.parametrize("which", ["reference", "fast", "cpp"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}-{s[4]}")
 def test_triplane_mlp(benchmark, size, which, stage):
-    from lrm_fast.ops.triplane_mlp import triplane_mlp
+    from lrm_fast.ops.triplane_mlp import _cpp_probe, triplane_mlp
 
     name, C, res, n, dt = size
-    backend = "reference" if which == "reference" else _fast_backend()
+    if which == "cpp":
+        # the C++ fused CPU field (csrc/triplane_field_cpu.cpp): CPU float32 forward only
+        if DEVICE != "cpu" or dt != "float32" or stage != "triplane_mlp_fwd":
+            pytest.skip("the cpp field is CPU float32 forward only")
+        with torch.no_grad():
+            ok, why = _cpp_probe(torch.empty(1, 3, 1, 1, 1))
+        if not ok:
+            pytest.skip(f"cpp field unavailable: {why}")
+        backend = "cpp"
+    else:
+        backend = "reference" if which == "reference" else _fast_backend()
     if backend is None:
         pytest.skip("the fused Triton path needs CUDA (CPU: only under TRITON_INTERPRET=1, smoke size)")
-    op_backend = "triton" if backend.startswith("triton") else "reference"
+    op_backend = backend if backend in ("cpp", "reference") else "triton"
     dtype = getattr(torch, dt)
     train = stage == "triplane_mlp_fwdbwd"
     planes, pts, ws, bs = _field(C, res, n, dtype, train)
@@ -95,6 +106,6 @@ def test_triplane_mlp(benchmark, size, which, stage):
 
     step()  # warm-up: Triton compiles on first call; not timed, not in the memory peak
     peak = peak_memory_mb(_in_forked_child_safe(step), DEVICE)
-    record(benchmark, stage, f"{name}-{dt}", backend, fast=which == "fast", peak_mem_mb=peak, dtype=dt,
+    record(benchmark, stage, f"{name}-{dt}", backend, fast=which != "reference", peak_mem_mb=peak, dtype=dt,
            n_points=n, channels=C)
     benchmark(step)

@@ -36,4 +36,9 @@ TORCH_LIBRARY(lrm_fast, m) {
         "bool midpoint, Tensor depth, Tensor opacity, Tensor t_final, Tensor n_used) -> (Tensor, Tensor)");
   m.def("composite_samples_weights(Tensor raw, Tensor t, Tensor origins, Tensor dirs, float box_min, "
         "float box_max, float bias, int act, bool midpoint) -> Tensor");
+  // fused triplane field (CPU; the CUDA path is the Triton kernel): planes [B, 3, C, H, W], points
+  // [B, N, 3], MLP weights [out, in] / biases [out] (zeros for no bias) -> raw outputs [B, N, out];
+  // aggregate: 0 concat, 1 sum, 2 mean; activation: 0 relu, 1 silu, 2 softplus
+  m.def("triplane_field_fwd(Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, int aggregate, "
+        "int activation) -> Tensor");
 }

@@ -13,7 +13,8 @@
 * returns the raw MLP output ``[B, N, out]`` (OpenLRM: channel 0 = raw density, 1:4 = rgb logits);
   activations are applied by the caller (``render/field.py``): cheap elementwise work.
 
-Backends: ``reference`` (grid_sample + matmuls under autograd), and where registered ``triton``.
+Backends: ``reference`` (grid_sample + matmuls under autograd), and where registered ``triton``
+(CUDA) and ``cpp`` (CPU float32, forward only: lrm_fast._C fused sample + MLP per block of points).
 """
 from __future__ import annotations
 
@@ -342,3 +343,68 @@ def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", ac
 
 
 _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
+
+
+# ---------------------------------------------------------------------------------------------
+# C++ fused CPU path (csrc/triplane_field_cpu.cpp, op lrm_fast::triplane_field_fwd): forward only
+# ---------------------------------------------------------------------------------------------
+
+_CPP_AGG = {"concat": 0, "sum": 1, "mean": 2}
+_CPP_ACT = {"relu": 0, "silu": 1, "softplus": 2}
+_CPP_FAKE_DONE = False
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors)
+
+
+def _cpp_probe(planes, points=None, *_):
+    from .raymarch import _has_kernel, load_extension
+
+    ok, why = load_extension()
+    if not ok:
+        return False, why
+    if planes.device.type != "cpu":
+        return False, f"no {planes.device.type} kernel (the C++ field is CPU-only; CUDA uses triton)"
+    if not _has_kernel("triplane_field_fwd", "CPU"):
+        return False, "lrm_fast._C was built without triplane_field_fwd (rebuild the extension)"
+    if planes.dtype != torch.float32:
+        return False, f"dtype {planes.dtype} not supported (float32 only)"
+    if points is not None and getattr(points, "device", planes.device) != planes.device:
+        return False, f"points on {points.device}, planes on {planes.device}"
+    if _needs_grad([planes, points]):
+        return False, "inputs require grad and the C++ field has no backward yet"
+    _register_cpp_fake()
+    return True, "lrm_fast._C fused CPU field"
+
+
+def _register_cpp_fake():
+    global _CPP_FAKE_DONE
+    if _CPP_FAKE_DONE:
+        return
+
+    @torch.library.register_fake("lrm_fast::triplane_field_fwd")
+    def _(planes, points, weights, biases, aggregate, activation):
+        return planes.new_empty(planes.shape[0], points.shape[1], weights[-1].shape[0])
+
+    _CPP_FAKE_DONE = True
+
+
+def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activation="relu"):
+    # The probe sees only planes and points; MLP parameters that want gradients (training without
+    # no_grad) take the differentiable reference, which is the op's exact semantics.
+    if _needs_grad(list(weights) + [b for b in biases if b is not None]):
+        return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
+    for name, t in [("weights", w) for w in weights] + [("biases", b) for b in biases if b is not None]:
+        if t.device != planes.device:
+            raise ValueError(f"triplane_mlp: {name} on {t.device}, planes on {planes.device}")
+        if t.dtype != planes.dtype:
+            raise ValueError(f"triplane_mlp: {name} dtype {t.dtype}, planes {planes.dtype} (cpp backend)")
+    if points.dtype != torch.float32:
+        raise ValueError(f"triplane_mlp: points must be float32 for the cpp backend, got {points.dtype}")
+    bs = [b.detach() if b is not None else planes.new_zeros(w.shape[0]) for w, b in zip(weights, biases)]
+    return torch.ops.lrm_fast.triplane_field_fwd(planes.detach(), points.detach(), [w.detach() for w in weights],
+                                                 bs, _CPP_AGG[aggregate], _CPP_ACT[activation])
+
+
+_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe)

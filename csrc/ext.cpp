@@ -18,6 +18,9 @@ TORCH_LIBRARY(lrm_fast, m) {
   // samples
   m.def("stratified(Tensor near, Tensor far, int n, Tensor? u) -> Tensor");
   m.def("importance(Tensor depths, Tensor weights, int n, Tensor? u) -> Tensor");
+  // stable merge of two sorted sample sets (coarse + fine) with K values per sample
+  m.def("merge_samples(Tensor t_a, Tensor v_a, Tensor t_b, Tensor v_b) -> (Tensor, Tensor)");
+  m.def("merge_samples_bwd(Tensor v_v, Tensor t_a, Tensor t_b) -> (Tensor, Tensor)");
   // compositing: forward returns (color, depth, opacity, t_final, n_used); the last two are what
   // the O(rays) backward needs besides the inputs
   m.def("composite_fwd(Tensor rgb, Tensor sigma, Tensor deltas, Tensor depths, Tensor background, "

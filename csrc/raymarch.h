@@ -123,4 +123,32 @@ LRM_HD void importance_ray(const T* depths, const float* weights, int S, int n, 
   }
 }
 
+// Merge two sorted sample sets of one ray (coarse + fine) into one sorted set, carrying K values
+// per sample (the field's raw outputs): ta [A], va [A, K], tb [B], vb [B, K] -> t [A + B], v [A + B, K].
+// Stable: on equal depths the sample of `a` comes first (torch.sort(cat([a, b]), stable=True)).
+// src (nullable) receives, per merged sample, its index into a (>= 0) or -1 - (index into b).
+template <typename T>
+LRM_HD void merge_ray(const T* ta, const T* va, int A, const T* tb, const T* vb, int B, int K, T* t, T* v) {
+  int i = 0, j = 0;
+  for (int m = 0; m < A + B; ++m) {
+    const bool take_a = j >= B || (i < A && !(tb[j] < ta[i]));
+    const T* src = take_a ? va + i * K : vb + j * K;
+    t[m] = take_a ? ta[i] : tb[j];
+    for (int c = 0; c < K; ++c) v[m * K + c] = src[c];
+    if (take_a) ++i; else ++j;
+  }
+}
+
+// The backward of merge_ray's values: v_v [A + B, K] -> v_va [A, K], v_vb [B, K] (the same walk).
+template <typename T>
+LRM_HD void merge_ray_backward(const T* ta, int A, const T* tb, int B, int K, const T* v_v, T* v_va, T* v_vb) {
+  int i = 0, j = 0;
+  for (int m = 0; m < A + B; ++m) {
+    const bool take_a = j >= B || (i < A && !(tb[j] < ta[i]));
+    T* dst = take_a ? v_va + i * K : v_vb + j * K;
+    for (int c = 0; c < K; ++c) dst[c] = v_v[m * K + c];
+    if (take_a) ++i; else ++j;
+  }
+}
+
 }  // namespace lrm_fast

@@ -120,11 +120,52 @@ at::Tensor importance_cpu(const at::Tensor& depths_in, const at::Tensor& weights
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> merge_samples_cpu(const at::Tensor& ta_in, const at::Tensor& va_in,
+                                                     const at::Tensor& tb_in, const at::Tensor& vb_in) {
+  check_merge_samples(ta_in, va_in, tb_in, vb_in);
+  const auto ta = ta_in.contiguous(), va = va_in.contiguous(), tb = tb_in.contiguous(), vb = vb_in.contiguous();
+  const int64_t R = ta.size(0), A = ta.size(1), B = tb.size(1), K = va.size(2);
+  auto t = at::empty({R, A + B}, ta.options());
+  auto v = at::empty({R, A + B, K}, ta.options());
+  AT_DISPATCH_FLOATING_TYPES(ta.scalar_type(), "merge_samples_cpu", [&] {
+    const scalar_t *tap = ta.data_ptr<scalar_t>(), *vap = va.data_ptr<scalar_t>();
+    const scalar_t *tbp = tb.data_ptr<scalar_t>(), *vbp = vb.data_ptr<scalar_t>();
+    scalar_t *tp = t.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        merge_ray<scalar_t>(tap + i * A, vap + i * A * K, int(A), tbp + i * B, vbp + i * B * K, int(B), int(K),
+                            tp + i * (A + B), vp + i * (A + B) * K);
+    });
+  });
+  return {t, v};
+}
+
+std::tuple<at::Tensor, at::Tensor> merge_samples_bwd_cpu(const at::Tensor& vv_in, const at::Tensor& ta_in,
+                                                         const at::Tensor& tb_in) {
+  check_merge_samples_bwd(vv_in, ta_in, tb_in);
+  const auto vv = vv_in.contiguous(), ta = ta_in.contiguous(), tb = tb_in.contiguous();
+  const int64_t R = ta.size(0), A = ta.size(1), B = tb.size(1);
+  const int64_t K = vv.size(2);
+  auto va = at::empty({R, A, K}, vv.options()), vb = at::empty({R, B, K}, vv.options());
+  AT_DISPATCH_FLOATING_TYPES(ta.scalar_type(), "merge_samples_bwd_cpu", [&] {
+    const scalar_t *tap = ta.data_ptr<scalar_t>(), *tbp = tb.data_ptr<scalar_t>(), *vvp = vv.data_ptr<scalar_t>();
+    scalar_t *vap = va.data_ptr<scalar_t>(), *vbp = vb.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        merge_ray_backward<scalar_t>(tap + i * A, int(A), tbp + i * B, int(B), int(K), vvp + i * (A + B) * K,
+                                     vap + i * A * K, vbp + i * B * K);
+    });
+  });
+  return {va, vb};
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
   m.impl("generate_rays", &generate_rays_cpu);
   m.impl("ray_box", &ray_box_cpu);
   m.impl("stratified", &stratified_cpu);
   m.impl("importance", &importance_cpu);
+  m.impl("merge_samples", &merge_samples_cpu);
+  m.impl("merge_samples_bwd", &merge_samples_bwd_cpu);
 }
 
 }  // namespace lrm_fast

@@ -51,6 +51,22 @@ __global__ void importance_kernel(const T* depths, const float* weights, const f
                     cdf_scratch + i * (S - 2), out + i * n);
 }
 
+template <typename T>
+__global__ void merge_kernel(const T* ta, const T* va, int A, const T* tb, const T* vb, int B, int K, int64_t R,
+                             T* t, T* v) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R) return;
+  merge_ray<T>(ta + i * A, va + i * A * K, A, tb + i * B, vb + i * B * K, B, K, t + i * (A + B), v + i * (A + B) * K);
+}
+
+template <typename T>
+__global__ void merge_bwd_kernel(const T* ta, int A, const T* tb, int B, int K, int64_t R, const T* vv, T* va,
+                                 T* vb) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= R) return;
+  merge_ray_backward<T>(ta + i * A, A, tb + i * B, B, K, vv + i * (A + B) * K, va + i * A * K, vb + i * B * K);
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> generate_rays_cuda(const at::Tensor& c2w_in, const at::Tensor& K_in,
@@ -136,11 +152,51 @@ at::Tensor importance_cuda(const at::Tensor& depths_in, const at::Tensor& weight
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor> merge_samples_cuda(const at::Tensor& ta_in, const at::Tensor& va_in,
+                                                      const at::Tensor& tb_in, const at::Tensor& vb_in) {
+  check_merge_samples(ta_in, va_in, tb_in, vb_in);
+  const c10::cuda::CUDAGuard guard(ta_in.device());
+  const auto ta = ta_in.contiguous(), va = va_in.contiguous(), tb = tb_in.contiguous(), vb = vb_in.contiguous();
+  const int64_t R = ta.size(0), A = ta.size(1), B = tb.size(1), K = va.size(2);
+  auto t = at::empty({R, A + B}, ta.options());
+  auto v = at::empty({R, A + B, K}, ta.options());
+  if (R == 0) return {t, v};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(ta.scalar_type(), "merge_samples_cuda", [&] {
+    merge_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        ta.data_ptr<scalar_t>(), va.data_ptr<scalar_t>(), int(A), tb.data_ptr<scalar_t>(), vb.data_ptr<scalar_t>(),
+        int(B), int(K), R, t.data_ptr<scalar_t>(), v.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {t, v};
+}
+
+std::tuple<at::Tensor, at::Tensor> merge_samples_bwd_cuda(const at::Tensor& vv_in, const at::Tensor& ta_in,
+                                                          const at::Tensor& tb_in) {
+  check_merge_samples_bwd(vv_in, ta_in, tb_in);
+  const c10::cuda::CUDAGuard guard(ta_in.device());
+  const auto vv = vv_in.contiguous(), ta = ta_in.contiguous(), tb = tb_in.contiguous();
+  const int64_t R = ta.size(0), A = ta.size(1), B = tb.size(1);
+  const int64_t K = vv.size(2);
+  auto va = at::empty({R, A, K}, vv.options()), vb = at::empty({R, B, K}, vv.options());
+  if (R == 0) return {va, vb};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(ta.scalar_type(), "merge_samples_bwd_cuda", [&] {
+    merge_bwd_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
+        ta.data_ptr<scalar_t>(), int(A), tb.data_ptr<scalar_t>(), int(B), int(K), R, vv.data_ptr<scalar_t>(),
+        va.data_ptr<scalar_t>(), vb.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {va, vb};
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) {
   m.impl("generate_rays", &generate_rays_cuda);
   m.impl("ray_box", &ray_box_cuda);
   m.impl("stratified", &stratified_cuda);
   m.impl("importance", &importance_cuda);
+  m.impl("merge_samples", &merge_samples_cuda);
+  m.impl("merge_samples_bwd", &merge_samples_bwd_cuda);
 }
 
 }  // namespace lrm_fast

@@ -74,4 +74,30 @@ inline void check_importance(const at::Tensor& depths, const at::Tensor& weights
   }
 }
 
+// t_a [R, A], v_a [R, A, K], t_b [R, B], v_b [R, B, K] (each t sorted along dim 1) -> merged
+inline void check_merge_samples(const at::Tensor& ta, const at::Tensor& va, const at::Tensor& tb,
+                                const at::Tensor& vb) {
+  const char* op = "merge_samples";
+  check_float(op, "t_a", ta, ta);
+  check_float(op, "v_a", va, ta);
+  check_float(op, "t_b", tb, ta);
+  check_float(op, "v_b", vb, ta);
+  TORCH_CHECK(ta.dim() == 2 && tb.dim() == 2 && tb.size(0) == ta.size(0),
+              "lrm_fast.merge_samples: t_a and t_b must be [R, A] and [R, B], got ", ta.sizes(), " and ", tb.sizes());
+  TORCH_CHECK(va.dim() == 3 && va.size(0) == ta.size(0) && va.size(1) == ta.size(1),
+              "lrm_fast.merge_samples: v_a must be [R, A, K] = [", ta.size(0), ", ", ta.size(1), ", K], got ",
+              va.sizes());
+  check_shape(op, "v_b", vb, {tb.size(0), tb.size(1), va.size(2)});
+}
+
+// v_v [R, A + B, K] (cotangent of the merged values), t_a [R, A], t_b [R, B]
+inline void check_merge_samples_bwd(const at::Tensor& vv, const at::Tensor& ta, const at::Tensor& tb) {
+  check_float("merge_samples_bwd", "v_v", vv, ta);
+  check_float("merge_samples_bwd", "t_b", tb, ta);
+  TORCH_CHECK(ta.dim() == 2 && tb.dim() == 2 && vv.dim() == 3 && tb.size(0) == ta.size(0) &&
+                  vv.size(0) == ta.size(0) && vv.size(1) == ta.size(1) + tb.size(1),
+              "lrm_fast.merge_samples_bwd: v_v must be [R, A + B, K] for t_a ", ta.sizes(), " and t_b ", tb.sizes(),
+              ", got ", vv.sizes());
+}
+
 }  // namespace lrm_fast

@@ -157,3 +157,72 @@ def test_cuda_matches_twin(dtype):
     for det in (True, False):
         torch.testing.assert_close(importance(depths, w, 12, det, gen(), backend="cpp"),
                                    importance(depths, w, 12, det, gen(), backend="reference"), atol=1e-5, rtol=1e-5)
+
+
+# ---- merge_samples: coarse + importance sets -> one sorted set ----------------------------------
+
+def _sorted_sets(R, A, B, K, dtype, ties=False):
+    gen = torch.Generator().manual_seed(3)
+    ta = torch.rand(R, A, generator=gen, dtype=dtype).sort(-1).values
+    tb = torch.rand(R, B, generator=gen, dtype=dtype).sort(-1).values
+    if ties and A and B:  # equal depths across the sets: the stable order puts `a` first
+        tb[:, 0] = ta[:, A // 2]
+        tb = tb.sort(-1).values
+    va = torch.randn(R, A, K, generator=gen, dtype=dtype)
+    vb = torch.randn(R, B, K, generator=gen, dtype=dtype)
+    return ta, va, tb, vb
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("R,A,B,K", [(7, 5, 4, 4), (3, 1, 6, 2), (2, 6, 0, 4), (2, 0, 3, 4), (0, 4, 4, 4),
+                                     (130, 64, 64, 4)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_merge_samples_matches_twin_forward_and_backward(dtype, R, A, B, K, ties):
+    from lrm_fast.ops import merge_samples
+
+    ta, va, tb, vb = _sorted_sets(R, A, B, K, dtype, ties)
+    outs = {}
+    for be in ("reference", "cpp"):
+        a, b = va.clone().requires_grad_(), vb.clone().requires_grad_()
+        t, v = merge_samples(ta, a, tb, b, backend=be)
+        (v * torch.linspace(-1, 1, v.numel(), dtype=dtype).reshape(v.shape)).sum().backward()
+        outs[be] = (t, v, a.grad, b.grad)
+    for x, y in zip(outs["cpp"], outs["reference"]):
+        assert torch.equal(x, y)  # a merge moves values: bit-exact
+    assert torch.all(outs["cpp"][0][:, 1:] >= outs["cpp"][0][:, :-1])
+
+
+
+def test_merge_samples_gradcheck_opcheck_and_noncontiguous():
+    from lrm_fast.ops import merge_samples
+
+    ta, va, tb, vb = _sorted_sets(5, 6, 3, 4, torch.float64)
+    a, b = va.clone().requires_grad_(), vb.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: merge_samples(ta, x, tb, y, backend="cpp")[1], (a, b))
+    torch.library.opcheck(torch.ops.lrm_fast.merge_samples, (ta, a, tb, b))
+    # non-contiguous values (a slice of a wider tensor) and depths (a transposed copy)
+    wide = torch.randn(5, 6, 8, dtype=torch.float64)
+    tt = ta.t().contiguous().t()
+    got = merge_samples(tt, wide[..., ::2], tb, vb, backend="cpp")
+    want = merge_samples(ta, wide[..., ::2].contiguous(), tb, vb, backend="reference")
+    assert all(torch.equal(x, y) for x, y in zip(got, want))
+
+
+
+def test_merge_samples_bad_inputs_and_dispatch():
+    from lrm_fast.ops import _dispatch, merge_samples
+
+    ta, va, tb, vb = _sorted_sets(3, 4, 2, 4, torch.float32)
+    with pytest.raises(ValueError, match="v_b"):
+        merge_samples(ta, va, tb, vb[..., :3])
+    with pytest.raises(ValueError, match="t_a"):
+        merge_samples(ta[0], va, tb, vb)
+    with pytest.raises(RuntimeError, match="v_b has dtype"):
+        torch.ops.lrm_fast.merge_samples(ta, va, tb, vb.double())
+    with pytest.raises(RuntimeError, match="v_v must be"):
+        torch.ops.lrm_fast.merge_samples_bwd(va, ta, tb)
+    # depths that require grad, or mixed dtypes: the twin runs (the kernel has no depth gradient)
+    assert _dispatch.resolve("merge_samples", "auto", ta.requires_grad_(), va, tb, vb)[0] == "reference"
+    assert _dispatch.resolve("merge_samples", "auto", ta.detach(), va.double(), tb, vb)[0] == "reference"
+    assert _dispatch.resolve("merge_samples", "auto", ta.detach(), va, tb, vb)[0] == "cpp"

@@ -4,11 +4,11 @@ with ``_dispatch``. ``backend`` strings are resolved per call (see ``_dispatch``
 from . import _dispatch
 from .attention import attention
 from .composite import composite, composite_weights
-from .raymarch import generate_rays, importance, ray_box, stratified
+from .raymarch import generate_rays, importance, merge_samples, ray_box, stratified
 from .triplane_mlp import triplane_mlp
 
 OPS = ("attention", "modulated_layer_norm", "triplane_mlp", "generate_rays", "ray_box", "stratified",
-       "importance", "composite", "composite_samples", "composite_weights")
+       "importance", "merge_samples", "composite", "composite_samples", "composite_weights")
 
 
 def describe_all(device="cpu", dtype=None) -> list[str]:
@@ -21,5 +21,5 @@ def describe_all(device="cpu", dtype=None) -> list[str]:
     return [_dispatch.describe(op, device, dtype) for op in OPS]
 
 
-__all__ = ["attention", "composite", "composite_weights", "generate_rays", "importance", "ray_box", "stratified",
-           "triplane_mlp", "describe_all", "OPS"]
+__all__ = ["attention", "composite", "composite_weights", "generate_rays", "importance", "merge_samples", "ray_box",
+           "stratified", "triplane_mlp", "describe_all", "OPS"]

@@ -193,8 +193,40 @@ def importance(depths: torch.Tensor, weights: torch.Tensor, n: int, det: bool = 
     return fn(depths, weights, n, det, generator)
 
 
+def _merge_samples_ref(t_a, v_a, t_b, v_b):
+    t, order = torch.sort(torch.cat([t_a, t_b], -1), dim=-1, stable=True)
+    v = torch.cat([v_a, v_b], 1).gather(1, order[..., None].expand(-1, -1, v_a.shape[-1]))
+    return t, v
+
+
+def merge_samples(t_a: torch.Tensor, v_a: torch.Tensor, t_b: torch.Tensor, v_b: torch.Tensor,
+                  backend: str = "auto") -> "tuple[torch.Tensor, torch.Tensor]":
+    """Merge two sorted sample sets of each ray (coarse + importance) into one sorted set.
+
+    Args:
+        t_a: ``[R, A]`` depths, sorted along dim 1. v_a: ``[R, A, K]`` values per sample (raw field
+            outputs). t_b: ``[R, B]`` sorted depths. v_b: ``[R, B, K]``.
+    Returns:
+        t ``[R, A + B]`` sorted, v ``[R, A + B, K]``: ``torch.sort(cat([t_a, t_b]), stable=True)`` and
+        the values gathered in that order (the twin does exactly that). On equal depths the sample of
+        ``a`` comes first. Gradients flow to ``v_a`` and ``v_b`` (depths are sampling constants).
+
+    The ``cpp`` kernel is one linear merge per ray (no [R, A + B] sort, index tensor or gather); its
+    backward walks the same merge to route ``v_v`` back. Unsorted inputs give an unsorted result
+    there, so callers sort their draws first (cheap: ``[R, B]`` depths, before the field query).
+    """
+    if t_a.dim() != 2 or t_b.dim() != 2 or t_a.shape[0] != t_b.shape[0]:
+        raise ValueError(f"merge_samples expects t_a [R, A] and t_b [R, B], got {tuple(t_a.shape)}, {tuple(t_b.shape)}")
+    if v_a.dim() != 3 or v_a.shape[:2] != t_a.shape or v_b.shape != (*t_b.shape, v_a.shape[-1]):
+        raise ValueError(f"merge_samples expects v_a [R, A, K] and v_b [R, B, K] matching the depths, got "
+                         f"{tuple(v_a.shape)}, {tuple(v_b.shape)} for t_a {tuple(t_a.shape)}, t_b {tuple(t_b.shape)}")
+    name, fn, _ = _dispatch.resolve("merge_samples", backend, t_a, v_a, t_b, v_b)
+    return fn(t_a, v_a, t_b, v_b)
+
+
 for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref),
-                 ("stratified", _stratified_ref), ("importance", _importance_ref)):
+                 ("stratified", _stratified_ref), ("importance", _importance_ref),
+                 ("merge_samples", _merge_samples_ref)):
     _dispatch.register_reference(_op, _fn)
 
 
@@ -244,6 +276,11 @@ def cpp_probe(op: str):
         if (op in _NO_BACKWARD and torch.is_grad_enabled()
                 and any(getattr(x, "requires_grad", False) for x in tensors)):
             return False, "inputs require grad and this op has no backward in lrm_fast._C"
+        if (op == "merge_samples" and torch.is_grad_enabled()
+                and any(getattr(x, "requires_grad", False) for x in tensors[0::2])):
+            return False, "depths require grad (the kernel's backward covers the values only)"
+        if op == "merge_samples" and any(x.dtype != t.dtype or x.device != t.device for x in tensors[1:]):
+            return False, "inputs of different dtypes or devices"
         return True, f"lrm_fast._C {dev} kernel"
     return probe
 
@@ -268,6 +305,18 @@ def _register_fakes():
     @torch.library.register_fake(lib + "importance")
     def _(depths, weights, n, u):
         return depths.new_empty(depths.shape[0], n)
+
+    @torch.library.register_fake(lib + "merge_samples")
+    def _(t_a, v_a, t_b, v_b):
+        R, n = t_a.shape[0], t_a.shape[1] + t_b.shape[1]
+        return t_a.new_empty(R, n), v_a.new_empty(R, n, v_a.shape[2])
+
+    @torch.library.register_fake(lib + "merge_samples_bwd")
+    def _(v_v, t_a, t_b):
+        K = v_v.shape[2]
+        return v_v.new_empty(t_a.shape[0], t_a.shape[1], K), v_v.new_empty(t_b.shape[0], t_b.shape[1], K)
+
+    torch.library.register_autograd("lrm_fast::merge_samples", _merge_backward, setup_context=_merge_setup_context)
 
     @torch.library.register_fake(lib + "composite_fwd")
     def _(rgb, sigma, deltas, depths, background, thresh):
@@ -299,6 +348,22 @@ def _register_fakes():
 
     from .composite import _register_autograd
     _register_autograd()
+
+
+def _merge_setup_context(ctx, inputs, output):
+    t_a, _, t_b, _ = inputs
+    ctx.save_for_backward(t_a, t_b)
+    ctx.mark_non_differentiable(output[0])
+
+
+def _merge_backward(ctx, v_t, v_v):
+    t_a, t_b = ctx.saved_tensors
+    v_a, v_b = torch.ops.lrm_fast.merge_samples_bwd(v_v, t_a, t_b)
+    return None, v_a, None, v_b
+
+
+def _merge_samples_cpp(t_a, v_a, t_b, v_b):
+    return torch.ops.lrm_fast.merge_samples(t_a, v_a, t_b, v_b)
 
 
 def _generate_rays_cpp(c2w, intrinsics, height: int, width: int, pixels=None):
@@ -339,5 +404,6 @@ def _importance_cpp(depths, weights, n: int, det: bool, generator=None):
 
 
 for _op, _fn in (("generate_rays", _generate_rays_cpp), ("ray_box", _ray_box_cpp),
-                 ("stratified", _stratified_cpp), ("importance", _importance_cpp)):
+                 ("stratified", _stratified_cpp), ("importance", _importance_cpp),
+                 ("merge_samples", _merge_samples_cpp)):
     _dispatch.register(_op, "cpp", _fn, cpp_probe(_op))

@@ -3,7 +3,16 @@ same model, same triplane, same cameras, in one run.
 
 Model: the ``tiny`` preset (random weights; triplane 8 channels, field MLP 16 wide) with 64+64
 samples per ray, so the renderer, not the field, is what is measured. Cases: forward (no grad)
-and forward+backward (gradient to the triplane). Sizes: smoke 16x16, full 128x128.
+and forward+backward (gradient to the triplane and the field's weights). Sizes: smoke 16x16,
+full 128x128.
+
+Two pairings:
+
+* ``render_fwd`` / ``render_fwdbwd``: the one backend switch (``set_backend``): the reference
+  renderer is pure PyTorch end to end (its field included), the fast one uses every fast kernel
+  (rays, samples, merge, compositing and the C++ CPU field). This is what a user switches.
+* ``render_fwd_samefield`` / ``render_fwdbwd_samefield``: the field is pinned to the fast path in
+  both, so the ratio is what the ray-marching and compositing kernels alone buy.
 Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_render.py -p no:cacheprovider``.
 """
 import pytest
@@ -35,7 +44,8 @@ def renderer():
 @pytest.mark.parametrize("res", SIZES)
 @pytest.mark.parametrize("backend", ["reference", "fast"])
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
-def test_render(benchmark, renderer, res, backend, mode, device):
+@pytest.mark.parametrize("field", ["switched", "samefield"])
+def test_render(benchmark, renderer, res, backend, mode, field, device):
     renderer.to(device)
     torch.manual_seed(0)
     planes = torch.randn(1, 3, 8, 8, 8, device=device) * 2
@@ -44,6 +54,7 @@ def test_render(benchmark, renderer, res, backend, mode, device):
 
     def fn():
         renderer.backend = backend
+        renderer.field.backend = backend if field == "switched" else "fast"
         if mode == "fwd":
             with torch.no_grad():
                 return renderer(planes, c2w, K, res)
@@ -53,5 +64,6 @@ def test_render(benchmark, renderer, res, backend, mode, device):
 
     mem = peak_memory_mb(fn, device)
     extra = {"saved_mb": round(saved_tensors_mb(fn), 2)} if mode == "fwdbwd" else {}
-    record(benchmark, f"render_{mode}", f"{res}x{res}-64+64-tiny", backend, backend != "reference", mem, **extra)
+    stage = f"render_{mode}" + ("_samefield" if field == "samefield" else "")
+    record(benchmark, stage, f"{res}x{res}-64+64-tiny", backend, backend != "reference", mem, **extra)
     benchmark(fn)

@@ -164,6 +164,57 @@ def test_fast_backend_unfused_path_for_custom_activations(tiny_model):
         torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+def test_fast_backend_jittered_training_render_matches_the_reference(tiny_model):
+    """Training renders (jittered strata, random importance draws, which come out unsorted and are
+    sorted before the merge): the same generator seed gives the same image and gradients. (Pixels
+    near the center, so every ray hits the box: the fast path draws random numbers for hitting
+    rays only, so with misses the two backends draw different, equally valid, jitters.)"""
+    from lrm_fast.model.camera import orbit_cameras
+
+    r = tiny_model.renderer
+    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 16})
+    planes = torch.randn(1, 3, 8, 8, 8, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    c2w = orbit_cameras([50.0], [25.0])[None]
+    K = default_intrinsics()[None, None]
+    pixels = torch.randint(6, 10, (1, 1, 40, 2), generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for backend in ("reference", "fast"):
+        r.backend = r.field.backend = backend
+        out = r(planes, c2w, K, 16, pixels=pixels, jitter=True, generator=torch.Generator().manual_seed(9))
+        grads.append(torch.autograd.grad(out["rgb"].sum() + out["opacity"].sum(), [planes, *r.field.parameters()]))
+        outs.append(out)
+    r.backend = r.field.backend = "auto"
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
+    for g1, g0 in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
+def test_plain_sigmoid_field_with_importance_takes_the_unfused_path():
+    """The fused op hard-codes OpenLRM's widened sigmoid; a plain-sigmoid field (TripoSR's
+    activation with the OpenLRM sampler) must not go through it."""
+    from lrm_fast.model.camera import orbit_cameras
+
+    field = TriplaneField(8, FieldConfig(hidden=16, rgb_activation="sigmoid"))
+    r = Renderer(RenderConfig(samples_per_ray=12), field)
+    assert not r._fusable(torch.zeros(1))
+    planes = torch.randn(1, 3, 8, 8, 8, generator=torch.Generator().manual_seed(5)) * 3
+    c2w = orbit_cameras([30.0], [10.0])[None]
+    K = default_intrinsics()[None, None]
+    outs = []
+    for backend in ("reference", "fast"):
+        r.backend = field.backend = backend
+        outs.append(r(planes, c2w, K, 8))
+    for k in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(outs[1][k], outs[0][k], atol=2e-5, rtol=1e-4)
+    # and the widened sigmoid renders a different image from the same weights
+    wide = Renderer(RenderConfig(samples_per_ray=12), TriplaneField(8, FieldConfig(hidden=16)))
+    wide.field.load_state_dict(field.state_dict())
+    assert not torch.equal(wide(planes, c2w, K, 8)["rgb"], outs[0]["rgb"])
+
+
 @pytest.mark.gpu
 def test_cuda_fast_backend_renders_the_reference_image(tiny_model):
     from lrm_fast.model.camera import orbit_cameras

@@ -4,22 +4,27 @@ Per ray (chunked over rays, all batch items at once):
 
 1. ray through the pixel center (``ops.generate_rays``), clipped to the box (``ops.ray_box``);
 2. ``S/2`` stratified depths in [near, far] (``ops.stratified``; jittered when training);
-3. field at those points; samples outside the box or on rays that miss it get raw density
-   ``-1e4`` (activated: 0) and color 0, as OpenLRM's in-box filter;
-4. coarse weights -> ``S/2`` importance depths (``ops.importance``), field at them, merge + sort;
-5. intervals between adjacent samples: midpoint colors/raw densities/depths, ``density(.)``,
-   deltas (OpenLRM ``MipRayMarcher2``), or, with ``midpoint=False``, the samples themselves;
-6. ``ops.composite`` on the background.
+3. raw field outputs at those points;
+4. coarse weights -> ``S/2`` importance depths (``ops.importance``), raw field outputs at them,
+   both sets merged into one sorted set (``ops.merge_samples``);
+5. per sample, OpenLRM's in-box filter: outside the box raw density ``-1e4`` (activated: 0) and
+   color 0, else the field's activations; intervals between adjacent samples: midpoint
+   colors/raw densities/depths, ``density(.)``, deltas (OpenLRM ``MipRayMarcher2``), or, with
+   ``midpoint=False``, the samples themselves;
+6. compositing on the background.
+
+Steps 5-6 (and the coarse weights of step 4) are one op, ``ops.composite_samples`` (its twin is
+written with the steps above); a field that overrides its activations, or a plain-sigmoid rgb, runs
+them unfused (``_gate``, ``_intervals``, ``ops.composite``). Steps 2-6 live in ``_march``, which
+both backends run: the reference on every ray with the pure-torch twins, the fast path only on
+the rays that hit the box (missed rays cost nothing: their outputs are the background, depth 0,
+opacity 0, exactly what the reference computes for them) with the C++/CUDA kernels (no [R, S]
+autograd intermediates for the compositing, whose backward is analytic).
 
 Outputs ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``. Everything here is
 a pure function of (planes, field weights, cameras): reconstruct once, render many views.
-
-Fast path (``backend`` other than ``"reference"`` where the ``cpp`` compositing kernel can run):
-the same steps, but only on the rays that hit the box (missed rays cost nothing: their outputs
-are the background, depth 0, opacity 0, exactly what the dense path computes for them), with the
-C++ kernels for rays, samples and compositing (no [R, S] autograd intermediates for the
-compositing, whose backward is analytic). ``early_stop`` (default 0: exact) lets the compositing
-kernel stop a ray once its transmittance is below it.
+``early_stop`` (default 0: exact) lets the fast compositing kernel stop a ray once its
+transmittance is below it.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ import torch
 from torch import nn
 
 from ..config import RenderConfig
-from ..ops import _dispatch, composite, composite_weights, generate_rays, importance, ray_box, stratified
+from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, ray_box,
+                   stratified)
 from ..ops.composite import composite_samples, composite_samples_weights
 from .field import TriplaneField
 
@@ -85,84 +91,103 @@ class Renderer(nn.Module):
 
     def _render_rays_fast(self, planes, origins, dirs, bg, jitter: bool, generator):
         """The fast path of ``_render_rays`` (same signature and outputs): per batch item, only the
-        rays that hit the box are sampled, queried and composited."""
-        cfg, be = self.cfg, self.backend
+        rays that hit the box are marched (``_march``, with this backend's kernels)."""
+        cfg = self.cfg
         B, R, _ = origins.shape
-        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
+        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
         colors, depths_out, opacities = [], [], []
         for b in range(B):
             idx = hit[b].nonzero().squeeze(1)
+            if idx.numel() == R:  # every ray hits (a close-up view): no scatter needed
+                c, dep, op = self._march(planes[b:b + 1], origins[b:b + 1], dirs[b:b + 1], near[b:b + 1],
+                                         far[b:b + 1], bg[b:b + 1], jitter, generator)
+                colors.append(c[0])
+                depths_out.append(dep[0])
+                opacities.append(op[0])
+                continue
             color = bg[b].clone()
             depth = origins.new_zeros(R)
             opacity = origins.new_zeros(R)
             if idx.numel():
-                o, d = origins[b, idx][None], dirs[b, idx][None]
-                c, dep, op = self._render_hit_rays(planes[b:b + 1], o, d, near[b, idx], far[b, idx],
-                                                   bg[b, idx], jitter, generator)
-                color = color.index_put((idx,), c)
-                depth = depth.index_put((idx,), dep)
-                opacity = opacity.index_put((idx,), op)
+                c, dep, op = self._march(planes[b:b + 1], origins[b, idx][None], dirs[b, idx][None],
+                                         near[b, idx][None], far[b, idx][None], bg[b, idx][None], jitter, generator)
+                color = color.index_put((idx,), c[0])
+                depth = depth.index_put((idx,), dep[0])
+                opacity = opacity.index_put((idx,), op[0])
             colors.append(color)
             depths_out.append(depth)
             opacities.append(opacity)
         return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
 
     def _fusable(self, t: torch.Tensor) -> bool:
-        """The fused kernel reimplements the field's rgb/density activations; a field subclass
-        that overrides them (or a build without the fused kernel) takes the unfused path."""
+        """The fused compositing op reimplements the field's rgb/density activations (OpenLRM's
+        widened sigmoid; softplus or exp density): a field subclass that overrides them, or a plain
+        sigmoid rgb (TripoSR's), takes the unfused ops (gate + activate with the field's own methods,
+        intervals, ``composite``)."""
         f = type(self.field)
         if not (f.rgb is TriplaneField.rgb and f.density is TriplaneField.density):
             return False
-        return _dispatch.resolve("composite_samples", self.backend, t)[0] == "cpp"
+        if self.field.cfg.rgb_activation != "sigmoid_wide":
+            return False
+        return self.backend == "reference" or _dispatch.resolve("composite_samples", self.backend, t)[0] == "cpp"
 
     def _raw(self, planes, origins, dirs, depths):
-        """raw field outputs ``[Rh, S, 4]`` at ``origins + depths * dirs`` (origins/dirs ``[1, Rh, 3]``)."""
-        Rh, S = depths.shape
-        pts = origins[0, :, None] + depths[..., None] * dirs[0, :, None]
-        return self.field(planes, pts.reshape(1, Rh * S, 3)).reshape(Rh, S, 4)
+        """raw field outputs ``[B * R, S, 4]`` at ``origins + depths * dirs``: origins/dirs ``[B * R, 3]``,
+        depths ``[B * R, S]``, planes ``[B, 3, C, H, W]`` (rays grouped by batch item)."""
+        BR, S = depths.shape
+        B = planes.shape[0]
+        pts = origins[:, None] + depths[..., None] * dirs[:, None]
+        return self.field(planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1)
 
-    def _render_hit_rays(self, planes, origins, dirs, near, far, bg, jitter, generator):
-        """One batch item's hitting rays: origins/dirs ``[1, Rh, 3]``, near/far ``[Rh]``, bg ``[Rh, 3]``."""
-        if not self._fusable(near):
-            return self._render_hit_rays_unfused(planes, origins, dirs, near, far, bg, jitter, generator)
+    def _gate(self, raw, depths, origins, dirs):
+        """The unfused twin of the fused op's first step (OpenLRM's in-box filter): raw ``[R, S, 4]``
+        -> raw density ``[R, S]`` (``-1e4`` outside the box) and activated rgb ``[R, S, 3]`` (0 outside)."""
+        cfg = self.cfg
+        pts = origins[:, None] + depths[..., None] * dirs[:, None]  # the bits _raw used
+        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1)
+        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
+        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
+        return sigma_raw, rgb
+
+    def _march(self, planes, origins, dirs, near, far, bg, jitter, generator):
+        """Steps 2-6 of the module docstring for a set of rays, with ``self.backend``'s ops: the
+        reference renderer runs it on every ray, the fast path on the rays that hit the box.
+
+        planes ``[B, 3, C, H, W]``; origins/dirs/bg ``[B, R, 3]``, near/far ``[B, R]`` (from ``ray_box``)
+        -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``.
+        """
         cfg, be = self.cfg, self.backend
+        B, R = near.shape
+        o, d = origins.reshape(B * R, 3), dirs.reshape(B * R, 3)
+        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
+        depths = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=jitter, generator=generator,
+                            backend=be)
+        raw = self._raw(planes, o, d, depths)
+        fused = self._fusable(depths)
         fc = self.field.cfg
         kw = dict(box_min=cfg.box_min, box_max=cfg.box_max, density_bias=fc.density_bias,
                   density_activation=fc.density_activation, midpoint=cfg.midpoint)
-        o, d = origins[0], dirs[0]
-        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
-        depths = stratified(near, far, n_coarse, jitter=jitter, generator=generator, backend=be)
-        raw = self._raw(planes, origins, dirs, depths)
         if cfg.importance:
-            n_fine = cfg.samples_per_ray - n_coarse
             with torch.no_grad():
-                w = composite_samples_weights(raw, depths, o, d, backend=be, **kw)
-                fine = importance(depths, w.float(), n_fine, det=not jitter, generator=generator, backend=be)
-            raw_f = self._raw(planes, origins, dirs, fine)
-            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
-            raw = torch.cat([raw, raw_f], 1).gather(1, order[..., None].expand(-1, -1, 4))
-        return composite_samples(raw, depths, o, d, bg.to(depths.dtype), early_stop=self.early_stop, backend=be, **kw)
-
-    def _render_hit_rays_unfused(self, planes, origins, dirs, near, far, bg, jitter, generator):
-        cfg, be = self.cfg, self.backend
-        Rh = near.shape[0]
-        valid = torch.ones(1, Rh, dtype=torch.bool, device=near.device)
-        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
-        depths = stratified(near, far, n_coarse, jitter=jitter, generator=generator, backend=be)[None]
-        sigma_raw, rgb = self._query(planes, origins, dirs, depths, valid)
-        if cfg.importance:
-            n_fine = cfg.samples_per_ray - n_coarse
-            with torch.no_grad():
-                _, sig_c, del_c, _ = self._intervals(depths, sigma_raw, rgb)
-                w = composite_weights(sig_c[0].float(), del_c[0].float(), backend=be)
-                fine = importance(depths[0], w, n_fine, det=not jitter, generator=generator, backend=be)[None]
-            sigma_f, rgb_f = self._query(planes, origins, dirs, fine, valid)
-            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
-            sigma_raw = torch.cat([sigma_raw, sigma_f], -1).gather(-1, order)
-            rgb = torch.cat([rgb, rgb_f], -2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
-        rgb_i, sigma_i, deltas, mids = self._intervals(depths, sigma_raw, rgb)
-        return composite(rgb_i[0], sigma_i[0], deltas[0].to(sigma_i.dtype), mids[0].to(sigma_i.dtype),
-                         bg.to(sigma_i.dtype), backend=be, early_stop=self.early_stop)
+                if fused:
+                    w = composite_samples_weights(raw, depths, o, d, backend=be, **kw)
+                else:
+                    _, sig_c, del_c, _ = self._intervals(depths, *self._gate(raw, depths, o, d))
+                    w = composite_weights(sig_c, del_c.to(sig_c.dtype), backend=be)
+                fine = importance(depths, w.float(), cfg.samples_per_ray - n_coarse, det=not jitter,
+                                  generator=generator, backend=be)
+                if jitter:  # random CDF levels give unsorted draws; merge_samples wants sorted sets
+                    fine = fine.sort(-1).values
+            depths, raw = merge_samples(depths, raw, fine, self._raw(planes, o, d, fine).to(raw.dtype), backend=be)
+        bg = bg.reshape(B * R, 3).to(depths.dtype)
+        if fused:
+            color, depth, opacity = composite_samples(raw, depths, o, d, bg, early_stop=self.early_stop,
+                                                      backend=be, **kw)
+        else:
+            rgb_i, sigma_i, deltas, mids = self._intervals(depths, *self._gate(raw, depths, o, d))
+            color, depth, opacity = composite(rgb_i, sigma_i, deltas.to(sigma_i.dtype), mids.to(sigma_i.dtype),
+                                              bg.to(sigma_i.dtype), backend=be, early_stop=self.early_stop)
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
 
     def _render_rays_uniform(self, planes, origins, dirs, bg):
         """TripoSR's sampling (``RenderConfig.uniform_bins``): S samples at bin centers
@@ -188,30 +213,13 @@ class Renderer(nn.Module):
             return self._render_rays_uniform(planes, origins, dirs, bg)
         if self._use_fast(origins):
             return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator)
-        cfg, be = self.cfg, self.backend
-        B, R, _ = origins.shape
-        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
-        n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
-        depths = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=jitter,
-                            generator=generator, backend=be).reshape(B, R, n_coarse)
-        sigma_raw, rgb = self._query(planes, origins, dirs, depths, hit)
-        if cfg.importance:
-            n_fine = cfg.samples_per_ray - n_coarse
-            with torch.no_grad():
-                _, sig_c, del_c, _ = self._intervals(depths, sigma_raw, rgb)
-                w = composite_weights(sig_c.reshape(B * R, -1).float(), del_c.reshape(B * R, -1).float(), backend=be)
-                fine = importance(depths.reshape(B * R, -1), w, n_fine, det=not jitter,
-                                  generator=generator, backend=be).reshape(B, R, n_fine)
-            sigma_f, rgb_f = self._query(planes, origins, dirs, fine, hit)
-            depths, order = torch.sort(torch.cat([depths, fine], -1), dim=-1)
-            sigma_raw = torch.cat([sigma_raw, sigma_f], -1).gather(-1, order)
-            rgb = torch.cat([rgb, rgb_f], -2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
-        rgb_i, sigma_i, deltas, mids = self._intervals(depths, sigma_raw, rgb)
-        S = sigma_i.shape[-1]
-        color, depth, opacity = composite(
-            rgb_i.reshape(B * R, S, 3), sigma_i.reshape(B * R, S), deltas.reshape(B * R, S).to(sigma_i.dtype),
-            mids.reshape(B * R, S).to(sigma_i.dtype), bg.reshape(B * R, 3).to(sigma_i.dtype), backend=be)
-        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+        cfg = self.cfg
+        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
+        color, depth, opacity = self._march(planes, origins, dirs, near, far, bg, jitter, generator)
+        # a missed ray's samples all sit at its origin, outside the box, so it already renders as
+        # (background, 0, 0); the mask makes that exact even for an origin on a box face
+        return (torch.where(hit[..., None], color, bg.to(color.dtype)), torch.where(hit, depth, 0.0),
+                torch.where(hit, opacity, 0.0))
 
     def forward(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor,
                 height: int, width: int | None = None, background=None,

@@ -18,6 +18,8 @@ TORCH_LIBRARY(lrm_fast, m) {
   // samples
   m.def("stratified(Tensor near, Tensor far, int n, Tensor? u) -> Tensor");
   m.def("importance(Tensor depths, Tensor weights, int n, Tensor? u) -> Tensor");
+  // sample points o + t * d of each ray: origins, dirs [R, 3], depths [R, S] -> [R, S, 3]
+  m.def("ray_points(Tensor origins, Tensor dirs, Tensor depths) -> Tensor");
   // stable merge of two sorted sample sets (coarse + fine) with K values per sample
   m.def("merge_samples(Tensor t_a, Tensor v_a, Tensor t_b, Tensor v_b) -> (Tensor, Tensor)");
   m.def("merge_samples_bwd(Tensor v_v, Tensor t_a, Tensor t_b) -> (Tensor, Tensor)");

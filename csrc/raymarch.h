@@ -127,8 +127,10 @@ LRM_HD void importance_ray(const T* depths, const float* weights, int S, int n, 
 // per sample (the field's raw outputs): ta [A], va [A, K], tb [B], vb [B, K] -> t [A + B], v [A + B, K].
 // Stable: on equal depths the sample of `a` comes first (torch.sort(cat([a, b]), stable=True)).
 // src (nullable) receives, per merged sample, its index into a (>= 0) or -1 - (index into b).
-template <typename T>
-LRM_HD void merge_ray(const T* ta, const T* va, int A, const T* tb, const T* vb, int B, int K, T* t, T* v) {
+// KK: K known at compile time (0 = runtime K), so the renderer's K = 4 copies unroll.
+template <typename T, int KK = 0>
+LRM_HD void merge_ray(const T* ta, const T* va, int A, const T* tb, const T* vb, int B, int K_rt, T* t, T* v) {
+  const int K = KK > 0 ? KK : K_rt;
   int i = 0, j = 0;
   for (int m = 0; m < A + B; ++m) {
     const bool take_a = j >= B || (i < A && !(tb[j] < ta[i]));
@@ -140,8 +142,9 @@ LRM_HD void merge_ray(const T* ta, const T* va, int A, const T* tb, const T* vb,
 }
 
 // The backward of merge_ray's values: v_v [A + B, K] -> v_va [A, K], v_vb [B, K] (the same walk).
-template <typename T>
-LRM_HD void merge_ray_backward(const T* ta, int A, const T* tb, int B, int K, const T* v_v, T* v_va, T* v_vb) {
+template <typename T, int KK = 0>
+LRM_HD void merge_ray_backward(const T* ta, int A, const T* tb, int B, int K_rt, const T* v_v, T* v_va, T* v_vb) {
+  const int K = KK > 0 ? KK : K_rt;
   int i = 0, j = 0;
   for (int m = 0; m < A + B; ++m) {
     const bool take_a = j >= B || (i < A && !(tb[j] < ta[i]));
@@ -149,6 +152,14 @@ LRM_HD void merge_ray_backward(const T* ta, int A, const T* tb, int B, int K, co
     for (int c = 0; c < K; ++c) dst[c] = v_v[m * K + c];
     if (take_a) ++i; else ++j;
   }
+}
+
+// Points along one ray: p[k] = o + t[k] * d, rounded as the twin's two torch ops (no FMA), so the
+// in-box gate that recomputes them downstream agrees bit for bit.
+template <typename T>
+LRM_HD void ray_points_ray(const T* o, const T* d, const T* t, int S, T* p) {
+  for (int k = 0; k < S; ++k)
+    for (int a = 0; a < 3; ++a) p[3 * k + a] = mul_add_rn(t[k], d[a], o[a]);
 }
 
 }  // namespace lrm_fast

@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <tuple>
 #include <vector>
 
 #include "checks.h"
@@ -132,9 +133,11 @@ std::tuple<at::Tensor, at::Tensor> merge_samples_cpu(const at::Tensor& ta_in, co
     const scalar_t *tbp = tb.data_ptr<scalar_t>(), *vbp = vb.data_ptr<scalar_t>();
     scalar_t *tp = t.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        merge_ray<scalar_t>(tap + i * A, vap + i * A * K, int(A), tbp + i * B, vbp + i * B * K, int(B), int(K),
-                            tp + i * (A + B), vp + i * (A + B) * K);
+      for (int64_t i = b; i < e; ++i) {
+        const auto args = std::make_tuple(tap + i * A, vap + i * A * K, int(A), tbp + i * B, vbp + i * B * K,
+                                          int(B), int(K), tp + i * (A + B), vp + i * (A + B) * K);
+        if (K == 4) std::apply(merge_ray<scalar_t, 4>, args); else std::apply(merge_ray<scalar_t, 0>, args);
+      }
     });
   });
   return {t, v};
@@ -151,15 +154,34 @@ std::tuple<at::Tensor, at::Tensor> merge_samples_bwd_cpu(const at::Tensor& vv_in
     const scalar_t *tap = ta.data_ptr<scalar_t>(), *tbp = tb.data_ptr<scalar_t>(), *vvp = vv.data_ptr<scalar_t>();
     scalar_t *vap = va.data_ptr<scalar_t>(), *vbp = vb.data_ptr<scalar_t>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        merge_ray_backward<scalar_t>(tap + i * A, int(A), tbp + i * B, int(B), int(K), vvp + i * (A + B) * K,
-                                     vap + i * A * K, vbp + i * B * K);
+      for (int64_t i = b; i < e; ++i) {
+        const auto args = std::make_tuple(tap + i * A, int(A), tbp + i * B, int(B), int(K), vvp + i * (A + B) * K,
+                                          vap + i * A * K, vbp + i * B * K);
+        if (K == 4) std::apply(merge_ray_backward<scalar_t, 4>, args);
+        else std::apply(merge_ray_backward<scalar_t, 0>, args);
+      }
     });
   });
   return {va, vb};
 }
 
+at::Tensor ray_points_cpu(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_in) {
+  check_ray_points(o_in, d_in, t_in);
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  auto p = at::empty({R, S, 3}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "ray_points_cpu", [&] {
+    const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    scalar_t* pp = p.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ray_points_ray<scalar_t>(op + 3 * i, dp + 3 * i, tp + i * S, int(S), pp + i * S * 3);
+    });
+  });
+  return p;
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
+  m.impl("ray_points", &ray_points_cpu);
   m.impl("generate_rays", &generate_rays_cpu);
   m.impl("ray_box", &ray_box_cpu);
   m.impl("stratified", &stratified_cpu);

@@ -56,7 +56,7 @@ __global__ void merge_kernel(const T* ta, const T* va, int A, const T* tb, const
                              T* t, T* v) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= R) return;
-  merge_ray<T>(ta + i * A, va + i * A * K, A, tb + i * B, vb + i * B * K, B, K, t + i * (A + B), v + i * (A + B) * K);
+  merge_ray<T, 0>(ta + i * A, va + i * A * K, A, tb + i * B, vb + i * B * K, B, K, t + i * (A + B), v + i * (A + B) * K);
 }
 
 template <typename T>
@@ -64,7 +64,15 @@ __global__ void merge_bwd_kernel(const T* ta, int A, const T* tb, int B, int K, 
                                  T* vb) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= R) return;
-  merge_ray_backward<T>(ta + i * A, A, tb + i * B, B, K, vv + i * (A + B) * K, va + i * A * K, vb + i * B * K);
+  merge_ray_backward<T, 0>(ta + i * A, A, tb + i * B, B, K, vv + i * (A + B) * K, va + i * A * K, vb + i * B * K);
+}
+
+template <typename T>
+__global__ void ray_points_kernel(const T* o, const T* d, const T* t, int64_t R, int S, T* p) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // one thread per sample
+  if (i >= R * S) return;
+  const int64_t r = i / S;
+  for (int a = 0; a < 3; ++a) p[3 * i + a] = mul_add_rn(t[i], d[3 * r + a], o[3 * r + a]);
 }
 
 }  // namespace
@@ -190,7 +198,24 @@ std::tuple<at::Tensor, at::Tensor> merge_samples_bwd_cuda(const at::Tensor& vv_i
   return {va, vb};
 }
 
+at::Tensor ray_points_cuda(const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_in) {
+  check_ray_points(o_in, d_in, t_in);
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  auto p = at::empty({R, S, 3}, t.options());
+  if (R * S == 0) return p;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "ray_points_cuda", [&] {
+    ray_points_kernel<scalar_t><<<blocks_for(R * S), kThreads, 0, stream>>>(
+        o.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), R, int(S), p.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return p;
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) {
+  m.impl("ray_points", &ray_points_cuda);
   m.impl("generate_rays", &generate_rays_cuda);
   m.impl("ray_box", &ray_box_cuda);
   m.impl("stratified", &stratified_cuda);

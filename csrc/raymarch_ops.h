@@ -100,4 +100,14 @@ inline void check_merge_samples_bwd(const at::Tensor& vv, const at::Tensor& ta, 
               ", got ", vv.sizes());
 }
 
+// origins, dirs [R, 3], depths [R, S] -> points [R, S, 3]
+inline void check_ray_points(const at::Tensor& o, const at::Tensor& d, const at::Tensor& t) {
+  check_float("ray_points", "depths", t, t);
+  check_float("ray_points", "origins", o, t);
+  check_float("ray_points", "dirs", d, t);
+  TORCH_CHECK(t.dim() == 2, "lrm_fast.ray_points: depths must be [R, S], got ", t.sizes());
+  check_shape("ray_points", "origins", o, {t.size(0), 3});
+  check_shape("ray_points", "dirs", d, {t.size(0), 3});
+}
+
 }  // namespace lrm_fast

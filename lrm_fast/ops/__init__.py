@@ -4,11 +4,11 @@ with ``_dispatch``. ``backend`` strings are resolved per call (see ``_dispatch``
 from . import _dispatch
 from .attention import attention
 from .composite import composite, composite_weights
-from .raymarch import generate_rays, importance, merge_samples, ray_box, stratified
+from .raymarch import generate_rays, importance, merge_samples, ray_box, ray_points, stratified
 from .triplane_mlp import triplane_mlp
 
 OPS = ("attention", "modulated_layer_norm", "triplane_mlp", "generate_rays", "ray_box", "stratified",
-       "importance", "merge_samples", "composite", "composite_samples", "composite_weights")
+       "importance", "ray_points", "merge_samples", "composite", "composite_samples", "composite_weights")
 
 
 def describe_all(device="cpu", dtype=None) -> list[str]:
@@ -22,4 +22,4 @@ def describe_all(device="cpu", dtype=None) -> list[str]:
 
 
 __all__ = ["attention", "composite", "composite_weights", "generate_rays", "importance", "merge_samples", "ray_box",
-           "stratified", "triplane_mlp", "describe_all", "OPS"]
+           "ray_points", "stratified", "triplane_mlp", "describe_all", "OPS"]

@@ -193,6 +193,22 @@ def importance(depths: torch.Tensor, weights: torch.Tensor, n: int, det: bool = 
     return fn(depths, weights, n, det, generator)
 
 
+def _ray_points_ref(origins, dirs, depths):
+    return origins[:, None] + depths[..., None] * dirs[:, None]
+
+
+def ray_points(origins: torch.Tensor, dirs: torch.Tensor, depths: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Sample points along rays: origins, dirs ``[R, 3]``, depths ``[R, S]`` -> ``[R, S, 3]``,
+    ``origins + depths * dirs`` rounded as the twin's two torch ops (the renderer's in-box gate
+    recomputes them and must agree bit for bit). No gradient (rays and depths are constants of
+    the sampling; the ``cpp`` probe refuses inputs that require one)."""
+    if depths.dim() != 2 or origins.shape != (depths.shape[0], 3) or dirs.shape != (depths.shape[0], 3):
+        raise ValueError(f"ray_points expects origins/dirs [R, 3] and depths [R, S], got {tuple(origins.shape)}, "
+                         f"{tuple(dirs.shape)}, {tuple(depths.shape)}")
+    _, fn, _ = _dispatch.resolve("ray_points", backend, depths, origins, dirs)
+    return fn(origins, dirs, depths)
+
+
 def _merge_samples_ref(t_a, v_a, t_b, v_b):
     t, order = torch.sort(torch.cat([t_a, t_b], -1), dim=-1, stable=True)
     v = torch.cat([v_a, v_b], 1).gather(1, order[..., None].expand(-1, -1, v_a.shape[-1]))
@@ -226,7 +242,7 @@ def merge_samples(t_a: torch.Tensor, v_a: torch.Tensor, t_b: torch.Tensor, v_b: 
 
 for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref),
                  ("stratified", _stratified_ref), ("importance", _importance_ref),
-                 ("merge_samples", _merge_samples_ref)):
+                 ("merge_samples", _merge_samples_ref), ("ray_points", _ray_points_ref)):
     _dispatch.register_reference(_op, _fn)
 
 
@@ -235,7 +251,7 @@ for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref
 
 _C_STATE: "tuple[bool, str] | None" = None
 _CPP_DTYPES = (torch.float32, torch.float64)
-_NO_BACKWARD = ("generate_rays", "ray_box", "stratified")  # the twins of these are differentiable
+_NO_BACKWARD = ("generate_rays", "ray_box", "stratified", "ray_points")  # the twins of these are differentiable
 
 
 def load_extension() -> "tuple[bool, str]":
@@ -279,7 +295,7 @@ def cpp_probe(op: str):
         if (op == "merge_samples" and torch.is_grad_enabled()
                 and any(getattr(x, "requires_grad", False) for x in tensors[0::2])):
             return False, "depths require grad (the kernel's backward covers the values only)"
-        if op == "merge_samples" and any(x.dtype != t.dtype or x.device != t.device for x in tensors[1:]):
+        if op in ("merge_samples", "ray_points") and any(x.dtype != t.dtype or x.device != t.device for x in tensors[1:]):
             return False, "inputs of different dtypes or devices"
         return True, f"lrm_fast._C {dev} kernel"
     return probe
@@ -305,6 +321,10 @@ def _register_fakes():
     @torch.library.register_fake(lib + "importance")
     def _(depths, weights, n, u):
         return depths.new_empty(depths.shape[0], n)
+
+    @torch.library.register_fake(lib + "ray_points")
+    def _(origins, dirs, depths):
+        return depths.new_empty(*depths.shape, 3)
 
     @torch.library.register_fake(lib + "merge_samples")
     def _(t_a, v_a, t_b, v_b):
@@ -362,6 +382,10 @@ def _merge_backward(ctx, v_t, v_v):
     return None, v_a, None, v_b
 
 
+def _ray_points_cpp(origins, dirs, depths):
+    return torch.ops.lrm_fast.ray_points(origins, dirs, depths)
+
+
 def _merge_samples_cpp(t_a, v_a, t_b, v_b):
     return torch.ops.lrm_fast.merge_samples(t_a, v_a, t_b, v_b)
 
@@ -405,5 +429,5 @@ def _importance_cpp(depths, weights, n: int, det: bool, generator=None):
 
 for _op, _fn in (("generate_rays", _generate_rays_cpp), ("ray_box", _ray_box_cpp),
                  ("stratified", _stratified_cpp), ("importance", _importance_cpp),
-                 ("merge_samples", _merge_samples_cpp)):
+                 ("merge_samples", _merge_samples_cpp), ("ray_points", _ray_points_cpp)):
     _dispatch.register(_op, "cpp", _fn, cpp_probe(_op))

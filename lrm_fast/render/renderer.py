@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import RenderConfig
 from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, ray_box,
-                   stratified)
+                   ray_points, stratified)
 from ..ops.composite import composite_samples, composite_samples_weights
 from .field import TriplaneField
 
@@ -136,14 +136,14 @@ class Renderer(nn.Module):
         depths ``[B * R, S]``, planes ``[B, 3, C, H, W]`` (rays grouped by batch item)."""
         BR, S = depths.shape
         B = planes.shape[0]
-        pts = origins[:, None] + depths[..., None] * dirs[:, None]
+        pts = ray_points(origins, dirs, depths, backend=self.backend)
         return self.field(planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1)
 
     def _gate(self, raw, depths, origins, dirs):
         """The unfused twin of the fused op's first step (OpenLRM's in-box filter): raw ``[R, S, 4]``
         -> raw density ``[R, S]`` (``-1e4`` outside the box) and activated rgb ``[R, S, 3]`` (0 outside)."""
         cfg = self.cfg
-        pts = origins[:, None] + depths[..., None] * dirs[:, None]  # the bits _raw used
+        pts = ray_points(origins, dirs, depths, backend="reference")  # the bits _raw used
         inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1)
         sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
         rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))

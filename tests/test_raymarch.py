@@ -253,3 +253,21 @@ def test_ray_points_bad_inputs_and_no_grad():
     with pytest.raises(RuntimeError, match="dirs has dtype"):
         torch.ops.lrm_fast.ray_points(o, d.double(), t)
     assert _dispatch.resolve("ray_points", "auto", t.requires_grad_(), o, d)[0] == "reference"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_merge_samples_and_ray_points_match_twins(dtype):
+    from lrm_fast.ops import merge_samples, ray_points
+
+    ta, va, tb, vb = (x.cuda() for x in _sorted_sets(300, 64, 64, 4, dtype, ties=True))
+    outs = {}
+    for be in ("reference", "cpp"):
+        a, b = va.clone().requires_grad_(), vb.clone().requires_grad_()
+        t, v = merge_samples(ta, a, tb, b, backend=be)
+        (v * torch.arange(v.numel(), device="cuda", dtype=dtype).reshape(v.shape)).sum().backward()
+        outs[be] = (t, v, a.grad, b.grad)
+    assert all(torch.equal(x, y) for x, y in zip(outs["cpp"], outs["reference"]))
+    o = torch.randn(300, 3, dtype=dtype, device="cuda")
+    d = torch.nn.functional.normalize(torch.randn(300, 3, dtype=dtype, device="cuda"), dim=-1)
+    assert torch.equal(ray_points(o, d, ta, backend="cpp"), ray_points(o, d, ta, backend="reference"))

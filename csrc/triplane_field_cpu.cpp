@@ -2,14 +2,18 @@
 // block of points at a time, so no [B, 3, C, N] feature tensor or per-layer [N, hidden]
 // activations are ever materialized (the reference's grid_sample + copies + relu + addmm).
 // Threads over blocks of points (at::parallel_for); each block's features and hidden
-// activations live in a small thread-local buffer that stays in L1/L2. Forward only: the
-// Python side (lrm_fast/ops/triplane_mlp.py) refuses calls that need gradients.
+// activations live in a small thread-local buffer that stays in L1/L2.
+// Backward (triplane_field_bwd): the same block forward is recomputed (nothing O(N * hidden) is
+// saved between the passes), then back-propagated through the MLP and the bilinear taps; see
+// triplane_field_bwd_cpu for the race-free accumulation scheme.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "checks.h"
@@ -77,17 +81,89 @@ DenseFn pick_dense() {
 const DenseFn dense_block = pick_dense();
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void relu_block(float* __restrict__ y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
+void relu_block(const float* z, float* y, int64_t n) {  // y may alias z (the forward's in-place use)
+  for (int64_t i = 0; i < n; ++i) y[i] = z[i] > 0.f ? z[i] : 0.f;
 }
 
-void activate_block(float* y, int64_t n, int act) {
+// y = act(z) elementwise; y == z allowed
+void activate_block(const float* z, float* y, int64_t n, int act) {
   if (act == field::kRelu) {
-    relu_block(y, n);
+    relu_block(z, y, n);
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = field::activate(y[i], act);
+    for (int64_t i = 0; i < n; ++i) y[i] = field::activate(z[i], act);
   }
 }
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void relu_grad_block(const float* __restrict__ g, const float* __restrict__ z, float* __restrict__ v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = z[i] > 0.f ? g[i] : 0.f;
+}
+
+// v = g * act'(z) elementwise (z: the pre-activation)
+void activate_grad_block(const float* g, const float* z, float* v, int64_t n, int act) {
+  if (act == field::kRelu) {
+    relu_grad_block(g, z, v, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) v[i] = field::activate_grad(g[i], z[i], act);
+  }
+}
+
+// Weight/bias gradients of one layer for one block, accumulated into a partial sum:
+// dW[o, k] += sum_p g[o, p] x[k, p], db[o] += sum_p g[o, p] (g: the layer's output gradient
+// [out, kBlock], x: its input [in, kBlock], both feature-major). Each dot product runs in kLanes
+// independent partial sums (one or two vector registers, no reassociation needed from the
+// compiler), folded pairwise at the end.
+constexpr int64_t kLanes = 16;
+static_assert(kBlock % kLanes == 0, "block must be a multiple of the lane count");
+
+#define LRM_WGRAD_BODY(MADD)                                                               \
+  for (int64_t o = 0; o < out; ++o) {                                                      \
+    const float* __restrict__ go = g + o * kBlock;                                         \
+    float s[kLanes];                                                                       \
+    for (int64_t j = 0; j < kLanes; ++j) s[j] = 0.f;                                       \
+    for (int64_t p = 0; p < kBlock; p += kLanes)                                           \
+      for (int64_t j = 0; j < kLanes; ++j) s[j] += go[p + j];                              \
+    for (int64_t h = kLanes / 2; h > 0; h /= 2)                                            \
+      for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];                                    \
+    db[o] += s[0];                                                                         \
+    for (int64_t k = 0; k < in; ++k) {                                                     \
+      const float* __restrict__ xk = x + k * kBlock;                                       \
+      for (int64_t j = 0; j < kLanes; ++j) s[j] = 0.f;                                     \
+      for (int64_t p = 0; p < kBlock; p += kLanes)                                         \
+        for (int64_t j = 0; j < kLanes; ++j) s[j] = MADD(go[p + j], xk[p + j], s[j]);      \
+      for (int64_t h = kLanes / 2; h > 0; h /= 2)                                          \
+        for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];                                  \
+      dw[o * in + k] += s[0];                                                              \
+    }                                                                                      \
+  }
+
+__attribute__((target("avx512f,avx2,fma")))
+void wgrad_block_avx512(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+                        float* __restrict__ dw, float* __restrict__ db) {
+  LRM_WGRAD_BODY(LRM_MADD_FMA)
+}
+
+__attribute__((target("avx2,fma")))
+void wgrad_block_avx2(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+                      float* __restrict__ dw, float* __restrict__ db) {
+  LRM_WGRAD_BODY(LRM_MADD_FMA)
+}
+
+void wgrad_block_plain(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+                       float* __restrict__ dw, float* __restrict__ db) {
+  LRM_WGRAD_BODY(LRM_MADD_PLAIN)
+}
+
+using WgradFn = void (*)(const float*, int64_t, const float*, int64_t, float*, float*);
+
+WgradFn pick_wgrad() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &wgrad_block_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &wgrad_block_avx2;
+  return &wgrad_block_plain;
+}
+
+const WgradFn wgrad_block = pick_wgrad();
 
 // Features of the nb points of a block -> x [in0, kBlock] (feature-major). CC: the channel count
 // when known at compile time (0 = runtime C).
@@ -129,9 +205,45 @@ void features_block(const float* planes_b, int64_t plane_stride, const float* pt
   }
 }
 
-void check_field_inputs(const at::Tensor& planes, const at::Tensor& points, at::TensorList weights,
+// Backward of features_block: the feature gradients vx [in0, kBlock] (feature-major) of the nb
+// points of a block, through the aggregation and each plane's bilinear taps, added into
+// grad_b (channels-last [3, H, W, C], this thread's own buffer: no races).
+template <int CC>
+__attribute__((always_inline)) inline void scatter_impl(float* __restrict__ grad_b, int64_t plane_stride, const float* __restrict__ pts,
+                         int64_t nb, int64_t C_rt, int64_t H, int64_t W, int aggregate, const float* __restrict__ vx,
+                         float* __restrict__ vfeat) {
+  const int64_t C = CC > 0 ? CC : C_rt;
+  for (int64_t p = 0; p < nb; ++p) {
+    const float* xp = vx + p;
+    if (aggregate == field::kConcat) {
+      for (int64_t k = 0; k < 3 * C; ++k) vfeat[k] = xp[k * kBlock];
+    } else {  // every plane gets the same gradient: v_x (sum) or v_x / 3 (mean)
+      for (int64_t c = 0; c < C; ++c) vfeat[c] = aggregate == field::kMean ? xp[c * kBlock] / 3.f : xp[c * kBlock];
+    }
+    const float* q = pts + p * 3;
+    for (int pi = 0; pi < 3; ++pi) {
+      const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
+      field::scatter<CC>(grad_b + pi * plane_stride, t, C, aggregate == field::kConcat ? vfeat + pi * C : vfeat);
+    }
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void scatter_block(float* grad_b, int64_t plane_stride, const float* pts, int64_t nb, int64_t C, int64_t H,
+                   int64_t W, int aggregate, const float* vx, float* vfeat) {
+  switch (C) {
+    case 8: return scatter_impl<8>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 16: return scatter_impl<16>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 32: return scatter_impl<32>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 40: return scatter_impl<40>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 48: return scatter_impl<48>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 80: return scatter_impl<80>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    default: return scatter_impl<0>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+  }
+}
+
+void check_field_inputs(const char* op, const at::Tensor& planes, const at::Tensor& points, at::TensorList weights,
                         at::TensorList biases, int64_t aggregate, int64_t activation) {
-  const char* op = "triplane_field_fwd";
   TORCH_CHECK(planes.scalar_type() == at::kFloat, "lrm_fast.", op, ": planes must be float32, got ",
               planes.scalar_type());
   TORCH_CHECK(planes.device().is_cpu(), "lrm_fast.", op, ": planes must be on the CPU, got ", planes.device());
@@ -159,69 +271,202 @@ void check_field_inputs(const at::Tensor& planes, const at::Tensor& points, at::
   }
 }
 
+// One call's validated inputs in the kernels' layouts, and the block geometry. Blocks are
+// numbered over (batch item, 64-point block of that item).
+struct Field {
+  at::Tensor planes_cl, points;         // [B, 3, H, W, C] (one bilinear corner = one C-vector), [B, N, 3]
+  std::vector<at::Tensor> w, b;         // contiguous [out, in], [out]
+  std::vector<const float*> wp, bp;
+  std::vector<int64_t> ins, outs;
+  int64_t B, C, H, W, N, L, in0, widest, plane_stride, blocks_per_batch, n_blocks;
+  int aggregate, activation;
+
+  Field(const char* op, const at::Tensor& planes, const at::Tensor& points_in, at::TensorList weights,
+        at::TensorList biases, int64_t agg, int64_t act) {
+    check_field_inputs(op, planes, points_in, weights, biases, agg, act);
+    B = planes.size(0), C = planes.size(2), H = planes.size(3), W = planes.size(4);
+    N = points_in.size(1);
+    L = int64_t(weights.size());
+    aggregate = int(agg), activation = int(act);
+    planes_cl = planes.permute({0, 1, 3, 4, 2}).contiguous();
+    points = points_in.contiguous();
+    in0 = widest = aggregate == field::kConcat ? 3 * C : C;
+    for (int64_t i = 0; i < L; ++i) {
+      w.push_back(weights[i].contiguous());
+      b.push_back(biases[i].contiguous());
+      wp.push_back(w[i].data_ptr<float>());
+      bp.push_back(b[i].data_ptr<float>());
+      ins.push_back(w[i].size(1));
+      outs.push_back(w[i].size(0));
+      widest = std::max(widest, outs[i]);
+    }
+    plane_stride = H * W * C;
+    blocks_per_batch = (N + kBlock - 1) / kBlock;
+    n_blocks = B * blocks_per_batch;
+  }
+  int64_t out_dim() const { return outs[L - 1]; }
+  int64_t batch_of(int64_t blk) const { return blk / blocks_per_batch; }
+  int64_t first_point(int64_t blk) const { return (blk % blocks_per_batch) * kBlock; }
+  int64_t points_in(int64_t blk) const { return std::min(kBlock, N - first_point(blk)); }
+  const float* points_of(int64_t blk) const {
+    return points.data_ptr<float>() + (batch_of(blk) * N + first_point(blk)) * 3;
+  }
+};
+
+// The block forward both passes share: features of block blk -> acts[0] [in0, kBlock], then for
+// each layer pre[l] = W_l acts[l] + b_l and, for hidden layers, acts[l + 1] = act(pre[l])
+// (acts[l + 1] may be pre[l]: in place). pre[L - 1] is the raw output. Lanes past the block's
+// points: stale in the forward (never stored); zeroed when zero_tail (the backward, whose
+// gradient sums run over all lanes: zero features keep the stale lanes finite, and their output
+// gradient is zero, so they add exactly 0).
+void block_forward(const Field& f, int64_t blk, float* feat, const float* zeros, float* const* acts,
+                   float* const* pre, bool zero_tail) {
+  const int64_t nb = f.points_in(blk);
+  const float* planes_b = f.planes_cl.data_ptr<float>() + f.batch_of(blk) * 3 * f.plane_stride;
+  features_block(planes_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, feat, acts[0], zeros);
+  if (zero_tail && nb < kBlock)
+    for (int64_t k = 0; k < f.in0; ++k) std::fill(acts[0] + k * kBlock + nb, acts[0] + (k + 1) * kBlock, 0.f);
+  for (int64_t l = 0; l < f.L; ++l) {
+    dense_block(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l]);
+    if (l < f.L - 1) activate_block(pre[l], acts[l + 1], f.outs[l] * kBlock, f.activation);
+  }
+}
+
 }  // namespace
 
 at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& points_in,
                                   at::TensorList weights, at::TensorList biases, int64_t aggregate,
                                   int64_t activation) {
-  check_field_inputs(planes_in, points_in, weights, biases, aggregate, activation);
-  const int64_t B = planes_in.size(0), C = planes_in.size(2), H = planes_in.size(3), W = planes_in.size(4);
-  const int64_t N = points_in.size(1);
-  const int64_t L = int64_t(weights.size());
-  // channels-last once per call: one bilinear corner = one contiguous C-vector
-  const at::Tensor planes = planes_in.permute({0, 1, 3, 4, 2}).contiguous();  // [B, 3, H, W, C]
-  const at::Tensor points = points_in.contiguous();
-  std::vector<at::Tensor> wts, bs;
-  int64_t widest = aggregate == field::kConcat ? 3 * C : C;
-  for (int64_t i = 0; i < L; ++i) {
-    wts.push_back(weights[i].contiguous());  // [out, in]
-    bs.push_back(biases[i].contiguous());
-    widest = std::max(widest, weights[i].size(0));
-  }
-  const int64_t out_dim = weights[L - 1].size(0);
-  auto out = at::empty({B, N, out_dim}, planes_in.options());
-  if (B * N == 0) return out;
-  const float* pl = planes.data_ptr<float>();
-  const float* pts = points.data_ptr<float>();
+  const Field f("triplane_field_fwd", planes_in, points_in, weights, biases, aggregate, activation);
+  const int64_t out_dim = f.out_dim();
+  auto out = at::empty({f.B, f.N, out_dim}, planes_in.options());
+  if (f.n_blocks == 0) return out;
   float* op = out.data_ptr<float>();
-  std::vector<const float*> wp(L), bp(L);
-  std::vector<int64_t> ins(L), outs(L);
-  for (int64_t i = 0; i < L; ++i) {
-    wp[i] = wts[i].data_ptr<float>();
-    bp[i] = bs[i].data_ptr<float>();
-    ins[i] = wts[i].size(1);
-    outs[i] = wts[i].size(0);
-  }
-  const int64_t plane_stride = H * W * C;
-  const int64_t blocks_per_batch = (N + kBlock - 1) / kBlock;
-  const int64_t n_blocks = B * blocks_per_batch;
-  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> xa(kBlock * widest, 0.f), xb(kBlock * widest, 0.f), feat(3 * C), zeros(C, 0.f);
+  at::parallel_for(0, f.n_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> xa(kBlock * f.widest, 0.f), xb(kBlock * f.widest, 0.f), feat(3 * f.C), zeros(f.C, 0.f);
+    // two ping-pong buffers: layer l reads one and writes the other, activating in place
+    std::vector<float*> acts(f.L), pre(f.L);
+    for (int64_t l = 0; l < f.L; ++l) {
+      acts[l] = l % 2 == 0 ? xa.data() : xb.data();
+      pre[l] = l % 2 == 0 ? xb.data() : xa.data();
+    }
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t bi = blk / blocks_per_batch;
-      const int64_t n0 = (blk % blocks_per_batch) * kBlock;
-      const int64_t nb = std::min(kBlock, N - n0);
-      const float* planes_b = pl + bi * 3 * plane_stride;
-      features_block(planes_b, plane_stride, pts + (bi * N + n0) * 3, nb, C, H, W, int(aggregate), feat.data(),
-                     xa.data(), zeros.data());
-      float* x = xa.data();
-      float* y = xb.data();
-      for (int64_t l = 0; l < L; ++l) {
-        dense_block(x, ins[l], wp[l], bp[l], outs[l], y);
-        if (l < L - 1) activate_block(y, outs[l] * kBlock, int(activation));
-        std::swap(x, y);
-      }
-      // x now holds the last layer [out_dim, kBlock]: transpose the block's valid points out
-      float* dst = op + (bi * N + n0) * out_dim;
+      block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), false);
+      // transpose the last layer [out_dim, kBlock] of the block's valid points out
+      const float* y = pre[f.L - 1];
+      const int64_t nb = f.points_in(blk);
+      float* dst = op + (f.batch_of(blk) * f.N + f.first_point(blk)) * out_dim;
       for (int64_t p = 0; p < nb; ++p)
-        for (int64_t o = 0; o < out_dim; ++o) dst[p * out_dim + o] = x[o * kBlock + p];
+        for (int64_t o = 0; o < out_dim; ++o) dst[p * out_dim + o] = y[o * kBlock + p];
     }
   });
   return out;
 }
 
+// Gradients of triplane_field_fwd: v_out [B, N, out] -> (v_planes [B, 3, C, H, W], v_weights,
+// v_biases). No gradient to the points (like the Triton path). Race-free accumulation: the blocks
+// are split into S contiguous ranges (S = threads, at most the block count), one per slot. A slot
+// owns a weight/bias partial sum and a channels-last plane-gradient buffer for just the batch
+// items its range touches (so all slots together hold about B + S plane copies, not S * B); the
+// slots are summed at the end in a fixed order. Scatter-adding into private buffers needs no
+// atomics and, for a given thread count, gives the same result on every run.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplane_field_bwd_cpu(
+    const at::Tensor& v_out_in, const at::Tensor& planes_in, const at::Tensor& points_in, at::TensorList weights,
+    at::TensorList biases, int64_t aggregate, int64_t activation) {
+  const char* op = "triplane_field_bwd";
+  const Field f(op, planes_in, points_in, weights, biases, aggregate, activation);
+  check_float(op, "v_out", v_out_in, planes_in);
+  check_shape(op, "v_out", v_out_in, {f.B, f.N, f.out_dim()});
+  const at::Tensor v_out = v_out_in.contiguous();
+  const float* vo = v_out.data_ptr<float>();
+  const int64_t L = f.L, out_dim = f.out_dim(), bstride = 3 * f.plane_stride;
+
+  // W^T [in, out] per layer: the input gradient W^T g is then the forward's dense kernel
+  std::vector<at::Tensor> wt(L);
+  std::vector<const float*> wtp(L);
+  for (int64_t l = 0; l < L; ++l) {
+    wt[l] = f.w[l].t().contiguous();
+    wtp[l] = wt[l].data_ptr<float>();
+  }
+  int64_t wsize = 0;  // all weights then all biases, flattened into one partial-sum vector
+  std::vector<int64_t> woff(L), boff(L);
+  for (int64_t l = 0; l < L; ++l) woff[l] = wsize, wsize += f.outs[l] * f.ins[l];
+  for (int64_t l = 0; l < L; ++l) boff[l] = wsize, wsize += f.outs[l];
+
+  const int64_t S = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), f.n_blocks));
+  std::vector<std::vector<float>> wpart(S), gpart(S);
+  std::vector<int64_t> b_lo(S, 0), b_hi(S, -1);  // batch items [b_lo, b_hi] a slot's buffer covers
+  if (f.n_blocks > 0) {
+    at::parallel_for(0, S, 1, [&](int64_t s_begin, int64_t s_end) {
+      // per-thread block buffers: every layer's input and pre-activation, and two gradient rows
+      std::vector<std::vector<float>> act_buf(L), pre_buf(L);
+      std::vector<float*> acts(L), pre(L);
+      for (int64_t l = 0; l < L; ++l) {
+        act_buf[l].assign(f.ins[l] * kBlock, 0.f);
+        pre_buf[l].assign(f.outs[l] * kBlock, 0.f);
+        acts[l] = act_buf[l].data();
+        pre[l] = pre_buf[l].data();
+      }
+      std::vector<float> g(f.widest * kBlock), vx(f.widest * kBlock), feat(3 * f.C), vfeat(3 * f.C);
+      std::vector<float> zeros(f.widest, 0.f);
+      for (int64_t s = s_begin; s < s_end; ++s) {
+        const int64_t blk0 = s * f.n_blocks / S, blk1 = (s + 1) * f.n_blocks / S;
+        b_lo[s] = f.batch_of(blk0);
+        b_hi[s] = f.batch_of(blk1 - 1);
+        wpart[s].assign(wsize, 0.f);
+        gpart[s].assign((b_hi[s] - b_lo[s] + 1) * bstride, 0.f);
+        float* wp = wpart[s].data();
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), true);
+          // g = v_out of the block, feature-major; zero on the tail lanes
+          const int64_t nb = f.points_in(blk);
+          const float* src = vo + (f.batch_of(blk) * f.N + f.first_point(blk)) * out_dim;
+          for (int64_t o = 0; o < out_dim; ++o) {
+            for (int64_t p = 0; p < nb; ++p) g[o * kBlock + p] = src[p * out_dim + o];
+            std::fill(g.data() + o * kBlock + nb, g.data() + (o + 1) * kBlock, 0.f);
+          }
+          for (int64_t l = L - 1; l >= 0; --l) {
+            // g: gradient of pre[l] [outs[l], kBlock]
+            wgrad_block(g.data(), f.outs[l], acts[l], f.ins[l], wp + woff[l], wp + boff[l]);
+            dense_block(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data());  // v_acts[l] = W^T g
+            if (l > 0) activate_grad_block(vx.data(), pre[l - 1], g.data(), f.ins[l] * kBlock, f.activation);
+          }
+          float* grad_b = gpart[s].data() + (f.batch_of(blk) - b_lo[s]) * bstride;
+          scatter_block(grad_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, vx.data(),
+                        vfeat.data());
+        }
+      }
+    });
+  }
+
+  // reduce the slots: planes in parallel over elements (slot order fixed), parameters serially
+  auto v_planes_cl = at::zeros({f.B, 3, f.H, f.W, f.C}, planes_in.options());
+  float* vp = v_planes_cl.data_ptr<float>();
+  at::parallel_for(0, f.B * bstride, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t s = 0; s < S; ++s) {
+      if (b_hi[s] < b_lo[s]) continue;
+      const int64_t lo = std::max(begin, b_lo[s] * bstride), hi = std::min(end, (b_hi[s] + 1) * bstride);
+      const float* src = gpart[s].data() - b_lo[s] * bstride;
+      for (int64_t i = lo; i < hi; ++i) vp[i] += src[i];
+    }
+  });
+  std::vector<float> wsum(wsize, 0.f);
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t i = 0; i < int64_t(wpart[s].size()); ++i) wsum[i] += wpart[s][i];
+  std::vector<at::Tensor> v_w(L), v_b(L);
+  for (int64_t l = 0; l < L; ++l) {
+    v_w[l] = at::empty({f.outs[l], f.ins[l]}, planes_in.options());
+    v_b[l] = at::empty({f.outs[l]}, planes_in.options());
+    std::copy(wsum.begin() + woff[l], wsum.begin() + woff[l] + f.outs[l] * f.ins[l], v_w[l].data_ptr<float>());
+    std::copy(wsum.begin() + boff[l], wsum.begin() + boff[l] + f.outs[l], v_b[l].data_ptr<float>());
+  }
+  auto v_planes = v_planes_cl.permute({0, 1, 4, 2, 3}).contiguous();  // [B, 3, C, H, W]
+  return {v_planes, v_w, v_b};
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
   m.impl("triplane_field_fwd", &triplane_field_fwd_cpu);
+  m.impl("triplane_field_bwd", &triplane_field_bwd_cpu);
 }
 
 }  // namespace lrm_fast

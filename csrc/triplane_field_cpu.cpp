@@ -109,12 +109,27 @@ void activate_grad_block(const float* g, const float* z, float* v, int64_t n, in
 }
 
 // Weight/bias gradients of one layer for one block, accumulated into a partial sum:
-// dW[o, k] += sum_p g[o, p] x[k, p], db[o] += sum_p g[o, p] (g: the layer's output gradient
-// [out, kBlock], x: its input [in, kBlock], both feature-major). Each dot product runs in kLanes
-// independent partial sums (one or two vector registers, no reassociation needed from the
-// compiler), folded pairwise at the end.
+// dW[o, k] += sum_p g[o, p] x[k, p], db[o] += sum_p g[o, p]. g: the layer's output gradient
+// [out, kBlock] (feature-major); xt: its input transposed to point-major [kBlock, in_p] (in_p = in
+// rounded up to kLanes, zero-padded), so the sum over points is a chain of broadcast-FMAs into
+// a row of dW held in registers (64 or 16 columns at a time: independent vector accumulators, no
+// horizontal sums); dw: [out, in_p] with the same padding.
 constexpr int64_t kLanes = 16;
 static_assert(kBlock % kLanes == 0, "block must be a multiple of the lane count");
+
+inline int64_t pad_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+#define LRM_WGRAD_COLS(MADD, NC)                                                           \
+  {                                                                                        \
+    float acc[NC];                                                                         \
+    for (int64_t j = 0; j < NC; ++j) acc[j] = dwo[k0 + j];                                 \
+    for (int64_t p = 0; p < kBlock; ++p) {                                                 \
+      const float gp = go[p];                                                              \
+      const float* __restrict__ xr = xt + p * in_p + k0;                                   \
+      for (int64_t j = 0; j < NC; ++j) acc[j] = MADD(gp, xr[j], acc[j]);                   \
+    }                                                                                      \
+    for (int64_t j = 0; j < NC; ++j) dwo[k0 + j] = acc[j];                                 \
+  }
 
 #define LRM_WGRAD_BODY(MADD)                                                               \
   for (int64_t o = 0; o < out; ++o) {                                                      \
@@ -126,30 +141,25 @@ static_assert(kBlock % kLanes == 0, "block must be a multiple of the lane count"
     for (int64_t h = kLanes / 2; h > 0; h /= 2)                                            \
       for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];                                    \
     db[o] += s[0];                                                                         \
-    for (int64_t k = 0; k < in; ++k) {                                                     \
-      const float* __restrict__ xk = x + k * kBlock;                                       \
-      for (int64_t j = 0; j < kLanes; ++j) s[j] = 0.f;                                     \
-      for (int64_t p = 0; p < kBlock; p += kLanes)                                         \
-        for (int64_t j = 0; j < kLanes; ++j) s[j] = MADD(go[p + j], xk[p + j], s[j]);      \
-      for (int64_t h = kLanes / 2; h > 0; h /= 2)                                          \
-        for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];                                  \
-      dw[o * in + k] += s[0];                                                              \
-    }                                                                                      \
+    float* __restrict__ dwo = dw + o * in_p;                                               \
+    int64_t k0 = 0;                                                                        \
+    for (; k0 + 4 * kLanes <= in_p; k0 += 4 * kLanes) LRM_WGRAD_COLS(MADD, 4 * kLanes)     \
+    for (; k0 < in_p; k0 += kLanes) LRM_WGRAD_COLS(MADD, kLanes)                           \
   }
 
 __attribute__((target("avx512f,avx2,fma")))
-void wgrad_block_avx512(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+void wgrad_block_avx512(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                         float* __restrict__ dw, float* __restrict__ db) {
   LRM_WGRAD_BODY(LRM_MADD_FMA)
 }
 
 __attribute__((target("avx2,fma")))
-void wgrad_block_avx2(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+void wgrad_block_avx2(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                       float* __restrict__ dw, float* __restrict__ db) {
   LRM_WGRAD_BODY(LRM_MADD_FMA)
 }
 
-void wgrad_block_plain(const float* __restrict__ g, int64_t out, const float* __restrict__ x, int64_t in,
+void wgrad_block_plain(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                        float* __restrict__ dw, float* __restrict__ db) {
   LRM_WGRAD_BODY(LRM_MADD_PLAIN)
 }
@@ -164,6 +174,12 @@ WgradFn pick_wgrad() {
 }
 
 const WgradFn wgrad_block = pick_wgrad();
+
+// x [in, kBlock] (feature-major) -> xt [kBlock, in_p] (point-major; columns in..in_p stay zero)
+void transpose_block(const float* __restrict__ x, int64_t in, int64_t in_p, float* __restrict__ xt) {
+  for (int64_t k = 0; k < in; ++k)
+    for (int64_t p = 0; p < kBlock; ++p) xt[p * in_p + k] = x[k * kBlock + p];
+}
 
 // Features of the nb points of a block -> x [in0, kBlock] (feature-major). CC: the channel count
 // when known at compile time (0 = runtime C).
@@ -388,9 +404,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
     wt[l] = f.w[l].t().contiguous();
     wtp[l] = wt[l].data_ptr<float>();
   }
-  int64_t wsize = 0;  // all weights then all biases, flattened into one partial-sum vector
-  std::vector<int64_t> woff(L), boff(L);
-  for (int64_t l = 0; l < L; ++l) woff[l] = wsize, wsize += f.outs[l] * f.ins[l];
+  // all weights ([out, in_p], padded as wgrad_block wants) then all biases in one partial sum
+  int64_t wsize = 0;
+  std::vector<int64_t> woff(L), boff(L), ins_p(L);
+  for (int64_t l = 0; l < L; ++l) ins_p[l] = pad_lanes(f.ins[l]), woff[l] = wsize, wsize += f.outs[l] * ins_p[l];
   for (int64_t l = 0; l < L; ++l) boff[l] = wsize, wsize += f.outs[l];
 
   const int64_t S = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), f.n_blocks));
@@ -408,7 +425,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
         pre[l] = pre_buf[l].data();
       }
       std::vector<float> g(f.widest * kBlock), vx(f.widest * kBlock), feat(3 * f.C), vfeat(3 * f.C);
-      std::vector<float> zeros(f.widest, 0.f);
+      std::vector<float> zeros(f.widest, 0.f), xt(kBlock * pad_lanes(f.widest), 0.f);
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t blk0 = s * f.n_blocks / S, blk1 = (s + 1) * f.n_blocks / S;
         b_lo[s] = f.batch_of(blk0);
@@ -427,7 +444,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
           }
           for (int64_t l = L - 1; l >= 0; --l) {
             // g: gradient of pre[l] [outs[l], kBlock]
-            wgrad_block(g.data(), f.outs[l], acts[l], f.ins[l], wp + woff[l], wp + boff[l]);
+            transpose_block(acts[l], f.ins[l], ins_p[l], xt.data());
+            wgrad_block(g.data(), f.outs[l], xt.data(), ins_p[l], wp + woff[l], wp + boff[l]);
             dense_block(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data());  // v_acts[l] = W^T g
             if (l > 0) activate_grad_block(vx.data(), pre[l - 1], g.data(), f.ins[l] * kBlock, f.activation);
           }
@@ -457,7 +475,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
   for (int64_t l = 0; l < L; ++l) {
     v_w[l] = at::empty({f.outs[l], f.ins[l]}, planes_in.options());
     v_b[l] = at::empty({f.outs[l]}, planes_in.options());
-    std::copy(wsum.begin() + woff[l], wsum.begin() + woff[l] + f.outs[l] * f.ins[l], v_w[l].data_ptr<float>());
+    float* dst = v_w[l].data_ptr<float>();
+    for (int64_t o = 0; o < f.outs[l]; ++o)  // drop the padding columns
+      std::copy_n(wsum.data() + woff[l] + o * ins_p[l], f.ins[l], dst + o * f.ins[l]);
     std::copy(wsum.begin() + boff[l], wsum.begin() + boff[l] + f.outs[l], v_b[l].data_ptr<float>());
   }
   auto v_planes = v_planes_cl.permute({0, 1, 4, 2, 3}).contiguous();  // [B, 3, C, H, W]

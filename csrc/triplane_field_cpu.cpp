@@ -7,12 +7,15 @@
 // saved between the passes), then back-propagated through the MLP and the bilinear taps; see
 // triplane_field_bwd_cpu for the race-free accumulation scheme.
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -71,11 +74,23 @@ void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __r
 
 using DenseFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*);
 
-DenseFn pick_dense() {
+// The widest instruction set this CPU runs: 2 AVX-512, 1 AVX2 (both with FMA), 0 neither.
+// LRM_FAST_CPU_ISA=avx2|plain caps it (tests run the narrower builds on an AVX-512 machine).
+int cpu_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &dense_block_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &dense_block_avx2;
-  return &dense_block_plain;
+  int isa = 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
+  if (isa == 1 && __builtin_cpu_supports("avx512f")) isa = 2;
+  if (const char* cap = std::getenv("LRM_FAST_CPU_ISA")) {
+    if (std::strcmp(cap, "avx2") == 0) isa = std::min(isa, 1);
+    if (std::strcmp(cap, "plain") == 0) isa = 0;
+  }
+  return isa;
+}
+
+DenseFn pick_dense() {
+  const int isa = cpu_isa();
+  return isa == 2 ? &dense_block_avx512 : isa == 1 ? &dense_block_avx2 : &dense_block_plain;
 }
 
 const DenseFn dense_block = pick_dense();
@@ -111,66 +126,109 @@ void activate_grad_block(const float* g, const float* z, float* v, int64_t n, in
 // Weight/bias gradients of one layer for one block, accumulated into a partial sum:
 // dW[o, k] += sum_p g[o, p] x[k, p], db[o] += sum_p g[o, p]. g: the layer's output gradient
 // [out, kBlock] (feature-major); xt: its input transposed to point-major [kBlock, in_p] (in_p = in
-// rounded up to kLanes, zero-padded), so the sum over points is a chain of broadcast-FMAs into
-// a row of dW held in registers (64 or 16 columns at a time: independent vector accumulators, no
-// horizontal sums); dw: [out, in_p] with the same padding.
+// rounded up to kLanes, zero-padded); dw: [out, in_p] with the same padding. The sum over points
+// is a chain of broadcast-FMAs into a tile of dW held in registers: R rows x 16 columns, so R
+// independent chains share each load of xt (one chain alone would wait on the FMA latency at
+// every point). Written with intrinsics: from plain loops GCC spills one accumulator of the tile
+// to the stack (a store/load on the critical path of every point).
 constexpr int64_t kLanes = 16;
 static_assert(kBlock % kLanes == 0, "block must be a multiple of the lane count");
 
 inline int64_t pad_lanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-#define LRM_WGRAD_COLS(MADD, NC)                                                           \
-  {                                                                                        \
-    float acc[NC];                                                                         \
-    for (int64_t j = 0; j < NC; ++j) acc[j] = dwo[k0 + j];                                 \
-    for (int64_t p = 0; p < kBlock; ++p) {                                                 \
-      const float gp = go[p];                                                              \
-      const float* __restrict__ xr = xt + p * in_p + k0;                                   \
-      for (int64_t j = 0; j < NC; ++j) acc[j] = MADD(gp, xr[j], acc[j]);                   \
-    }                                                                                      \
-    for (int64_t j = 0; j < NC; ++j) dwo[k0 + j] = acc[j];                                 \
+// db[o] += sum_p g[o, p], in kLanes partial sums folded pairwise
+inline void bias_grad(const float* __restrict__ g, int64_t out, float* __restrict__ db) {
+  for (int64_t o = 0; o < out; ++o) {
+    const float* __restrict__ go = g + o * kBlock;
+    float s[kLanes];
+    for (int64_t j = 0; j < kLanes; ++j) s[j] = 0.f;
+    for (int64_t p = 0; p < kBlock; p += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) s[j] += go[p + j];
+    for (int64_t h = kLanes / 2; h > 0; h /= 2)
+      for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];
+    db[o] += s[0];
   }
+}
 
-#define LRM_WGRAD_BODY(MADD)                                                               \
-  for (int64_t o = 0; o < out; ++o) {                                                      \
-    const float* __restrict__ go = g + o * kBlock;                                         \
-    float s[kLanes];                                                                       \
-    for (int64_t j = 0; j < kLanes; ++j) s[j] = 0.f;                                       \
-    for (int64_t p = 0; p < kBlock; p += kLanes)                                           \
-      for (int64_t j = 0; j < kLanes; ++j) s[j] += go[p + j];                              \
-    for (int64_t h = kLanes / 2; h > 0; h /= 2)                                            \
-      for (int64_t j = 0; j < h; ++j) s[j] += s[j + h];                                    \
-    db[o] += s[0];                                                                         \
-    float* __restrict__ dwo = dw + o * in_p;                                               \
-    int64_t k0 = 0;                                                                        \
-    for (; k0 + 4 * kLanes <= in_p; k0 += 4 * kLanes) LRM_WGRAD_COLS(MADD, 4 * kLanes)     \
-    for (; k0 < in_p; k0 += kLanes) LRM_WGRAD_COLS(MADD, kLanes)                           \
+template <int R>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void wgrad_tile_avx512(
+    const float* __restrict__ g, const float* __restrict__ xt, int64_t in_p, float* __restrict__ dw) {
+  for (int64_t k0 = 0; k0 < in_p; k0 += kLanes) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_loadu_ps(dw + r * in_p + k0);
+    for (int64_t p = 0; p < kBlock; ++p) {
+      const __m512 x = _mm512_loadu_ps(xt + p * in_p + k0);
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(x, _mm512_set1_ps(g[r * kBlock + p]), acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(dw + r * in_p + k0, acc[r]);
   }
+}
+
+template <int R>
+__attribute__((target("avx2,fma"), always_inline)) inline void wgrad_tile_avx2(
+    const float* __restrict__ g, const float* __restrict__ xt, int64_t in_p, float* __restrict__ dw) {
+  for (int64_t k0 = 0; k0 < in_p; k0 += kLanes) {  // 16 columns = two 8-wide halves per row
+    __m256 lo[R], hi[R];
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm256_loadu_ps(dw + r * in_p + k0);
+      hi[r] = _mm256_loadu_ps(dw + r * in_p + k0 + 8);
+    }
+    for (int64_t p = 0; p < kBlock; ++p) {
+      const __m256 xl = _mm256_loadu_ps(xt + p * in_p + k0), xh = _mm256_loadu_ps(xt + p * in_p + k0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 gr = _mm256_set1_ps(g[r * kBlock + p]);
+        lo[r] = _mm256_fmadd_ps(xl, gr, lo[r]);
+        hi[r] = _mm256_fmadd_ps(xh, gr, hi[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(dw + r * in_p + k0, lo[r]);
+      _mm256_storeu_ps(dw + r * in_p + k0 + 8, hi[r]);
+    }
+  }
+}
 
 __attribute__((target("avx512f,avx2,fma")))
 void wgrad_block_avx512(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                         float* __restrict__ dw, float* __restrict__ db) {
-  LRM_WGRAD_BODY(LRM_MADD_FMA)
+  bias_grad(g, out, db);
+  int64_t o = 0;
+  for (; o + 8 <= out; o += 8) wgrad_tile_avx512<8>(g + o * kBlock, xt, in_p, dw + o * in_p);
+  for (; o + 4 <= out; o += 4) wgrad_tile_avx512<4>(g + o * kBlock, xt, in_p, dw + o * in_p);
+  for (; o < out; ++o) wgrad_tile_avx512<1>(g + o * kBlock, xt, in_p, dw + o * in_p);
 }
 
 __attribute__((target("avx2,fma")))
 void wgrad_block_avx2(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                       float* __restrict__ dw, float* __restrict__ db) {
-  LRM_WGRAD_BODY(LRM_MADD_FMA)
+  bias_grad(g, out, db);
+  int64_t o = 0;
+  for (; o + 4 <= out; o += 4) wgrad_tile_avx2<4>(g + o * kBlock, xt, in_p, dw + o * in_p);
+  for (; o < out; ++o) wgrad_tile_avx2<1>(g + o * kBlock, xt, in_p, dw + o * in_p);
 }
 
+// portable build: one row at a time, the 16 columns in a plain array (SSE2 by the compiler)
 void wgrad_block_plain(const float* __restrict__ g, int64_t out, const float* __restrict__ xt, int64_t in_p,
                        float* __restrict__ dw, float* __restrict__ db) {
-  LRM_WGRAD_BODY(LRM_MADD_PLAIN)
+  bias_grad(g, out, db);
+  for (int64_t o = 0; o < out; ++o) {
+    const float* __restrict__ go = g + o * kBlock;
+    float* __restrict__ dwo = dw + o * in_p;
+    for (int64_t k0 = 0; k0 < in_p; k0 += kLanes) {
+      float acc[kLanes];
+      for (int64_t j = 0; j < kLanes; ++j) acc[j] = dwo[k0 + j];
+      for (int64_t p = 0; p < kBlock; ++p)
+        for (int64_t j = 0; j < kLanes; ++j) acc[j] += go[p] * xt[p * in_p + k0 + j];
+      for (int64_t j = 0; j < kLanes; ++j) dwo[k0 + j] = acc[j];
+    }
+  }
 }
 
 using WgradFn = void (*)(const float*, int64_t, const float*, int64_t, float*, float*);
 
 WgradFn pick_wgrad() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return &wgrad_block_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &wgrad_block_avx2;
-  return &wgrad_block_plain;
+  const int isa = cpu_isa();
+  return isa == 2 ? &wgrad_block_avx512 : isa == 1 ? &wgrad_block_avx2 : &wgrad_block_plain;
 }
 
 const WgradFn wgrad_block = pick_wgrad();

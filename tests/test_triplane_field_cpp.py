@@ -308,3 +308,45 @@ def test_renderer_fast_field_backward_matches_reference(tiny_model, monkeypatch)
     assert {name for be, name in used if be == "reference"} == {"reference"}
     for a, b in zip(got["fast"], got["reference"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5 * max(1.0, b.abs().max().item()))
+
+
+_ISA_CHECK = r"""
+import torch
+from lrm_fast.ops.triplane_mlp import triplane_mlp
+g = torch.Generator().manual_seed(1)
+worst = 0.0
+for C, agg, act, hidden in ((13, "concat", "silu", 21), (40, "mean", "relu", 64), (8, "sum", "softplus", 21)):
+    planes = torch.randn(2, 3, C, 5, 7, generator=g)
+    pts = (torch.rand(2, 150, 3, generator=g) * 2 - 1) * 1.2
+    dims = [3 * C if agg == "concat" else C, hidden, hidden, 4]
+    ws = [torch.randn(dims[i + 1], dims[i], generator=g) / dims[i] ** 0.5 for i in range(3)]
+    bs = [torch.randn(dims[i + 1], generator=g) * 0.1 for i in range(3)]
+    v = torch.randn(2, 150, 4, generator=g)
+    res = []
+    for be in ("reference", "cpp"):
+        p = [planes.clone().requires_grad_()] + [t.clone().requires_grad_() for t in ws + bs]
+        out = triplane_mlp(p[0], pts, p[1:4], p[4:], agg, act, backend=be)
+        res.append([out, *torch.autograd.grad(out, p, v)])
+    for a, b in zip(*res):
+        worst = max(worst, ((a - b).abs() / (1e-5 * max(1.0, b.abs().max().item()) + 1e-4 * b.abs())).max().item())
+print("WORST", worst)
+"""
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2", "plain"])
+def test_each_simd_build_matches_twin(isa):
+    """The AVX-512 / AVX2 / portable kernels are picked at load time; LRM_FAST_CPU_ISA caps the
+    choice, so each build is checked here (in a fresh process) whatever this CPU supports.
+    Hidden width 21: every row tile of the weight-gradient kernel (8, 4 and 1 rows)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("LRM_FAST_CPU_ISA", None)
+    if isa != "native":
+        env["LRM_FAST_CPU_ISA"] = isa
+    r = subprocess.run([sys.executable, "-c", _ISA_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    worst = float(r.stdout.split("WORST")[-1])
+    assert worst <= 1.0, f"{isa}: error {worst:.2f}x the tolerance"

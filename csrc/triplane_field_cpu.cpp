@@ -235,21 +235,23 @@ const WgradFn wgrad_block = pick_wgrad();
 
 // x [in, kBlock] (feature-major) -> xt [kBlock, in_p] (point-major; columns in..in_p stay zero)
 void transpose_block(const float* __restrict__ x, int64_t in, int64_t in_p, float* __restrict__ xt) {
-  for (int64_t k = 0; k < in; ++k)
-    for (int64_t p = 0; p < kBlock; ++p) xt[p * in_p + k] = x[k * kBlock + p];
+  for (int64_t p = 0; p < kBlock; ++p)  // contiguous stores, strided loads (cheaper than the reverse)
+    for (int64_t k = 0; k < in; ++k) xt[p * in_p + k] = x[k * kBlock + p];
 }
 
 // Features of the nb points of a block -> x [in0, kBlock] (feature-major). CC: the channel count
 // when known at compile time (0 = runtime C).
+// taps: where to keep each point's 3 tap sets for the backward's scatter ([kBlock, 3]), or null.
 template <int CC>
 __attribute__((always_inline)) inline void features_impl(const float* __restrict__ planes_b, int64_t plane_stride, const float* __restrict__ pts,
                           int64_t nb, int64_t C_rt, int64_t H, int64_t W, int aggregate, float* __restrict__ feat,
-                          float* __restrict__ x, const float* __restrict__ zeros) {
+                          float* __restrict__ x, const float* __restrict__ zeros, field::Taps* __restrict__ taps) {
   const int64_t C = CC > 0 ? CC : C_rt;
   for (int64_t p = 0; p < nb; ++p) {
     const float* q = pts + p * 3;
     for (int pi = 0; pi < 3; ++pi) {
       const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
+      if (taps) taps[p * 3 + pi] = t;
       field::gather<CC>(planes_b + pi * plane_stride, t, C, feat + pi * C, zeros);
     }
     float* xp = x + p;
@@ -267,25 +269,25 @@ __attribute__((always_inline)) inline void features_impl(const float* __restrict
 // Own target clones so floor() and the C-vector loops get AVX2/AVX-512 code too.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void features_block(const float* planes_b, int64_t plane_stride, const float* pts, int64_t nb, int64_t C,
-                    int64_t H, int64_t W, int aggregate, float* feat, float* x, const float* zeros) {
+                    int64_t H, int64_t W, int aggregate, float* feat, float* x, const float* zeros, field::Taps* taps) {
   switch (C) {
-    case 8: return features_impl<8>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    case 16: return features_impl<16>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    case 32: return features_impl<32>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    case 40: return features_impl<40>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    case 48: return features_impl<48>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    case 80: return features_impl<80>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
-    default: return features_impl<0>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros);
+    case 8: return features_impl<8>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    case 16: return features_impl<16>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    case 32: return features_impl<32>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    case 40: return features_impl<40>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    case 48: return features_impl<48>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    case 80: return features_impl<80>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
+    default: return features_impl<0>(planes_b, plane_stride, pts, nb, C, H, W, aggregate, feat, x, zeros, taps);
   }
 }
 
 // Backward of features_block: the feature gradients vx [in0, kBlock] (feature-major) of the nb
-// points of a block, through the aggregation and each plane's bilinear taps, added into
-// grad_b (channels-last [3, H, W, C], this thread's own buffer: no races).
+// points of a block, through the aggregation and each plane's bilinear taps (as features_block
+// recorded them), added into grad_b (channels-last [3, H, W, C], this thread's own buffer: no races).
 template <int CC>
-__attribute__((always_inline)) inline void scatter_impl(float* __restrict__ grad_b, int64_t plane_stride, const float* __restrict__ pts,
-                         int64_t nb, int64_t C_rt, int64_t H, int64_t W, int aggregate, const float* __restrict__ vx,
-                         float* __restrict__ vfeat) {
+__attribute__((always_inline)) inline void scatter_impl(float* __restrict__ grad_b, int64_t plane_stride,
+                         const field::Taps* __restrict__ taps, int64_t nb, int64_t C_rt, int aggregate,
+                         const float* __restrict__ vx, float* __restrict__ vfeat) {
   const int64_t C = CC > 0 ? CC : C_rt;
   for (int64_t p = 0; p < nb; ++p) {
     const float* xp = vx + p;
@@ -294,25 +296,23 @@ __attribute__((always_inline)) inline void scatter_impl(float* __restrict__ grad
     } else {  // every plane gets the same gradient: v_x (sum) or v_x / 3 (mean)
       for (int64_t c = 0; c < C; ++c) vfeat[c] = aggregate == field::kMean ? xp[c * kBlock] / 3.f : xp[c * kBlock];
     }
-    const float* q = pts + p * 3;
-    for (int pi = 0; pi < 3; ++pi) {
-      const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
-      field::scatter<CC>(grad_b + pi * plane_stride, t, C, aggregate == field::kConcat ? vfeat + pi * C : vfeat);
-    }
+    for (int pi = 0; pi < 3; ++pi)
+      field::scatter<CC>(grad_b + pi * plane_stride, taps[p * 3 + pi], C,
+                         aggregate == field::kConcat ? vfeat + pi * C : vfeat);
   }
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void scatter_block(float* grad_b, int64_t plane_stride, const float* pts, int64_t nb, int64_t C, int64_t H,
-                   int64_t W, int aggregate, const float* vx, float* vfeat) {
+void scatter_block(float* grad_b, int64_t plane_stride, const field::Taps* taps, int64_t nb, int64_t C,
+                   int aggregate, const float* vx, float* vfeat) {
   switch (C) {
-    case 8: return scatter_impl<8>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    case 16: return scatter_impl<16>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    case 32: return scatter_impl<32>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    case 40: return scatter_impl<40>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    case 48: return scatter_impl<48>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    case 80: return scatter_impl<80>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
-    default: return scatter_impl<0>(grad_b, plane_stride, pts, nb, C, H, W, aggregate, vx, vfeat);
+    case 8: return scatter_impl<8>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    case 16: return scatter_impl<16>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    case 32: return scatter_impl<32>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    case 40: return scatter_impl<40>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    case 48: return scatter_impl<48>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    case 80: return scatter_impl<80>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
+    default: return scatter_impl<0>(grad_b, plane_stride, taps, nb, C, aggregate, vx, vfeat);
   }
 }
 
@@ -389,15 +389,17 @@ struct Field {
 
 // The block forward both passes share: features of block blk -> acts[0] [in0, kBlock], then for
 // each layer pre[l] = W_l acts[l] + b_l and, for hidden layers, acts[l + 1] = act(pre[l])
-// (acts[l + 1] may be pre[l]: in place). pre[L - 1] is the raw output. Lanes past the block's
+// (acts[l + 1] may be pre[l]: in place). pre[L - 1] is the raw output. taps (or null): the
+// points' bilinear tap sets, kept for the backward's scatter. Lanes past the block's
 // points: stale in the forward (never stored); zeroed when zero_tail (the backward, whose
 // gradient sums run over all lanes: zero features keep the stale lanes finite, and their output
 // gradient is zero, so they add exactly 0).
 void block_forward(const Field& f, int64_t blk, float* feat, const float* zeros, float* const* acts,
-                   float* const* pre, bool zero_tail) {
+                   float* const* pre, field::Taps* taps, bool zero_tail) {
   const int64_t nb = f.points_in(blk);
   const float* planes_b = f.planes_cl.data_ptr<float>() + f.batch_of(blk) * 3 * f.plane_stride;
-  features_block(planes_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, feat, acts[0], zeros);
+  features_block(planes_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, feat, acts[0], zeros,
+                 taps);
   if (zero_tail && nb < kBlock)
     for (int64_t k = 0; k < f.in0; ++k) std::fill(acts[0] + k * kBlock + nb, acts[0] + (k + 1) * kBlock, 0.f);
   for (int64_t l = 0; l < f.L; ++l) {
@@ -425,7 +427,7 @@ at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor&
       pre[l] = l % 2 == 0 ? xb.data() : xa.data();
     }
     for (int64_t blk = begin; blk < end; ++blk) {
-      block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), false);
+      block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), nullptr, false);
       // transpose the last layer [out_dim, kBlock] of the block's valid points out
       const float* y = pre[f.L - 1];
       const int64_t nb = f.points_in(blk);
@@ -484,6 +486,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
       }
       std::vector<float> g(f.widest * kBlock), vx(f.widest * kBlock), feat(3 * f.C), vfeat(3 * f.C);
       std::vector<float> zeros(f.widest, 0.f), xt(kBlock * pad_lanes(f.widest), 0.f);
+      std::vector<field::Taps> taps(kBlock * 3);
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t blk0 = s * f.n_blocks / S, blk1 = (s + 1) * f.n_blocks / S;
         b_lo[s] = f.batch_of(blk0);
@@ -492,7 +495,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
         gpart[s].assign((b_hi[s] - b_lo[s] + 1) * bstride, 0.f);
         float* wp = wpart[s].data();
         for (int64_t blk = blk0; blk < blk1; ++blk) {
-          block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), true);
+          block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), taps.data(), true);
           // g = v_out of the block, feature-major; zero on the tail lanes
           const int64_t nb = f.points_in(blk);
           const float* src = vo + (f.batch_of(blk) * f.N + f.first_point(blk)) * out_dim;
@@ -508,8 +511,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
             if (l > 0) activate_grad_block(vx.data(), pre[l - 1], g.data(), f.ins[l] * kBlock, f.activation);
           }
           float* grad_b = gpart[s].data() + (f.batch_of(blk) - b_lo[s]) * bstride;
-          scatter_block(grad_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, vx.data(),
-                        vfeat.data());
+          scatter_block(grad_b, f.plane_stride, taps.data(), nb, f.C, f.aggregate, vx.data(), vfeat.data());
         }
       }
     });

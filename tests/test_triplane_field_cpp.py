@@ -258,6 +258,14 @@ def test_autograd_saves_nothing_per_point_per_hidden_unit():
     assert max(sizes["cpp"]) <= N * 3 and sum(sizes["cpp"]) < N * hidden
 
 
+def test_double_backward_says_unsupported():
+    planes, pts, ws, bs = _op_args(grad=True)
+    out = triplane_mlp(planes, pts, ws, bs, backend="cpp")
+    (g,) = torch.autograd.grad(out.square().sum(), [planes], create_graph=True)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        g.sum().backward()
+
+
 def test_bwd_bad_inputs_name_the_problem():
     planes, pts, ws, bs = _op_args(grad=False)
     op = torch.ops.lrm_fast.triplane_field_bwd

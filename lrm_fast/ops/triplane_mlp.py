@@ -396,6 +396,11 @@ def _cpp_backward(ctx, v_out):
     return v_planes, None, list(v_w), list(v_b), None, None
 
 
+def _cpp_double_backward(ctx, *grads):
+    raise RuntimeError("triplane_mlp: the cpp backend has no double backward (create_graph=True through its "
+                       "gradients); use backend='reference' for higher-order gradients")
+
+
 def _register_cpp_op():
     """Fake kernels (torch.compile, opcheck) and the autograd formula of the C++ field, once."""
     global _CPP_REGISTERED
@@ -412,6 +417,10 @@ def _register_cpp_op():
                 [b.new_empty(b.shape) for b in biases])
 
     torch.library.register_autograd("lrm_fast::triplane_field_fwd", _cpp_backward, setup_context=_cpp_setup_context)
+    # create_graph=True backpropagates through the backward: say so instead of torch's silent
+    # "treat it as a constant" fallback
+    torch.library.register_autograd("lrm_fast::triplane_field_bwd", _cpp_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
     _CPP_REGISTERED = True
 
 

@@ -3,8 +3,10 @@
 The op every render sample and every mesh-grid cell goes through (``lrm_fast.ops.triplane_mlp``).
 Cases: ``query`` (inference, no autograd: what a mesh grid does) and ``train`` (forward +
 backward to planes and MLP weights: what a training step does). The fast backend is whatever
-``backend="fast"`` resolves to for these tensors (``triton`` on CUDA where registered; on a CPU
-without a fast path it is the reference itself and the report marks the pair as "same path").
+``backend="fast"`` resolves to for these tensors: ``triton`` on CUDA, ``cpp`` on CPU where
+lrm_fast._C is built (forward and backward: the backward recomputes each 64-point block, so
+autograd keeps only the inputs); without either it is the reference itself and the report marks
+the pair as "same path".
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def test_field_query(benchmark, size, preset, n_points, dtype, backend):
 
 
 TRAIN_SIZES = sizes(smoke=[("tiny-512", "tiny", 512)],
-                    full=[("small-16^3", "small", 16 ** 3), ("base-32^3", "base", 32 ** 3)],
+                    full=[("small-16^3", "small", 16 ** 3), ("base-32^3", "base", 32 ** 3),
+                          ("base-64^3", "base", 64 ** 3)],
                     gpu=[("base-64x64x96", "base", 64 * 64 * 96), ("base-128x128x96", "base", 128 * 128 * 96)])
 
 

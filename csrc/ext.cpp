@@ -46,4 +46,8 @@ TORCH_LIBRARY(lrm_fast, m) {
   // aggregate: 0 concat, 1 sum, 2 mean; activation: 0 relu, 1 silu, 2 softplus
   m.def("triplane_field_fwd(Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, int aggregate, "
         "int activation) -> Tensor");
+  // its backward (recomputes the forward per block; nothing but the inputs is saved): v_out
+  // [B, N, out] -> (v_planes [B, 3, C, H, W], v_weights, v_biases); the points get no gradient
+  m.def("triplane_field_bwd(Tensor v_out, Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, "
+        "int aggregate, int activation) -> (Tensor, Tensor[], Tensor[])");
 }

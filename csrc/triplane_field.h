@@ -73,11 +73,43 @@ inline void gather(const float* plane, const Taps& t, int64_t C, float* out, con
   gather<0>(plane, t, C, out, zeros);
 }
 
+// out[c] += w_k * g[c] into each in-range corner of the tap set, in grid_sample's corner order
+// (its backward adds the same products into the input gradient). plane_grad: channels-last
+// [H, W, C]. Outside corners are skipped (they are zero padding, not stored).
+template <int CC>
+__attribute__((always_inline)) inline void scatter(float* __restrict__ plane_grad, const Taps& t, int64_t C_rt,
+                                                   const float* __restrict__ g) {
+  const int64_t C = CC > 0 ? CC : C_rt;
+  for (int k = 0; k < 4; ++k) {
+    if (t.idx[k] < 0) continue;
+    float* __restrict__ d = plane_grad + t.idx[k] * C;
+    const float w = t.w[k];
+    for (int64_t c = 0; c < C; ++c) d[c] += w * g[c];
+  }
+}
+
 inline float activate(float x, int act) {
   switch (act) {
     case kRelu: return x > 0.f ? x : 0.f;
     case kSilu: return x / (1.f + std::exp(-x));
     default:    return x > 20.f ? x : std::log1p(std::exp(x));  // F.softplus(beta=1, threshold=20)
+  }
+}
+
+// d act(z) / dz times the incoming gradient g, with the formulas of torch's CPU backward
+// kernels (threshold_backward, silu_backward, softplus_backward with beta 1, threshold 20).
+inline float activate_grad(float g, float z, int act) {
+  switch (act) {
+    case kRelu: return z > 0.f ? g : 0.f;
+    case kSilu: {
+      const float s = 1.f / (1.f + std::exp(-z));
+      return g * s * (1.f + z * (1.f - s));
+    }
+    default: {
+      if (z > 20.f) return g;
+      const float e = std::exp(z);
+      return g * e / (e + 1.f);
+    }
   }
 }
 

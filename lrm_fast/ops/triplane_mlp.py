@@ -14,7 +14,9 @@
   activations are applied by the caller (``render/field.py``): cheap elementwise work.
 
 Backends: ``reference`` (grid_sample + matmuls under autograd), and where registered ``triton``
-(CUDA) and ``cpp`` (CPU float32, forward only: lrm_fast._C fused sample + MLP per block of points).
+(CUDA) and ``cpp`` (CPU float32: lrm_fast._C fused sample + MLP per block of points, with a
+backward that recomputes each block, so autograd saves only the inputs). The fused paths give no
+gradient to the points: calls whose points require grad take the reference.
 """
 from __future__ import annotations
 
@@ -346,12 +348,12 @@ _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
 
 
 # ---------------------------------------------------------------------------------------------
-# C++ fused CPU path (csrc/triplane_field_cpu.cpp, op lrm_fast::triplane_field_fwd): forward only
+# C++ fused CPU path (csrc/triplane_field_cpu.cpp, ops lrm_fast::triplane_field_fwd / _bwd)
 # ---------------------------------------------------------------------------------------------
 
 _CPP_AGG = {"concat": 0, "sum": 1, "mean": 2}
 _CPP_ACT = {"relu": 0, "silu": 1, "softplus": 2}
-_CPP_FAKE_DONE = False
+_CPP_REGISTERED = False
 
 
 def _needs_grad(tensors) -> bool:
@@ -366,35 +368,63 @@ def _cpp_probe(planes, points=None, *_):
         return False, why
     if planes.device.type != "cpu":
         return False, f"no {planes.device.type} kernel (the C++ field is CPU-only; CUDA uses triton)"
-    if not _has_kernel("triplane_field_fwd", "CPU"):
-        return False, "lrm_fast._C was built without triplane_field_fwd (rebuild the extension)"
+    for op in ("triplane_field_fwd", "triplane_field_bwd"):
+        if not _has_kernel(op, "CPU"):
+            return False, f"lrm_fast._C was built without {op} (rebuild the extension)"
     if planes.dtype != torch.float32:
         return False, f"dtype {planes.dtype} not supported (float32 only)"
     if points is not None and getattr(points, "device", planes.device) != planes.device:
         return False, f"points on {points.device}, planes on {planes.device}"
-    if _needs_grad([planes, points]):
-        return False, "inputs require grad and the C++ field has no backward yet"
-    _register_cpp_fake()
+    if points is not None and _needs_grad([points]):
+        return False, "points require grad: the fused kernel does not differentiate the points"
+    _register_cpp_op()
     return True, "lrm_fast._C fused CPU field"
 
 
-def _register_cpp_fake():
-    global _CPP_FAKE_DONE
-    if _CPP_FAKE_DONE:
+def _cpp_setup_context(ctx, inputs, output):
+    planes, points, weights, biases, aggregate, activation = inputs
+    # only the inputs: the backward recomputes features and activations block by block
+    ctx.save_for_backward(planes, points, *weights, *biases)
+    ctx.n_layers, ctx.codes = len(weights), (aggregate, activation)
+
+
+def _cpp_backward(ctx, v_out):
+    planes, points, *params = ctx.saved_tensors
+    L = ctx.n_layers
+    v_planes, v_w, v_b = torch.ops.lrm_fast.triplane_field_bwd(v_out, planes, points, params[:L], params[L:],
+                                                               *ctx.codes)
+    return v_planes, None, list(v_w), list(v_b), None, None
+
+
+def _cpp_double_backward(ctx, *grads):
+    raise RuntimeError("triplane_mlp: the cpp backend has no double backward (create_graph=True through its "
+                       "gradients); use backend='reference' for higher-order gradients")
+
+
+def _register_cpp_op():
+    """Fake kernels (torch.compile, opcheck) and the autograd formula of the C++ field, once."""
+    global _CPP_REGISTERED
+    if _CPP_REGISTERED:
         return
 
     @torch.library.register_fake("lrm_fast::triplane_field_fwd")
     def _(planes, points, weights, biases, aggregate, activation):
         return planes.new_empty(planes.shape[0], points.shape[1], weights[-1].shape[0])
 
-    _CPP_FAKE_DONE = True
+    @torch.library.register_fake("lrm_fast::triplane_field_bwd")
+    def _(v_out, planes, points, weights, biases, aggregate, activation):
+        return (planes.new_empty(planes.shape), [w.new_empty(w.shape) for w in weights],
+                [b.new_empty(b.shape) for b in biases])
+
+    torch.library.register_autograd("lrm_fast::triplane_field_fwd", _cpp_backward, setup_context=_cpp_setup_context)
+    # create_graph=True backpropagates through the backward: say so instead of torch's silent
+    # "treat it as a constant" fallback
+    torch.library.register_autograd("lrm_fast::triplane_field_bwd", _cpp_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
+    _CPP_REGISTERED = True
 
 
 def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activation="relu"):
-    # The probe sees only planes and points; MLP parameters that want gradients (training without
-    # no_grad) take the differentiable reference, which is the op's exact semantics.
-    if _needs_grad(list(weights) + [b for b in biases if b is not None]):
-        return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
     for name, t in [("weights", w) for w in weights] + [("biases", b) for b in biases if b is not None]:
         if t.device != planes.device:
             raise ValueError(f"triplane_mlp: {name} on {t.device}, planes on {planes.device}")
@@ -402,9 +432,11 @@ def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activ
             raise ValueError(f"triplane_mlp: {name} dtype {t.dtype}, planes {planes.dtype} (cpp backend)")
     if points.dtype != torch.float32:
         raise ValueError(f"triplane_mlp: points must be float32 for the cpp backend, got {points.dtype}")
-    bs = [b.detach() if b is not None else planes.new_zeros(w.shape[0]) for w, b in zip(weights, biases)]
-    return torch.ops.lrm_fast.triplane_field_fwd(planes.detach(), points.detach(), [w.detach() for w in weights],
-                                                 bs, _CPP_AGG[aggregate], _CPP_ACT[activation])
+    # a missing bias is a constant zero vector (no gradient); points are detached: no gradient
+    # flows to them (the probe sends points that require grad to the reference)
+    bs = [b if b is not None else planes.new_zeros(w.shape[0]) for w, b in zip(weights, biases)]
+    return torch.ops.lrm_fast.triplane_field_fwd(planes, points.detach(), list(weights), bs, _CPP_AGG[aggregate],
+                                                 _CPP_ACT[activation])
 
 
 _dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe)

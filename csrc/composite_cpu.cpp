@@ -1,6 +1,21 @@
 // CPU kernels for alpha compositing: one pass per ray (composite.h), threads over rays. No
 // [R, S] intermediate is materialized; the backward reads the inputs again and walks each ray
 // in reverse from its stored final transmittance.
+//
+// float32 runs the vectorized per-ray code of composite_vec_cpu.h (chunked SIMD passes + scalar
+// scans), compiled per ISA with target_clones; float64 (gradcheck) runs the scalar LRM_HD code
+// that the CUDA kernels share. LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar
+// path for float32 too: the tests and the benchmark compare the two in one process.
+//
+// no-trapping-math for this translation unit: with GCC's default -ftrapping-math, a select whose
+// arm is an FP operation (x > 20 ? x : softplus(x)) is not if-converted, so the loops of
+// composite_vec_cpu.h would not vectorize. It changes no value (only whether FP exception flags
+// may be raised speculatively); -ffp-contract=off still holds.
+#pragma GCC optimize("no-trapping-math")
+
+#include <cstdlib>
+#include <vector>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -10,12 +25,108 @@
 #include "composite.h"
 #include "composite_ops.h"
 #include "composite_samples.h"
+#include "composite_vec_cpu.h"
 
 namespace lrm_fast {
 
 namespace {
 constexpr int64_t kGrain = 64;
+
+bool use_vector(at::ScalarType dtype) {
+  if (dtype != at::kFloat) return false;
+  const char* s = std::getenv("LRM_FAST_COMPOSITE_SCALAR");
+  return !(s && s[0] == '1');
 }
+
+// One instantiation per (activation, midpoint) so the inner loops have no per-element branch.
+#define LRM_ACT_MID(act, mid, CALL)                   \
+  do {                                                \
+    if ((act) == 0 && (mid)) { CALL(0, true); }       \
+    else if ((act) == 0) { CALL(0, false); }          \
+    else if (mid) { CALL(1, true); }                  \
+    else { CALL(1, false); }                          \
+  } while (0)
+
+struct SamplesArgs {
+  const float *raw, *t, *o, *d, *bg;
+  float bmin, bmax, bias, thresh;
+  int act;
+  bool mid;
+  int64_t S;
+  SampleIntervals<float> iv(int64_t i, float* v_raw) const {
+    return SampleIntervals<float>{raw + i * S * 4, t + i * S, o + 3 * i, d + 3 * i, bmin, bmax, bias, act, mid,
+                                  v_raw ? v_raw + i * S * 4 : nullptr};
+  }
+};
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void samples_fwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* color, float* depth,
+                       float* opacity, float* t_final, int* n_used) {
+  vec::SampleScratch sc(scratch, vec::kChunk);  // the forward works chunk by chunk
+  for (int64_t i = b; i < e; ++i) {
+    const auto iv = a.iv(i, nullptr);
+#define LRM_CALL(A, M)                                                                                       \
+  n_used[i] = vec::samples_forward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, a.thresh, sc, color + 3 * i, \
+                                                  depth + i, opacity + i, t_final + i)
+    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+#undef LRM_CALL
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void samples_weights_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* w) {
+  vec::SampleScratch sc(scratch, a.S);
+  const int64_t n = a.S > 0 ? a.S - 1 : 0;
+  for (int64_t i = b; i < e; ++i) {
+    const auto iv = a.iv(i, nullptr);
+#define LRM_CALL(A, M) vec::samples_weights_ray_impl<A, M>(iv, int(a.S), sc, w + i * n)
+    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+#undef LRM_CALL
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void samples_bwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, const float* v_color,
+                       const float* v_depth, const float* v_opacity, const float* depth, const float* opacity,
+                       const int* n_used, float* v_raw, float* v_bg) {
+  vec::SampleScratch sc(scratch, a.S);
+  for (int64_t i = b; i < e; ++i) {
+    const auto iv = a.iv(i, nullptr);
+#define LRM_CALL(A, M)                                                                                          \
+  vec::samples_backward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, n_used[i], opacity[i], depth[i],           \
+                                       v_color + 3 * i, v_depth[i], v_opacity[i], sc, v_raw + i * a.S * 4, \
+                                       v_bg + 3 * i)
+    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+#undef LRM_CALL
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void plain_fwd_range(const float* rgb, const float* sigma, const float* deltas, const float* depths,
+                     const float* bg, int64_t S, float thresh, int64_t b, int64_t e, float* scratch, float* color,
+                     float* depth, float* opacity, float* t_final, int* n_used) {
+  for (int64_t i = b; i < e; ++i)
+    n_used[i] = vec::composite_forward_ray_vec(rgb + i * S * 3, sigma + i * S, deltas + i * S, depths + i * S,
+                                               bg + 3 * i, int(S), thresh, scratch, color + 3 * i, depth + i,
+                                               opacity + i, t_final + i);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void plain_weights_range(const float* sigma, const float* deltas, int64_t S, int64_t b, int64_t e, float* w) {
+  for (int64_t i = b; i < e; ++i) vec::composite_weights_ray_vec(sigma + i * S, deltas + i * S, int(S), w + i * S);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void plain_bwd_range(const float* rgb, const float* sigma, const float* deltas, const float* depths,
+                     const float* bg, int64_t S, int64_t b, int64_t e, float* scratch, const int* n_used,
+                     const float* opacity, const float* depth, const float* v_color, const float* v_depth,
+                     const float* v_opacity, float* v_rgb, float* v_sigma, float* v_bg) {
+  for (int64_t i = b; i < e; ++i)
+    vec::composite_backward_ray_vec(rgb + i * S * 3, sigma + i * S, deltas + i * S, depths + i * S, bg + 3 * i,
+                                    int(S), n_used[i], opacity[i], depth[i], v_color + 3 * i, v_depth[i],
+                                    v_opacity[i], scratch, v_rgb + i * S * 3, v_sigma + i * S, v_bg + 3 * i);
+}
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cpu(
     const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
@@ -28,6 +139,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
   auto t_final = at::empty({R}, sigma.options());
   auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
+  if (use_vector(sigma.scalar_type())) {
+    const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
+    float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
+    float* ot = t_final.data_ptr<float>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vec::kChunk + 16);
+      plain_fwd_range(cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo, ot, on);
+    });
+    return {color, depth, opacity, t_final, n_used};
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_fwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
     const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
@@ -61,6 +184,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
   auto v_rgb = at::empty({R, S, 3}, sigma.options());
   auto v_sigma = at::empty({R, S}, sigma.options());
   auto v_bg = at::empty({R, 3}, sigma.options());
+  if (use_vector(sigma.scalar_type())) {
+    const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
+    const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
+    const float *dep = depth.data_ptr<float>(), *op = opacity.data_ptr<float>();
+    const int* nu = n_used.data_ptr<int>();
+    float *g_rgb = v_rgb.data_ptr<float>(), *g_sig = v_sigma.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vec::plain_scratch_floats(S));
+      plain_bwd_range(cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo, g_rgb, g_sig, g_bg);
+    });
+    return {v_rgb, v_sigma, v_bg};
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_bwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
     const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
@@ -86,6 +222,12 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const int64_t R = sigma.size(0), S = sigma.size(1);
   auto w = at::empty({R, S}, sigma.options());
+  if (use_vector(sigma.scalar_type())) {
+    const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    float* wp = w.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) { plain_weights_range(sp, dp, S, b, e, wp); });
+    return w;
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
     const scalar_t *sp = sigma.data_ptr<scalar_t>(), *dp = deltas.data_ptr<scalar_t>();
     scalar_t* wp = w.data_ptr<scalar_t>();
@@ -116,6 +258,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, t.options()), opacity = at::empty({R}, t.options());
   auto t_final = at::empty({R}, t.options());
   auto n_used = at::empty({R}, t.options().dtype(at::kInt));
+  if (use_vector(t.scalar_type())) {
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), float(thresh), int(act),
+                        midpoint, S};
+    float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
+    float* ot = t_final.data_ptr<float>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vec::samples_scratch_floats(vec::kChunk));
+      samples_fwd_range(a, b, e, scratch.data(), oc, od, oo, ot, on);
+    });
+    return {color, depth, opacity, t_final, n_used};
+  }
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_fwd_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
@@ -148,6 +303,19 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
   const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
   auto v_raw = at::zeros({R, S, 4}, t.options());
   auto v_bg = at::empty({R, 3}, t.options());
+  if (use_vector(t.scalar_type())) {
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
+    const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
+    const float *dep = depth.data_ptr<float>(), *opa = opacity.data_ptr<float>();
+    const int* nu = n_used.data_ptr<int>();
+    float *g_raw = v_raw.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vec::samples_scratch_floats(S));
+      samples_bwd_range(a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
+    });
+    return {v_raw, v_bg};
+  }
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_bwd_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
@@ -174,6 +342,16 @@ at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Ten
   const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   auto w = at::empty({R, S > 0 ? S - 1 : 0}, t.options());
+  if (use_vector(t.scalar_type())) {
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        nullptr, float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
+    float* wp = w.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vec::samples_scratch_floats(S));
+      samples_weights_range(a, b, e, scratch.data(), wp);
+    });
+    return w;
+  }
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_weights_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>();

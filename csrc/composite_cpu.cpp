@@ -3,7 +3,7 @@
 // in reverse from its stored final transmittance.
 //
 // float32 runs the vectorized per-ray code of composite_vec_cpu.h (chunked SIMD passes + scalar
-// scans), compiled per ISA with target_clones; float64 (gradcheck) runs the scalar LRM_HD code
+// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked at load time); float64 (gradcheck) runs the scalar LRM_HD code
 // that the CUDA kernels share. LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar
 // path for float32 too: the tests and the benchmark compare the two in one process.
 //
@@ -38,94 +38,33 @@ bool use_vector(at::ScalarType dtype) {
   return !(s && s[0] == '1');
 }
 
-// One instantiation per (activation, midpoint) so the inner loops have no per-element branch.
-#define LRM_ACT_MID(act, mid, CALL)                   \
-  do {                                                \
-    if ((act) == 0 && (mid)) { CALL(0, true); }       \
-    else if ((act) == 0) { CALL(0, false); }          \
-    else if (mid) { CALL(1, true); }                  \
-    else { CALL(1, false); }                          \
+using vecdata::SamplesArgs;
+
+enum class Isa { kPlain, kAvx2, kAvx512 };
+
+Isa pick_isa() {
+  __builtin_cpu_init();
+  const bool fma = __builtin_cpu_supports("fma");
+  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return Isa::kAvx512;
+  if (fma && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
+  return Isa::kPlain;
+}
+
+// picked once at load time from the CPU (as triplane_field_cpu.cpp does)
+const Isa kIsa = pick_isa();
+
+// NAME(args...) -> the ISA's namespace of composite_vec_cpu.h
+#define LRM_ISA_CALL(NAME, ...)                                   \
+  do {                                                            \
+    switch (kIsa) {                                               \
+      case Isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
+      case Isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
+      default: vec::NAME(__VA_ARGS__);                            \
+    }                                                             \
   } while (0)
 
-struct SamplesArgs {
-  const float *raw, *t, *o, *d, *bg;
-  float bmin, bmax, bias, thresh;
-  int act;
-  bool mid;
-  int64_t S;
-  SampleIntervals<float> iv(int64_t i, float* v_raw) const {
-    return SampleIntervals<float>{raw + i * S * 4, t + i * S, o + 3 * i, d + 3 * i, bmin, bmax, bias, act, mid,
-                                  v_raw ? v_raw + i * S * 4 : nullptr};
-  }
-};
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void samples_fwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* color, float* depth,
-                       float* opacity, float* t_final, int* n_used) {
-  vec::SampleScratch sc(scratch, vec::kChunk);  // the forward works chunk by chunk
-  for (int64_t i = b; i < e; ++i) {
-    const auto iv = a.iv(i, nullptr);
-#define LRM_CALL(A, M)                                                                                       \
-  n_used[i] = vec::samples_forward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, a.thresh, sc, color + 3 * i, \
-                                                  depth + i, opacity + i, t_final + i)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
-#undef LRM_CALL
-  }
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void samples_weights_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* w) {
-  vec::SampleScratch sc(scratch, a.S);
-  const int64_t n = a.S > 0 ? a.S - 1 : 0;
-  for (int64_t i = b; i < e; ++i) {
-    const auto iv = a.iv(i, nullptr);
-#define LRM_CALL(A, M) vec::samples_weights_ray_impl<A, M>(iv, int(a.S), sc, w + i * n)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
-#undef LRM_CALL
-  }
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void samples_bwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, const float* v_color,
-                       const float* v_depth, const float* v_opacity, const float* depth, const float* opacity,
-                       const int* n_used, float* v_raw, float* v_bg) {
-  vec::SampleScratch sc(scratch, a.S);
-  for (int64_t i = b; i < e; ++i) {
-    const auto iv = a.iv(i, nullptr);
-#define LRM_CALL(A, M)                                                                                          \
-  vec::samples_backward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, n_used[i], opacity[i], depth[i],           \
-                                       v_color + 3 * i, v_depth[i], v_opacity[i], sc, v_raw + i * a.S * 4, \
-                                       v_bg + 3 * i)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
-#undef LRM_CALL
-  }
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void plain_fwd_range(const float* rgb, const float* sigma, const float* deltas, const float* depths,
-                     const float* bg, int64_t S, float thresh, int64_t b, int64_t e, float* scratch, float* color,
-                     float* depth, float* opacity, float* t_final, int* n_used) {
-  for (int64_t i = b; i < e; ++i)
-    n_used[i] = vec::composite_forward_ray_vec(rgb + i * S * 3, sigma + i * S, deltas + i * S, depths + i * S,
-                                               bg + 3 * i, int(S), thresh, scratch, color + 3 * i, depth + i,
-                                               opacity + i, t_final + i);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void plain_weights_range(const float* sigma, const float* deltas, int64_t S, int64_t b, int64_t e, float* w) {
-  for (int64_t i = b; i < e; ++i) vec::composite_weights_ray_vec(sigma + i * S, deltas + i * S, int(S), w + i * S);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void plain_bwd_range(const float* rgb, const float* sigma, const float* deltas, const float* depths,
-                     const float* bg, int64_t S, int64_t b, int64_t e, float* scratch, const int* n_used,
-                     const float* opacity, const float* depth, const float* v_color, const float* v_depth,
-                     const float* v_opacity, float* v_rgb, float* v_sigma, float* v_bg) {
-  for (int64_t i = b; i < e; ++i)
-    vec::composite_backward_ray_vec(rgb + i * S * 3, sigma + i * S, deltas + i * S, depths + i * S, bg + 3 * i,
-                                    int(S), n_used[i], opacity[i], depth[i], v_color + 3 * i, v_depth[i],
-                                    v_opacity[i], scratch, v_rgb + i * S * 3, v_sigma + i * S, v_bg + 3 * i);
-}
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cpu(
@@ -146,8 +85,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
     float* ot = t_final.data_ptr<float>();
     int* on = n_used.data_ptr<int>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(vec::kChunk + 16);
-      plain_fwd_range(cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo, ot, on);
+      std::vector<float> scratch(vecdata::kChunk + 16);
+      LRM_ISA_CALL(plain_fwd_range, cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo, ot, on);
     });
     return {color, depth, opacity, t_final, n_used};
   }
@@ -192,8 +131,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
     const int* nu = n_used.data_ptr<int>();
     float *g_rgb = v_rgb.data_ptr<float>(), *g_sig = v_sigma.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(vec::plain_scratch_floats(S));
-      plain_bwd_range(cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo, g_rgb, g_sig, g_bg);
+      std::vector<float> scratch(vecdata::plain_scratch_floats(S));
+      LRM_ISA_CALL(plain_bwd_range, cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo, g_rgb, g_sig, g_bg);
     });
     return {v_rgb, v_sigma, v_bg};
   }
@@ -225,7 +164,7 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   if (use_vector(sigma.scalar_type())) {
     const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     float* wp = w.data_ptr<float>();
-    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) { plain_weights_range(sp, dp, S, b, e, wp); });
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) { LRM_ISA_CALL(plain_weights_range, sp, dp, S, b, e, wp); });
     return w;
   }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
@@ -266,8 +205,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
     float* ot = t_final.data_ptr<float>();
     int* on = n_used.data_ptr<int>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(vec::samples_scratch_floats(vec::kChunk));
-      samples_fwd_range(a, b, e, scratch.data(), oc, od, oo, ot, on);
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(samples_fwd_range, a, b, e, scratch.data(), oc, od, oo, ot, on);
     });
     return {color, depth, opacity, t_final, n_used};
   }
@@ -311,8 +250,8 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
     const int* nu = n_used.data_ptr<int>();
     float *g_raw = v_raw.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(vec::samples_scratch_floats(S));
-      samples_bwd_range(a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(samples_bwd_range, a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
     });
     return {v_raw, v_bg};
   }
@@ -347,8 +286,8 @@ at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Ten
                         nullptr, float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
     float* wp = w.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(vec::samples_scratch_floats(S));
-      samples_weights_range(a, b, e, scratch.data(), wp);
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(samples_weights_range, a, b, e, scratch.data(), wp);
     });
     return w;
   }

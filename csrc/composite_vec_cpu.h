@@ -7,7 +7,7 @@
 //   1. a data-parallel pass computes, for all intervals of the chunk, everything that does not
 //      depend on the transmittance (gate, widened sigmoid, activation, e = exp(-sigma delta), ...)
 //      into small SoA buffers, with branch-free exp/log1p written as plain arithmetic + bit casts
-//      so the compiler vectorizes the loop (the callers are target_clones'd for AVX2/AVX-512);
+//      so the compiler vectorizes the loop (the callers are compiled per ISA, see below);
 //   2. a scalar scan does the transmittance recurrence (a few multiply-adds per interval).
 // The forward stops scanning, and computing further chunks, at the early-stop threshold.
 // The backward computes the per-interval quantities of the used intervals in one vector pass,
@@ -32,475 +32,95 @@
 #endif
 
 #define LRM_VEC inline __attribute__((always_inline))
+// The data-parallel passes are real functions: GCC vectorizes them reliably only where their
+// __restrict__ pointer parameters survive, i.e. not after inlining into the per-ray code.
+#define LRM_VEC_PASS inline __attribute__((noinline))
 
 namespace lrm_fast {
-namespace vec {
+namespace vecdata {
 
 // intervals per chunk of the forward (the early stop skips whole chunks)
 constexpr int kChunk = 32;
+constexpr int kLanes = 16;  // partial sums of the forward (kChunk is a multiple)
+static_assert(kChunk % kLanes == 0, "kChunk must be a multiple of kLanes");
 
 LRM_VEC float bits_to_float(int32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof f);
   return f;
 }
-
-// exp(x) for float32: Cephes expf (range reduction by n = round(x / ln2), ln2 split in two so
-// n * C1 is exact, degree-5 polynomial on |r| <= ln2/2), scaled by 2^n as two factors 2^(n/2)
-// so that x > 88.72 overflows to inf like expf without a branch. Results below 1.6e-38
-// (x < -87) are flushed to 0 instead of going subnormal: an underflowing multiply takes a
-// microcode assist on x86 that costs ~100 cycles per vector, and gated samples (raw density
-// -1e4) would hit it on every call. NaN propagates.
-LRM_VEC float exp(float x) {
-  const bool tiny = x < -87.0f;
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 89.0f ? 89.0f : x;
-  // round to nearest integer: 1.5 * 2^23 pushes the fraction bits out (|x / ln2| < 2^22)
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t ni = int32_t(n);  // in [-126, 129]
-  const int32_t n1 = ni >> 1, n2 = ni - n1;
-  const float y = p * bits_to_float((n1 + 127) << 23) * bits_to_float((n2 + 127) << 23);
-  return tiny ? 0.0f : y;
-}
-
-// log1p(u) for u in [0, 1] (what softplus needs: u = exp(-|x|)). w = 1 + u is rounded; the
-// classic correction (u - (w - 1)) / w restores the lost low bits, so tiny u give u exactly.
-// log(w), w in [1, 2]: halve above sqrt(2), then the Cephes logf polynomial on m - 1.
-LRM_VEC float log1p01(float u) {
-  const float w = 1.0f + u;
-  const float corr = (u - (w - 1.0f)) / w;
-  const bool big = w > 1.41421356237f;
-  const float m = big ? 0.5f * w : w;
-  const float e = big ? 1.0f : 0.0f;
-  const float f = m - 1.0f;  // exact (Sterbenz)
-  const float z = f * f;
-  float y = 7.0376836292e-2f;
-  y = y * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  y = y * f * z;
-  y = y + e * -2.12194440e-4f;
-  y = y - 0.5f * z;
-  float r = f + y;
-  r = r + e * 0.693359375f;
-  return r + corr;
-}
-
-// torch's softplus (beta 1, threshold 20): x > 20 ? x : log1p(exp(x)), written as
-// max(x, 0) + log1p(exp(-|x|)) so the exp never overflows and tiny results stay accurate.
-LRM_VEC float softplus(float x) {
-  const float ax = x < 0.0f ? -x : x;
-  const float sp = (x > 0.0f ? x : 0.0f) + log1p01(vec::exp(-ax));
-  return x > 20.0f ? x : sp;
-}
-
-LRM_VEC float sigmoid(float x) { return 1.0f / (1.0f + vec::exp(-x)); }
-
-// the density activation (composite_samples.h's activate): 0 softplus, 1 exp(min(x, 15))
-LRM_VEC float activate(float x, int act) {
-  if (act == 0) return softplus(x);
-  return vec::exp(x < 15.0f ? x : 15.0f);
-}
-
-// -------------------------------------------------------------------------------------------
-// composite_samples: per-sample gate + widened sigmoid, per-interval quantities
-
-// in_val where lo <= p_a <= hi on all three axes, else out_val (out_val for NaN too, like the
-// comparisons). A chain of selects rather than a && b && ... ? :, since GCC vectorizes this form
-// and not the boolean one.
-LRM_VEC float select_inbox(float p0, float p1, float p2, float lo, float hi, float in_val, float out_val) {
-  float a = p0 >= lo ? in_val : out_val;
-  a = p0 <= hi ? a : out_val;
-  a = p1 >= lo ? a : out_val;
-  a = p1 <= hi ? a : out_val;
-  a = p2 >= lo ? a : out_val;
-  return p2 <= hi ? a : out_val;
-}
-
-// Samples j0 .. j0+m-1 of ray iv -> gate mask g (1 in the box, 0 outside), gated raw density sr
-// and the three sigmoids s (ungated; the rgb of a gated sample is 0). The gate is the same
-// expression as SampleIntervals::inbox (mul_add_rn, no contraction: it must agree bit for bit
-// with the renderer's torch expression).
-LRM_VEC void gate_samples(const SampleIntervals<float>& iv, int j0, int m, float* __restrict__ g,
-                          float* __restrict__ sr, float* __restrict__ s0, float* __restrict__ s1,
-                          float* __restrict__ s2) {
-  const float* __restrict__ raw = iv.raw + 4 * j0;
-  const float* __restrict__ t = iv.t + j0;
-  const float o0 = iv.o[0], o1 = iv.o[1], o2 = iv.o[2], d0 = iv.d[0], d1 = iv.d[1], d2 = iv.d[2];
-  const float lo = iv.bmin, hi = iv.bmax;
-  for (int j = 0; j < m; ++j) {
-    const float tj = t[j];
-    const float p0 = mul_add_rn(tj, d0, o0), p1 = mul_add_rn(tj, d1, o1), p2 = mul_add_rn(tj, d2, o2);
-    const float rj = raw[4 * j];
-    g[j] = select_inbox(p0, p1, p2, lo, hi, 1.0f, 0.0f);
-    sr[j] = select_inbox(p0, p1, p2, lo, hi, rj, -1e4f);
-    s0[j] = sigmoid(raw[4 * j + 1]);
-    s1[j] = sigmoid(raw[4 * j + 2]);
-    s2[j] = sigmoid(raw[4 * j + 3]);
-  }
-}
-
-// the rgb of a sample from its gate and sigmoid: sigmoid * 1.002 - 0.001, or 0 outside the box
-LRM_VEC float widen(float g, float s) {
-  const float c = s * 1.002f - 0.001f;
-  return g > 0.5f ? c : 0.0f;
-}
-
-// Intervals k0 .. k0+n-1 from the sample buffers (index 0 = sample k0): rgb, pre-activation x,
-// e = exp(-sigma delta), delta, depth.
-template <int ACT, bool MID>
-LRM_VEC void sample_intervals(const float* __restrict__ t, int n, float bias, const float* __restrict__ g,
-                              const float* __restrict__ sr, const float* __restrict__ s0,
-                              const float* __restrict__ s1, const float* __restrict__ s2,
-                              float* __restrict__ r0, float* __restrict__ r1, float* __restrict__ r2,
-                              float* __restrict__ x, float* __restrict__ e, float* __restrict__ delta,
-                              float* __restrict__ depth) {
-  for (int i = 0; i < n; ++i) {
-    const float dl = t[i + 1] - t[i];
-    float xi, c0, c1, c2, di;
-    if (MID) {
-      xi = 0.5f * (sr[i] + sr[i + 1]) + bias;
-      c0 = 0.5f * (widen(g[i], s0[i]) + widen(g[i + 1], s0[i + 1]));
-      c1 = 0.5f * (widen(g[i], s1[i]) + widen(g[i + 1], s1[i + 1]));
-      c2 = 0.5f * (widen(g[i], s2[i]) + widen(g[i + 1], s2[i + 1]));
-      di = 0.5f * (t[i] + t[i + 1]);
-    } else {
-      xi = sr[i] + bias;
-      c0 = widen(g[i], s0[i]);
-      c1 = widen(g[i], s1[i]);
-      c2 = widen(g[i], s2[i]);
-      di = t[i];
-    }
-    const float sigma = activate(xi, ACT);
-    r0[i] = c0;
-    r1[i] = c1;
-    r2[i] = c2;
-    x[i] = xi;
-    e[i] = vec::exp(-sigma * dl);
-    delta[i] = dl;
-    depth[i] = di;
-  }
-}
-
-// Scratch for one ray of composite_samples, in floats: 19 arrays of S + 2 entries (samples,
-// intervals, and the backward's two zero sentinels); the forward only uses kChunk + 1 of each.
+// Scratch for one ray of composite_samples, in floats: 19 arrays of scratch_stride(S) entries
+// (samples, intervals, the backward's two zero sentinels), the padded copy of t and of raw (4x).
+// Arrays are a whole number of 16-float vectors apart plus spare vectors: GCC versions some loops
+// with a runtime overlap check whose segments extend past n, and arrays packed closer made that
+// check fail, silently running the scalar fallback.
 constexpr int kSampleArrays = 5;     // g, sr, s0, s1, s2
 constexpr int kIntervalArrays = 14;  // r0 r1 r2 x e delta depth alpha keep gsum T va vx w
-inline int64_t samples_scratch_floats(int64_t S) { return (kSampleArrays + kIntervalArrays) * (S + 2); }
+// samples of the padded copy: the forward gates blocks of kChunk up to one block past the last
+// interval, and the vector passes read one past their (16-rounded) end
+inline int padded_samples(int64_t S) { return int((S + 2 * kChunk + 15) / 16 * 16); }
+inline int64_t scratch_stride(int64_t S) { return padded_samples(S) + 32; }
+inline int64_t samples_scratch_floats(int64_t S) {
+  return (kSampleArrays + kIntervalArrays + 1 + 4) * scratch_stride(S);
+}
 
 struct SampleScratch {
   float *g, *sr, *s0, *s1, *s2, *r0, *r1, *r2, *x, *e, *delta, *depth, *alpha, *keep, *gs, *T, *va, *vx, *w;
+  float *tp, *rawp;
   SampleScratch(float* buf, int64_t S) {
-    float** arrs[] = {&g, &sr, &s0, &s1, &s2, &r0, &r1, &r2, &x, &e, &delta, &depth, &alpha, &keep, &gs, &T, &va, &vx, &w};
-    for (int i = 0; i < kSampleArrays + kIntervalArrays; ++i) *arrs[i] = buf + i * (S + 2);
+    float** arrs[] = {&g, &sr, &s0, &s1, &s2, &r0, &r1, &r2, &x, &e, &delta, &depth, &alpha, &keep, &gs, &T, &va, &vx, &w, &tp};
+    const int64_t st = scratch_stride(S);
+    for (int i = 0; i < kSampleArrays + kIntervalArrays + 1; ++i) *arrs[i] = buf + i * st;
+    rawp = buf + (kSampleArrays + kIntervalArrays + 1) * st;
   }
 };
 
-template <int ACT, bool MID>
-LRM_VEC int samples_forward_ray_impl(const SampleIntervals<float>& iv, int S, const float* bg, float thresh,
-                                     SampleScratch& b, float* color, float* depth, float* opacity, float* t_final) {
-  const int n = S > 0 ? S - 1 : 0;
-  const float stop = lrm_max(thresh, float(COMPOSITE_T_FLOOR));
-  const float eps = float(COMPOSITE_T_EPS);
-  float trans = 1.0f, acc0 = 0.0f, acc1 = 0.0f, acc2 = 0.0f, accd = 0.0f, acco = 0.0f;
-  int k = 0;
-  bool stopped = false;
-  while (k < n && !stopped) {
-    const int c = n - k < kChunk ? n - k : kChunk;
-    gate_samples(iv, k, c + 1, b.g, b.sr, b.s0, b.s1, b.s2);
-    sample_intervals<ACT, MID>(iv.t + k, c, iv.bias, b.g, b.sr, b.s0, b.s1, b.s2, b.r0, b.r1, b.r2, b.x, b.e,
-                               b.delta, b.depth);
-    for (int i = 0; i < c; ++i) {
-      const float alpha = 1.0f - b.e[i];
-      const float w = alpha * trans;
-      acc0 += w * b.r0[i];
-      acc1 += w * b.r1[i];
-      acc2 += w * b.r2[i];
-      accd += w * b.depth[i];
-      acco += w;
-      trans *= 1.0f - alpha + eps;
-      ++k;
-      if (trans < stop) {
-        stopped = true;
-        break;
-      }
-    }
-  }
-  color[0] = acc0 + (1.0f - acco) * bg[0];
-  color[1] = acc1 + (1.0f - acco) * bg[1];
-  color[2] = acc2 + (1.0f - acco) * bg[2];
-  if (acco > 0.0f) {
-    *depth = accd / acco;
-  } else if (n > 0) {  // no weight anywhere: the depth of the last interval
-    *depth = MID ? 0.5f * (iv.t[n - 1] + iv.t[n]) : iv.t[n - 1];
-  } else {
-    *depth = 0.0f;
-  }
-  *opacity = acco;
-  *t_final = trans;
-  return k;
-}
-
-// The weights only need the density: no sigmoid, no color.
-template <int ACT, bool MID>
-LRM_VEC void samples_weights_ray_impl(const SampleIntervals<float>& iv, int S, SampleScratch& b, float* w) {
-  const int n = S > 0 ? S - 1 : 0;
-  if (n == 0) return;
-  const float eps = float(COMPOSITE_T_EPS);
-  const float* __restrict__ raw = iv.raw;
-  const float* __restrict__ t = iv.t;
-  const float o0 = iv.o[0], o1 = iv.o[1], o2 = iv.o[2], d0 = iv.d[0], d1 = iv.d[1], d2 = iv.d[2];
-  const float lo = iv.bmin, hi = iv.bmax, bias = iv.bias;
-  float* __restrict__ sr = b.sr;
-  float* __restrict__ e = b.e;
-  const int m = MID ? n + 1 : n;
-  for (int j = 0; j < m; ++j) {
-    const float tj = t[j];
-    const float p0 = mul_add_rn(tj, d0, o0), p1 = mul_add_rn(tj, d1, o1), p2 = mul_add_rn(tj, d2, o2);
-    const float rj = raw[4 * j];
-    sr[j] = select_inbox(p0, p1, p2, lo, hi, rj, -1e4f);
-  }
-  for (int i = 0; i < n; ++i) {
-    const float xi = MID ? 0.5f * (sr[i] + sr[i + 1]) + bias : sr[i] + bias;
-    e[i] = vec::exp(-activate(xi, ACT) * (t[i + 1] - t[i]));
-  }
-  float trans = 1.0f;
-  for (int i = 0; i < n; ++i) {
-    const float alpha = 1.0f - e[i];
-    w[i] = alpha * trans;
-    trans *= 1.0f - alpha + eps;
-  }
-}
-
-// Backward passes. Each vector pass is its own function with __restrict__ parameters: GCC
-// (12) does not vectorize the same loops written over restrict locals loaded from a struct.
-
-// alpha, keep = 1 - alpha + eps and g_k = dL/dw_k = v_C . (c_k - bg) + v_O + vd (t_k - D)
-LRM_VEC void bwd_prep(int n, const float* __restrict__ e, const float* __restrict__ r0, const float* __restrict__ r1,
-                      const float* __restrict__ r2, const float* __restrict__ dp, const float* vc, const float* bg,
-                      float v_opacity, float vd, float depth, float* __restrict__ alpha, float* __restrict__ keep,
-                      float* __restrict__ gs) {
-  const float eps = float(COMPOSITE_T_EPS);
-  const float vc0 = vc[0], vc1 = vc[1], vc2 = vc[2], bg0 = bg[0], bg1 = bg[1], bg2 = bg[2];
-  for (int i = 0; i < n; ++i) {
-    const float a = 1.0f - e[i];
-    alpha[i] = a;
-    keep[i] = 1.0f - a + eps;
-    gs[i] = vc0 * (r0[i] - bg0) + vc1 * (r1[i] - bg1) + vc2 * (r2[i] - bg2) + v_opacity + vd * (dp[i] - depth);
-  }
-}
-
-// scalar: prefix transmittances T_k (the forward's own products), then the suffix
-// A_k = g_k alpha_k + keep_k A_{k+1} and v_alpha_k = T_k (g_k - A_{k+1})
-LRM_VEC void bwd_scans(int n, const float* __restrict__ alpha, const float* __restrict__ keep,
-                       const float* __restrict__ gs, float* __restrict__ T, float* __restrict__ va) {
-  float trans = 1.0f;
-  for (int i = 0; i < n; ++i) {
-    T[i] = trans;
-    trans *= keep[i];
-  }
-  float A = 0.0f;
-  for (int i = n - 1; i >= 0; --i) {
-    va[i] = T[i] * (gs[i] - A);
-    A = gs[i] * alpha[i] + keep[i] * A;
-  }
-}
-
-// v_x = v_alpha delta e act'(x) (dL/d of the activation's input) and the weights w = alpha T
-template <int ACT>
-LRM_VEC void bwd_vx(int n, const float* __restrict__ x, const float* __restrict__ va, const float* __restrict__ dl,
-                    const float* __restrict__ e, const float* __restrict__ alpha, const float* __restrict__ T,
-                    float* __restrict__ vx, float* __restrict__ w) {
-  for (int i = 0; i < n; ++i) {
-    const float xi = x[i];
-    float ag;
-    if (ACT == 0) {
-      const float sg = sigmoid(xi);
-      ag = xi > 20.0f ? 1.0f : sg;
-    } else {
-      const float ex = vec::exp(xi);
-      ag = xi <= 15.0f ? ex : 0.0f;
-    }
-    vx[i] = va[i] * dl[i] * e[i] * ag;
-    w[i] = alpha[i] * T[i];
-  }
-}
-
-// route interval cotangents to samples 0..m-1, through the gate and the widened sigmoid. vx and
-// w are read at j and j - 1 and must hold zeros at -1 and n.
-template <bool MID>
-LRM_VEC void bwd_route(int m, const float* __restrict__ vx, const float* __restrict__ w, const float* __restrict__ g,
-                       const float* __restrict__ s0, const float* __restrict__ s1, const float* __restrict__ s2,
-                       const float* vc, float* __restrict__ v_raw) {
-  const float vc0 = vc[0], vc1 = vc[1], vc2 = vc[2];
-  for (int j = 0; j < m; ++j) {
-    float vs, u0, u1, u2;
-    if (MID) {
-      // sample j is in intervals j and j - 1; the scalar walk (in reverse) adds interval j's
-      // half first
-      const float wa = w[j], wb = w[j - 1];
-      vs = 0.5f * vx[j] + 0.5f * vx[j - 1];
-      u0 = 0.5f * (wa * vc0) + 0.5f * (wb * vc0);
-      u1 = 0.5f * (wa * vc1) + 0.5f * (wb * vc1);
-      u2 = 0.5f * (wa * vc2) + 0.5f * (wb * vc2);
-    } else {
-      vs = vx[j];
-      u0 = w[j] * vc0;
-      u1 = w[j] * vc1;
-      u2 = w[j] * vc2;
-    }
-    const float d0 = u0 * (1.002f * s0[j] * (1.0f - s0[j]));
-    const float d1 = u1 * (1.002f * s1[j] * (1.0f - s1[j]));
-    const float d2 = u2 * (1.002f * s2[j] * (1.0f - s2[j]));
-    const bool in = g[j] > 0.5f;
-    v_raw[4 * j] = in ? vs : 0.0f;
-    v_raw[4 * j + 1] = in ? d0 : 0.0f;
-    v_raw[4 * j + 2] = in ? d1 : 0.0f;
-    v_raw[4 * j + 3] = in ? d2 : 0.0f;
-  }
-}
-
-// Backward over the n_used intervals; v_raw [S, 4] must be zeroed by the caller; writes v_bg[3].
-template <int ACT, bool MID>
-LRM_VEC void samples_backward_ray_impl(const SampleIntervals<float>& iv, int S, const float* bg, int n_used,
-                                       float opacity, float depth, const float* v_color, float v_depth,
-                                       float v_opacity, SampleScratch& b, float* __restrict__ v_raw, float* v_bg) {
-  for (int c = 0; c < 3; ++c) v_bg[c] = (1.0f - opacity) * v_color[c];
-  const int n = n_used < S - 1 ? n_used : S - 1;  // (a bad n_used must not overrun the scratch)
-  if (n <= 0) return;
-  const int m = MID ? n + 1 : n;  // samples that reach a used interval
-  gate_samples(iv, 0, m, b.g, b.sr, b.s0, b.s1, b.s2);
-  sample_intervals<ACT, MID>(iv.t, n, iv.bias, b.g, b.sr, b.s0, b.s1, b.s2, b.r0, b.r1, b.r2, b.x, b.e, b.delta,
-                             b.depth);
-  const float vd = opacity > 0.0f ? v_depth / opacity : 0.0f;
-  bwd_prep(n, b.e, b.r0, b.r1, b.r2, b.depth, v_color, bg, v_opacity, vd, depth, b.alpha, b.keep, b.gs);
-  bwd_scans(n, b.alpha, b.keep, b.gs, b.T, b.va);
-  // v_x and w carry a zero before index 0 and after n - 1, so the routing pass needs no branch
-  b.vx[0] = b.w[0] = b.vx[n + 1] = b.w[n + 1] = 0.0f;
-  bwd_vx<ACT>(n, b.x, b.va, b.delta, b.e, b.alpha, b.T, b.vx + 1, b.w + 1);
-  bwd_route<MID>(m, b.vx + 1, b.w + 1, b.g, b.s0, b.s1, b.s2, v_color, v_raw);
-}
-
-// -------------------------------------------------------------------------------------------
-// plain compositing of given rgb/sigma/deltas (composite.h)
-
 constexpr int kPlainArrays = 8;  // e alpha keep gs T va (+2 spare)
-inline int64_t plain_scratch_floats(int64_t S) { return kPlainArrays * (S + 1) + 64; }
+inline int64_t plain_scratch_floats(int64_t S) { return kPlainArrays * scratch_stride(S); }
 
-LRM_VEC void exp_neg_product(const float* __restrict__ sigma, const float* __restrict__ deltas, int n,
-                             float* __restrict__ e) {
-  for (int i = 0; i < n; ++i) e[i] = vec::exp(-sigma[i] * deltas[i]);
-}
+// arguments of composite_samples over a range of rays (float32, contiguous)
+struct SamplesArgs {
+  const float *raw, *t, *o, *d, *bg;
+  float bmin, bmax, bias, thresh;
+  int act;
+  bool mid;
+  int64_t S;
+  SampleIntervals<float> iv(int64_t i) const {
+    return SampleIntervals<float>{raw + i * S * 4, t + i * S, o + 3 * i, d + 3 * i, bmin, bmax, bias, act, mid,
+                                  nullptr};
+  }
+};
 
-LRM_VEC int composite_forward_ray_vec(const float* rgb, const float* sigma, const float* deltas,
-                                      const float* depths, const float* bg, int S, float thresh, float* scratch,
-                                      float* color, float* depth, float* opacity, float* t_final) {
-  const float stop = lrm_max(thresh, float(COMPOSITE_T_FLOOR));
-  const float eps = float(COMPOSITE_T_EPS);
-  float trans = 1.0f, acc0 = 0.0f, acc1 = 0.0f, acc2 = 0.0f, accd = 0.0f, acco = 0.0f;
-  int k = 0;
-  bool stopped = false;
-  while (k < S && !stopped) {
-    const int c = S - k < kChunk ? S - k : kChunk;
-    exp_neg_product(sigma + k, deltas + k, c, scratch);
-    for (int i = 0; i < c; ++i) {
-      const float alpha = 1.0f - scratch[i];
-      const float w = alpha * trans;
-      acc0 += w * rgb[3 * k + 0];
-      acc1 += w * rgb[3 * k + 1];
-      acc2 += w * rgb[3 * k + 2];
-      accd += w * depths[k];
-      acco += w;
-      trans *= 1.0f - alpha + eps;
-      ++k;
-      if (trans < stop) {
-        stopped = true;
-        break;
-      }
-    }
-  }
-  color[0] = acc0 + (1.0f - acco) * bg[0];
-  color[1] = acc1 + (1.0f - acco) * bg[1];
-  color[2] = acc2 + (1.0f - acco) * bg[2];
-  *depth = acco > 0.0f ? accd / acco : (S > 0 ? depths[S - 1] : 0.0f);
-  *opacity = acco;
-  *t_final = trans;
-  return k;
-}
-
-LRM_VEC void composite_weights_ray_vec(const float* sigma, const float* deltas, int S, float* w) {
-  exp_neg_product(sigma, deltas, S, w);  // w holds e until the scan overwrites it
-  const float eps = float(COMPOSITE_T_EPS);
-  float trans = 1.0f;
-  for (int k = 0; k < S; ++k) {
-    const float alpha = 1.0f - w[k];
-    w[k] = alpha * trans;
-    trans *= 1.0f - alpha + eps;
-  }
-}
-
-LRM_VEC void composite_backward_ray_vec(const float* __restrict__ rgb, const float* __restrict__ sigma,
-                                        const float* __restrict__ deltas, const float* __restrict__ depths,
-                                        const float* bg, int S, int n_used, float opacity, float depth,
-                                        const float* v_color, float v_depth, float v_opacity, float* scratch,
-                                        float* __restrict__ v_rgb, float* __restrict__ v_sigma, float* v_bg) {
-  for (int k = n_used; k < S; ++k) {
-    v_sigma[k] = 0.0f;
-    v_rgb[3 * k + 0] = v_rgb[3 * k + 1] = v_rgb[3 * k + 2] = 0.0f;
-  }
-  for (int c = 0; c < 3; ++c) v_bg[c] = (1.0f - opacity) * v_color[c];
-  const int n = n_used < S ? n_used : S;
-  if (n <= 0) return;
-  float* __restrict__ e = scratch;
-  float* __restrict__ alpha = scratch + (S + 1);
-  float* __restrict__ keep = scratch + 2 * (S + 1);
-  float* __restrict__ gs = scratch + 3 * (S + 1);
-  float* __restrict__ T = scratch + 4 * (S + 1);
-  float* __restrict__ va = scratch + 5 * (S + 1);
-  const float eps = float(COMPOSITE_T_EPS);
-  const float vc0 = v_color[0], vc1 = v_color[1], vc2 = v_color[2];
-  const float bg0 = bg[0], bg1 = bg[1], bg2 = bg[2];
-  const float vd = opacity > 0.0f ? v_depth / opacity : 0.0f;
-  exp_neg_product(sigma, deltas, n, e);
-  for (int i = 0; i < n; ++i) {
-    const float a = 1.0f - e[i];
-    alpha[i] = a;
-    keep[i] = 1.0f - a + eps;
-    gs[i] = vc0 * (rgb[3 * i] - bg0) + vc1 * (rgb[3 * i + 1] - bg1) + vc2 * (rgb[3 * i + 2] - bg2) + v_opacity +
-            vd * (depths[i] - depth);
-  }
-  float trans = 1.0f;
-  for (int i = 0; i < n; ++i) {
-    T[i] = trans;
-    trans *= keep[i];
-  }
-  float A = 0.0f;
-  for (int i = n - 1; i >= 0; --i) {
-    va[i] = T[i] * (gs[i] - A);
-    A = gs[i] * alpha[i] + keep[i] * A;
-  }
-  for (int i = 0; i < n; ++i) {
-    const float w = alpha[i] * T[i];
-    v_sigma[i] = va[i] * deltas[i] * e[i];
-    v_rgb[3 * i + 0] = w * vc0;
-    v_rgb[3 * i + 1] = w * vc1;
-    v_rgb[3 * i + 2] = w * vc2;
-  }
-}
-
-}  // namespace vec
+}  // namespace vecdata
 }  // namespace lrm_fast
+
+// The math three times, one namespace per ISA, each compiled for its target with a pragma:
+//   vec         plain x86-64 (SSE2), plain multiply-adds
+//   vec_avx2    AVX2 + FMA
+//   vec_avx512  AVX-512 (F/VL/BW/DQ) + FMA
+// FMA goes into the polynomials and scans (fewer instructions, and it rounds once, so no less
+// accurate); the in-box gate never uses it: it must round like the renderer's torch expression.
+// The CPU kernels pick the namespace at load time (composite_cpu.cpp).
+#define LRM_VEC_NS vec
+#define LRM_MADD(a, b, c) ((a) * (b) + (c))
+#include "composite_vec_cpu_impl.h"
+#undef LRM_MADD
+#undef LRM_VEC_NS
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define LRM_VEC_NS vec_avx2
+#define LRM_MADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#include "composite_vec_cpu_impl.h"
+#undef LRM_MADD
+#undef LRM_VEC_NS
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#define LRM_VEC_NS vec_avx512
+#define LRM_MADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#include "composite_vec_cpu_impl.h"
+#undef LRM_MADD
+#undef LRM_VEC_NS
+#pragma GCC pop_options

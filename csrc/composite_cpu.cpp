@@ -14,6 +14,7 @@
 #pragma GCC optimize("no-trapping-math")
 
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include <ATen/Dispatch.h>
@@ -55,10 +56,20 @@ Isa pick_isa() {
 // picked once at load time from the CPU (as triplane_field_cpu.cpp does)
 const Isa kIsa = pick_isa();
 
+// LRM_FAST_COMPOSITE_ISA=plain|avx2 (read at each call) runs a lower ISA than the CPU has, so
+// the tests cover all three compilations on one machine; never a higher one.
+Isa isa() {
+  const char* s = std::getenv("LRM_FAST_COMPOSITE_ISA");
+  if (!s) return kIsa;
+  const std::string want(s);
+  const Isa w = want == "plain" ? Isa::kPlain : want == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
+  return int(w) < int(kIsa) ? w : kIsa;
+}
+
 // NAME(args...) -> the ISA's namespace of composite_vec_cpu.h
 #define LRM_ISA_CALL(NAME, ...)                                   \
   do {                                                            \
-    switch (kIsa) {                                               \
+    switch (isa()) {                                              \
       case Isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
       case Isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
       default: vec::NAME(__VA_ARGS__);                            \

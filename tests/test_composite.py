@@ -284,10 +284,19 @@ def _close(a, b, name, **tol):
     torch.testing.assert_close(a.double(), b.double(), **(tol or VEC_TOL), msg=lambda m: f"{name}: {m}")
 
 
+@pytest.fixture(params=["native", "avx2", "plain"])
+def isa(request, monkeypatch):
+    """Each vector test runs the CPU's own compilation (AVX-512 here), the AVX2+FMA one and the
+    plain x86-64 one (LRM_FAST_COMPOSITE_ISA only selects lower ISAs than the CPU has)."""
+    if request.param != "native":
+        monkeypatch.setenv("LRM_FAST_COMPOSITE_ISA", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("S", [2, 3, 17, 64, 129])
 @pytest.mark.parametrize("case", ["mixed", "huge", "zero", "gated", "exp_clamp"])
 @pytest.mark.parametrize("act,mid", [(0, True), (1, True), (0, False), (1, False)])
-def test_vector_samples_match_float64(S, case, act, mid, monkeypatch):
+def test_vector_samples_match_float64(S, case, act, mid, isa, monkeypatch):
     args = _vec_sample_inputs(6, S, case, seed=S)
     ref = _samples_fwd_bwd(*(x.double() for x in args), act, mid, 0.0)
     fwd32 = torch.ops.lrm_fast.composite_samples_fwd(*args, -1.0, 1.0, -1.0, act, mid, 0.0)
@@ -320,7 +329,7 @@ def test_vector_samples_match_float64(S, case, act, mid, monkeypatch):
 
 @pytest.mark.parametrize("S", [3, 64, 129])
 @pytest.mark.parametrize("case", ["mixed", "huge"])
-def test_vector_samples_early_stop(S, case):
+def test_vector_samples_early_stop(S, case, isa):
     args = _vec_sample_inputs(16, S, case, seed=S + 1)
     args[0][..., 0] += 8.0  # denser, so rays terminate inside the ray
     thresh = 1e-2
@@ -341,7 +350,7 @@ def test_vector_samples_early_stop(S, case):
 
 @pytest.mark.parametrize("S", [1, 2, 3, 17, 64, 129])
 @pytest.mark.parametrize("thresh", [0.0, 1e-2])
-def test_vector_plain_composite_match_float64(S, thresh):
+def test_vector_plain_composite_match_float64(S, thresh, isa):
     rgb, sigma, deltas, depths, bg = _inputs(7, S, torch.float64, scale=6.0, seed=S, bg_shape=(7, 3))
     if S > 4:
         sigma[0] = 0.0
@@ -380,7 +389,7 @@ def test_vector_and_scalar_float32_agree(monkeypatch):
     _close(vec["v_raw"], sca["v_raw"], "v_raw", atol=3e-5 * max(1.0, sca["v_raw"].abs().max().item()), rtol=3e-4)
 
 
-def test_vector_gate_bit_exact_on_box_faces():
+def test_vector_gate_bit_exact_on_box_faces(isa):
     """Samples exactly on a box face (t chosen so o + t d == bmax in float32) are in the box, as the
     renderer's torch expression says; the vector gate must agree bit for bit."""
     R, S = 8, 40

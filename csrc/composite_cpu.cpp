@@ -3,9 +3,10 @@
 // in reverse from its stored final transmittance.
 //
 // float32 runs the vectorized per-ray code of composite_vec_cpu.h (chunked SIMD passes + scalar
-// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked at load time); float64 (gradcheck) runs the scalar LRM_HD code
-// that the CUDA kernels share. LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar
-// path for float32 too: the tests and the benchmark compare the two in one process.
+// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked at load time); float64
+// (gradcheck) runs the scalar LRM_HD code that the CUDA kernels share.
+// LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar path for float32 too: the
+// tests and the benchmark compare the two in one process.
 //
 // no-trapping-math for this translation unit: with GCC's default -ftrapping-math, a select whose
 // arm is an FP operation (x > 20 ? x : softplus(x)) is not if-converted, so the loops of
@@ -66,10 +67,11 @@ Isa isa() {
   return int(w) < int(kIsa) ? w : kIsa;
 }
 
-// NAME(args...) -> the ISA's namespace of composite_vec_cpu.h
-#define LRM_ISA_CALL(NAME, ...)                                   \
+// NAME(args...) -> the namespace of composite_vec_cpu.h for ISA `which` (read by the caller before
+// at::parallel_for: getenv stays on the calling thread)
+#define LRM_ISA_CALL(which, NAME, ...)                            \
   do {                                                            \
-    switch (isa()) {                                              \
+    switch (which) {                                              \
       case Isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
       case Isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
       default: vec::NAME(__VA_ARGS__);                            \
@@ -89,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
   auto t_final = at::empty({R}, sigma.options());
   auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
-  if (use_vector(sigma.scalar_type())) {
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
     float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
@@ -97,7 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
     int* on = n_used.data_ptr<int>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(vecdata::kChunk + 16);
-      LRM_ISA_CALL(plain_fwd_range, cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo, ot, on);
+      LRM_ISA_CALL(which, plain_fwd_range, cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo,
+                   ot, on);
     });
     return {color, depth, opacity, t_final, n_used};
   }
@@ -134,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
   auto v_rgb = at::empty({R, S, 3}, sigma.options());
   auto v_sigma = at::empty({R, S}, sigma.options());
   auto v_bg = at::empty({R, 3}, sigma.options());
-  if (use_vector(sigma.scalar_type())) {
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
     const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
@@ -143,7 +146,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
     float *g_rgb = v_rgb.data_ptr<float>(), *g_sig = v_sigma.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(vecdata::plain_scratch_floats(S));
-      LRM_ISA_CALL(plain_bwd_range, cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo, g_rgb, g_sig, g_bg);
+      LRM_ISA_CALL(which, plain_bwd_range, cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo,
+                   g_rgb, g_sig, g_bg);
     });
     return {v_rgb, v_sigma, v_bg};
   }
@@ -172,10 +176,11 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const int64_t R = sigma.size(0), S = sigma.size(1);
   auto w = at::empty({R, S}, sigma.options());
-  if (use_vector(sigma.scalar_type())) {
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
     const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     float* wp = w.data_ptr<float>();
-    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) { LRM_ISA_CALL(plain_weights_range, sp, dp, S, b, e, wp); });
+    at::parallel_for(0, R, kGrain,
+                     [&](int64_t b, int64_t e) { LRM_ISA_CALL(which, plain_weights_range, sp, dp, S, b, e, wp); });
     return w;
   }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
@@ -208,7 +213,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, t.options()), opacity = at::empty({R}, t.options());
   auto t_final = at::empty({R}, t.options());
   auto n_used = at::empty({R}, t.options().dtype(at::kInt));
-  if (use_vector(t.scalar_type())) {
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), float(thresh), int(act),
                         midpoint, S};
@@ -217,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
     int* on = n_used.data_ptr<int>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(vecdata::samples_scratch_floats(S));
-      LRM_ISA_CALL(samples_fwd_range, a, b, e, scratch.data(), oc, od, oo, ot, on);
+      LRM_ISA_CALL(which, samples_fwd_range, a, b, e, scratch.data(), oc, od, oo, ot, on);
     });
     return {color, depth, opacity, t_final, n_used};
   }
@@ -253,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
   const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
   auto v_raw = at::zeros({R, S, 4}, t.options());
   auto v_bg = at::empty({R, 3}, t.options());
-  if (use_vector(t.scalar_type())) {
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
     const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
@@ -262,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
     float *g_raw = v_raw.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(vecdata::samples_scratch_floats(S));
-      LRM_ISA_CALL(samples_bwd_range, a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
+      LRM_ISA_CALL(which, samples_bwd_range, a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
     });
     return {v_raw, v_bg};
   }
@@ -292,13 +297,13 @@ at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Ten
   const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   auto w = at::empty({R, S > 0 ? S - 1 : 0}, t.options());
-  if (use_vector(t.scalar_type())) {
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         nullptr, float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
     float* wp = w.data_ptr<float>();
     at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(vecdata::samples_scratch_floats(S));
-      LRM_ISA_CALL(samples_weights_range, a, b, e, scratch.data(), wp);
+      LRM_ISA_CALL(which, samples_weights_range, a, b, e, scratch.data(), wp);
     });
     return w;
   }

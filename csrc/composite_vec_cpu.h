@@ -3,21 +3,28 @@
 // keeps the scalar LRM_HD functions.
 //
 // Why: the scalar per-ray walk spends its time in libm expf/log1pf, called one sample at a time
-// (3 sigmoids per sample + softplus + exp per interval). Here each ray is processed in chunks:
-//   1. a data-parallel pass computes, for all intervals of the chunk, everything that does not
-//      depend on the transmittance (gate, widened sigmoid, activation, e = exp(-sigma delta), ...)
-//      into small SoA buffers, with branch-free exp/log1p written as plain arithmetic + bit casts
-//      so the compiler vectorizes the loop (the callers are compiled per ISA, see below);
-//   2. a scalar scan does the transmittance recurrence (a few multiply-adds per interval).
-// The forward stops scanning, and computing further chunks, at the early-stop threshold.
+// (3 sigmoids per sample + softplus + exp per interval). Here each ray is first copied into a
+// padded buffer (so every vector loop covers whole vectors, with no scalar remainder), then
+// processed in chunks of kChunk intervals:
+//   1. data-parallel passes compute, for all intervals of the chunk, everything that does not
+//      depend on the transmittance (gate, widened sigmoid, activation, e = exp(-sigma delta),
+//      alpha, keep) into small SoA buffers, with branch-free exp/log1p written as plain
+//      arithmetic + bit casts so that GCC vectorizes the loops (compiled per ISA, see below);
+//   2. a scalar scan multiplies out the transmittance T_{k+1} = T_k keep_k, stopping at the
+//      early-stop threshold (later chunks are then never computed);
+//   3. a vector pass adds the weighted colors/depths/weights of the used intervals into 16
+//      lane-wise partial sums.
 // The backward computes the per-interval quantities of the used intervals in one vector pass,
 // the prefix transmittances T_k and the suffix A_k in two scalar scans, and routes the
 // cotangents through the activations into the outputs in a last vector pass.
 //
-// Numerics vs the scalar float path: exp/log1p are within a few ulp (ctest checks this), the
+// Numerics vs the scalar float path: exp/log1p are within ~1 ulp (the ctest measures them); the
 // backward takes T_k from the forward's own prefix products (the scalar path divides T_final by
-// each keep factor in reverse; both are the same quantity, the prefix is the more accurate).
-// exp flushes results below 1.6e-38 to 0 (expf gives subnormals there); nothing else differs.
+// each keep factor in reverse: the same quantity, the prefix is the more accurate); the forward
+// sums in lane order; exp flushes results below 1.6e-38 to 0 (expf gives subnormals there).
+//
+// Vectorization needs -fno-trapping-math in the including translation unit (composite_cpu.cpp
+// sets it with a pragma): with GCC's default a select with an FP arm is not if-converted.
 #pragma once
 
 #include <cmath>
@@ -68,7 +75,8 @@ struct SampleScratch {
   float *g, *sr, *s0, *s1, *s2, *r0, *r1, *r2, *x, *e, *delta, *depth, *alpha, *keep, *gs, *T, *va, *vx, *w;
   float *tp, *rawp;
   SampleScratch(float* buf, int64_t S) {
-    float** arrs[] = {&g, &sr, &s0, &s1, &s2, &r0, &r1, &r2, &x, &e, &delta, &depth, &alpha, &keep, &gs, &T, &va, &vx, &w, &tp};
+    float** arrs[] = {&g,     &sr,   &s0, &s1, &s2, &r0, &r1, &r2, &x,  &e,
+                      &delta, &depth, &alpha, &keep, &gs, &T,  &va,  &vx, &w, &tp};
     const int64_t st = scratch_stride(S);
     for (int i = 0; i < kSampleArrays + kIntervalArrays + 1; ++i) *arrs[i] = buf + i * st;
     rawp = buf + (kSampleArrays + kIntervalArrays + 1) * st;

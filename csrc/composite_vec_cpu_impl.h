@@ -97,8 +97,8 @@ LRM_VEC float select_inbox(float p0, float p1, float p2, float lo, float hi, flo
 // gate is the same expression as SampleIntervals::inbox (mul_add_rn, no contraction: it must
 // agree bit for bit with the renderer's torch expression).
 LRM_VEC_PASS void gate_samples(const SampleIntervals<float>& iv, const float* __restrict__ t,
-                          const float* __restrict__ raw, int m, float* __restrict__ g, float* __restrict__ sr,
-                          float* __restrict__ s0, float* __restrict__ s1, float* __restrict__ s2) {
+                               const float* __restrict__ raw, int m, float* __restrict__ g, float* __restrict__ sr,
+                               float* __restrict__ s0, float* __restrict__ s1, float* __restrict__ s2) {
   const float o0 = iv.o[0], o1 = iv.o[1], o2 = iv.o[2], d0 = iv.d[0], d1 = iv.d[1], d2 = iv.d[2];
   const float lo = iv.bmin, hi = iv.bmax;
   for (int j = 0; j < m; ++j) {
@@ -118,7 +118,7 @@ LRM_VEC_PASS void gate_samples(const SampleIntervals<float>& iv, const float* __
 // multiple of 16 entries: a scalar remainder loop of the inlined exp costs as much as the
 // vectorized rest of a 128-sample ray.
 LRM_VEC_PASS void copy_ray(const SampleIntervals<float>& iv, int S, int len, float* __restrict__ tp,
-                      float* __restrict__ rawp) {
+                           float* __restrict__ rawp) {
   std::memcpy(tp, iv.t, sizeof(float) * S);
   std::memcpy(rawp, iv.raw, sizeof(float) * 4 * S);
   const float last = iv.t[S - 1];
@@ -138,11 +138,11 @@ LRM_VEC float widen(float g, float s) {
 // e = exp(-sigma delta), delta, depth.
 template <int ACT, bool MID>
 LRM_VEC_PASS void sample_intervals(const float* __restrict__ t, int n, float bias, const float* __restrict__ g,
-                              const float* __restrict__ sr, const float* __restrict__ s0,
-                              const float* __restrict__ s1, const float* __restrict__ s2,
-                              float* __restrict__ r0, float* __restrict__ r1, float* __restrict__ r2,
-                              float* __restrict__ x, float* __restrict__ e, float* __restrict__ delta,
-                              float* __restrict__ depth) {
+                                   const float* __restrict__ sr, const float* __restrict__ s0,
+                                   const float* __restrict__ s1, const float* __restrict__ s2,
+                                   float* __restrict__ r0, float* __restrict__ r1, float* __restrict__ r2,
+                                   float* __restrict__ x, float* __restrict__ e, float* __restrict__ delta,
+                                   float* __restrict__ depth) {
   for (int i = 0; i < n; ++i) {
     const float dl = t[i + 1] - t[i];
     float xi, c0, c1, c2, di;
@@ -183,10 +183,12 @@ LRM_VEC_PASS void alpha_keep(int n, const float* __restrict__ e, float* __restri
 
 // Weighted sums of the first `used` of kChunk intervals into 16 lane-wise partial sums per
 // quantity (acc [5][16]: r0, r1, r2, depth, weight), so the loop vectorizes without reassociating
-// a scalar reduction. Entries past `used` hold stale values: selected away, never multiplied in.
+// a scalar reduction. Entries past `used` hold stale values: their products are selected away
+// (a stale NaN cannot leak into the sums).
 LRM_VEC_PASS void accumulate_chunk(int used, const float* __restrict__ alpha, const float* __restrict__ T,
-                              const float* __restrict__ r0, const float* __restrict__ r1,
-                              const float* __restrict__ r2, const float* __restrict__ dp, float* __restrict__ acc) {
+                                   const float* __restrict__ r0, const float* __restrict__ r1,
+                                   const float* __restrict__ r2, const float* __restrict__ dp,
+                                   float* __restrict__ acc) {
   for (int h = 0; h < kChunk; h += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const int i = h + l;
@@ -266,7 +268,7 @@ LRM_VEC int samples_forward_ray_impl(const SampleIntervals<float>& iv, int S, co
 
 // gated raw density of samples 0..m-1 (gate_samples without the colors)
 LRM_VEC_PASS void gate_density(const SampleIntervals<float>& iv, const float* __restrict__ t,
-                          const float* __restrict__ raw, int m, float* __restrict__ sr) {
+                               const float* __restrict__ raw, int m, float* __restrict__ sr) {
   const float o0 = iv.o[0], o1 = iv.o[1], o2 = iv.o[2], d0 = iv.d[0], d1 = iv.d[1], d2 = iv.d[2];
   const float lo = iv.bmin, hi = iv.bmax;
   for (int j = 0; j < m; ++j) {
@@ -280,7 +282,7 @@ LRM_VEC_PASS void gate_density(const SampleIntervals<float>& iv, const float* __
 // e = exp(-act(x) delta) of intervals 0..n-1 from the gated densities
 template <int ACT, bool MID>
 LRM_VEC_PASS void density_e(int n, const float* __restrict__ t, const float* __restrict__ sr, float bias,
-                       float* __restrict__ e) {
+                            float* __restrict__ e) {
   for (int i = 0; i < n; ++i) {
     const float xi = MID ? 0.5f * (sr[i] + sr[i + 1]) + bias : sr[i] + bias;
     e[i] = LRM_VEC_NS::exp(-activate(xi, ACT) * (t[i + 1] - t[i]));
@@ -308,10 +310,11 @@ LRM_VEC void samples_weights_ray_impl(const SampleIntervals<float>& iv, int S, S
 // (12) does not vectorize the same loops written over restrict locals loaded from a struct.
 
 // alpha, keep = 1 - alpha + eps and g_k = dL/dw_k = v_C . (c_k - bg) + v_O + vd (t_k - D)
-LRM_VEC_PASS void bwd_prep(int n, const float* __restrict__ e, const float* __restrict__ r0, const float* __restrict__ r1,
-                      const float* __restrict__ r2, const float* __restrict__ dp, const float* vc, const float* bg,
-                      float v_opacity, float vd, float depth, float* __restrict__ alpha, float* __restrict__ keep,
-                      float* __restrict__ gs) {
+LRM_VEC_PASS void bwd_prep(int n, const float* __restrict__ e, const float* __restrict__ r0,
+                           const float* __restrict__ r1, const float* __restrict__ r2,
+                           const float* __restrict__ dp, const float* vc, const float* bg, float v_opacity, float vd,
+                           float depth, float* __restrict__ alpha, float* __restrict__ keep,
+                           float* __restrict__ gs) {
   const float eps = float(COMPOSITE_T_EPS);
   const float vc0 = vc[0], vc1 = vc[1], vc2 = vc[2], bg0 = bg[0], bg1 = bg[1], bg2 = bg[2];
   for (int i = 0; i < n; ++i) {
@@ -341,8 +344,8 @@ LRM_VEC void bwd_scans(int n, const float* __restrict__ alpha, const float* __re
 // v_x = v_alpha delta e act'(x) (dL/d of the activation's input) and the weights w = alpha T
 template <int ACT>
 LRM_VEC_PASS void bwd_vx(int n, const float* __restrict__ x, const float* __restrict__ va, const float* __restrict__ dl,
-                    const float* __restrict__ e, const float* __restrict__ alpha, const float* __restrict__ T,
-                    float* __restrict__ vx, float* __restrict__ w) {
+                         const float* __restrict__ e, const float* __restrict__ alpha, const float* __restrict__ T,
+                         float* __restrict__ vx, float* __restrict__ w) {
   for (int i = 0; i < n; ++i) {
     const float xi = x[i];
     float ag;
@@ -361,9 +364,9 @@ LRM_VEC_PASS void bwd_vx(int n, const float* __restrict__ x, const float* __rest
 // route interval cotangents to samples 0..m-1, through the gate and the widened sigmoid. vx and
 // w are read at j and j - 1 and must hold zeros at -1 and n.
 template <bool MID>
-LRM_VEC_PASS void bwd_route(int m, const float* __restrict__ vx, const float* __restrict__ w, const float* __restrict__ g,
-                       const float* __restrict__ s0, const float* __restrict__ s1, const float* __restrict__ s2,
-                       const float* vc, float* __restrict__ v_raw) {
+LRM_VEC_PASS void bwd_route(int m, const float* __restrict__ vx, const float* __restrict__ w,
+                            const float* __restrict__ g, const float* __restrict__ s0, const float* __restrict__ s1,
+                            const float* __restrict__ s2, const float* vc, float* __restrict__ v_raw) {
   const float vc0 = vc[0], vc1 = vc[1], vc2 = vc[2];
   for (int j = 0; j < m; ++j) {
     float vs, u0, u1, u2;
@@ -421,7 +424,7 @@ LRM_VEC void samples_backward_ray_impl(const SampleIntervals<float>& iv, int S, 
 
 
 LRM_VEC_PASS void exp_neg_product(const float* __restrict__ sigma, const float* __restrict__ deltas, int n,
-                             float* __restrict__ e) {
+                                  float* __restrict__ e) {
   for (int i = 0; i < n; ++i) e[i] = LRM_VEC_NS::exp(-sigma[i] * deltas[i]);
 }
 

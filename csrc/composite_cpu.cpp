@@ -256,9 +256,9 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
   const auto bg = bg_in.contiguous(), v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
   const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
   const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
-  auto v_raw = at::zeros({R, S, 4}, t.options());
   auto v_bg = at::empty({R, 3}, t.options());
   if (const Isa which = isa(); use_vector(t.scalar_type())) {
+    auto v_raw = at::empty({R, S, 4}, t.options());  // the vector path writes every entry
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
     const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
@@ -271,6 +271,7 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
     });
     return {v_raw, v_bg};
   }
+  auto v_raw = at::zeros({R, S, 4}, t.options());  // the scalar walk accumulates into it
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_bwd_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();

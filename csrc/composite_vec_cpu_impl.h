@@ -395,15 +395,17 @@ LRM_VEC_PASS void bwd_route(int m, const float* __restrict__ vx, const float* __
   }
 }
 
-// Backward over the n_used intervals; v_raw [S, 4] must be zeroed by the caller; writes v_bg[3].
+// Backward over the n_used intervals; writes all of v_raw [S, 4] (zeros for the samples no used
+// interval reaches: the caller need not zero it) and v_bg[3].
 template <int ACT, bool MID>
 LRM_VEC void samples_backward_ray_impl(const SampleIntervals<float>& iv, int S, const float* bg, int n_used,
                                        float opacity, float depth, const float* v_color, float v_depth,
                                        float v_opacity, SampleScratch& b, float* __restrict__ v_raw, float* v_bg) {
   for (int c = 0; c < 3; ++c) v_bg[c] = (1.0f - opacity) * v_color[c];
   const int n = n_used < S - 1 ? n_used : S - 1;  // (a bad n_used must not overrun the scratch)
+  const int m = n <= 0 ? 0 : MID ? n + 1 : n;    // samples that reach a used interval
+  std::memset(v_raw + 4 * m, 0, sizeof(float) * 4 * (S - m));
   if (n <= 0) return;
-  const int m = MID ? n + 1 : n;  // samples that reach a used interval
   const int m16 = round16(m), n16 = round16(n);  // vector passes over whole vectors (padded copy)
   copy_ray(iv, S, padded_samples(S), b.tp, b.rawp);
   gate_samples(iv, b.tp, b.rawp, m16, b.g, b.sr, b.s0, b.s1, b.s2);
@@ -567,7 +569,7 @@ inline void samples_weights_range(const SamplesArgs& a, int64_t b, int64_t e, fl
   }
 }
 
-// v_raw [R, S, 4] zeroed by the caller
+// writes all of v_raw [R, S, 4]
 inline void samples_bwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, const float* v_color,
                               const float* v_depth, const float* v_opacity, const float* depth, const float* opacity,
                               const int* n_used, float* v_raw, float* v_bg) {

@@ -405,3 +405,21 @@ def test_vector_gate_bit_exact_on_box_faces(isa):
         fast = composite_samples(raw, t, o, d, bg, midpoint=mid, backend="cpp")
         for a, b in zip(ref, fast):
             _close(b, a, "out")
+
+
+def test_vector_backward_writes_zero_tail(isa):
+    """The vector backward returns v_raw from at::empty and must write the zeros of the samples that
+    no used interval reaches itself (early stop): freed NaN memory of the same size is likely to be
+    handed out again, so a missing write shows up as NaN."""
+    args = _vec_sample_inputs(4, 64, "huge", seed=7)
+    p = (-1.0, 1.0, -1.0, 0, True)
+    color, depth, opacity, t_final, nu = torch.ops.lrm_fast.composite_samples_fwd(*args, *p, 0.0)
+    assert (nu < 63).sum() >= 2  # (ray 1 of this seed runs outside the box and never stops)
+    for _ in range(3):
+        junk = torch.full((4, 64, 4), float("nan"))
+        del junk
+        v_raw, _ = torch.ops.lrm_fast.composite_samples_bwd(torch.ones(4, 3), torch.ones(4), torch.ones(4), *args,
+                                                           *p, depth, opacity, t_final, nu)
+        assert torch.isfinite(v_raw).all()
+        for r in range(4):
+            assert (v_raw[r, int(nu[r]) + 1:] == 0).all()

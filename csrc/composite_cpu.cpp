@@ -45,6 +45,9 @@ using vecdata::SamplesArgs;
 enum class Isa { kPlain, kAvx2, kAvx512 };
 
 Isa pick_isa() {
+#if !defined(LRM_VEC_X86)
+  return Isa::kPlain;
+#else
   __builtin_cpu_init();
   const bool fma = __builtin_cpu_supports("fma");
   if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
@@ -52,6 +55,7 @@ Isa pick_isa() {
     return Isa::kAvx512;
   if (fma && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
   return Isa::kPlain;
+#endif
 }
 
 // picked once at load time from the CPU (as triplane_field_cpu.cpp does)
@@ -69,6 +73,7 @@ Isa isa() {
 
 // NAME(args...) -> the namespace of composite_vec_cpu.h for ISA `which` (read by the caller before
 // at::parallel_for: getenv stays on the calling thread)
+#if defined(LRM_VEC_X86)
 #define LRM_ISA_CALL(which, NAME, ...)                            \
   do {                                                            \
     switch (which) {                                              \
@@ -77,6 +82,13 @@ Isa isa() {
       default: vec::NAME(__VA_ARGS__);                            \
     }                                                             \
   } while (0)
+#else
+#define LRM_ISA_CALL(which, NAME, ...) \
+  do {                                 \
+    (void)(which);                     \
+    vec::NAME(__VA_ARGS__);            \
+  } while (0)
+#endif
 
 }  // namespace
 

@@ -115,6 +115,8 @@ struct SamplesArgs {
 #undef LRM_MADD
 #undef LRM_VEC_NS
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LRM_VEC_X86 1  // the AVX2 / AVX-512 compilations exist (elsewhere only the plain one)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define LRM_VEC_NS vec_avx2
@@ -132,3 +134,4 @@ struct SamplesArgs {
 #undef LRM_MADD
 #undef LRM_VEC_NS
 #pragma GCC pop_options
+#endif  // x86-64

@@ -1,6 +1,23 @@
 // CPU kernels for alpha compositing: one pass per ray (composite.h), threads over rays. No
 // [R, S] intermediate is materialized; the backward reads the inputs again and walks each ray
 // in reverse from its stored final transmittance.
+//
+// float32 runs the vectorized per-ray code of composite_vec_cpu.h (chunked SIMD passes + scalar
+// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked at load time); float64
+// (gradcheck) runs the scalar LRM_HD code that the CUDA kernels share.
+// LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar path for float32 too: the
+// tests and the benchmark compare the two in one process.
+//
+// no-trapping-math for this translation unit: with GCC's default -ftrapping-math, a select whose
+// arm is an FP operation (x > 20 ? x : softplus(x)) is not if-converted, so the loops of
+// composite_vec_cpu.h would not vectorize. It changes no value (only whether FP exception flags
+// may be raised speculatively); -ffp-contract=off still holds.
+#pragma GCC optimize("no-trapping-math")
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -10,12 +27,70 @@
 #include "composite.h"
 #include "composite_ops.h"
 #include "composite_samples.h"
+#include "composite_vec_cpu.h"
 
 namespace lrm_fast {
 
 namespace {
 constexpr int64_t kGrain = 64;
+
+bool use_vector(at::ScalarType dtype) {
+  if (dtype != at::kFloat) return false;
+  const char* s = std::getenv("LRM_FAST_COMPOSITE_SCALAR");
+  return !(s && s[0] == '1');
 }
+
+using vecdata::SamplesArgs;
+
+enum class Isa { kPlain, kAvx2, kAvx512 };
+
+Isa pick_isa() {
+#if !defined(LRM_VEC_X86)
+  return Isa::kPlain;
+#else
+  __builtin_cpu_init();
+  const bool fma = __builtin_cpu_supports("fma");
+  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return Isa::kAvx512;
+  if (fma && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
+  return Isa::kPlain;
+#endif
+}
+
+// picked once at load time from the CPU (as triplane_field_cpu.cpp does)
+const Isa kIsa = pick_isa();
+
+// LRM_FAST_COMPOSITE_ISA=plain|avx2 (read at each call) runs a lower ISA than the CPU has, so
+// the tests cover all three compilations on one machine; never a higher one.
+Isa isa() {
+  const char* s = std::getenv("LRM_FAST_COMPOSITE_ISA");
+  if (!s) return kIsa;
+  const std::string want(s);
+  const Isa w = want == "plain" ? Isa::kPlain : want == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
+  return int(w) < int(kIsa) ? w : kIsa;
+}
+
+// NAME(args...) -> the namespace of composite_vec_cpu.h for ISA `which` (read by the caller before
+// at::parallel_for: getenv stays on the calling thread)
+#if defined(LRM_VEC_X86)
+#define LRM_ISA_CALL(which, NAME, ...)                            \
+  do {                                                            \
+    switch (which) {                                              \
+      case Isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
+      case Isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
+      default: vec::NAME(__VA_ARGS__);                            \
+    }                                                             \
+  } while (0)
+#else
+#define LRM_ISA_CALL(which, NAME, ...) \
+  do {                                 \
+    (void)(which);                     \
+    vec::NAME(__VA_ARGS__);            \
+  } while (0)
+#endif
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cpu(
     const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
@@ -28,6 +103,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
   auto t_final = at::empty({R}, sigma.options());
   auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+    const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
+    float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
+    float* ot = t_final.data_ptr<float>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vecdata::kChunk + 16);
+      LRM_ISA_CALL(which, plain_fwd_range, cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo,
+                   ot, on);
+    });
+    return {color, depth, opacity, t_final, n_used};
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_fwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
     const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
@@ -61,6 +149,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
   auto v_rgb = at::empty({R, S, 3}, sigma.options());
   auto v_sigma = at::empty({R, S}, sigma.options());
   auto v_bg = at::empty({R, 3}, sigma.options());
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+    const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
+    const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
+    const float *dep = depth.data_ptr<float>(), *op = opacity.data_ptr<float>();
+    const int* nu = n_used.data_ptr<int>();
+    float *g_rgb = v_rgb.data_ptr<float>(), *g_sig = v_sigma.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vecdata::plain_scratch_floats(S));
+      LRM_ISA_CALL(which, plain_bwd_range, cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo,
+                   g_rgb, g_sig, g_bg);
+    });
+    return {v_rgb, v_sigma, v_bg};
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_bwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
     const scalar_t *dp = deltas.data_ptr<scalar_t>(), *tp = depths.data_ptr<scalar_t>();
@@ -86,6 +188,13 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const int64_t R = sigma.size(0), S = sigma.size(1);
   auto w = at::empty({R, S}, sigma.options());
+  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+    const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+    float* wp = w.data_ptr<float>();
+    at::parallel_for(0, R, kGrain,
+                     [&](int64_t b, int64_t e) { LRM_ISA_CALL(which, plain_weights_range, sp, dp, S, b, e, wp); });
+    return w;
+  }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
     const scalar_t *sp = sigma.data_ptr<scalar_t>(), *dp = deltas.data_ptr<scalar_t>();
     scalar_t* wp = w.data_ptr<scalar_t>();
@@ -116,6 +225,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, t.options()), opacity = at::empty({R}, t.options());
   auto t_final = at::empty({R}, t.options());
   auto n_used = at::empty({R}, t.options().dtype(at::kInt));
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), float(thresh), int(act),
+                        midpoint, S};
+    float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
+    float* ot = t_final.data_ptr<float>();
+    int* on = n_used.data_ptr<int>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(which, samples_fwd_range, a, b, e, scratch.data(), oc, od, oo, ot, on);
+    });
+    return {color, depth, opacity, t_final, n_used};
+  }
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_fwd_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
@@ -146,8 +268,22 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
   const auto bg = bg_in.contiguous(), v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
   const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
   const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
-  auto v_raw = at::zeros({R, S, 4}, t.options());
   auto v_bg = at::empty({R, 3}, t.options());
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+    auto v_raw = at::empty({R, S, 4}, t.options());  // the vector path writes every entry
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
+    const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
+    const float *dep = depth.data_ptr<float>(), *opa = opacity.data_ptr<float>();
+    const int* nu = n_used.data_ptr<int>();
+    float *g_raw = v_raw.data_ptr<float>(), *g_bg = v_bg.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(which, samples_bwd_range, a, b, e, scratch.data(), vc, vd, vo, dep, opa, nu, g_raw, g_bg);
+    });
+    return {v_raw, v_bg};
+  }
+  auto v_raw = at::zeros({R, S, 4}, t.options());  // the scalar walk accumulates into it
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_bwd_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *bp = bg.data_ptr<scalar_t>();
@@ -174,6 +310,16 @@ at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Ten
   const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   auto w = at::empty({R, S > 0 ? S - 1 : 0}, t.options());
+  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+    const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
+                        nullptr, float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
+    float* wp = w.data_ptr<float>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(vecdata::samples_scratch_floats(S));
+      LRM_ISA_CALL(which, samples_weights_range, a, b, e, scratch.data(), wp);
+    });
+    return w;
+  }
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "composite_samples_weights_cpu", [&] {
     const scalar_t *rp = raw.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
     const scalar_t *op = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>();

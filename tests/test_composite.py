@@ -161,7 +161,7 @@ def test_cuda_opcheck_and_gradcheck():
 
 # -- fused: raw field samples -> pixels (composite_samples) -----------------------------------
 
-from lrm_fast.ops.composite import composite_samples, composite_samples_weights  # noqa: E402
+from lrm_fast.ops.composite import _composite_samples_ref, composite_samples, composite_samples_weights  # noqa: E402
 
 
 def _sample_inputs(R, S, dtype, device="cpu"):
@@ -227,3 +227,199 @@ def test_cuda_composite_samples_matches_twin():
         args = _sample_inputs(300, 40, dtype, device="cuda")
         for a, b in zip(_run_samples("reference", *args), _run_samples("cpp", *args)):
             torch.testing.assert_close(b, a, **TOL[dtype])
+
+
+# -- float32 vector path (composite_vec_cpu.h) against the float64 scalar path ----------------
+# float32 CPU calls run the chunked SIMD code; float64 runs the scalar per-ray code shared with
+# CUDA. Sizes hit the chunk (32 intervals) and SIMD tails; cases cover gating, huge/zero density,
+# both activations, midpoint on/off and early stop. LRM_FAST_COMPOSITE_SCALAR=1 forces the scalar
+# path for float32 (read at each call).
+
+VEC_TOL = dict(atol=3e-5, rtol=3e-4)
+
+
+def _vec_sample_inputs(R, S, case, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.sort(torch.rand(R, S, generator=g, dtype=torch.float64) * 3 + 0.5, -1).values
+    o = torch.tensor([0.0, 0.0, -2.5], dtype=torch.float64).expand(R, 3).clone()
+    d = torch.nn.functional.normalize(torch.randn(R, 3, generator=g, dtype=torch.float64) * 0.3
+                                      + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), dim=-1)
+    raw = torch.randn(R, S, 4, generator=g, dtype=torch.float64) * 3
+    bg = torch.rand(R, 3, generator=g, dtype=torch.float64)
+    if case == "huge":  # opaque after a few samples: alpha = 1, T drops by 1e-10 per interval
+        raw[:, S // 3:, 0] = 1e4
+    elif case == "zero":  # no density anywhere (as gated): T stays 1, depth = last interval
+        raw[..., 0] = -1e4
+    elif case == "gated":  # every other ray entirely outside the box
+        o[::2] = torch.tensor([5.0, 5.0, 5.0], dtype=torch.float64)
+    elif case == "exp_clamp":  # density logits above the exp activation's clamp (15)
+        raw[..., 0] = raw[..., 0] * 8
+    # float32 inputs; the float64 scalar run gets the same values cast up
+    return [x.float() for x in (raw, t, o, d, bg)]
+
+
+def _gate_agrees(t, o, d):
+    """[R] bool: every sample of the ray is gated alike in float32 and float64."""
+    def inbox(t, o, d):
+        p = o[:, None] + t[..., None] * d[:, None]
+        return ((p >= -1.0) & (p <= 1.0)).all(-1)
+    return (inbox(t, o, d) == inbox(t.double(), o.double(), d.double())).all(-1)
+
+
+def _samples_fwd_bwd(raw, t, o, d, bg, act, mid, thresh, n_used=None):
+    ops = torch.ops.lrm_fast
+    p = (-1.0, 1.0, -1.0, act, mid)
+    color, depth, opacity, t_final, nu = ops.composite_samples_fwd(raw, t, o, d, bg, *p, thresh)
+    nu = nu if n_used is None else n_used
+    g = torch.Generator().manual_seed(3)
+    vc = torch.randn(color.shape, generator=g, dtype=torch.float64).to(color.dtype)
+    vd = torch.randn(depth.shape, generator=g, dtype=torch.float64).to(color.dtype)
+    vo = torch.randn(opacity.shape, generator=g, dtype=torch.float64).to(color.dtype)
+    v_raw, v_bg = ops.composite_samples_bwd(vc, vd, vo, raw, t, o, d, bg, *p, depth, opacity, t_final, nu)
+    w = ops.composite_samples_weights(raw, t, o, d, *p)
+    return dict(color=color, depth=depth, opacity=opacity, n_used=nu, v_raw=v_raw, v_bg=v_bg, weights=w)
+
+
+def _close(a, b, name, **tol):
+    torch.testing.assert_close(a.double(), b.double(), **(tol or VEC_TOL), msg=lambda m: f"{name}: {m}")
+
+
+@pytest.fixture(params=["native", "avx2", "plain"])
+def isa(request, monkeypatch):
+    """Each vector test runs the CPU's own compilation (AVX-512 here), the AVX2+FMA one and the
+    plain x86-64 one (LRM_FAST_COMPOSITE_ISA only selects lower ISAs than the CPU has)."""
+    if request.param != "native":
+        monkeypatch.setenv("LRM_FAST_COMPOSITE_ISA", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("S", [2, 3, 17, 64, 129])
+@pytest.mark.parametrize("case", ["mixed", "huge", "zero", "gated", "exp_clamp"])
+@pytest.mark.parametrize("act,mid", [(0, True), (1, True), (0, False), (1, False)])
+def test_vector_samples_match_float64(S, case, act, mid, isa, monkeypatch):
+    args = _vec_sample_inputs(6, S, case, seed=S)
+    ref = _samples_fwd_bwd(*(x.double() for x in args), act, mid, 0.0)
+    fwd32 = torch.ops.lrm_fast.composite_samples_fwd(*args, -1.0, 1.0, -1.0, act, mid, 0.0)
+    # where opaque intervals (alpha = 1, keep = 1e-10) drop T through the 1e-20 floor, float32 and
+    # float64 may stop an interval or two apart (the contributions there are < 1e-20)
+    assert (fwd32[4] - ref["n_used"]).abs().max() <= (2 if case in ("huge", "exp_clamp") else 0)
+    vec = _samples_fwd_bwd(*args, act, mid, 0.0, n_used=ref["n_used"])
+    monkeypatch.setenv("LRM_FAST_COMPOSITE_SCALAR", "1")
+    sca = _samples_fwd_bwd(*args, act, mid, 0.0, n_used=ref["n_used"])
+    monkeypatch.delenv("LRM_FAST_COMPOSITE_SCALAR")
+    # depth = sum(w t) / opacity is ill-conditioned in float32 where the opacity is ~1e-7 (both
+    # float32 paths agree there; float64 differs): compare it with float64 where opacity > 1e-3
+    # float64 rounds o + t d differently: a sample within an ulp of a box face may be gated in one
+    # dtype only (a real difference of the inputs' rounding, not of the kernels): such rays are
+    # compared with the scalar float32 path only
+    g = _gate_agrees(*args[1:4])
+    ok = g & (ref["opacity"] > 1e-3)
+    for k in ("color", "depth", "opacity", "v_bg", "weights"):
+        _close(vec[k][ok if k == "depth" else g], ref[k][ok if k == "depth" else g], k)
+        _close(vec[k], sca[k], k + " (vs scalar float32)")
+    # v_raw of the density logit scales with delta * T: compare against its own magnitude. The
+    # scalar path walks back from the float32 forward's T_final, so only where the float32 and
+    # float64 forwards used the same intervals
+    same = fwd32[4] == ref["n_used"]
+    # (the depth cotangent is divided by the opacity: ill-conditioned in float32 where it is ~0)
+    for other, rows, what in ((ref, ok, "float64"), (sca, same, "scalar float32")):
+        _close(vec["v_raw"][rows], other["v_raw"][rows], f"v_raw (vs {what})",
+               atol=3e-5 * max(1.0, other["v_raw"].abs().max().item()), rtol=3e-4)
+
+
+@pytest.mark.parametrize("S", [3, 64, 129])
+@pytest.mark.parametrize("case", ["mixed", "huge"])
+def test_vector_samples_early_stop(S, case, isa):
+    args = _vec_sample_inputs(16, S, case, seed=S + 1)
+    args[0][..., 0] += 8.0  # denser, so rays terminate inside the ray
+    thresh = 1e-2
+    ref = _samples_fwd_bwd(*(x.double() for x in args), 0, True, thresh)
+    # backward at the float64 forward's n_used: both are then the gradient of the same truncation
+    vec = _samples_fwd_bwd(*args, 0, True, thresh, n_used=ref["n_used"])
+    full = _samples_fwd_bwd(*args, 0, True, 0.0)
+    assert (ref["n_used"] < S - 1).any(), "the case should stop early on some rays"
+    fwd32 = torch.ops.lrm_fast.composite_samples_fwd(*args[:4], args[4], -1.0, 1.0, -1.0, 0, True, thresh)
+    same = (fwd32[4] == ref["n_used"]) & _gate_agrees(*args[1:4])
+    assert same.float().mean() >= 0.8  # a ray whose T lands on the threshold may stop one later
+    for k, i in (("color", 0), ("depth", 1), ("opacity", 2)):
+        _close(fwd32[i][same], ref[k][same], k)
+        assert (fwd32[i] - full[k]).abs().max() <= 3 * thresh  # stopping changes at most ~thresh
+    for k in ("v_raw", "v_bg"):
+        _close(vec[k][same], ref[k][same], k, atol=3e-5 * max(1.0, ref[k].abs().max().item()), rtol=3e-4)
+
+
+@pytest.mark.parametrize("S", [1, 2, 3, 17, 64, 129])
+@pytest.mark.parametrize("thresh", [0.0, 1e-2])
+def test_vector_plain_composite_match_float64(S, thresh, isa):
+    rgb, sigma, deltas, depths, bg = _inputs(7, S, torch.float64, scale=6.0, seed=S, bg_shape=(7, 3))
+    if S > 4:
+        sigma[0] = 0.0
+        sigma[1, S // 2] = 1e6  # opaque: alpha = 1
+    ops = torch.ops.lrm_fast
+    out = {}
+    for dt in (torch.float64, torch.float32):
+        a = [x.to(dt) for x in (rgb, sigma, deltas, depths, bg)]
+        c, dep, op, tf, nu = ops.composite_fwd(*a, thresh)
+        if dt == torch.float32:
+            same = nu == out[torch.float64][4]
+            assert same.float().mean() >= 0.85
+            nu = out[torch.float64][4]  # backward of the same truncation
+        g = torch.Generator().manual_seed(5)
+        v = [torch.randn(x.shape, generator=g, dtype=torch.float64).to(dt) for x in (c, dep, op)]
+        grads = ops.composite_bwd(*v, *a, dep, op, tf, nu)
+        out[dt] = (c, dep, op, tf, nu) + tuple(grads) + (ops.composite_weights(a[1], a[2]),)
+    f64, f32 = out[torch.float64], out[torch.float32]
+    same = f32[4] == f64[4]
+    for i, k in ((0, "color"), (1, "depth"), (2, "opacity")):
+        _close(f32[i][same], f64[i][same], k)
+    for i, k in ((5, "v_rgb"), (6, "v_sigma"), (7, "v_bg"), (8, "weights")):
+        _close(f32[i], f64[i], k, atol=3e-5 * max(1.0, f64[i].abs().max().item()), rtol=3e-4)
+
+
+def test_vector_and_scalar_float32_agree(monkeypatch):
+    """The env switch really selects the other path, and both float32 paths agree."""
+    args = _vec_sample_inputs(40, 100, "mixed")
+    vec = _samples_fwd_bwd(*args, 0, True, 0.0)
+    monkeypatch.setenv("LRM_FAST_COMPOSITE_SCALAR", "1")
+    sca = _samples_fwd_bwd(*args, 0, True, 0.0)
+    monkeypatch.delenv("LRM_FAST_COMPOSITE_SCALAR")
+    assert not torch.equal(vec["color"], sca["color"]) or not torch.equal(vec["v_raw"], sca["v_raw"])
+    for k in ("color", "depth", "opacity", "v_bg", "weights"):
+        _close(vec[k], sca[k], k)
+    _close(vec["v_raw"], sca["v_raw"], "v_raw", atol=3e-5 * max(1.0, sca["v_raw"].abs().max().item()), rtol=3e-4)
+
+
+def test_vector_gate_bit_exact_on_box_faces(isa):
+    """Samples exactly on a box face (t chosen so o + t d == bmax in float32) are in the box, as the
+    renderer's torch expression says; the vector gate must agree bit for bit."""
+    R, S = 8, 40
+    o = torch.tensor([0.0, 0.0, -2.0]).expand(R, 3).contiguous()
+    d = torch.tensor([0.0, 0.0, 1.0]).expand(R, 3).contiguous()
+    t = torch.linspace(0.5, 3.0, S).expand(R, S).contiguous()
+    t[:, 5] = 1.0   # p_z = -1 exactly: inside
+    t[:, 30] = 3.0  # p_z = 1 exactly: inside
+    raw = torch.randn(R, S, 4, generator=torch.Generator().manual_seed(0))
+    bg = torch.rand(R, 3)
+    for mid in (True, False):
+        ref = _composite_samples_ref(raw.double(), t.double(), o.double(), d.double(), bg.double(), midpoint=mid)
+        fast = composite_samples(raw, t, o, d, bg, midpoint=mid, backend="cpp")
+        for a, b in zip(ref, fast):
+            _close(b, a, "out")
+
+
+def test_vector_backward_writes_zero_tail(isa):
+    """The vector backward returns v_raw from at::empty and must write the zeros of the samples that
+    no used interval reaches itself (early stop): freed NaN memory of the same size is likely to be
+    handed out again, so a missing write shows up as NaN."""
+    args = _vec_sample_inputs(4, 64, "huge", seed=7)
+    p = (-1.0, 1.0, -1.0, 0, True)
+    color, depth, opacity, t_final, nu = torch.ops.lrm_fast.composite_samples_fwd(*args, *p, 0.0)
+    assert (nu < 63).sum() >= 2  # (ray 1 of this seed runs outside the box and never stops)
+    for _ in range(3):
+        junk = torch.full((4, 64, 4), float("nan"))
+        del junk
+        v_raw, _ = torch.ops.lrm_fast.composite_samples_bwd(torch.ones(4, 3), torch.ones(4), torch.ones(4), *args,
+                                                           *p, depth, opacity, t_final, nu)
+        assert torch.isfinite(v_raw).all()
+        for r in range(4):
+            assert (v_raw[r, int(nu[r]) + 1:] == 0).all()

@@ -6,6 +6,10 @@
 
 #include "../composite.h"
 #include "../raymarch.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include "../composite_vec_cpu.h"
+#define LRM_TEST_VEC 1
+#endif
 
 using namespace lrm_fast;
 
@@ -112,12 +116,58 @@ static void test_importance_uniform() {
   EXPECT_NEAR(out[2], 2.0, 1e-5);
 }
 
+#ifdef LRM_TEST_VEC
+// The branch-free float32 exp / log1p / softplus / sigmoid of composite_vec_cpu.h (plain x86-64
+// build: vec namespace) against libm in double, densely over the ranges the kernels use.
+static double ulp_err(float got, double want) {
+  if (want == 0.0) return got == 0.0f ? 0.0 : 1e30;
+  const float wf = float(want);
+  const double ulp = std::fabs(double(std::nextafter(wf, 2.0f * wf)) - double(wf));
+  return std::fabs(double(got) - want) / (ulp > 0 ? ulp : 1e-45);
+}
+
+static void test_vec_math_accuracy() {
+  double max_exp = 0, max_l1p = 0, max_sp = 0, max_sig = 0;
+  for (int i = 0; i <= 2000000; ++i) {
+    const float x = -87.0f + (88.5f + 87.0f) * float(i) / 2000000.0f;  // exp's normal range
+    max_exp = std::fmax(max_exp, ulp_err(lrm_fast::vec::exp(x), std::exp(double(x))));
+    const float u = float(i) / 2000000.0f;  // log1p on [0, 1]
+    max_l1p = std::fmax(max_l1p, ulp_err(lrm_fast::vec::log1p01(u), std::log1p(double(u))));
+    const float s = -30.0f + 60.0f * float(i) / 2000000.0f;  // softplus / sigmoid
+    const double sp = s > 20.0f ? double(s) : std::log1p(std::exp(double(s)));
+    max_sp = std::fmax(max_sp, ulp_err(lrm_fast::vec::softplus(s), sp));
+    max_sig = std::fmax(max_sig, ulp_err(lrm_fast::vec::sigmoid(s), 1.0 / (1.0 + std::exp(-double(s)))));
+  }
+  std::printf("vec math max error (ulp): exp %.2f log1p %.2f softplus %.2f sigmoid %.2f\n", max_exp, max_l1p,
+              max_sp, max_sig);
+  EXPECT_NEAR(max_exp < 3.0, 1, 0);
+  EXPECT_NEAR(max_l1p < 3.0, 1, 0);
+  EXPECT_NEAR(max_sp < 4.0, 1, 0);
+  EXPECT_NEAR(max_sig < 4.0, 1, 0);
+  // overflow / underflow / special inputs
+  EXPECT_NEAR(std::isinf(lrm_fast::vec::exp(89.0f)) ? 1 : 0, 1, 0);
+  EXPECT_NEAR(std::isinf(lrm_fast::vec::exp(1e4f)) ? 1 : 0, 1, 0);
+  EXPECT_NEAR(lrm_fast::vec::exp(-88.0f), 0, 0);  // flushed below 1.6e-38 (expf: subnormal)
+  EXPECT_NEAR(lrm_fast::vec::exp(-1e4f), 0, 0);
+  EXPECT_NEAR(lrm_fast::vec::exp(0.0f), 1, 0);
+  EXPECT_NEAR(std::isnan(lrm_fast::vec::exp(NAN)) ? 1 : 0, 1, 0);
+  EXPECT_NEAR(lrm_fast::vec::softplus(-1e4f), 0, 0);  // a gated sample's density
+  EXPECT_NEAR(lrm_fast::vec::softplus(25.0f), 25.0, 0);  // threshold 20, as torch
+  EXPECT_NEAR(lrm_fast::vec::sigmoid(-1e4f), 0, 0);
+  EXPECT_NEAR(lrm_fast::vec::sigmoid(1e4f), 1, 0);
+  EXPECT_NEAR(lrm_fast::vec::log1p01(1e-30f), 1e-30, 1e-37);
+}
+#endif
+
 int main() {
   test_ray_box();
   test_pixel_ray_center();
   test_composite_constant_density();
   test_composite_backward_matches_finite_differences();
   test_importance_uniform();
+#ifdef LRM_TEST_VEC
+  test_vec_math_accuracy();
+#endif
   if (failures) std::printf("%d failure(s)\n", failures);
   else std::printf("all math tests passed\n");
   return failures ? 1 : 0;

@@ -61,10 +61,10 @@ Isa pick_isa() {
 // picked once at load time from the CPU (as triplane_field_cpu.cpp does)
 const Isa kIsa = pick_isa();
 
-// LRM_FAST_COMPOSITE_ISA=plain|avx2 (read at each call) runs a lower ISA than the CPU has, so
+// LRM_FAST_CPU_ISA=plain|avx2 (read at each call here; the field reads it once at load) runs a lower ISA than the CPU has, so
 // the tests cover all three compilations on one machine; never a higher one.
 Isa isa() {
-  const char* s = std::getenv("LRM_FAST_COMPOSITE_ISA");
+  const char* s = std::getenv("LRM_FAST_CPU_ISA");
   if (!s) return kIsa;
   const std::string want(s);
   const Isa w = want == "plain" ? Isa::kPlain : want == "avx2" ? Isa::kAvx2 : Isa::kAvx512;

@@ -287,9 +287,9 @@ def _close(a, b, name, **tol):
 @pytest.fixture(params=["native", "avx2", "plain"])
 def isa(request, monkeypatch):
     """Each vector test runs the CPU's own compilation (AVX-512 here), the AVX2+FMA one and the
-    plain x86-64 one (LRM_FAST_COMPOSITE_ISA only selects lower ISAs than the CPU has)."""
+    plain x86-64 one (LRM_FAST_CPU_ISA only selects lower ISAs than the CPU has)."""
     if request.param != "native":
-        monkeypatch.setenv("LRM_FAST_COMPOSITE_ISA", request.param)
+        monkeypatch.setenv("LRM_FAST_CPU_ISA", request.param)
     return request.param
 
 

@@ -358,3 +358,34 @@ def test_each_simd_build_matches_twin(isa):
     assert r.returncode == 0, r.stderr[-3000:]
     worst = float(r.stdout.split("WORST")[-1])
     assert worst <= 1.0, f"{isa}: error {worst:.2f}x the tolerance"
+
+
+def test_auto_with_grad_and_few_points_takes_the_reference():
+    """The cpp backward's per-thread plane buffers cost more than the reference's backward when
+    points are few for the plane size; auto then runs the reference, an explicit "cpp" still the kernel."""
+    import importlib
+
+    tm = importlib.import_module("lrm_fast.ops.triplane_mlp")  # the module (the package exports the function)
+    calls = []
+    original = tm._triplane_mlp_cpp
+
+    def spy(*args):
+        calls.append("cpp")
+        return original(*args)
+
+    tm._dispatch.register(tm.OP, "cpp", spy, tm._cpp_probe)
+    try:
+        planes = torch.randn(1, 3, 8, 32, 32, requires_grad=True)   # 24576 values
+        w = [torch.randn(16, 24), torch.randn(4, 16)]
+        b = [torch.zeros(16), torch.zeros(4)]
+        few, many = torch.rand(1, 100, 3) * 2 - 1, torch.rand(1, 400, 3) * 2 - 1
+        tm.triplane_mlp(planes, few, w, b)
+        assert calls == []
+        tm.triplane_mlp(planes, many, w, b)
+        assert calls == ["cpp"]
+        tm.triplane_mlp(planes, few, w, b, backend="cpp")
+        with torch.no_grad():
+            tm.triplane_mlp(planes, few, w, b)
+        assert calls == ["cpp", "cpp", "cpp"]
+    finally:
+        tm._dispatch.register(tm.OP, "cpp", original, tm._cpp_probe)

@@ -137,7 +137,9 @@ class Renderer(nn.Module):
         BR, S = depths.shape
         B = planes.shape[0]
         pts = ray_points(origins, dirs, depths, backend=self.backend)
-        return self.field(planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1)
+        # in the depths' dtype (a bf16 field under autocast): the merge and compositing kernels
+        # take one dtype, and the compositing runs in float32 anyway
+        return self.field(planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1).to(depths.dtype)
 
     def _gate(self, raw, depths, origins, dirs):
         """The unfused twin of the fused op's first step (OpenLRM's in-box filter): raw ``[R, S, 4]``
@@ -178,7 +180,7 @@ class Renderer(nn.Module):
                                   generator=generator, backend=be)
                 if jitter:  # random CDF levels give unsorted draws; merge_samples wants sorted sets
                     fine = fine.sort(-1).values
-            depths, raw = merge_samples(depths, raw, fine, self._raw(planes, o, d, fine).to(raw.dtype), backend=be)
+            depths, raw = merge_samples(depths, raw, fine, self._raw(planes, o, d, fine), backend=be)
         bg = bg.reshape(B * R, 3).to(depths.dtype)
         if fused:
             color, depth, opacity = composite_samples(raw, depths, o, d, bg, early_stop=self.early_stop,

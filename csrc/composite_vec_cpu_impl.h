@@ -507,16 +507,7 @@ LRM_VEC void composite_backward_ray_vec(const float* __restrict__ rgb, const flo
     gs[i] = vc0 * (rgb[3 * i] - bg0) + vc1 * (rgb[3 * i + 1] - bg1) + vc2 * (rgb[3 * i + 2] - bg2) + v_opacity +
             vd * (depths[i] - depth);
   }
-  float trans = 1.0f;
-  for (int i = 0; i < n; ++i) {
-    T[i] = trans;
-    trans *= keep[i];
-  }
-  float A = 0.0f;
-  for (int i = n - 1; i >= 0; --i) {
-    va[i] = T[i] * (gs[i] - A);
-    A = gs[i] * alpha[i] + keep[i] * A;
-  }
+  bwd_scans(n, alpha, keep, gs, T, va);
   for (int i = 0; i < n; ++i) {
     const float w = alpha[i] * T[i];
     v_sigma[i] = va[i] * deltas[i] * e[i];

@@ -51,16 +51,9 @@ def _work(cfg, n_points: int) -> dict:
     return {"flops": w.flops, "bytes": w.bytes}
 
 
-def _backend_name(backend: str, planes, points, grad: bool = False) -> str:
-    """The path ``triplane_mlp`` really takes (with gradients, auto keeps the reference where the
-    cpp backward would cost more: ``_cpp_backward_costs_more``)."""
-    import importlib
-
-    tm = importlib.import_module("lrm_fast.ops.triplane_mlp")
-    name = _dispatch.resolve("triplane_mlp", backend, planes, points)[0]
-    if grad and name == "cpp" and backend in _dispatch.GENERIC and tm._cpp_backward_costs_more(planes, points):
-        return "reference"
-    return name
+def _backend_name(backend: str, planes, points, ws, bs) -> str:
+    """The path ``triplane_mlp`` takes for these inputs (the same resolve call it makes)."""
+    return _dispatch.resolve("triplane_mlp", backend, planes, points, *ws, *bs)[0]
 
 
 @pytest.mark.parametrize("backend", ["reference", "fast"])
@@ -77,7 +70,7 @@ def test_field_query(benchmark, size, preset, n_points, dtype, backend):
     mem = peak_memory_mb(fn, DEVICE)
     out = benchmark(fn)
     assert out.shape == (1, n_points, 4) and torch.isfinite(out.float()).all()
-    record(benchmark, "field_query", size, _backend_name(backend, planes, points), backend != "reference",
+    record(benchmark, "field_query", size, _backend_name(backend, planes, points, ws, bs), backend != "reference",
            peak_mem_mb=mem, dtype=dtype, preset=preset, points=n_points, **_work(cfg, n_points))
 
 
@@ -102,6 +95,6 @@ def test_field_train(benchmark, size, preset, n_points, backend):
     grads = benchmark(fn)
     assert grads[0].shape == planes.shape
     work = _work(cfg, n_points)
-    record(benchmark, "field_train", size, _backend_name(backend, planes, points, grad=True), backend != "reference",
+    record(benchmark, "field_train", size, _backend_name(backend, planes, points, ws, bs), backend != "reference",
            peak_mem_mb=mem, preset=preset, points=n_points,
            flops=3 * work["flops"], bytes=3 * work["bytes"], note="fwd+bwd, flops ~3x forward")

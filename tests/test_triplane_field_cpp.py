@@ -373,7 +373,7 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
         calls.append("cpp")
         return original(*args)
 
-    tm._dispatch.register(tm.OP, "cpp", spy, tm._cpp_probe)
+    tm._dispatch.register(tm.OP, "cpp", spy, tm._cpp_probe, prefer=tm._cpp_prefer)
     try:
         planes = torch.randn(1, 3, 8, 32, 32, requires_grad=True)   # 24576 values
         w = [torch.randn(16, 24), torch.randn(4, 16)]
@@ -388,4 +388,4 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
             tm.triplane_mlp(planes, few, w, b)
         assert calls == ["cpp", "cpp", "cpp"]
     finally:
-        tm._dispatch.register(tm.OP, "cpp", original, tm._cpp_probe)
+        tm._dispatch.register(tm.OP, "cpp", original, tm._cpp_probe, prefer=tm._cpp_prefer)

@@ -8,6 +8,9 @@ Each op registers its implementations in order of preference, each with a probe
   if its probe fails the call raises with the probe's reason.
 * ``"fast"`` / ``"auto"``: the first fast implementation whose probe passes, else the reference.
   (``"fast"`` is kept as a synonym so model code can say what it means; neither ever fails.)
+  An implementation may also register ``prefer(*tensors) -> (ok, reason)``, asked only here: it
+  can run these inputs but measured slower than the reference for them, so auto passes it over
+  (an explicit request by name still runs it).
 
 The model never branches on the backend: it passes the string down and the op decides per call
 from the tensors' device and dtype. ``describe(op, device, dtype)`` explains the choice for
@@ -28,6 +31,7 @@ class Impl:
     name: str
     fn: Callable
     probe: ProbeFn
+    prefer: ProbeFn | None = None  # auto/fast only: False where the reference is faster for these inputs
 
 
 _REGISTRY: dict[str, list[Impl]] = {}
@@ -41,9 +45,9 @@ def register_reference(op: str, fn: Callable) -> None:
     _REGISTRY.setdefault(op, [])
 
 
-def register(op: str, name: str, fn: Callable, probe: ProbeFn) -> None:
+def register(op: str, name: str, fn: Callable, probe: ProbeFn, prefer: ProbeFn | None = None) -> None:
     impls = _REGISTRY.setdefault(op, [])
-    impls[:] = [i for i in impls if i.name != name] + [Impl(name, fn, probe)]
+    impls[:] = [i for i in impls if i.name != name] + [Impl(name, fn, probe, prefer)]
 
 
 def names(op: str) -> list[str]:
@@ -59,6 +63,10 @@ def resolve(op: str, backend: str, *tensors) -> tuple[str, Callable, str]:
         reasons = []
         for impl in impls:
             ok, why = impl.probe(*tensors)
+            if ok and impl.prefer is not None:
+                preferred, why_not = impl.prefer(*tensors)
+                if not preferred:
+                    ok, why = False, why_not
             if ok:
                 # say why the preferred ones were passed over, e.g. "sdpa (...; xformers: no cpu kernel)"
                 return impl.name, impl.fn, "; ".join([why] + [f"not {r}" for r in reasons])

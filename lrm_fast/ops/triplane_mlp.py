@@ -105,19 +105,8 @@ def triplane_mlp(planes: torch.Tensor, points: torch.Tensor, weights: Sequence[t
     if weights[0].shape[1] != want:
         raise ValueError(f"first MLP layer takes {weights[0].shape[1]} features but {aggregate} of "
                          f"{C}-channel planes gives {want}")
-    name, fn, _ = _dispatch.resolve(OP, backend, planes, points)
-    if (name == "cpp" and backend in _dispatch.GENERIC and _cpp_backward_costs_more(planes, points)
-            and _needs_grad([planes, *weights, *biases])):
-        fn = _dispatch.resolve(OP, "reference")[1]
+    _, fn, _ = _dispatch.resolve(OP, backend, planes, points, *weights, *(b for b in biases if b is not None))
     return fn(planes, points, list(weights), list(biases), aggregate, activation)
-
-
-def _cpp_backward_costs_more(planes: torch.Tensor, points: torch.Tensor) -> bool:
-    """``auto`` with gradients and few points for the plane size: the cpp backward zeroes and sums
-    one plane-gradient buffer per thread, which costs more than the reference's whole backward when
-    there are fewer than ~1 point per 64 plane values (measured on the 2-core dev CPU: small preset,
-    4096 points, 0.77x; base preset, 32768 points, 1.76x). An explicit ``backend="cpp"`` still runs it."""
-    return points.shape[0] * points.shape[1] * 64 < planes.numel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,4 +439,15 @@ def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activ
                                                  _CPP_ACT[activation])
 
 
-_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe)
+def _cpp_prefer(planes, points=None, *params):
+    """auto only: with gradients and fewer than ~1 point per 64 plane values, the cpp backward's
+    per-thread plane-gradient buffers (zeroed and summed) cost more than the reference's whole
+    backward (measured on the 2-core dev CPU: small preset, 4096 points, 0.77x; base preset, 32768
+    points, 1.76x). An explicit ``backend="cpp"`` still runs it."""
+    if (points is not None and points.shape[0] * points.shape[1] * 64 < planes.numel()
+            and _needs_grad([planes, *params])):
+        return False, "gradients with few points for the plane size: the reference's backward is faster"
+    return True, ""
+
+
+_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe, prefer=_cpp_prefer)

@@ -98,25 +98,27 @@ class Renderer(nn.Module):
         colors, depths_out, opacities = [], [], []
         for b in range(B):
             idx = hit[b].nonzero().squeeze(1)
-            if idx.numel() == R:  # every ray hits (a close-up view): no scatter needed
-                c, dep, op = self._march(planes[b:b + 1], origins[b:b + 1], dirs[b:b + 1], near[b:b + 1],
-                                         far[b:b + 1], bg[b:b + 1], jitter, generator)
-                colors.append(c[0])
-                depths_out.append(dep[0])
-                opacities.append(op[0])
+            if idx.numel() == 0:
+                colors.append(bg[b])
+                depths_out.append(origins.new_zeros(R))
+                opacities.append(origins.new_zeros(R))
                 continue
-            color = bg[b].clone()
-            depth = origins.new_zeros(R)
-            opacity = origins.new_zeros(R)
-            if idx.numel():
-                c, dep, op = self._march(planes[b:b + 1], origins[b, idx][None], dirs[b, idx][None],
-                                         near[b, idx][None], far[b, idx][None], bg[b, idx][None], jitter, generator)
-                color = color.index_put((idx,), c[0])
-                depth = depth.index_put((idx,), dep[0])
-                opacity = opacity.index_put((idx,), op[0])
-            colors.append(color)
-            depths_out.append(depth)
-            opacities.append(opacity)
+            every = idx.numel() == R  # a close-up view: no gather and no scatter
+
+            def take(x):
+                return x[b:b + 1] if every else x[b, idx][None]
+
+            c, dep, op = self._march(planes[b:b + 1], take(origins), take(dirs), take(near), take(far), take(bg),
+                                     jitter, generator)
+            if every:
+                c, dep, op = c[0], dep[0], op[0]
+            else:
+                c = bg[b].index_put((idx,), c[0])
+                dep = origins.new_zeros(R).index_put((idx,), dep[0])
+                op = origins.new_zeros(R).index_put((idx,), op[0])
+            colors.append(c)
+            depths_out.append(dep)
+            opacities.append(op)
         return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
 
     def _fusable(self, t: torch.Tensor) -> bool:

@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
 
-# Published / measured anchors, for context next to our own numbers (DESIGN.md section 6).
+# Published / measured anchors, for context next to our own numbers (docs/architecture.md section 6).
 ANCHORS = [
     "LRM paper (Hong et al. 2023): 5 s per image on one A100 (the paper's claim).",
     "OpenLRM: 5-6 s per image on an A100; TripoSR: < 0.5 s per image on an A100 (the projects' claims).",

@@ -3,7 +3,7 @@
 Counting rules (so numbers can be checked against ``torch.utils.flop_counter.FlopCounterMode``):
 
 * **2 FLOPs per multiply-add** (the convention of FlopCounterMode and of vendor peak numbers).
-  DESIGN.md section 6's floors use it too: base image->triplane = 1.15 TFLOP, paper = 2.53 TFLOP.
+  docs/architecture.md section 6's floors use it too: base image->triplane = 1.15 TFLOP, paper = 2.53 TFLOP.
 * Only matrix products are counted for the transformers (Linear, attention QK^T and PV, patch
   embedding and upsampler convolutions); LayerNorm, softmax, GELU add < 2 % and are ignored.
 * Field query per point: the MLP's matmuls plus the bilinear taps (3 planes x 4 taps x C

@@ -75,7 +75,7 @@ def load_model(path_or_preset: str | None = None, device="auto", dtype="auto", b
             Default: ``DEFAULT_MODEL``.
         device: ``"auto"`` (CUDA if visible), ``"cpu"``, ``"cuda:0"`` ...
         dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype.
-        backend: ``"auto" | "fast" | "reference"`` (see DESIGN.md section 3).
+        backend: ``"auto" | "fast" | "reference"`` (see docs/architecture.md section 3).
         image_size: encoder input size for converted checkpoints that do not store it (OpenLRM).
     """
     name = DEFAULT_MODEL if path_or_preset is None else os.fspath(path_or_preset)

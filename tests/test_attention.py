@@ -1,6 +1,6 @@
 """ops.attention: every backend vs the reference twin, forward and backward.
 
-Tolerance rule (DESIGN.md §5): fp32 tight; bf16/fp16: the backend's error vs an fp32 reference is
+Tolerance rule (docs/architecture.md §5): fp32 tight; bf16/fp16: the backend's error vs an fp32 reference is
 at most 2x the error of the reference op itself run in that precision (+ a tiny floor for the
 case where the reference happens to be exact).
 """

@@ -1,4 +1,4 @@
-"""bench/roofline.py: analytic FLOPs vs DESIGN.md section 6 and vs torch's FlopCounterMode.
+"""bench/roofline.py: analytic FLOPs vs docs/architecture.md section 6 and vs torch's FlopCounterMode.
 
 FlopCounterMode counts 2 FLOPs per multiply-add of matmuls/convolutions (what our analytic model
 counts); it does not count CPU fused SDPA, so timm's attention is switched to its explicit path
@@ -35,7 +35,7 @@ def test_design_floors_count_two_flops_per_mac():
     assert rf.image_to_triplane(paper).flops == pytest.approx(2.5e12, rel=0.03)
     assert rf.render_view(base, 512).flops == pytest.approx(0.9e12, rel=0.05)
     assert rf.mesh_grid(base, 256).flops == pytest.approx(0.6e12, rel=0.05)
-    # H100 floors as DESIGN.md states them (1.2 ms, 2.6 ms)
+    # H100 floors as docs/architecture.md states them (1.2 ms, 2.6 ms)
     assert rf.image_to_triplane(base).floor_s("H100") == pytest.approx(1.2e-3, rel=0.05)
     assert rf.image_to_triplane(paper).floor_s("H100") == pytest.approx(2.6e-3, rel=0.05)
 

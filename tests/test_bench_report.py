@@ -175,6 +175,15 @@ def test_gpu_suite_dry_run():
                    "bench.roofline", "$OUT"):
         assert needle in out, (needle, out)
     assert not os.path.exists(os.path.join(ROOT, "bench", "results", "2026-11-26-gpu-suite.log"))
+    # issue 18: imports + CUDA build checked first, then the kernel benchmarks before the gpu tests and the
+    # other benchmarks, roofline last; every step shows its share of the budget (default 330 s)
+    order = ["install carried wheels", "build lrm_fast._C", "check imports and the CUDA build",
+             "kernel benchmarks", "gpu tests", "measurements", "other benchmarks", "roofline"]
+    pos = [out.find(">>> " + name) for name in order]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos), list(zip(order, pos))
+    assert out.count("of 330s;") == len(order), out
+    assert "bench_raymarch.py bench/bench_render.py bench/bench_field.py" in out
+    assert "--timeout=" in out and "_has_kernel" in out and "measure_gpu" in out
     r = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_suite.sh"), "--bogus"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "--bogus" in r.stderr

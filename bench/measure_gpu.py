@@ -75,6 +75,9 @@ def kernels_report(lines):
     lines.append("")
 
 
+DEADLINE = [float("inf")]   # perf_counter() after which the remaining configurations are skipped
+
+
 def launch_report(lines):
     from lrm_fast.ops import triplane_mlp as T
 
@@ -86,6 +89,9 @@ def launch_report(lines):
             os.environ["LRM_FAST_TRIPLANE_LAUNCH"] = cfg
             row = []
             for dtype in (torch.bfloat16, torch.float32):
+                if time.perf_counter() > DEADLINE[0]:   # each new configuration is a compile (seconds)
+                    row.append("skipped (budget)")
+                    continue
                 planes, pts, ws, bs = _field_inputs(48, dtype=dtype, grad=True)
 
                 def step():
@@ -144,7 +150,10 @@ def composite_report(lines):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_LIMIT", 40)) - 8,
+                    help="seconds; launch configurations after this are skipped (default: the suite step's limit - 8)")
     a = ap.parse_args(argv)
+    DEADLINE[0] = time.perf_counter() + a.budget
     lines = [f"# First-GPU-run measurements ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})",
              ""]
     if not torch.cuda.is_available():

@@ -5,7 +5,7 @@
 #   bash bench/gpu_suite.sh             # the whole suite (SUITE_BUDGET, default 330 s, build included)
 #   bash bench/gpu_suite.sh --dry-run   # print the steps and their commands, run nothing
 #
-# Assumes the machine described in /work/shared/ENVIRONMENT.md: python with torch, triton, timm,
+# Assumes the GPU machine (x86-64, python 3.12) already has torch, triton, timm,
 # pytest-benchmark, pybind11, ninja preinstalled, NO network. Wheels it lacks (xformers, lpips) come
 # in the working tree's .whl/ (bench/prepare_gpu_wheels.sh) and go to /tmp/site (PYTHONPATH).
 # A failing step is recorded and the suite goes on; the exit code is 0 only if every step passed.

@@ -9,16 +9,63 @@ every op falls back to its reference implementation.
 
 Extension: ``CppExtension`` (CPU kernels, OpenMP) always; ``CUDAExtension`` (adds csrc/*.cu) when
 nvcc is found and a GPU is visible or ``FORCE_CUDA=1`` (honours ``TORCH_CUDA_ARCH_LIST`` and
-``CUDA_HOME``). ``LRM_FAST_NO_EXT=1`` skips the extension entirely. No ``--use_fast_math``: the
+``CUDA_HOME``). With ``FORCE_CUDA=1`` a build that cannot include the CUDA kernels (no toolkit, a CPU
+torch, nvcc's major version != ``torch.version.cuda``'s) stops with the reason instead of coming out CPU-only. ``LRM_FAST_NO_EXT=1`` skips the extension entirely. No ``--use_fast_math``: the
 ray-box and sampling kernels must round like the torch twins (a first sample lies exactly on the
 box face, and the renderer's in-box test flips with its last bit).
 """
 import glob
 import os
+import re
+import subprocess
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def nvcc_version(cuda_home):
+    """(major, minor) of ``cuda_home/bin/nvcc``, or None when it is missing or does not run."""
+    if not cuda_home:
+        return None
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def cuda_build_decision(force_cuda, have_cu, cuda_home, torch_cuda, cuda_available, nvcc):
+    """Whether to build the CUDA kernels: (want_cuda, error). A pure function (tests run it alone).
+
+    force_cuda: FORCE_CUDA=1 was set; have_cu: csrc/*.cu exist; cuda_home: torch's CUDA_HOME (or None);
+    torch_cuda: ``torch.version.cuda`` (None for a CPU torch); cuda_available: a GPU is visible;
+    nvcc: ``nvcc_version(cuda_home)``. ``error`` is set when CUDA was asked for (FORCE_CUDA=1) and
+    cannot be built: the build must fail loudly instead of coming out CPU-only. Without FORCE_CUDA a
+    missing or mismatched toolkit builds the CPU extension, with a printed reason."""
+    if not have_cu:
+        return False, None
+    why = None
+    if torch_cuda is None:
+        why = "this torch has no CUDA (torch.version.cuda is None)"
+    elif not cuda_home:
+        why = "no CUDA toolkit found (set CUDA_HOME to the directory holding bin/nvcc)"
+    elif nvcc is None:
+        why = f"{os.path.join(cuda_home, 'bin', 'nvcc')} is missing or does not run (CUDA_HOME={cuda_home})"
+    elif str(nvcc[0]) != str(torch_cuda).split(".")[0]:
+        why = (f"nvcc {nvcc[0]}.{nvcc[1]} in {cuda_home} does not match torch's CUDA {torch_cuda} "
+               f"(the major versions must agree; point CUDA_HOME at a CUDA {str(torch_cuda).split('.')[0]}.x toolkit)")
+    if why is None:
+        if force_cuda or cuda_available:
+            return True, None
+        return False, None
+    if force_cuda:
+        return False, f"FORCE_CUDA=1 but the CUDA kernels cannot be built: {why}"
+    if cuda_available:
+        print(f"lrm_fast: building without CUDA kernels: {why}")
+    return False, None
 
 
 def _extensions():
@@ -31,11 +78,18 @@ def _extensions():
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:
+        if os.environ.get("FORCE_CUDA") == "1":
+            raise SystemExit("lrm_fast: FORCE_CUDA=1 but torch is not importable at build time "
+                             "(install torch first and build with pip --no-build-isolation)")
         print("lrm_fast: torch not importable at build time; installing without lrm_fast._C")
         return [], {}
     cu = sorted(glob.glob(os.path.join("csrc", "*.cu")))
-    want_cuda = bool(cu) and CUDA_HOME is not None and (
-        torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1")
+    force = os.environ.get("FORCE_CUDA") == "1"
+    want_cuda, err = cuda_build_decision(force, bool(cu), CUDA_HOME, torch.version.cuda,
+                                         torch.cuda.is_available(), nvcc_version(CUDA_HOME) if cu else None)
+    if err:
+        raise SystemExit("lrm_fast: " + err)
+    print(f"lrm_fast: building lrm_fast._C with {'CPU + CUDA' if want_cuda else 'CPU only'} kernels")
     # -ffp-contract=off: no FMA contraction, so kernels round like the torch twins (see csrc)
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
     define = []

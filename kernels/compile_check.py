@@ -48,7 +48,9 @@ def compile_report(kernel, dtype: str, consts: dict, num_warps: int, arch: int) 
                               "-o", src + ".o"], capture_output=True, text=True).stderr
     info = [ln.split(":", 1)[-1].strip() for ln in err.splitlines()
             if ("registers" in ln or "spill" in ln) and "warpgroup" not in ln]
-    return f"{time.time() - t:.0f}s compile; " + " | ".join(info)
+    # shared memory: what triton's launcher checks against the device limit (OutOfResources);
+    # lrm_fast.ops.triplane_mlp.SMEM_MEASURED holds these numbers
+    return f"{time.time() - t:.0f}s compile; shared {cc.metadata.shared} B; " + " | ".join(info)
 
 
 def main(argv=None):

@@ -15,6 +15,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads_and_rng():
+    """Every test leaves torch's thread count and RNG state as it found them (a test that sets
+    torch.set_num_threads(1), e.g. the DDP tests, made later tests' float sums differ)."""
+    threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+
+
 @pytest.fixture
 def tiny_cfg():
     from lrm_fast.config import LRMConfig

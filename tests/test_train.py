@@ -51,7 +51,9 @@ def test_loss_decreases_on_fixed_batch(data_root, tmp_path):
 
 def test_resume_after_kill_gives_same_losses(data_root, tmp_path):
     full = tmp_path / "full"
-    Trainer(_cfg(data_root, full)).fit()
+    before = torch.get_num_threads()
+    Trainer(_cfg(data_root, full)).fit()          # threads=1 while it trains, then given back
+    assert torch.get_num_threads() == before
     ref = _losses(full)
     assert sorted(ref) == [1, 2, 3, 4]
 

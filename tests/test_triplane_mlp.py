@@ -202,11 +202,42 @@ def check_render(device: str) -> dict:
     return res
 
 
+def check_inference_mode_then_grad() -> dict:
+    """Issue 18 (2): weights packed under torch.inference_mode (render / mesh / evaluate) must not be
+    reused by the next grad-mode call (save_for_backward raised "Inference tensors cannot be saved
+    for backward"), and weights created under inference_mode must not make the cache raise on
+    ``_version``. Returns {name: [error, allowed]} vs the reference."""
+    from lrm_fast.ops.triplane_mlp import _triplane_mlp_ref, triplane_mlp
+
+    case = dict(agg="concat", layers=3, C=8, H=5, W=6, B=1, N=19, hidden=16, act="relu", dtype="float32",
+                id="inference")
+    planes, pts, ws, bs, v_out = _inputs(case, "cpu")
+    ws = [w.requires_grad_() for w in ws]
+    with torch.inference_mode():
+        triplane_mlp(planes, pts, ws, bs, backend="triton")          # evaluate: packs the weights
+    pl = planes.clone().requires_grad_()
+    out = triplane_mlp(pl, pts, ws, bs, backend="triton")           # then continue training
+    g = torch.autograd.grad(out, [pl] + ws, v_out)
+    pr = planes.clone().requires_grad_()
+    ref = _triplane_mlp_ref(pr, pts, ws, bs)
+    gr = torch.autograd.grad(ref, [pr] + ws, v_out)
+    res = {f"grad{i}": [(a - b).abs().max().item(), 1e-5 + 2e-5 * b.abs().max().item()]
+           for i, (a, b) in enumerate(zip(g, gr))}
+    with torch.inference_mode():
+        ws_inf = [w.detach().clone() for w in ws]                   # a model built under inference_mode
+        bs_inf = [b.clone() for b in bs]
+    for i in range(2):
+        o = triplane_mlp(planes, pts, ws_inf, bs_inf, backend="triton")
+        res[f"inference_weights{i}"] = [(o - ref.detach()).abs().max().item(), 1e-5 + 2e-5 * ref.abs().max().item()]
+    return res
+
+
 def _worker():
     assert os.environ.get("TRITON_INTERPRET") == "1"
     torch.set_num_threads(1)
     jobs = [(c["id"], lambda c=c: check_case(c, "cpu")) for c in _grid()]
     jobs.append(("render", lambda: check_render("cpu")))
+    jobs.append(("inference_mode", check_inference_mode_then_grad))
     for cid, fn in jobs:
         try:
             print("CASE " + json.dumps(dict(id=cid, res=fn())), flush=True)
@@ -219,6 +250,13 @@ def test_interpreter_renderer_end_to_end(interpreter_results):
     assert "render" in results, f"worker produced no render result:\n{stderr}"
     assert "error" not in results["render"], results["render"].get("error")
     _assert_close(results["render"]["res"], "render")
+
+
+def test_interpreter_inference_mode_then_grad(interpreter_results):
+    results, stderr = interpreter_results
+    assert "inference_mode" in results, f"worker produced no inference_mode result:\n{stderr}"
+    assert "error" not in results["inference_mode"], results["inference_mode"].get("error")
+    _assert_close(results["inference_mode"]["res"], "inference_mode")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +351,86 @@ def test_packed_weights_cache_never_stale():
     assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float16) is not b
 
 
+def test_packed_weights_cache_and_inference_mode():
+    """Tiles packed under inference_mode are not handed to a grad-mode call; inference-tensor
+    weights (no version counter) do not raise."""
+    from lrm_fast.ops.triplane_mlp import _pack_mlp_cached
+
+    _, _, ws, bs = _tiny_args()
+    with torch.inference_mode():
+        a = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert a[0][0].is_inference()
+    b = _pack_mlp_cached(ws, bs, 4, "concat", torch.float32)
+    assert not any(t.is_inference() for t in b[0])
+    assert _pack_mlp_cached(ws, bs, 4, "concat", torch.float32) is b
+    with torch.inference_mode():
+        ws_inf, bs_inf = [w.clone() for w in ws], [x.clone() for x in bs]
+    for _ in range(2):   # used to raise "Inference tensors do not track version counter"
+        c = _pack_mlp_cached(ws_inf, bs_inf, 4, "concat", torch.float32)
+        assert torch.equal(c[0][0], b[0][0])
+
+
+class _FakeT:
+    """What the probe reads of a tensor: device, dtype, shape, dim(), requires_grad."""
+
+    def __init__(self, shape, dtype=torch.float32, dev="cuda", rg=False):
+        self.shape, self.dtype, self.device, self.requires_grad = torch.Size(shape), dtype, torch.device(dev), rg
+
+    def dim(self):
+        return len(self.shape)
+
+
+def test_shared_memory_decision_matches_compiled_kernels(monkeypatch):
+    """Issue 18 (1): the probe refuses exactly the shapes whose compiled kernels (sm_90, ptxas via
+    kernels/compile_check.py) need more shared memory than an H100/H200 allows, so ``auto`` falls
+    back instead of raising OutOfResources at the first launch. The estimate for shapes outside
+    the table is never below a measured value."""
+    pytest.importorskip("triton")
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.triplane_mlp import (OP, SMEM_LIMIT_SM90, SMEM_MEASURED, _launch_cfg, _triton_probe,
+                                           smem_bound, triton_shared_bytes)
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("LRM_FAST_TRIPLANE_LAUNCH", raising=False)
+    assert _launch_cfg(False) == (64, 8) and _launch_cfg(True) == (64, 8)
+    for (kernel, esz, CP, HP, block), need in SMEM_MEASURED.items():
+        dtype = torch.float32 if esz == 4 else torch.bfloat16
+        assert smem_bound(esz, CP, HP) >= need, (kernel, esz, CP, HP)
+        assert (smem_bound(esz, CP, HP) <= SMEM_LIMIT_SM90) == (need <= SMEM_LIMIT_SM90), (kernel, esz, CP, HP)
+        if block != 64:
+            continue
+        planes = _FakeT((1, 3, CP, 64, 64), dtype)
+        w0 = _FakeT((HP, 3 * CP), rg=kernel == "bwd")
+        ok, why = _triton_probe(planes, _FakeT((1, 10, 3)), w0, _FakeT((4, HP), rg=kernel == "bwd"))
+        assert ok == (need <= SMEM_LIMIT_SM90) or (kernel == "bwd" and not ok), (kernel, esz, CP, HP, why)
+        if not ok:
+            assert "shared memory" in why and str(SMEM_LIMIT_SM90) in why
+    # the issue's two shapes, fp32 (C=48 / hidden 128; C=160 / hidden 64): refused, bf16 accepted
+    for C, hidden in ((48, 128), (160, 64)):
+        for dt, want in ((torch.float32, False), (torch.bfloat16, True)):
+            ok, why = _triton_probe(_FakeT((1, 3, C, 64, 64), dt), _FakeT((1, 10, 3)), _FakeT((hidden, 3 * C)),
+                                    _FakeT((4, hidden)))
+            assert ok == want, (C, hidden, dt, why)
+    assert triton_shared_bytes("fwd", torch.float32, 64, 64, 64) == 98304   # the base field fits
+    # auto resolves to the next implementation (never raises); the explicit backend names the reason
+    planes, pts = _FakeT((1, 3, 48, 64, 64)), _FakeT((1, 10, 3))
+    name, _, why = _dispatch.resolve(OP, "auto", planes, pts, _FakeT((128, 144)), _FakeT((4, 128)))
+    assert name != "triton" and "shared memory" in why
+    with pytest.raises(RuntimeError, match="shared memory"):
+        _dispatch.resolve(OP, "triton", planes, pts, _FakeT((128, 144)), _FakeT((4, 128)))
+
+
+def test_launch_guard_selects_the_tensors_device():
+    """Issue 18 (6): launches run under the tensors' CUDA device, not the current one."""
+    import contextlib
+
+    from lrm_fast.ops.triplane_mlp import _launch_guard
+
+    assert isinstance(_launch_guard(torch.device("cpu")), contextlib.nullcontext)
+    g = _launch_guard(torch.device("cuda", 1))
+    assert isinstance(g, torch.cuda.device) and g.idx == 1
+
+
 def test_pow2_padding():
     from lrm_fast.ops.triplane_mlp import _pow2
 
@@ -351,6 +469,44 @@ def test_gpu_field_uses_triton_and_matches():
     out = field(planes, pts)
     field.backend = "reference"
     torch.testing.assert_close(out, field(planes, pts), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C,hidden", [(48, 128), (160, 64)])
+def test_gpu_shared_memory_heavy_fp32_shapes_fall_back(C, hidden):
+    """Issue 18 (1): fp32 shapes whose kernels exceed the shared memory limit: auto runs (reference or
+    a kernel that fits), forward and backward, and matches the reference; bf16 of the same shape
+    takes the fused kernel."""
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.triplane_mlp import OP, _triplane_mlp_ref, triplane_mlp
+
+    case = dict(agg="concat", layers=4, C=C, H=32, W=32, B=1, N=3000, hidden=hidden, act="relu",
+                dtype="float32", id=f"smem-{C}-{hidden}")
+    planes, pts, ws, bs, v_out = _inputs(case, "cuda")
+    ws = [w.requires_grad_() for w in ws]
+    pl = planes.clone().requires_grad_()
+    out = triplane_mlp(pl, pts, ws, bs, backend="auto")
+    g = torch.autograd.grad(out, [pl] + ws, v_out)
+    pr = planes.clone().requires_grad_()
+    ref = _triplane_mlp_ref(pr, pts, ws, bs)
+    gr = torch.autograd.grad(ref, [pr] + ws, v_out)
+    for a, b in zip([out] + list(g), [ref] + list(gr)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    name = _dispatch.resolve(OP, "auto", planes.bfloat16(), pts, *ws, *bs)[0]
+    assert name == "triton"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_gpu_second_device_launches_there():
+    """Issue 18 (6): tensors on cuda:1 while cuda:0 is current."""
+    from lrm_fast.ops.triplane_mlp import _triplane_mlp_ref, triplane_mlp
+
+    case = dict(_gpu_grid()[0], N=777)
+    planes, pts, ws, bs, _ = _inputs(case, "cuda:1")
+    torch.cuda.set_device(0)
+    out = triplane_mlp(planes, pts, ws, bs, backend="triton")
+    torch.testing.assert_close(out, _triplane_mlp_ref(planes, pts, ws, bs), atol=1e-4, rtol=1e-4)
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

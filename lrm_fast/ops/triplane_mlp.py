@@ -20,6 +20,7 @@ gradient to the points: calls whose points require grad take the reference.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import weakref
@@ -128,7 +129,7 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _triton_probe(planes, points=None, *_):
+def _triton_probe(planes, points=None, *params):
     # cheap checks first: importing triton costs seconds, and CPU runs never use it unless testing
     dev = planes.device
     if dev.type == "cpu" and not _interpreting():
@@ -145,8 +146,75 @@ def _triton_probe(planes, points=None, *_):
         return False, "points require grad: the fused kernel does not differentiate the points"
     if points is not None and getattr(points, "device", dev) != dev:
         return False, f"points on {points.device}, planes on {dev}"
+    weights = [t for t in params if getattr(t, "dim", lambda: 0)() == 2]
+    if weights and len(planes.shape) == 5:
+        why = _shared_memory_refusal(planes, weights, _needs_grad([planes, *params]))
+        if why:
+            return False, why
     where = "interpreter" if dev.type == "cpu" else "CUDA"
     return True, f"fused sample+MLP Triton kernel ({where})"
+
+
+# Shared memory of the compiled kernels (bytes, ``metadata.shared``), measured by compiling for sm_90
+# (``python -m lrm_fast.kernels.compile_check --shared``; triton 3.8 here, and the two refused fp32
+# shapes agree with triton 3.6's 327,680 / 262,144 B). Key: (kernel, element bytes, CP, HP, BLOCK_N).
+# Each (padded C, padded hidden) is one compile; NUM_MID (depth) and out width did not change it.
+SMEM_MEASURED = {
+    ("fwd", 4, 64, 64, 64): 98304, ("fwd", 4, 64, 128, 64): 327680, ("fwd", 4, 256, 64, 64): 262144,
+    ("fwd", 4, 128, 64, 64): 131072, ("fwd", 4, 64, 64, 128): 98304, ("fwd", 4, 64, 64, 32): 65536,
+    ("fwd", 4, 64, 32, 64): 49152, ("fwd", 4, 16, 64, 64): 98304, ("fwd", 4, 64, 64, 16): 49152,
+    ("fwd", 2, 64, 64, 64): 16384, ("fwd", 2, 64, 128, 64): 49152, ("fwd", 2, 256, 64, 64): 65536,
+    ("bwd", 4, 64, 64, 64): 98304, ("bwd", 4, 64, 128, 64): 327680, ("bwd", 4, 256, 64, 64): 262144,
+    ("bwd", 4, 128, 64, 64): 131072, ("bwd", 2, 64, 128, 64): 81920, ("bwd", 2, 256, 64, 64): 81920,
+}
+SMEM_LIMIT_SM90 = 232448   # H100 / H200: the opt-in maximum per block (227 KiB)
+_SMEM_FAILED: set = set()  # (kernel, dtype, CP, HP, BLOCK_N, warps, device) that raised OutOfResources here
+
+
+def triton_shared_bytes(kernel: str, dtype: torch.dtype, CP: int, HP: int, block: int) -> int:
+    """Shared memory one program of the fused kernel needs: the measured table, else an upper bound,
+    elem x (kh HP^2 + kc CP HP) with (kh, kc) = (6, 4) in fp32 (TF32x3 stages split operands) and
+    (2, 2) in 16 bits: at or above every measured entry, so an unmeasured shape is not accepted where
+    a measured one fails (the launch's OutOfResources fallback covers any remaining miss)."""
+    esz = 4 if dtype == torch.float32 else 2
+    got = SMEM_MEASURED.get((kernel, esz, CP, HP, block))
+    return got if got is not None else smem_bound(esz, CP, HP)
+
+
+def smem_bound(esz: int, CP: int, HP: int) -> int:
+    kh, kc = (6, 4) if esz == 4 else (2, 2)
+    return esz * (kh * HP * HP + kc * CP * HP)
+
+
+def _smem_limit(device: torch.device) -> int:
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.get_device_properties(device).shared_memory_per_block_optin)
+        except Exception:  # noqa: BLE001 - older torch: assume Hopper's limit
+            return SMEM_LIMIT_SM90
+    return SMEM_LIMIT_SM90  # the interpreter: decide as an H100 would
+
+
+def _shared_memory_refusal(planes, weights, backward: bool) -> str | None:
+    """Why the fused kernels cannot launch for these shapes on this device (shared memory), or None."""
+    CP, HP = _pow2(planes.shape[2]), _pow2(weights[0].shape[0])
+    dtype, dev = planes.dtype, torch.device(planes.device)
+    limit = _smem_limit(dev)
+    for kernel in ("fwd", "bwd") if backward else ("fwd",):
+        block, warps = _launch_cfg(backward=kernel == "bwd")
+        if (kernel, dtype, CP, HP, block, warps, str(dev)) in _SMEM_FAILED:
+            return f"the {kernel} kernel ran out of shared memory here for C={planes.shape[2]}, hidden={HP}"
+        need = triton_shared_bytes(kernel, dtype, CP, HP, block)
+        if need > limit:
+            return (f"the {kernel} kernel needs {need} B of shared memory for {str(dtype)[6:]} "
+                    f"C={planes.shape[2]} (padded {CP}), hidden {weights[0].shape[0]} (padded {HP}); "
+                    f"the device allows {limit} B")
+    return None
+
+
+def _launch_guard(device: torch.device):
+    """Triton launches on the current CUDA device's context: make it the tensors' device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _triton_supports_mlp(weights, biases) -> str | None:
@@ -204,9 +272,17 @@ def _pack_mlp_cached(weights, biases, C: int, aggregate: str, dtype: torch.dtype
     """``_pack_mlp`` with a small cache: a render calls the op once per chunk and sample pass with
     the same weights, and packing is ~15 tiny kernel launches. An entry is reused only while
     every parameter is the very same live tensor (weakref identity), at the same storage, and
-    not modified in place since (``_version``; optimizer steps bump it)."""
+    not modified in place since (``_version``; optimizer steps bump it), and was packed in the same
+    inference mode (tiles made under ``torch.inference_mode`` cannot be saved for backward)."""
     params = [t for t in list(weights) + list(biases) if t is not None]
-    key = (C, aggregate, dtype, tuple(b is None for b in biases),
+    if any(t.is_inference() for t in params):
+        # inference tensors have no version counter (``_version`` raises): no way to see an in-place
+        # change, so pack afresh (a model built under inference_mode; ~15 tiny launches per call)
+        return _pack_mlp(weights, biases, C, aggregate, dtype)
+    # Packed inside inference_mode, the tiles are inference tensors: a later grad-mode call could not
+    # save them for backward. The mode is part of the key (inference_mode may reuse either kind, but
+    # keeping them apart is simpler and costs one extra pack).
+    key = (C, aggregate, dtype, torch.is_inference_mode_enabled(), tuple(b is None for b in biases),
            tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in params))
     for i, (k, refs, packed) in enumerate(_PACK_CACHE):
         if k == key and all(r() is t for r, t in zip(refs, params)):
@@ -271,9 +347,12 @@ class _TriplaneMLPTriton(torch.autograd.Function):
                     BLOCK_N=BLOCK_N, CP=CP, HP=HP, OP=OP, PREC=prec)
         if B * N > 0:
             grid = (_cdiv(N, BLOCK_N), B)
-            K.triplane_mlp_fwd_kernel[grid](planes_cl, pts, *packed, out, N, H, W, C, out_dim,
-                                            num_warps=warps, **meta)
-        ctx.save_for_backward(planes_cl, pts, *packed)
+            with _launch_guard(planes.device):
+                K.triplane_mlp_fwd_kernel[grid](planes_cl, pts, *packed, out, N, H, W, C, out_dim,
+                                                num_warps=warps, **meta)
+        # the original parameters too: the reference backward needs them if the bwd kernel cannot launch
+        ctx.save_for_backward(planes_cl, pts, *packed, *(p for p in params if p is not None))
+        ctx.names = (aggregate, activation)
         ctx.meta, ctx.shapes = meta, (B, N, C, H, W, out_dim)
         ctx.n_layers = n_layers
         ctx.param_info = [(p.shape, p.dtype) if p is not None else None for p in params]
@@ -284,7 +363,9 @@ class _TriplaneMLPTriton(torch.autograd.Function):
     def backward(ctx, v_out):
         from lrm_fast.kernels import triplane_mlp as K
 
-        planes_cl, pts, w0, b0, wm, bm, wl, bl = ctx.saved_tensors
+        planes_cl, pts, w0, b0, wm, bm, wl, bl, *given = ctx.saved_tensors
+        given = iter(given)
+        params = [None if info is None else next(given) for info in ctx.param_info]
         B, N, C, H, W, out_dim = ctx.shapes
         L = ctx.n_layers
         BLOCK_N, warps = _launch_cfg(backward=True)
@@ -304,9 +385,18 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         v_bl = torch.zeros(P, OP, **f32)
         if n_prog > 0:
             grid = (_cdiv(N, meta["BLOCK_N"]), B)
-            K.triplane_mlp_bwd_kernel[grid](planes_cl, pts, w0, b0, wm, bm, wl, bl, v_out.contiguous(),
-                                            v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
-                                            N, H, W, C, out_dim, P, num_warps=warps, **meta)
+            try:
+                with _launch_guard(dev):
+                    K.triplane_mlp_bwd_kernel[grid](planes_cl, pts, w0, b0, wm, bm, wl, bl, v_out.contiguous(),
+                                                    v_planes, v_w0, v_b0, v_wm, v_bm, v_wl, v_bl,
+                                                    N, H, W, C, out_dim, P, num_warps=warps, **meta)
+            except Exception as e:  # noqa: BLE001 - only triton's OutOfResources is handled
+                if type(e).__name__ != "OutOfResources":
+                    raise
+                _SMEM_FAILED.add(("bwd", planes_cl.dtype, CP, HP, BLOCK_N, warps, str(dev)))
+                warnings.warn(f"triplane_mlp: the Triton backward cannot launch here ({e}); "
+                              "computing this gradient with the reference", stacklevel=2)
+                return _reference_backward(ctx, planes_cl, pts, params, v_out)
         # un-pad, sum the partial slots, back to [out, in] (nn.Linear layout) and param dtypes
         hidden = ctx.param_info[0][0][0]
         v_w0 = v_w0.sum(0)[:, :C, :hidden]                     # [nw0, C, hidden]
@@ -327,6 +417,21 @@ class _TriplaneMLPTriton(torch.autograd.Function):
         return (v_planes, None, None, None, None, *grads)
 
 
+def _reference_backward(ctx, planes_cl, pts, params, v_out):
+    """The gradients of ``_TriplaneMLPTriton`` from the reference's autograd (launch fallback)."""
+    L = ctx.n_layers
+    needs = ctx.needs_input_grad
+    planes = planes_cl.permute(0, 1, 4, 2, 3).detach().requires_grad_(needs[0])
+    ps = [None if p is None else p.detach().requires_grad_(need) for p, need in zip(params, needs[5:])]
+    with torch.enable_grad():
+        out = _triplane_mlp_ref(planes, pts, ps[:L], ps[L:], *ctx.names)
+        inputs = [planes] + ps
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        got = iter(torch.autograd.grad(out, wanted, v_out, allow_unused=True)) if wanted else iter(())
+    grads = [next(got) if (t is not None and t.requires_grad) else None for t in inputs]
+    return (grads[0], None, None, None, None, *grads[1:])
+
+
 def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", activation="relu"):
     why = _triton_supports_mlp(weights, biases)
     if why is not None:
@@ -341,7 +446,17 @@ def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", ac
             raise ValueError(f"triplane_mlp: {name} on {t.device}, planes on {planes.device}")
     if not points.is_floating_point():
         raise ValueError(f"triplane_mlp: points must be floating point, got {points.dtype}")
-    return _TriplaneMLPTriton.apply(planes, points, aggregate, activation, len(weights), *weights, *biases)
+    try:
+        return _TriplaneMLPTriton.apply(planes, points, aggregate, activation, len(weights), *weights, *biases)
+    except Exception as e:  # noqa: BLE001 - only triton's OutOfResources is handled: auto never fails on it
+        if type(e).__name__ != "OutOfResources":
+            raise
+        block, warps = _launch_cfg(backward=False)
+        _SMEM_FAILED.add(("fwd", planes.dtype, _pow2(planes.shape[2]), _pow2(weights[0].shape[0]), block, warps,
+                          str(planes.device)))
+        warnings.warn(f"triplane_mlp: the Triton kernel cannot launch here ({e}); using the reference path",
+                      stacklevel=3)
+        return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
 
 
 _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)

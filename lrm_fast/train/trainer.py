@@ -131,6 +131,9 @@ class Trainer:
         from ..model.lrm import LRM
 
         self.cfg = cfg
+        # the thread count the caller had: fit() gives it back when it ends (a library call must not
+        # leave the process at cfg.threads; tests after a 1-thread DDP run summed differently)
+        self._threads_before = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self.rank, self.world, local = _dist_info()
@@ -357,6 +360,8 @@ class Trainer:
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
+            if torch.get_num_threads() != self._threads_before:
+                torch.set_num_threads(self._threads_before)
         self._log({"event": "end", "step": self.step, "reason": self._stop or "done",
                    "elapsed_s": time.perf_counter() - t_start})
         return {"step": self.step, **last}

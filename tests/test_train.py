@@ -20,7 +20,10 @@ def data_root(tmp_path_factory):
 def _cfg(data_root, out, **kw):
     base = dict(model="tiny", data_root=data_root, side_views=1, render_size=16, patch=8, batch_size=2,
                 steps=4, warmup=1, lr=3e-3, out_dir=str(out), log_every=1, ckpt_every=100, progress=False,
-                threads=1)
+                threads=1,
+                # source views as rendered: the trainer prepares them like reconstruct() does, with the
+                # model's foreground_ratio, and tiny's 0.8 would recenter these synthetic views
+                model_overrides={"encoder": {"foreground_ratio": 0.0}})
     base.update(kw)
     return TrainConfig.from_dict(base)
 

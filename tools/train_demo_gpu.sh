@@ -49,6 +49,12 @@ TRAIN_SET="${TRAIN_SET:-}"; WORK="${WORK:-/tmp/lrm_demo_gpu}"
 DATA="$WORK/data"; RUN="$WORK/run"
 MAX_MIN=$("$PY" -c "print($TRAIN_SECONDS / 60)")
 SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN")
+# DataLoader workers hand batches (~10 MB each, 2 in flight per worker) over /dev/shm: a small one
+# (a container's default 64 MB) would crash them, so fewer workers there
+SHM_MB=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
+if [ "$TINY" != 1 ] && [ -n "$SHM_MB" ] && [ "$SHM_MB" -lt 1024 ]; then
+  SETS+=(--set "num_workers=$(( SHM_MB / 40 > 1 ? SHM_MB / 40 : 1 ))")
+fi
 for kv in $TRAIN_SET; do SETS+=(--set "$kv"); done
 
 [ "$DRY" = 1 ] || mkdir -p "$OUT"
@@ -65,7 +71,7 @@ run() {  # run LIMIT_S CMD...: SIGTERM at the limit (the trainer checkpoints on 
   return $rc
 }
 [ "$DRY" = 1 ] || : > "$LOG"
-say "OUT=$OUT WORK=$WORK TRAIN_SECONDS=$TRAIN_SECONDS DEMO_OBJECTS=$DEMO_OBJECTS workers=$DEMO_WORKERS tiny=$TINY"
+say "OUT=$OUT WORK=$WORK TRAIN_SECONDS=$TRAIN_SECONDS DEMO_OBJECTS=$DEMO_OBJECTS workers=$DEMO_WORKERS tiny=$TINY /dev/shm free ${SHM_MB:-?} MB"
 if [ "$DRY" != 1 ]; then
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" >>"$LOG" 2>&1
   "$PY" -c "import importlib.util as u; print('lrm_fast._C:', 'present' if u.find_spec('lrm_fast._C') else 'absent (reference/triton ops)')" >>"$LOG" 2>&1
@@ -78,7 +84,7 @@ run "$DATA_SECONDS" "$PY" -m lrm_fast.cli make-data "$DATA" --recipe demo --obje
 [ "$DRY" = 1 ] || say "objects on disk: $(find "$DATA" -maxdepth 2 -name intrinsics.npy 2>/dev/null | wc -l)"
 
 # 2. training: max_minutes ends it; the outer limit is a safety net
-run $(( TRAIN_SECONDS + 90 )) "$PY" -m lrm_fast.cli train configs/demo-gpu.yaml "${SETS[@]}"
+run $(( TRAIN_SECONDS + 60 )) "$PY" -m lrm_fast.cli train configs/demo-gpu.yaml "${SETS[@]}"
 if [ "$DRY" != 1 ] && [ -f "$RUN/log.jsonl" ]; then
   "$PY" - "$RUN/log.jsonl" >>"$LOG" 2>&1 <<'EOF'
 import json, sys
@@ -93,6 +99,6 @@ EOF
 fi
 
 # 3. evaluation (new vs shipped, with baselines), pictures, curves, extras
-run 240 "$PY" -m lrm_fast.train.report "$RUN" "$OUT" --objects "$EVAL_OBJECTS" --shifted "$EVAL_SHIFTED" \
+run 150 "$PY" -m lrm_fast.train.report "$RUN" "$OUT" --objects "$EVAL_OBJECTS" --shifted "$EVAL_SHIFTED" \
   --compare lrm_fast/assets/demo
 say "done; OUT holds: $(ls "$OUT" 2>/dev/null | tr '\n' ' ')"

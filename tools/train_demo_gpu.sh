@@ -36,6 +36,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
+# without an install, lrm_fast.kernels (the Triton kernels, top-level kernels/) needs the link that the
+# editable install otherwise maps (git-ignored; bench/gpu_suite.sh makes the same one)
+if [ "$DRY" != 1 ] && [ ! -e lrm_fast/kernels ]; then ln -s ../kernels lrm_fast/kernels 2>/dev/null || true; fi
+BACKEND=auto
+if [ "$DRY" != 1 ] && ! "$PY" -c "import lrm_fast.kernels.triplane_mlp" >/dev/null 2>&1; then BACKEND=reference; fi
 NCPU=$(nproc 2>/dev/null || echo 4)
 if [ "$TINY" = 1 ]; then
   TRAIN_SECONDS="${TRAIN_SECONDS:-20}"; DATA_SECONDS="${DATA_SECONDS:-60}"; DEMO_OBJECTS="${DEMO_OBJECTS:-16}"
@@ -48,7 +53,7 @@ DEMO_WORKERS="${DEMO_WORKERS:-$NCPU}"; EVAL_OBJECTS="${EVAL_OBJECTS:-100}"; EVAL
 TRAIN_SET="${TRAIN_SET:-}"; WORK="${WORK:-/tmp/lrm_demo_gpu}"
 DATA="$WORK/data"; RUN="$WORK/run"
 MAX_MIN=$("$PY" -c "print($TRAIN_SECONDS / 60)")
-SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN")
+SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN" --set "backend=$BACKEND")
 # DataLoader workers hand batches (~10 MB each, 2 in flight per worker) over /dev/shm: a small one
 # (a container's default 64 MB) would crash them, so fewer workers there
 SHM_MB=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
@@ -71,7 +76,7 @@ run() {  # run LIMIT_S CMD...: SIGTERM at the limit (the trainer checkpoints on 
   return $rc
 }
 [ "$DRY" = 1 ] || : > "$LOG"
-say "OUT=$OUT WORK=$WORK TRAIN_SECONDS=$TRAIN_SECONDS DEMO_OBJECTS=$DEMO_OBJECTS workers=$DEMO_WORKERS tiny=$TINY /dev/shm free ${SHM_MB:-?} MB"
+say "OUT=$OUT WORK=$WORK TRAIN_SECONDS=$TRAIN_SECONDS DEMO_OBJECTS=$DEMO_OBJECTS workers=$DEMO_WORKERS tiny=$TINY /dev/shm free ${SHM_MB:-?} MB backend=$BACKEND"
 if [ "$DRY" != 1 ]; then
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" >>"$LOG" 2>&1
   "$PY" -c "import importlib.util as u; print('lrm_fast._C:', 'present' if u.find_spec('lrm_fast._C') else 'absent (reference/triton ops)')" >>"$LOG" 2>&1
@@ -100,5 +105,5 @@ fi
 
 # 3. evaluation (new vs shipped, with baselines), pictures, curves, extras
 run 150 "$PY" -m lrm_fast.train.report "$RUN" "$OUT" --objects "$EVAL_OBJECTS" --shifted "$EVAL_SHIFTED" \
-  --compare lrm_fast/assets/demo
+  --compare lrm_fast/assets/demo --backend "$BACKEND"
 say "done; OUT holds: $(ls "$OUT" 2>/dev/null | tr '\n' ' ')"

@@ -43,7 +43,7 @@ def better_of(new: dict, old: dict) -> str:
 
 
 def report(run_dir: str, out_dir: str, objects: int = 100, shifted: int = 50, compare: str | None = None,
-           device: str = "auto", lpips_weights: str | None = None) -> dict:
+           device: str = "auto", lpips_weights: str | None = None, backend: str = "auto") -> dict:
     os.makedirs(out_dir, exist_ok=True)
     res: dict = {"run": run_dir, "errors": []}
     extras: dict[str, bytes] = {}
@@ -64,14 +64,14 @@ def report(run_dir: str, out_dir: str, objects: int = 100, shifted: int = 50, co
     for f in ("model.safetensors", "config.json"):
         step(f"copy {f}", lambda f=f: _copy_atomic(os.path.join(model_dir, f), os.path.join(out_dir, f)))
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    model = step("load new model", lambda: load_model(out_dir, device=dev, dtype="fp32"))
+    model = step("load new model", lambda: load_model(out_dir, device=dev, dtype="fp32", backend=backend))
     if model is not None:
         res["new"] = step("evaluate new model", lambda: benchmark(model, objects, shifted,
                                                                   lpips_weights=lpips_weights, progress=True))
         step("pictures", lambda: make_pictures(model, os.path.join(out_dir, "pictures.png"),
                                                title=f"new model ({run_dir})"))
     if compare:
-        old = step("load compared model", lambda: load_model(compare, device=dev, dtype="fp32"))
+        old = step("load compared model", lambda: load_model(compare, device=dev, dtype="fp32", backend=backend))
         if old is not None:
             res["compare"] = step("evaluate compared model",
                                   lambda: benchmark(old, objects, shifted, lpips_weights=lpips_weights, progress=True))
@@ -119,9 +119,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shifted", type=int, default=50)
     ap.add_argument("--compare", default=None, help="another model to evaluate the same way (e.g. the shipped one)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--backend", default="auto", help="auto | fast | reference (ops backend of the models)")
     ap.add_argument("--lpips-weights", default=os.environ.get("LRM_LPIPS_WEIGHTS"))
     args = ap.parse_args(argv)
-    res = report(args.run, args.out, args.objects, args.shifted, args.compare, args.device, args.lpips_weights)
+    res = report(args.run, args.out, args.objects, args.shifted, args.compare, args.device, args.lpips_weights, args.backend)
     return 0 if not res["errors"] else 1
 
 

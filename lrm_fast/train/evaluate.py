@@ -46,7 +46,7 @@ from ..data.synthetic import (DEMO_RECIPE, camera_rays, canonical_c2w, object_rn
 from ..io.export import atomic_path
 
 TARGETS = {"psnr": 21.0, "iou": 0.8, "psnr_above_white": 5.0}
-SPHERE_RADII = tuple(np.round(np.arange(0.25, 0.951, 0.05), 3))
+SPHERE_RADII = tuple(round(0.25 + 0.05 * i, 2) for i in range(15))      # 0.25 .. 0.95
 IN_SEED, SHIFT_SEED = 1000, 1001
 
 
@@ -175,7 +175,7 @@ def evaluate_set(model, seed: int, objects: int, shifted: bool = False, views: i
            "white": {"psnr": cat("white_psnr").mean().item(), "iou": 0.0,
                      "lpips": cat("white_lpips").mean().item() if res["white_lpips"] else None},
            "sphere": {"psnr": sp[best].mean().item(), "iou": si[best].mean().item(),
-                      "radius": float(radii[best]), "lpips": None},
+                      "radius": SPHERE_RADII[best], "lpips": None},
            "seconds": time.perf_counter() - t0}
     if lpips is not None:
         imgs = torch.stack([im[best] for im in sphere_imgs])                               # [N_obj, V, H, W, 3]
@@ -277,8 +277,7 @@ def write_json(obj: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="held-out PSNR / silhouette IoU (/ LPIPS) with baselines")
+def add_arguments(ap) -> None:
     ap.add_argument("model", help="checkpoint folder (config.json + model.safetensors) or preset")
     ap.add_argument("data", nargs="?", default=None,
                     help="optional: a data set folder (OpenLRM layout) for the older folder evaluation")
@@ -293,7 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=None, help="write the metrics JSON here too (atomic)")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device, dtype="fp32")
@@ -308,13 +309,18 @@ def main(argv=None) -> int:
         res = benchmark(model, args.objects, args.shifted, args.views, args.resolution, args.lpips_weights,
                         args.batch, progress=True)
         res["model"] = args.model
-    text = json.dumps(res, indent=2)
-    print(text)
+    print(json.dumps(res, indent=2))
     if not args.data:
         print(format_table(res))
     if args.out:
         write_json(res, args.out)
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="held-out PSNR / silhouette IoU (/ LPIPS) with baselines")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

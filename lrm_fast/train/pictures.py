@@ -188,8 +188,7 @@ def plot_curves(logs: dict, out_path: str, title: str | None = None) -> str:
     return out_path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="model pictures (sample + held-out objects) or loss curves")
+def add_arguments(ap) -> None:
     ap.add_argument("model", help="checkpoint folder or preset; with --curves: the output PNG")
     ap.add_argument("out", nargs="+", help="output PNG; with --curves: log.jsonl files (LABEL=PATH allowed)")
     ap.add_argument("--curves", action="store_true", help="plot training curves instead")
@@ -197,7 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mesh-resolution", type=int, default=96)
     ap.add_argument("--title", default=None)
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.curves:
         logs = {}
         for item in args.out:
@@ -206,11 +207,17 @@ def main(argv=None) -> int:
         print(plot_curves(logs, args.model, args.title))
         return 0
     if len(args.out) != 1:
-        ap.error("give one output PNG")
+        raise ValueError(f"give one output PNG, got {args.out}")
     model = load_model(args.model, device=args.device, dtype="fp32")
     print(make_pictures(model, args.out[0], args.objects, mesh_resolution=args.mesh_resolution,
                         title=args.title or args.model))
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="model pictures (sample + held-out objects) or loss curves")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ for _name, _mod, _help in (
     ("make-data", "lrm_fast.commands.make_data", "generate the synthetic multi-view dataset"),
     ("train", "lrm_fast.commands.train", "train or fine-tune a model"),
     ("bench", "lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
+    ("eval", "lrm_fast.commands.eval", "held-out PSNR / IoU of a model next to the white and sphere baselines"),
+    ("pictures", "lrm_fast.commands.pictures", "input, novel views vs truth and mesh for the sample + held-out objects"),
 ):
     if _name not in COMMANDS and importlib.util.find_spec(_mod) is not None:
         _register(_name, _mod, _help)

@@ -275,7 +275,9 @@ def _demo() -> dict:
     return dict(
         name="demo",
         encoder=dict(kind="dinov2", timm_name="vit_small_patch14_reg4_dinov2", image_size=64,
-                     feat_dim=128, overrides=dict(embed_dim=128, depth=3, num_heads=4, patch_size=8)),
+                     feat_dim=128, overrides=dict(embed_dim=128, depth=3, num_heads=4, patch_size=8),
+                     # trained on un-recentered canonical renders: inference must not recenter either
+                     foreground_ratio=0.0),
         decoder=dict(dim=192, layers=3, heads=4),
         triplane=dict(low_res=8, high_res=16, channels=32),
         field=dict(hidden=64),

@@ -13,13 +13,18 @@ def add_arguments(p):
     p.add_argument("--start", type=int, default=0, help="first object index (to extend a dataset)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--focal", type=float, default=0.75, help="normalized focal length (default 0.75, OpenLRM)")
+    p.add_argument("--recipe", default="default", choices=("default", "demo"),
+                   help="object/camera distribution: default (1-4 primitives, all views at distance 2) or demo "
+                        "(1-3 primitives in a 0.8 ball; views 0-3 at distance 2, view 0 the canonical source "
+                        "camera; other views at 1.9-2.6, elevations -20..55)")
+    p.add_argument("--no-depth", action="store_true", help="do not write depth maps (smaller, faster)")
 
 
 def run(args) -> int:
     from ..data.synthetic import make_dataset
 
     s = make_dataset(args.out, args.objects, args.views, args.resolution, args.seed, args.workers,
-                     args.focal, start=args.start, progress=True)
+                     args.focal, start=args.start, progress=True, recipe=args.recipe, depth=not args.no_depth)
     print(f"wrote {s['objects']} objects x {s['views']} views at {s['resolution']}px to {s['root']} in "
           f"{s['seconds']:.1f} s ({s['objects_per_s']:.2f} objects/s, {args.workers} workers)")
     return 0

@@ -1,6 +1,7 @@
 """Multi-view dataset in OpenLRM's Objaverse layout (``rgba/*.png``, ``pose/*.npy``, ``intrinsics.npy``).
 
-One item = one object: a *source* view (the model input, composited on white as OpenLRM) and
+One item = one object: a *source* view (the model input, prepared by the very function inference
+uses, ``lrm_fast.io.images.preprocess``, with the model's background and foreground ratio) and
 ``side_views`` further views, all supervised (OpenLRM supervises the source view too). Cameras are
 normalized so the source camera is OpenLRM's canonical pose (``model.camera.normalize_cameras``);
 the source camera feature is ``camera_features(normalized source pose, intrinsics)``.
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.images import preprocess
 from ..model.camera import camera_features, normalize_cameras
 
 log = logging.getLogger(__name__)
@@ -121,12 +123,16 @@ class MultiViewDataset(torch.utils.data.Dataset):
     def __init__(self, root: str, meta: str | None = None, side_views: int = 3, source_size: int = 64,
                  render_size: int = 64, patch: int | None = 32, seed: int = 0, num_views: int | None = None,
                  backgrounds=(0.0, 0.5, 1.0), camera_feature: str = "principle", distance: float = 2.0,
-                 source_view: int | None = None):
+                 source_view: int | None = None, source_views: int | None = None,
+                 source_background: float = 1.0, foreground_ratio: float = 0.0):
         self.root = root
         self.uids = list_objects(root, meta)
         self.side_views, self.source_size, self.render_size = side_views, source_size, render_size
         self.patch, self.seed, self.backgrounds = patch, seed, tuple(backgrounds)
         self.camera_feature, self.distance, self.source_view = camera_feature, distance, source_view
+        # source_views = k: the source is one of views 0..k-1 (the views rendered at the source distance)
+        self.source_views = source_views
+        self.source_background, self.foreground_ratio = float(source_background), float(foreground_ratio)
         if patch is not None and not 1 <= patch <= render_size:
             raise ValueError(f"patch {patch} must be in [1, render_size={render_size}]")
         self.num_views = num_views
@@ -173,9 +179,10 @@ class MultiViewDataset(torch.utils.data.Dataset):
         if n_all < V:
             raise ValueError(f"{folder}: has {n_all} views, need {V}")
         views = rng.choice(n_all, V, replace=False)
-        if self.source_view is not None:
-            rest = [v for v in range(n_all) if v != self.source_view]
-            views = np.array([self.source_view] + list(rng.choice(rest, V - 1, replace=False)))
+        if self.source_view is not None or self.source_views:
+            src = self.source_view if self.source_view is not None else int(rng.integers(min(self.source_views, n_all)))
+            rest = [v for v in range(n_all) if v != src]
+            views = np.array([src] + list(rng.choice(rest, V - 1, replace=False)))
         K = load_intrinsics(folder)
         rgbas, poses = zip(*(load_view(folder, int(v)) for v in views))
         shapes = {tuple(r.shape) for r in rgbas}
@@ -184,8 +191,9 @@ class MultiViewDataset(torch.utils.data.Dataset):
         rgba = torch.stack(rgbas)                                       # [V, 4, H, W]
         c2w = normalize_cameras(poses[0], torch.stack(poses), self.distance)
         intr = K.expand(V, 4).clone()
-        source_rgba = resize_rgba(rgba[0], self.source_size)
-        source_image = composite(source_rgba, 1.0)
+        # exactly what reconstruct() feeds the encoder for this view's PNG
+        source_image = preprocess(rgba[0].permute(1, 2, 0).numpy(), self.source_size, self.source_background,
+                                  self.foreground_ratio)
         source_camera = camera_features(c2w[0], intr[0], self.camera_feature)
 
         render = resize_rgba(rgba, self.render_size)                    # [V, 4, S, S]

@@ -125,18 +125,34 @@ def look_at_np(positions: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def random_cameras(rng: np.random.Generator, n_views: int, distance: float = 2.0,
+def random_cameras(rng: np.random.Generator, n_views: int, distance=2.0,
                    elevation_range=(-20.0, 60.0)) -> np.ndarray:
     """``[V, 4, 4]`` c2w on a sphere: azimuths evenly spread with a random phase and jitter (so every
-    object is seen all around), elevations uniform in ``elevation_range`` degrees."""
+    object is seen all around), elevations uniform in ``elevation_range`` degrees. ``distance`` is a
+    number or a ``(min, max)`` range (uniform per view)."""
     az = (rng.uniform(0, 360) + np.arange(n_views) * 360.0 / n_views
           + rng.uniform(-0.4, 0.4, n_views) * 360.0 / n_views) % 360.0
     az = rng.permutation(az)
     el = rng.uniform(*elevation_range, size=n_views)
+    if not np.isscalar(distance):
+        distance = rng.uniform(float(distance[0]), float(distance[1]), size=n_views)[:, None]
     a, e = np.radians(az), np.radians(el)
-    pos = np.stack([distance * np.cos(e) * np.sin(a), -distance * np.cos(e) * np.cos(a),
-                    distance * np.sin(e)], -1)
+    pos = distance * np.stack([np.cos(e) * np.sin(a), -np.cos(e) * np.cos(a), np.sin(e)], -1)
     return look_at_np(pos)
+
+
+def canonical_c2w(distance: float = 2.0) -> np.ndarray:
+    """OpenLRM's canonical source camera ``[4, 4]`` (numpy twin of ``camera.canonical_pose``): on the
+    -y axis at ``distance``, looking at the origin, z up."""
+    return look_at_np(np.array([[0.0, -float(distance), 0.0]]))[0]
+
+
+def transform_object(prims: list[Primitive], scale: float = 1.0, offset=(0.0, 0.0, 0.0)) -> list[Primitive]:
+    """The object scaled about the origin by ``scale`` and then moved by ``offset`` (new primitives)."""
+    off = np.asarray(offset, np.float32)
+    return [Primitive(p.kind, (p.center * scale + off).astype(np.float32), p.rot,
+                      (p.size * scale).astype(np.float32), p.color, p.color2, p.texture, p.freq / scale)
+            for p in prims]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,12 +367,60 @@ def object_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How objects and their cameras are drawn (the defaults are the original data set's).
+
+    * ``max_primitives``, ``radius``: 1..max primitives inside the ball of ``radius``;
+    * ``source_views``: the first ``source_views`` views are at ``distance`` (2.0) so any of them
+      can be a source view after camera normalization; with ``canonical_source`` view 0 is exactly
+      OpenLRM's canonical source camera (what inference assumes);
+    * the other views are at a distance drawn from ``side_distance`` (a range; None = ``distance``)
+      and elevations in ``elevation_range`` degrees.
+    """
+    max_primitives: int = 4
+    radius: float = 0.95
+    distance: float = 2.0
+    canonical_source: bool = False
+    source_views: int = 0
+    side_distance: tuple | None = None
+    elevation_range: tuple = (-20.0, 60.0)
+
+
+# the issue's benchmark: 1-3 primitives inside [-0.8, 0.8]^3 (a ball of radius 0.8), source from the
+# canonical camera at distance 2, side views at distance 1.9-2.6 and elevations -20..55 degrees
+DEMO_RECIPE = Recipe(max_primitives=3, radius=0.8, canonical_source=True, source_views=4,
+                     side_distance=(1.9, 2.6), elevation_range=(-20.0, 55.0))
+RECIPES = {"default": Recipe(), "demo": DEMO_RECIPE}
+
+
+def recipe_cameras(rng: np.random.Generator, n_views: int, recipe: Recipe) -> np.ndarray:
+    """``[V, 4, 4]`` c2w of one object under ``recipe`` (see ``Recipe``)."""
+    if not recipe.canonical_source and not recipe.source_views and recipe.side_distance is None:
+        return random_cameras(rng, n_views, recipe.distance, recipe.elevation_range)  # the original data
+    n_src = min(n_views, max(int(recipe.source_views), int(recipe.canonical_source)))
+    parts = []
+    if recipe.canonical_source and n_src:
+        parts.append(canonical_c2w(recipe.distance)[None])
+    n_rand_src = n_src - len(parts)
+    if n_rand_src:
+        parts.append(random_cameras(rng, n_rand_src, recipe.distance, recipe.elevation_range))
+    if n_views - n_src:
+        parts.append(random_cameras(rng, n_views - n_src, recipe.side_distance or recipe.distance,
+                                    recipe.elevation_range))
+    return np.concatenate(parts, 0)
+
+
 def make_object(seed: int, index: int, n_views: int, resolution: int, focal: float = 0.75,
-                distance: float = 2.0):
+                distance: float = 2.0, recipe: Recipe | None = None):
     """Object ``index`` of ``seed``: (primitives, c2w ``[V, 4, 4]``, rgba ``[V, H, W, 4]``, depth)."""
     rng = object_rng(seed, index)
-    prims = random_object(rng)
-    c2w = random_cameras(rng, n_views, distance)
+    if recipe is None:
+        prims = random_object(rng)
+        c2w = random_cameras(rng, n_views, distance)
+    else:
+        prims = random_object(rng, recipe.max_primitives, recipe.radius)
+        c2w = recipe_cameras(rng, n_views, recipe)
     rgba, depth = render_object(prims, c2w, resolution, focal)
     return prims, c2w, rgba, depth
 
@@ -367,21 +431,22 @@ def _atomic_save_npy(path: str, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_object(root: str, uid: str, c2w: np.ndarray, rgba: np.ndarray, depth: np.ndarray,
+def write_object(root: str, uid: str, c2w: np.ndarray, rgba: np.ndarray, depth: np.ndarray | None,
                  focal: float) -> None:
     """One object folder in OpenLRM's layout, written into ``<uid>.tmp`` and renamed (atomic)."""
     from PIL import Image
 
     final = os.path.join(root, uid)
     tmp = final + ".tmp"
-    for sub in ("rgba", "pose", "depth"):
+    for sub in ("rgba", "pose") + (() if depth is None else ("depth",)):
         os.makedirs(os.path.join(tmp, sub), exist_ok=True)
     V, H, W, _ = rgba.shape
     img = np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8)
     for v in range(V):
         Image.fromarray(img[v], "RGBA").save(os.path.join(tmp, "rgba", f"{v:03d}.png"), compress_level=1)
         np.save(os.path.join(tmp, "pose", f"{v:03d}.npy"), c2w[v, :3, :4].astype(np.float32))
-        np.save(os.path.join(tmp, "depth", f"{v:03d}.npy"), depth[v].astype(np.float16))
+        if depth is not None:
+            np.save(os.path.join(tmp, "depth", f"{v:03d}.npy"), depth[v].astype(np.float16))
     K = np.array([[focal * W, focal * H], [0.5 * W, 0.5 * H], [W, H]], np.float32)
     np.save(os.path.join(tmp, "intrinsics.npy"), K)
     if os.path.exists(final):
@@ -392,35 +457,41 @@ def write_object(root: str, uid: str, c2w: np.ndarray, rgba: np.ndarray, depth: 
 
 
 def _job(args):
-    root, seed, index, n_views, resolution, focal, prefix = args
+    root, seed, index, n_views, resolution, focal, prefix, recipe, depth_files = args
     uid = f"{prefix}{index:06d}"
     if os.path.exists(os.path.join(root, uid, "intrinsics.npy")):
         return uid  # resumable: finished objects are kept
-    _, c2w, rgba, depth = make_object(seed, index, n_views, resolution, focal)
-    write_object(root, uid, c2w, rgba, depth, focal)
+    _, c2w, rgba, depth = make_object(seed, index, n_views, resolution, focal, recipe=recipe)
+    write_object(root, uid, c2w, rgba, depth if depth_files else None, focal)
     return uid
 
 
 def make_dataset(root: str, n_objects: int, n_views: int = 32, resolution: int = 128, seed: int = 0,
                  workers: int = 1, focal: float = 0.75, prefix: str | None = None, start: int = 0,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, recipe: Recipe | str | None = None, depth: bool = True) -> dict:
     """Generate ``n_objects`` objects (indices ``start..start+n-1`` of ``seed``) under ``root``.
 
     Returns a summary dict (count, seconds, objects/s). ``meta.json`` (the uid list) is written last,
-    atomically. Re-running skips finished objects.
+    atomically. Re-running skips finished objects. ``recipe``: a ``Recipe`` or a name in ``RECIPES``
+    (None: the original generator); ``depth=False`` writes no depth maps.
     """
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown data recipe {recipe!r}; choose from {sorted(RECIPES)}")
+        recipe = None if recipe == "default" else RECIPES[recipe]
     if n_objects < 1 or n_views < 1 or resolution < 4:
         raise ValueError(f"need n_objects >= 1, n_views >= 1, resolution >= 4; got {n_objects}, "
                          f"{n_views}, {resolution}")
     os.makedirs(root, exist_ok=True)
     prefix = f"s{seed}_" if prefix is None else prefix
-    jobs = [(root, seed, i, n_views, resolution, focal, prefix) for i in range(start, start + n_objects)]
+    jobs = [(root, seed, i, n_views, resolution, focal, prefix, recipe, depth)
+            for i in range(start, start + n_objects)]
     t0 = time.perf_counter()
     if workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(workers) as pool:
-            it = pool.imap(_job, jobs, chunksize=4)
+            it = pool.imap(_job, jobs, chunksize=8)
             uids = list(_progress(it, len(jobs), progress))
     else:
         uids = list(_progress(map(_job, jobs), len(jobs), progress))

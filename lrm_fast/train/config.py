@@ -27,6 +27,7 @@ class TrainConfig:
     data_root: str = "data/synthetic"
     data_meta: str | None = None
     side_views: int = 3
+    source_views: int | None = None       # source drawn from views 0..k-1 only (None: any view)
     source_size: int | None = None        # default: the encoder's image size
     render_size: int = 64                 # supervision resolution
     patch: int | None = 32                # random patch x patch crop per view (None: whole view)
@@ -60,6 +61,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     max_minutes: float | None = None      # stop (and checkpoint) after this wall time
+    time_schedule: bool = False           # cosine LR over max_minutes of wall time instead of over steps
     export_dtype: str = "float32"         # dtype of the exported model/ folder
     progress: bool = True
 

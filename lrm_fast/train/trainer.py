@@ -113,6 +113,12 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def input_background(model_cfg) -> float:
+    """The background the encoder's input is composited on (the same rule as ``reconstruct``)."""
+    enc = model_cfg.encoder
+    return float(model_cfg.render.background if enc.input_background is None else enc.input_background)
+
+
 def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
     """``model.safetensors`` + ``config.json`` (our checkpoint format, atomic) loadable by ``load_model``."""
     from ..io.checkpoint import save_checkpoint
@@ -191,16 +197,21 @@ class Trainer:
             self.lpips = LPIPSLoss(cfg.lpips_net, cfg.lpips_weights, cfg.lpips_random).to(self.device)
 
         src = cfg.source_size or self.model_cfg.encoder.image_size
+        enc = self.model_cfg.encoder
         self.dataset = MultiViewDataset(cfg.data_root, cfg.data_meta, cfg.side_views, src, cfg.render_size,
                                         cfg.patch, cfg.seed, backgrounds=cfg.backgrounds,
                                         camera_feature=self.model_cfg.camera.feature,
-                                        distance=self.model_cfg.camera.source_distance)
+                                        distance=self.model_cfg.camera.source_distance,
+                                        source_views=cfg.source_views,
+                                        source_background=input_background(self.model_cfg),
+                                        foreground_ratio=enc.foreground_ratio)
         self.step = 0
         self.out = cfg.out_dir
         self.ckpt_path = os.path.join(self.out, "checkpoint", "last.pt")
         if resume:
             self.load(resume if isinstance(resume, str) else self.ckpt_path)
         self._stop = None
+        self._t_start = None
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -283,6 +294,15 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
+        if self.cfg.time_schedule and self.cfg.max_minutes and self._t_start is not None:
+            # the cosine runs over the wall budget instead of ``steps`` (a run with a time budget and an
+            # unknown step rate still ends at min_lr); warmup stays in steps
+            frac = min(1.0, (time.perf_counter() - self._t_start) / (60.0 * self.cfg.max_minutes))
+            f = lr_lambda(self.cfg.warmup, 10 ** 9, self.cfg.min_lr_ratio)(self.step)
+            if self.step >= self.cfg.warmup:
+                f = self.cfg.min_lr_ratio + (1 - self.cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * f
         stats["grad_norm"] = gnorm.detach()
         if self.world > 1:  # log the global-batch mean, not this rank's half
             keys = sorted(k for k in stats if k != "grad_norm")
@@ -318,7 +338,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", mininterval=5)
-        t_start = time.perf_counter()
+        t_start = self._t_start = time.perf_counter()
         t_log, n_items, acc = time.perf_counter(), 0, {}
         last = {}
         try:
@@ -336,7 +356,7 @@ class Trainer:
                     dt = time.perf_counter() - t_log
                     n = acc.pop("_n")
                     last = {k: v / n for k, v in acc.items()}
-                    self._log({"step": self.step, **last, "lr": self.scheduler.get_last_lr()[0],
+                    self._log({"step": self.step, **last, "lr": self.optimizer.param_groups[0]["lr"],
                                "items_per_s": n_items / max(dt, 1e-9), "s_per_step": dt / n,
                                "peak_mem_mb": _peak_memory_mb(self.device), "skipped": self.dataset.skipped,
                                "elapsed_s": time.perf_counter() - t_start})

@@ -1,0 +1,64 @@
+"""Issue 15: the held-out benchmark (baselines, determinism), pictures and the report folder."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import lrm_fast
+from lrm_fast.train.evaluate import SPHERE_RADII, benchmark, heldout_object, source_image, view_iou, view_psnr
+
+
+def test_metrics_closed_form():
+    gt = torch.zeros(2, 4, 4, 3)
+    assert torch.allclose(view_psnr(torch.full_like(gt, 0.1), gt), torch.full((2,), 20.0))
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    a[:2] = True
+    b = torch.zeros_like(a)
+    b[1:3] = True
+    assert view_iou(a, b).item() == pytest.approx(4 / 12)
+    assert view_iou(torch.zeros_like(a), torch.zeros_like(a)).item() == 1.0
+
+
+def test_heldout_objects_are_deterministic_and_inside_the_box():
+    for shifted in (False, True):
+        for i in range(5):
+            p1, c1 = heldout_object(1001, i, 8, shifted)
+            p2, c2 = heldout_object(1001, i, 8, shifted)
+            assert np.array_equal(c1, c2) and all(np.array_equal(a.center, b.center) for a, b in zip(p1, p2))
+            assert max(np.linalg.norm(p.center) + p.bound_radius() for p in p1) <= 0.97 + 1e-5
+            d = np.linalg.norm(c1[:, :3, 3], axis=-1)
+            assert ((d >= 1.9) & (d <= 2.6)).all()
+    src = source_image(heldout_object(1000, 0)[0], 32)
+    assert src.dtype == np.uint8 and src.shape == (32, 32, 4) and (src[..., 3] > 0).any()
+
+
+def test_benchmark_tiny_model():
+    model = lrm_fast.load_model("tiny", device="cpu")
+    r = benchmark(model, objects=2, shifted=1, views=2, resolution=16, batch=2)
+    a, b = r["in_distribution"], r["shifted"]
+    assert a["objects"] == 2 and b["objects"] == 1 and r["meets_targets"] in (True, False)
+    for s in (a, b):
+        assert s["white"]["iou"] == 0.0 and s["white"]["psnr"] > 0 and s["sphere"]["radius"] in SPHERE_RADII
+        assert 0 <= s["iou"] <= 1 and 0 <= s["sphere"]["iou"] <= 1 and s["lpips"] is None
+    assert r["lpips"].startswith("not computed")
+    again = benchmark(model, objects=2, shifted=0, views=2, resolution=16, batch=1)
+    assert again["in_distribution"]["white"]["psnr"] == pytest.approx(a["white"]["psnr"])
+    assert again["in_distribution"]["psnr"] == pytest.approx(a["psnr"], abs=1e-4)
+
+
+def test_pictures_and_eval_cli(tmp_path):
+    from lrm_fast.cli import main
+    from lrm_fast.train.pictures import make_pictures
+
+    model = lrm_fast.load_model("tiny", device="cpu")
+    out = make_pictures(model, str(tmp_path / "p.png"), objects=1, resolution=32, mesh_resolution=16)
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] > 8 * 32 and im.size[1] > 2 * 32
+    assert main(["eval", "tiny", "--objects", "1", "--shifted", "0", "--views", "1", "--resolution", "8",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["in_distribution"]["objects"] == 1 and "shifted" not in res

@@ -253,3 +253,186 @@ def test_bad_checkpoint_is_one_line_error(tmp_path, case):
         lrm_fast.load_model(str(d), device="cpu", dtype="float32")
     msg = _one_line(e.value)
     assert ("layers.1.norm3.weight" if case == "missing" else "layers.2.weight") in msg
+
+
+# -- sensitivity: plausible re-implementation bugs must move some stage by >= 10x its tolerance ------------------
+def _stage_errors(model, stages, meta) -> dict[str, float]:
+    """Every stage's max difference from TripoSR's, divided by its tolerance (the mesh: inf when
+    marching cubes gives another topology)."""
+    from skimage import measure
+
+    out = {}
+    with torch.inference_mode():
+        img = torch.from_numpy(stages["image"])
+        out["tokens"] = _maxdiff(model.encoder(img), stages["tokens"]) / TOL_TOKENS
+        ours = model.forward_planes(img)
+        out["planes"] = _maxdiff(_ours_to_theirs(ours), stages["scene_codes"]) / TOL_PLANES
+        theirs = _theirs_to_ours(torch.from_numpy(stages["scene_codes"]))
+        pts = torch.from_numpy(stages["points"])[None]
+        for name, P in (("theirs", theirs), ("ours", ours)):
+            raw = model.field(P, pts)[0]
+            dens, rgb = model.field.query(P, pts)
+            out[f"field ({name} planes)"] = max(
+                _maxdiff(raw[:, 0], stages["point_density_raw"]), _maxdiff(raw[:, 1:4], stages["point_features"]),
+                _maxrel(dens[0], stages["point_density"]), _maxdiff(rgb[0], stages["point_color"])) / TOL_POINTS
+            want = stages["density_grid"]
+            out[f"density grid ({name} planes)"] = _maxrel(_grid(model, P, want.shape[0]), want) / TOL_POINTS
+            rec = lrm_fast.Reconstruction(model, P)
+            out[f"renders ({name} planes)"] = max(
+                _maxdiff(rec.render(azimuths=az, elevations=el, distance=dist, resolution=res)["rgb"][0],
+                         stages[f"render_{k}"]) for k, az, el, dist, res in _views(meta)) / TOL_RENDER
+        res, level = meta["mesh"]["resolution"], meta["mesh"]["threshold"]
+        r = model.cfg.render.box_max
+        verts = measure.marching_cubes(stages["density_grid"], level=level, allow_degenerate=False)[0]
+        verts = verts / (res - 1) * (2 * r) - r
+        try:
+            mesh = lrm_fast.Reconstruction(model, ours).mesh(resolution=res, threshold=level)
+            v = np.asarray(mesh.vertices)
+            out["mesh (ours)"] = (np.abs(v - verts).max() / TOL_MESH) if v.shape == verts.shape else float("inf")
+        except ValueError:  # empty / full grid at this level
+            out["mesh (ours)"] = float("inf")
+    return out
+
+
+def _swap_planes_01(model, mp):
+    fwd = type(model.field).forward
+    mp.setattr(model.field, "forward", lambda planes, pts: fwd(model.field, planes[:, [1, 0, 2]], pts))
+
+
+def _align_corners(model, mp):
+    gs = torch.nn.functional.grid_sample
+    mp.setattr(torch.nn.functional, "grid_sample", lambda *a, **k: gs(*a, **{**k, "align_corners": True}))
+
+
+def _pos_embed_to_size(model, mp):
+    """transformers >= 4.4x resample the ViT position grid to a target size, not by (g + 0.1) / G."""
+    from lrm_fast.io import checkpoint
+
+    def by_size(pos, new, offset=0.1):
+        G = int(round(pos.shape[1] ** 0.5))
+        if G == new:
+            return pos
+        grid = pos.reshape(1, G, G, -1).permute(0, 3, 1, 2)
+        out = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        return out.permute(0, 2, 3, 1).reshape(1, new * new, -1)
+    mp.setattr(checkpoint, "_resample_grid", by_size)
+    return lrm_fast.load_model(str(FIXTURE), device="cpu", dtype="float32", backend="reference")
+
+
+def _vit_heads_from_width(model, mp):
+    for blk in model.encoder.vit.blocks:  # width 64 / 64 = 1 head instead of the config's 4
+        blk.attn.num_heads, blk.attn.head_dim = 1, 64
+        blk.attn.scale = 64 ** -0.5
+
+
+def _no_attention_scale(model, mp):
+    from lrm_fast.model import decoder
+
+    att = decoder.attention
+    mp.setattr(decoder, "attention", lambda q, k, v, backend="auto": att(q * q.shape[-1] ** 0.5, k, v, backend))
+
+
+def _cross_before_self(model, mp):
+    for blk in model.transformer.layers:
+        blk.self_first = False
+
+
+def _geglu_halves_swapped(model, mp):
+    from lrm_fast.model import decoder
+
+    def fwd(self, x):
+        gate, a = self.proj(x).chunk(2, dim=-1)
+        return a * torch.nn.functional.gelu(gate)
+    mp.setattr(decoder.GEGLU, "forward", fwd)
+
+
+def _no_imagenet_norm(model, mp):
+    model.encoder.normalize = False
+
+
+def _final_layernorm_kept(model, mp):
+    model.transformer.norm = torch.nn.LayerNorm(model.cfg.decoder.dim, eps=1e-5)
+
+
+def _step_scaled_by_span(model, mp):
+    """delta = (far - near) / S, as a textbook NeRF would, instead of TripoSR's 1 / S."""
+    from lrm_fast.render import renderer
+
+    comp = renderer.composite
+
+    def f(rgb, sigma, deltas, depths, bg, **kw):
+        span = (depths[:, 1:2] - depths[:, :1]).expand_as(deltas) if depths.shape[1] > 1 else deltas
+        return comp(rgb, sigma, span, depths, bg, **kw)
+    mp.setattr(renderer, "composite", f)
+
+
+def _box_not_shrunk(model, mp):
+    model.renderer.cfg.box_shrink = 0.0
+
+
+def _grazing_rays_kept(model, mp):
+    model.renderer.cfg.min_span = 0.0
+
+
+def _black_background(model, mp):
+    model.renderer.cfg.background = 0.0
+
+
+def _softplus_density(model, mp):
+    model.field.cfg.density_activation = "softplus"
+
+
+def _no_coord_scale(model, mp):
+    model.field.cfg.coord_scale = 1.0
+
+
+MUTATIONS = {
+    "plane order: planes 0 and 1 swapped": _swap_planes_01,
+    "plane 2 not transposed (OpenLRM's plane layout)": lambda m, mp: setattr(m.upsampler, "transpose_plane2", False),
+    "grid_sample align_corners=True": _align_corners,
+    "ViT position embedding resampled to a target size (not scale (g + 0.1) / G)": _pos_embed_to_size,
+    "ViT heads = width / 64 (not the ViT config's)": _vit_heads_from_width,
+    "decoder attention without 1/sqrt(d)": _no_attention_scale,
+    "cross-attention before self-attention": _cross_before_self,
+    "GEGLU: value and gate halves swapped": _geglu_halves_swapped,
+    "no ImageNet normalisation of the input": _no_imagenet_norm,
+    "a final LayerNorm after the backbone blocks": _final_layernorm_kept,
+    "step size (far - near) / S instead of 1 / S": _step_scaled_by_span,
+    "box not shrunk by 1 - 1e-3": _box_not_shrunk,
+    "grazing rays (far - near <= 0.01) not treated as misses": _grazing_rays_kept,
+    "background black instead of white": _black_background,
+    "density softplus instead of exp": _softplus_density,
+    "world points not scaled by 1 / radius": _no_coord_scale,
+}
+
+
+def _mutated_errors(name, stages, meta):
+    with pytest.MonkeyPatch.context() as mp:
+        model = lrm_fast.load_model(str(FIXTURE), device="cpu", dtype="float32", backend="reference")
+        model = MUTATIONS[name](model, mp) or model
+        return _stage_errors(model, stages, meta)
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_mutation_is_caught(name, stages, meta):
+    errs = _mutated_errors(name, stages, meta)
+    worst = max(errs, key=errs.get)
+    assert errs[worst] >= 10, f"{name}: largest move {errs[worst]:.3g} x tolerance ({worst})"
+
+
+def mutation_table() -> str:
+    """Markdown: for each mutation, every stage it moves by >= 10x its tolerance, with the factor
+    ("topology": our mesh's marching cubes gives other triangles)."""
+    with np.load(FIXTURE / "stages.npz") as z:
+        st = {k: z[k] for k in z.files}
+    meta = json.loads((FIXTURE / "meta.json").read_text())
+    rows = ["| mutation | stages moved (max difference / tolerance) |", "|---|---|"]
+    for name in MUTATIONS:
+        errs = _mutated_errors(name, st, meta)
+        moved = [f"{k} {'topology' if v == float('inf') else f'{v:.2g}'}" for k, v in errs.items() if v >= 10]
+        rows.append(f"| {name} | {'; '.join(moved)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # PYTHONPATH=. python tests/parity/test_triposr.py  -> the mutation table
+    print(mutation_table())

@@ -83,7 +83,7 @@ def _maxrel(a, b) -> float:
 
 
 def test_fixture_pins_the_original(meta):
-    assert meta["commit"] == "d26e331"
+    assert meta["commit"].startswith("d26e331")
     assert meta["versions"]["transformers"] == "4.35.0"
     sizes = sum(f.stat().st_size for f in FIXTURE.rglob("*") if f.is_file())
     assert sizes <= 2 * 1024 * 1024, sizes
@@ -436,3 +436,53 @@ def mutation_table() -> str:
 
 if __name__ == "__main__":  # PYTHONPATH=. python tests/parity/test_triposr.py  -> the mutation table
     print(mutation_table())
+
+
+# -- GPU: the same fixture in bf16 / fp16 / fp32 ------------------------------------------------------------------
+# Rule: on the GPU, at each dtype, the fast path (backend "auto") may differ from the truth by at
+# most 2x what our pure-PyTorch reference path at that dtype on that GPU does, plus 1e-6 x the
+# stage's scale (the truth: our reference in float64 on the CPU, which the fp32 tests above tie to
+# TripoSR's own outputs). Low precision is allowed to cost what it costs in the reference, not more.
+def _gpu_stage_outputs(model, stages, meta) -> dict[str, torch.Tensor]:
+    dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
+    out = {}
+    with torch.inference_mode():
+        img = torch.from_numpy(stages["image"]).to(dev, dt)
+        out["tokens"] = model.encoder(img).double().cpu()
+        out["planes"] = model.forward_planes(img).double().cpu()
+        theirs = _theirs_to_ours(torch.from_numpy(stages["scene_codes"])).to(dev, dt)
+        pts = torch.from_numpy(stages["points"])[None].to(dev)
+        dens, rgb = model.field.query(theirs, pts.to(dt) if dt == torch.float64 else pts)
+        out["field density (theirs planes)"] = dens.double().cpu()
+        out["field color (theirs planes)"] = rgb.double().cpu()
+        rec = lrm_fast.Reconstruction(model, theirs)
+        for k, az, el, dist, res in _views(meta):
+            out[f"render {k} (theirs planes)"] = rec.render(azimuths=az, elevations=el, distance=dist,
+                                                            resolution=res)["rgb"].double().cpu()
+    return out
+
+
+def _stage_err(name, a, b) -> float:
+    if name.startswith("field density"):  # exp density: relative
+        return ((a - b).abs() / b.abs().clamp_min(1e-6)).max().item()
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_gpu_dtypes_within_rule(stages, meta, dtype):
+    truth_model = lrm_fast.load_model(str(FIXTURE), device="cpu", dtype=torch.float64, backend="reference")
+    truth = _gpu_stage_outputs(truth_model, stages, meta)
+    assert (truth["planes"] - _theirs_to_ours(torch.from_numpy(stages["scene_codes"])).double()).abs().max() <= TOL_PLANES
+    ref = _gpu_stage_outputs(lrm_fast.load_model(str(FIXTURE), device="cuda", dtype=dtype, backend="reference"),
+                             stages, meta)
+    fast = _gpu_stage_outputs(lrm_fast.load_model(str(FIXTURE), device="cuda", dtype=dtype, backend="auto"),
+                              stages, meta)
+    report = {}
+    for name, t in truth.items():
+        e_ref, e_fast = _stage_err(name, ref[name], t), _stage_err(name, fast[name], t)
+        scale = 1.0 if name.startswith("field density") else max(1.0, t.abs().max().item())
+        report[name] = (e_ref, e_fast)
+        assert e_fast <= 2 * e_ref + 1e-6 * scale, f"{dtype} {name}: fast {e_fast:.3g} vs reference {e_ref:.3g}"
+    print(f"\n{dtype} (max error vs float64; reference / auto): "
+          + "; ".join(f"{k} {a:.2g} / {b:.2g}" for k, (a, b) in report.items()))

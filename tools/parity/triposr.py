@@ -41,7 +41,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-TRIPOSR_COMMIT = "d26e331"
+TRIPOSR_COMMIT = "d26e33181947bbbc4c6fc0f5734e1ec6c080956e"  # d26e331
 
 # The fixture's model: the released config.yaml's structure at test size. The ViT has 4 heads of 16
 # (not width / 64 = 1) and LayerNorm eps 1e-12; its position grid (32 px / 8 = 4) is interpolated to

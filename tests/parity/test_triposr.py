@@ -494,3 +494,61 @@ def test_gpu_dtypes_within_rule(stages, meta, float64_truth, dtype):
     print(f"\n{dtype} max error vs float64 (reference / auto): "
           + "; ".join(f"{k} {a:.2g} / {b:.2g}" for k, (a, b) in report.items()))
     assert not bad, f"{dtype}: " + "; ".join(bad)
+
+
+RELEASED_CONFIG_YAML = """\
+cond_image_size: 512
+image_tokenizer_cls: tsr.models.tokenizers.image.DINOSingleImageTokenizer
+image_tokenizer:
+  pretrained_model_name_or_path: "facebook/dino-vitb16"
+tokenizer_cls: tsr.models.tokenizers.triplane.Triplane1DTokenizer
+tokenizer:
+  plane_size: 32
+  num_channels: 1024
+backbone_cls: tsr.models.transformer.transformer_1d.Transformer1D
+backbone:
+  in_channels: ${tokenizer.num_channels}
+  num_attention_heads: 16
+  attention_head_dim: 64
+  num_layers: 16
+  cross_attention_dim: 768
+post_processor_cls: tsr.models.network_utils.TriplaneUpsampleNetwork
+post_processor:
+  in_channels: 1024
+  out_channels: 40
+decoder_cls: tsr.models.network_utils.NeRFMLP
+decoder:
+  in_channels: 120
+  n_neurons: 64
+  n_hidden_layers: 9
+  activation: silu
+renderer_cls: tsr.models.nerf_renderer.TriplaneNeRFRenderer
+renderer:
+  radius: 0.87
+  feature_reduction: concat
+  density_activation: exp
+  density_bias: -1.0
+  num_samples_per_ray: 128
+"""
+
+
+def test_released_config_gives_the_triposr_preset(tmp_path):
+    """stabilityai/TripoSR's config.yaml (its keys and values) with tensors of the released shapes
+    (on the meta device: no memory) converts to exactly our ``triposr`` preset, offline."""
+    import yaml
+
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.io.checkpoint import _triposr_config, triposr_vit_config
+
+    y = yaml.safe_load(RELEASED_CONFIG_YAML)
+    meta = dict(device="meta")
+    enc = {"embeddings.cls_token": torch.empty(1, 1, 768, **meta),
+           "embeddings.patch_embeddings.projection.weight": torch.empty(768, 3, 16, 16, **meta)}
+    enc.update({f"encoder.layer.{i}.intermediate.dense.weight": torch.empty(3072, 768, **meta) for i in range(12)})
+    sd = {"tokenizer.embeddings": torch.empty(3, 1024, 32, 32, **meta),
+          "post_processor.upsample.weight": torch.empty(1024, 40, 2, 2, **meta)}
+    sd.update({f"backbone.transformer_blocks.{i}.norm1.weight": torch.empty(1024, **meta) for i in range(16)})
+    sd.update({f"decoder.layers.{2 * i}.weight": torch.empty(64, 120 if i == 0 else 64, **meta) for i in range(10)})
+    vit = triposr_vit_config(y, str(tmp_path))
+    cfg = _triposr_config(y, None, enc, sd, vit)
+    assert cfg.to_dict() == LRMConfig.preset("triposr").to_dict()

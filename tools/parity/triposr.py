@@ -156,6 +156,11 @@ def _synthetic_weights(model: torch.nn.Module, seed: int = 1234) -> None:
             else:
                 v = 0.2 * n
             p.copy_(v.to(p.dtype))
+        # the triplanes at about +-5 instead of +-15 (their fp32 rounding noise, inherited from the
+        # backbone's +-10 tokens, shrinks with them), the NeRF MLP's first layer 3x to compensate
+        model.post_processor.upsample.weight /= 3.0
+        model.post_processor.upsample.bias /= 3.0
+        model.decoder.layers[0].weight *= 3.0
         last = model.decoder.layers[-1]
         last.weight[0] *= 2.0           # density logit spread
         last.bias[0] = 2.5              # density exp(x + 2.5 - 1) ~ 4.5 at x = 0

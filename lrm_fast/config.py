@@ -54,6 +54,9 @@ class EncoderConfig:
                                            # background; TripoSR: gray 0.5, though it renders on white)
     freeze: bool = False
     overrides: dict = _field(default_factory=dict)
+    # LayerNorm eps of every norm in the ViT; None = timm's (1e-6). Hugging Face ViTs (DINO v1 as
+    # TripoSR and OpenLRM v1.0 load it) use their config's ``layer_norm_eps`` (1e-12).
+    norm_eps: float | None = None
 
 
 @dataclass
@@ -119,6 +122,10 @@ class RenderConfig:
     # renderer.py implements it when True (see docs/readme/api.md); False = OpenLRM's (stratified +
     # importance + MipRayMarcher2).
     uniform_bins: bool = False
+    # TripoSR's ray-box test (uniform_bins only): it intersects rays with the box shrunk by
+    # (1 - box_shrink) (1e-3) and counts rays with far - near <= min_span (0.01) as misses.
+    box_shrink: float = 0.0
+    min_span: float = 0.0
 
 
 @dataclass
@@ -255,14 +262,15 @@ def _triposr() -> dict:
     return dict(
         name="triposr",
         encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
-                     foreground_ratio=0.85, input_background=0.5),
+                     foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12),
         decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, modulation=False, self_first=True,
                      mlp="geglu", in_norm_groups=32, attn_out_bias=True),
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",
                    rgb_activation="sigmoid", coord_scale=1 / 0.87),
         render=dict(samples_per_ray=128, importance=False, midpoint=False, uniform_bins=True,
-                    box_min=-0.87, box_max=0.87, background=1.0, mesh_threshold=25.0, mesh_resolution=256),
+                    box_min=-0.87, box_max=0.87, background=1.0, mesh_threshold=25.0, mesh_resolution=256,
+                    box_shrink=1e-3, min_span=0.01),
         camera=dict(use_camera=False, source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),
                     front_azimuth=90.0),
     )

@@ -302,14 +302,20 @@ def test_triposr_round_trip(tmp_path):
     d = tmp_path / "TripoSR"
     d.mkdir()
     torch.save(f, d / "model.ckpt")
+    # the ViT config the yaml names (TripoSR reads heads / eps / patch from it, not from the width)
+    (d / "vit").mkdir()
+    (d / "vit" / "config.json").write_text(json.dumps(dict(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=256, patch_size=16,
+        layer_norm_eps=1e-6, hidden_act="gelu", qkv_bias=True)))
     (d / "config.yaml").write_text(
         "cond_image_size: 32\n"
+        "image_tokenizer: {pretrained_model_name_or_path: vit}\n"
         "tokenizer: {plane_size: 4, num_channels: 64}\n"
         "backbone: {in_channels: 64, num_attention_heads: 2, attention_head_dim: 32, num_layers: 1, "
         "cross_attention_dim: 64, norm_num_groups: 4}\n"
         "post_processor: {in_channels: 64, out_channels: 8}\n"
         "decoder: {in_channels: 24, n_neurons: 16, n_hidden_layers: 2, activation: silu}\n"
-        "renderer: {radius: 0.87, feature_reduction: concat, density_activation: trunc_exp, density_bias: -1.0, "
+        "renderer: {radius: 0.87, feature_reduction: concat, density_activation: exp, density_bias: -1.0, "
         "num_samples_per_ray: 8}\n")
     import lrm_fast
 

@@ -30,6 +30,10 @@ Name mapping (foreign -> ours), the part that is not a rename:
   ``position_embeddings`` resampled as HF's ``interpolate_pos_encoding`` (transformers <= 4.4x:
   bicubic, ``scale_factor = (g + 0.1) / G``); ``pooler.*`` is unused by LRMs and dropped.
   (HF's LayerNorm eps is 1e-12, timm's 1e-6: a ~1e-6 relative difference, not corrected.)
+* TripoSR's image tokenizer is an HF ``ViTModel`` built from the ViT ``config.json`` its config.yaml
+  names (``image_tokenizer.pretrained_model_name_or_path``): heads, LayerNorm eps (``norm_eps``),
+  patch size and MLP width come from there (``triposr_vit_config``: a local config.json, else
+  ``facebook/dino-vitb16``'s built-in facts), checked against the tensors.
 * TripoSR: ``tokenizer.embeddings [3, C, h, w]`` -> ``pos_embed [1, 3hw, C]`` (plane-major);
   ``backbone.{norm, proj_in, proj_out}`` -> ``transformer_{in_norm, proj_in, proj_out}``;
   ``attn1`` (self, first) / ``attn2`` (cross) ``to_q/to_k/to_v/to_out.0`` -> fused ``qkv`` / ``q`` + ``kv``
@@ -370,23 +374,120 @@ def _take_renamed(sd: dict, a: str, b: str) -> dict:
     return {b + k: v for k, v in _take(sd, a).items()}
 
 
-def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict, sd: dict):
+# facebook/dino-vitb16's config.json: the ViT that TripoSR's released config.yaml names
+# (``image_tokenizer.pretrained_model_name_or_path``) and whose config TripoSR fetches from the hub at
+# run time. Built in so the published folder loads offline; a local config.json wins (see
+# ``triposr_vit_config``).
+DINO_VITB16_CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                          image_size=224, patch_size=16, num_channels=3, layer_norm_eps=1e-12, hidden_act="gelu",
+                          qkv_bias=True)
+_TRIPOSR_DEFAULT_VIT = "facebook/dino-vitb16"  # TripoSR's DINOSingleImageTokenizer default
+
+
+def _yaml_ref(y: dict, v):
+    """Resolve an OmegaConf interpolation ``${a.b}`` (TripoSR's config.yaml uses them) against ``y``."""
+    m = re.fullmatch(r"\$\{([\w.]+)\}", v) if isinstance(v, str) else None
+    if not m:
+        return v
+    node = y
+    for part in m.group(1).split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"TripoSR config.yaml: cannot resolve {v}")
+        node = node[part]
+    return node
+
+
+def triposr_vit_config(yaml_cfg: dict | None, folder: str | None) -> tuple[dict, str]:
+    """(ViT config dict, where it came from) for a TripoSR checkpoint folder.
+
+    The yaml names the ViT (``image_tokenizer.pretrained_model_name_or_path``; TripoSR's default and
+    the release: ``facebook/dino-vitb16``). Looked up, offline only: ``<name>/config.json`` as a path
+    (absolute, or relative to the checkpoint folder), then the local Hugging Face cache; if neither
+    exists, the built-in facts of ``facebook/dino-vitb16`` when that is the name, else an error."""
+    name = str(((yaml_cfg or {}).get("image_tokenizer") or {}).get("pretrained_model_name_or_path",
+                                                                   _TRIPOSR_DEFAULT_VIT))
+    cands = [name if os.path.isabs(name) else os.path.join(folder or ".", name)]
+    for c in cands:
+        f = os.path.join(c, "config.json") if os.path.isdir(c) else c
+        if os.path.isfile(f) and f.endswith(".json"):
+            with open(f) as fh:
+                try:
+                    return json.load(fh), f
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{f}: not a JSON ViT config ({e})") from None
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            f = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 - no hub library or no cache: fall through
+            f = None
+        if isinstance(f, str) and os.path.isfile(f):
+            with open(f) as fh:
+                return json.load(fh), f
+    if name == _TRIPOSR_DEFAULT_VIT:
+        return dict(DINO_VITB16_CONFIG), f"built-in {_TRIPOSR_DEFAULT_VIT}"
+    raise FileNotFoundError(f"TripoSR config.yaml names the ViT {name!r} (image_tokenizer.pretrained_model_name_or_path): "
+                            f"no config.json at {cands[0]} nor in the local Hugging Face cache, and only "
+                            f"{_TRIPOSR_DEFAULT_VIT}'s is built in")
+
+
+def _check_vit(vit: dict, src: str, enc_sd: dict) -> dict:
+    """The ViT facts our encoder needs, checked against the checkpoint's tensors (one-line errors)."""
+    def get(k, default=None):
+        v = vit.get(k, default)
+        if v is None:
+            raise KeyError(f"ViT config {src} lacks {k!r}")
+        return v
+    hidden, heads = int(get("hidden_size")), int(get("num_attention_heads"))
+    layers, inter, patch = int(get("num_hidden_layers")), int(get("intermediate_size")), int(get("patch_size"))
+    if get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"ViT config {src}: hidden_act {vit['hidden_act']!r} not supported (gelu)")
+    if not vit.get("qkv_bias", True):
+        raise ValueError(f"ViT config {src}: qkv_bias false not supported")
+    if hidden % heads:
+        raise ValueError(f"ViT config {src}: hidden_size {hidden} not divisible by num_attention_heads {heads}")
+    k = "embeddings.patch_embeddings.projection.weight"
+    checks = [(k, (hidden, int(vit.get("num_channels", 3)), patch, patch)),
+              ("embeddings.cls_token", (1, 1, hidden))]
+    for i in range(layers):
+        checks.append((f"encoder.layer.{i}.intermediate.dense.weight", (inter, hidden)))
+    for key, shape in checks:
+        if key not in enc_sd:
+            raise KeyError(f"TripoSR checkpoint lacks image_tokenizer.model.{key} (ViT config {src} has "
+                           f"{layers} layers)")
+        if tuple(enc_sd[key].shape) != shape:
+            raise ValueError(f"image_tokenizer.model.{key} has shape {tuple(enc_sd[key].shape)}, ViT config "
+                             f"{src} implies {shape}")
+    extra = sorted({int(m.group(1)) for kk in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", kk))} - set(range(layers)))
+    if extra:
+        raise ValueError(f"image_tokenizer.model.encoder.layer.{extra[0]}.*: ViT config {src} has only {layers} layers")
+    return dict(hidden=hidden, heads=heads, layers=layers, inter=inter, patch=patch,
+                eps=float(vit.get("layer_norm_eps", 1e-12)))
+
+
+def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict, sd: dict,
+                    vit: tuple[dict, str] | None = None):
     from ..config import LRMConfig
 
     d = LRMConfig.preset("triposr").to_dict()
     y = yaml_cfg or {}
     bb, tok, pp, dec, ren = (y.get(k, {}) or {} for k in ("backbone", "tokenizer", "post_processor", "decoder", "renderer"))
     if bb:
-        d["decoder"].update(dim=int(bb.get("num_attention_heads", 16)) * int(bb.get("attention_head_dim", 64)),
-                            layers=int(bb.get("num_layers", 16)), heads=int(bb.get("num_attention_heads", 16)),
+        heads, hdim = int(bb.get("num_attention_heads", 16)), int(bb.get("attention_head_dim", 88))
+        d["decoder"].update(dim=heads * hdim, layers=int(bb.get("num_layers", 1)), heads=heads,
                             in_norm_groups=int(bb.get("norm_num_groups", 32)))
+        cin = _yaml_ref(y, bb.get("in_channels"))
+        if cin is not None and int(cin) != heads * hdim:
+            raise ValueError(f"TripoSR backbone.in_channels {cin} != num_attention_heads x attention_head_dim "
+                             f"{heads * hdim}: not supported")
     if tok:
         d["triplane"].update(low_res=int(tok.get("plane_size", 32)), high_res=2 * int(tok.get("plane_size", 32)))
     if pp:
         d["triplane"]["channels"] = int(pp.get("out_channels", 40))
     if dec:
         d["field"].update(hidden=int(dec.get("n_neurons", 64)), layers=int(dec.get("n_hidden_layers", 9)) + 1,
-                          activation=str(dec.get("activation", "silu")))
+                          activation=str(dec.get("activation", "relu")))
     if ren:
         r = float(ren.get("radius", 0.87))
         d["render"].update(box_min=-r, box_max=r, samples_per_ray=int(ren.get("num_samples_per_ray", 128)))
@@ -394,6 +495,12 @@ def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict,
         if ren.get("feature_reduction", "concat") not in ("concat", "mean"):
             raise ValueError(f"TripoSR feature_reduction {ren['feature_reduction']!r} not supported")
         d["field"]["aggregate"] = ren.get("feature_reduction", "concat")
+        act = str(ren.get("density_activation", "exp"))
+        if act not in ("exp", "softplus"):
+            raise ValueError(f"TripoSR renderer.density_activation {act!r} not supported (exp, softplus)")
+        d["field"]["density_activation"] = act
+        if str(ren.get("color_activation", "sigmoid")) != "sigmoid":
+            raise ValueError(f"TripoSR renderer.color_activation {ren['color_activation']!r} not supported (sigmoid)")
     if "cond_image_size" in y:
         d["encoder"]["image_size"] = int(y["cond_image_size"])
     if image_size:
@@ -401,6 +508,9 @@ def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict,
     # sizes the yaml does not carry (or synthetic checkpoints) come from the tensors themselves
     if "tokenizer.embeddings" in sd:
         _, C, h, _ = sd["tokenizer.embeddings"].shape
+        if bb and int(C) != d["decoder"]["dim"]:
+            raise ValueError(f"tokenizer.embeddings has {C} channels, config.yaml's backbone is "
+                             f"{d['decoder']['heads']} heads x {d['decoder']['dim'] // d['decoder']['heads']}")
         d["decoder"]["dim"] = int(C)
         d["triplane"].update(low_res=int(h), high_res=2 * int(h))
     if "post_processor.upsample.weight" in sd:
@@ -412,23 +522,32 @@ def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict,
     if lin:
         d["field"]["layers"] = len(lin)
         d["field"]["hidden"] = int(sd[f"decoder.layers.{lin[0]}.weight"].shape[0])
-    feat = int(enc_sd["embeddings.cls_token"].shape[-1])
-    depth = len({m.group(1) for k in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
-    d["encoder"]["feat_dim"] = feat
-    d["encoder"]["overrides"] = {} if (feat == 768 and depth == 12) else dict(embed_dim=feat, depth=depth,
-                                                                             num_heads=max(1, feat // 64))
+    # the image tokenizer: HF ViTModel built from the ViT config the yaml names (heads, eps, patch
+    # and MLP width come from there, not from the width)
+    v = _check_vit(*(vit or (dict(DINO_VITB16_CONFIG), f"built-in {_TRIPOSR_DEFAULT_VIT}")), enc_sd)
+    d["encoder"]["feat_dim"] = v["hidden"]
+    d["encoder"]["norm_eps"] = v["eps"]
+    if d["encoder"]["image_size"] % v["patch"]:
+        raise ValueError(f"TripoSR cond_image_size {d['encoder']['image_size']} is not a multiple of the ViT's "
+                         f"patch size {v['patch']}")
+    std = dict(hidden=768, heads=12, layers=12, inter=3072, patch=16)
+    d["encoder"]["overrides"] = {} if all(v[k] == std[k] for k in std) else dict(
+        embed_dim=v["hidden"], depth=v["layers"], num_heads=v["heads"], patch_size=v["patch"],
+        mlp_ratio=v["inter"] / v["hidden"])
     d["name"] = "triposr"
     return LRMConfig.from_dict(d)
 
 
-def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | None = None):
-    """TripoSR state dict (+ its parsed config.yaml) -> (LRMConfig, our state dict)."""
+def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | None = None,
+                    vit_config: tuple[dict, str] | None = None):
+    """TripoSR state dict (+ its parsed config.yaml and the (ViT config, source) it names; default
+    the built-in ``facebook/dino-vitb16``) -> (LRMConfig, our state dict)."""
     sd = dict(sd)
     enc_src = _take(sd, "image_tokenizer.model.")
     if "embeddings.cls_token" not in enc_src:
         raise KeyError("TripoSR checkpoint lacks image_tokenizer.model.embeddings.cls_token")
-    cfg = _triposr_config(yaml_cfg, image_size, enc_src, sd)
-    grid = cfg.encoder.image_size // 16
+    cfg = _triposr_config(yaml_cfg, image_size, enc_src, sd, vit_config)
+    grid = cfg.encoder.image_size // int(cfg.encoder.overrides.get("patch_size", 16))
     out = {"encoder.vit." + k: v for k, v in _hf_vit_to_timm(enc_src, grid).items()}
     emb = sd.pop("tokenizer.embeddings")  # [3, C, h, w] -> plane-major tokens [1, 3*h*w, C]
     out["pos_embed"] = emb.permute(0, 2, 3, 1).reshape(1, -1, emb.shape[1])
@@ -470,7 +589,8 @@ def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | No
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
-def _load_into(cfg, sd: dict, source: str, backend: str):
+def _load_into(cfg, sd: dict, source: str, backend: str, names: dict | None = None):
+    """``names`` (optional): our key -> the file's key, for error messages about converted keys."""
     from ..model.lrm import LRM
 
     with torch.device("meta"):
@@ -482,8 +602,9 @@ def _load_into(cfg, sd: dict, source: str, backend: str):
         sd = {k: v for k, v in sd.items() if k not in set(dup)}
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in sorted(set(sd) & set(want))
-              if tuple(sd[k].shape) != tuple(want[k].shape)]
+    names = names or {}
+    shapes = [f"{k}{f' (file: {names[k]})' if k in names else ''} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}"
+              for k in sorted(set(sd) & set(want)) if tuple(sd[k].shape) != tuple(want[k].shape)]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -508,8 +629,11 @@ def _read_yaml(path: str) -> dict:
         return yaml.safe_load(f) or {}
 
 
-def load_foreign(path: str, image_size: int | None = None):
-    """(LRMConfig, our state dict, format) from any supported checkpoint path (file or folder)."""
+def load_foreign(path: str, image_size: int | None = None, names: dict | None = None):
+    """(LRMConfig, our state dict, format) from any supported checkpoint path (file or folder).
+
+    ``names``: a dict to fill with our key -> the file's key for every tensor taken over unchanged
+    under another name (error messages name what the user's file calls it)."""
     from ..config import LRMConfig
 
     files = _files(path)
@@ -546,7 +670,12 @@ def load_foreign(path: str, image_size: int | None = None):
                 kwargs = json.load(f)
         cfg, sd = convert_openlrm(raw, kwargs, fmt, image_size)
         return cfg, sd, fmt
-    cfg, sd = convert_triposr(raw, _read_yaml(files["yaml"]) if "yaml" in files else None, image_size)
+    y = _read_yaml(files["yaml"]) if "yaml" in files else None
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    cfg, sd = convert_triposr(raw, y, image_size, triposr_vit_config(y, folder))
+    if names is not None:
+        origin = {id(v): k for k, v in raw.items()}
+        names.update({k: origin[id(v)] for k, v in sd.items() if id(v) in origin and origin[id(v)] != k})
     return cfg, sd, fmt
 
 
@@ -556,8 +685,9 @@ def load_checkpoint(path: str, backend: str = "auto", image_size: int | None = N
     ``image_size`` overrides the encoder input size of converted checkpoints (OpenLRM does not store
     it; we use its released inference configs: 224 / 336 / 448 px for 512 / 768 / 1024-wide decoders).
     The format found is stored as ``model.checkpoint_format``."""
-    cfg, sd, fmt = load_foreign(path, image_size)
-    model = _load_into(cfg, sd, path, backend)
+    names: dict = {}
+    cfg, sd, fmt = load_foreign(path, image_size, names)
+    model = _load_into(cfg, sd, path, backend, names)
     model.checkpoint_format = fmt
     return model
 

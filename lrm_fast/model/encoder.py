@@ -38,6 +38,10 @@ class ImageEncoder(nn.Module):
         if self.vit.embed_dim != cfg.feat_dim:
             raise ValueError(f"encoder {cfg.timm_name} has width {self.vit.embed_dim}, config says "
                              f"feat_dim={cfg.feat_dim}")
+        if cfg.norm_eps is not None:  # e.g. Hugging Face ViT's layer_norm_eps (1e-12)
+            for m in self.vit.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.eps = float(cfg.norm_eps)
         self.num_prefix = getattr(self.vit, "num_prefix_tokens", 1)
         self.normalize = cfg.kind == "dino"
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

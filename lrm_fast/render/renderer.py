@@ -197,11 +197,16 @@ class Renderer(nn.Module):
         """TripoSR's sampling (``RenderConfig.uniform_bins``): S samples at bin centers
         ``near + (i + 0.5) / S * (far - near)``, no importance pass, no midpoint averaging, and every
         sample's delta is ``1 / S`` (not scaled by far - near: TripoSR's own quirk, kept so its
-        checkpoints render as in TripoSR)."""
+        checkpoints render as in TripoSR). Its ray-box test too: the box shrunk by ``1 - box_shrink``,
+        rays with ``far - near <= min_span`` are misses (background)."""
         cfg, be = self.cfg, self.backend
         B, R, _ = origins.shape
         S = cfg.samples_per_ray
-        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=be)
+        k = 1.0 - cfg.box_shrink
+        near, far, hit = ray_box(origins, dirs, cfg.box_min * k, cfg.box_max * k, backend=be)
+        if cfg.min_span > 0:
+            hit = hit & (far - near > cfg.min_span)
+            near, far = torch.where(hit, near, 0.0), torch.where(hit, far, 0.0)
         steps = (torch.arange(S, device=near.device, dtype=near.dtype) + 0.5) / S
         depths = near[..., None] + steps * (far - near)[..., None]
         sigma_raw, rgb = self._query(planes, origins, dirs, depths, hit)

@@ -13,11 +13,19 @@ Each item is independent: a failure is written into the file and the next item r
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 import traceback
 
+
 import torch
+
+
+def triplane_mlp_module():
+    """The op's module. ``from lrm_fast.ops import triplane_mlp`` gives the *function* that
+    ``lrm_fast/ops/__init__.py`` re-exports (the first GPU run failed on that), so import by name."""
+    return importlib.import_module("lrm_fast.ops.triplane_mlp")
 
 
 def _time(fn, reps=10):
@@ -42,7 +50,7 @@ def _field_inputs(C, hidden=64, layers=4, n=1 << 18, dtype=torch.bfloat16, grad=
 
 
 def kernels_report(lines):
-    from lrm_fast.ops import triplane_mlp as T
+    T = triplane_mlp_module()
 
     lines += ["## Triton triplane_mlp: registers, spills, shared memory (compiled kernels)", "",
               "| kernel | dtype | C | block,warps | n_regs | n_spills | shared B |", "|---|---|---:|---|---:|---:|---:|"]
@@ -79,7 +87,7 @@ DEADLINE = [float("inf")]   # perf_counter() after which the remaining configura
 
 
 def launch_report(lines):
-    from lrm_fast.ops import triplane_mlp as T
+    T = triplane_mlp_module()
 
     lines += ["## LRM_FAST_TRIPLANE_LAUNCH configurations (base field C=48, 2^18 points, fwd+bwd ms)", "",
               "| launch fwd_block,fwd_warps,bwd_block,bwd_warps | bf16 | fp32 |", "|---|---:|---:|"]
@@ -110,7 +118,7 @@ def launch_report(lines):
 
 
 def channels_report(lines):
-    from lrm_fast.ops import triplane_mlp as T
+    T = triplane_mlp_module()
 
     lines += ["## C = 40 (TripoSR) vs C = 48: forward, 2^18 points, ms (both pad to 64 channels in the MLP)", "",
               "| dtype | C=40 | C=48 |", "|---|---:|---:|"]

@@ -259,3 +259,12 @@ def test_gpu_recipe_config_runs_on_cpu(tmp_path):
     for s in ("make-data", "--recipe demo", "configs/demo-gpu.yaml", "lrm_fast.train.report"):
         assert s in out.stdout
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_resolve_device_gives_cuda_an_index():
+    from lrm_fast.train.trainer import resolve_device
+    assert resolve_device("cuda", 1, True) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", 1, True) == torch.device("cuda", 0)
+    assert resolve_device("auto", 0, False) == torch.device("cpu")
+    assert resolve_device("auto", 2, True) == torch.device("cuda", 2)
+    assert resolve_device("cpu", 0, True) == torch.device("cpu")

@@ -129,6 +129,18 @@ def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def resolve_device(name: str, local_rank: int, cuda_available: bool) -> torch.device:
+    """The training device: ``"auto"`` is this process's GPU (``cuda:<local rank>``) when there is
+    one, else the CPU; a bare ``"cuda"`` gets the local rank's index too (``torch.cuda.set_device``
+    refuses a device without one: the first GPU run's training tests failed on it)."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if cuda_available else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
 class Trainer:
     """``Trainer(cfg).fit()``. Works in one process or under torchrun (env ``WORLD_SIZE > 1``)."""
 
@@ -146,10 +158,7 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu"
                                                  else "gloo")
-        if cfg.device == "auto":
-            self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device, local, torch.cuda.is_available())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.batch_size % self.world:

@@ -96,10 +96,14 @@ def _fast_available():
 @pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
 @pytest.mark.parametrize("importance", [True, False])
 @pytest.mark.parametrize("midpoint", [True, False])
-def test_fast_backend_renders_the_reference_image(tiny_model, importance, midpoint):
+@pytest.mark.parametrize("compact", ["always", "never"])
+def test_fast_backend_renders_the_reference_image(tiny_model, importance, midpoint, compact, monkeypatch):
+    """Both fast layouts: missed rays compacted away per batch item (the CPU default) and one march
+    over every ray of the batch with misses masked after (the GPU default)."""
     from lrm_fast.model.camera import orbit_cameras
 
     r = tiny_model.renderer
+    monkeypatch.setattr(r, "compact_misses", compact)
     r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 12, "importance": importance, "midpoint": midpoint})
     torch.manual_seed(1)
     planes = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
@@ -120,8 +124,10 @@ def test_fast_backend_renders_the_reference_image(tiny_model, importance, midpoi
 
 
 @pytest.mark.skipif(not _fast_available(), reason="lrm_fast._C not built")
-def test_fast_backend_missed_rays_and_pixels(tiny_model):
+@pytest.mark.parametrize("compact", ["always", "never"])
+def test_fast_backend_missed_rays_and_pixels(tiny_model, compact, monkeypatch):
     r = tiny_model.renderer
+    monkeypatch.setattr(r, "compact_misses", compact)
     c2w = torch.eye(4)[None, None].repeat(1, 2, 1, 1)
     c2w[0, 0, :3, 3] = torch.tensor([0.0, 0.0, 5.0])
     c2w[0, 1, :3, 3] = torch.tensor([5.0, 0.0, 5.0])     # every ray misses
@@ -216,10 +222,12 @@ def test_plain_sigmoid_field_with_importance_takes_the_unfused_path():
 
 
 @pytest.mark.gpu
-def test_cuda_fast_backend_renders_the_reference_image(tiny_model):
+@pytest.mark.parametrize("compact", ["auto", "always"])
+def test_cuda_fast_backend_renders_the_reference_image(tiny_model, compact, monkeypatch):
     from lrm_fast.model.camera import orbit_cameras
 
     r = tiny_model.renderer.cuda()
+    monkeypatch.setattr(r, "compact_misses", compact)
     r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 24})
     torch.manual_seed(1)
     planes = torch.randn(1, 3, 8, 8, 8, device="cuda", requires_grad=True)
@@ -249,3 +257,15 @@ def test_uniform_bins_triposr_sampling():
     # 16 samples inside the box, each contributing sigma * 1/16: total optical depth = sigma
     assert out["opacity"].item() == pytest.approx(1 - math.exp(-sigma), abs=1e-5)
     assert out["depth"].item() > 1.0 and out["depth"].item() < 3.0
+
+
+def test_compact_misses_policy(tiny_model, monkeypatch):
+    r = tiny_model.renderer
+    t = torch.zeros(1)
+    assert r._compacts(t)                     # auto on the CPU: compact
+    monkeypatch.setattr(r, "compact_misses", "never")
+    assert not r._compacts(t)
+    monkeypatch.setattr(r, "compact_misses", "sometimes")
+    with pytest.raises(ValueError, match="compact_misses"):
+        r._compacts(t)
+

@@ -7,7 +7,7 @@ variable would leak into them, so the whole CPU grid runs once in a child proces
 GPU (``gpu`` marker): a grid of real sizes in-process (compiled kernels), incl. bf16, and the
 renderer end to end.
 
-Tolerances: fp32 tight (abs + rel to the reference's scale); fp16/bf16 follow DESIGN.md §5 (the
+Tolerances: fp32 tight (abs + rel to the reference's scale); fp16/bf16 follow docs/architecture.md §5 (the
 flash-attention rule): the fast op's max error vs the fp32 reference <= 2x the reference op's own
 max error when run in the same low precision (+ a tiny floor for exactly-zero references).
 Points get no gradient from the fused path (documented); the twin's grads are compared for

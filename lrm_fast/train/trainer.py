@@ -147,6 +147,8 @@ class Trainer:
             self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(cfg.device)
+            if self.device.type == "cuda" and self.device.index is None:  # set_device needs an index
+                self.device = torch.device("cuda", local)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.batch_size % self.world:
@@ -173,6 +175,8 @@ class Trainer:
         # train-time sample count without touching the saved config
         if cfg.train_samples_per_ray:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, samples_per_ray=cfg.train_samples_per_ray)
+        if cfg.train_chunk_rays:
+            model.renderer.cfg = dataclasses.replace(model.renderer.cfg, chunk_rays=int(cfg.train_chunk_rays))
         self.model = model.to(self.device)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -39,7 +39,7 @@ PY="${PYTHON:-python3}"
 # without an install, lrm_fast.kernels (the Triton kernels, top-level kernels/) needs the link that the
 # editable install otherwise maps (git-ignored; bench/gpu_suite.sh makes the same one)
 if [ "$DRY" != 1 ] && [ ! -e lrm_fast/kernels ]; then ln -s ../kernels lrm_fast/kernels 2>/dev/null || true; fi
-BACKEND=auto
+BACKEND=auto   # of the evaluation; training takes the config's (reference)
 if [ "$DRY" != 1 ] && ! "$PY" -c "import lrm_fast.kernels.triplane_mlp" >/dev/null 2>&1; then BACKEND=reference; fi
 NCPU=$(nproc 2>/dev/null || echo 4)
 if [ "$TINY" = 1 ]; then
@@ -53,7 +53,7 @@ DEMO_WORKERS="${DEMO_WORKERS:-$NCPU}"; EVAL_OBJECTS="${EVAL_OBJECTS:-100}"; EVAL
 TRAIN_SET="${TRAIN_SET:-}"; WORK="${WORK:-/tmp/lrm_demo_gpu}"
 DATA="$WORK/data"; RUN="$WORK/run"
 MAX_MIN=$("$PY" -c "print($TRAIN_SECONDS / 60)")
-SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN" --set "backend=$BACKEND")
+SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN")
 # DataLoader workers hand batches (~10 MB each, 2 in flight per worker) over /dev/shm: a small one
 # (a container's default 64 MB) would crash them, so fewer workers there
 SHM_MB=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')

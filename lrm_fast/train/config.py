@@ -50,6 +50,10 @@ class TrainConfig:
     mask_weight: float = 0.0              # MSE(opacity, alpha); 0 = OpenLRM's loss
     # rendering at train time
     train_samples_per_ray: int | None = None
+    # rays per renderer chunk at train time (None: the model's render.chunk_rays). The renderer splits
+    # the rays into chunk_rays / batch per item and marches every chunk of every item separately: with
+    # the demo's 8192 and a batch of 24 that is ~340 rays per march, ~460 tiny marches per step.
+    train_chunk_rays: int | None = None
     jitter: bool = True
     # precision / device
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16

@@ -185,6 +185,8 @@ class Trainer:
         # train-time sample count without touching the saved config
         if cfg.train_samples_per_ray:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, samples_per_ray=cfg.train_samples_per_ray)
+        if cfg.train_chunk_rays:
+            model.renderer.cfg = dataclasses.replace(model.renderer.cfg, chunk_rays=int(cfg.train_chunk_rays))
         self.model = model.to(self.device)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -31,23 +31,39 @@ from . import _dispatch
 
 
 def _generate_rays_ref(c2w, intrinsics, height: int, width: int, pixels=None):
+    """Rounded as OpenLRM's ``RaySampler`` (v1.0 and v1.1, no skew): pixel centers as
+    ``col * (1 / W) + 0.5 / W``, the camera point ``((x - cx) / fx, (y - cy) / fy, 1, 1)`` taken to
+    the world by one ``bmm`` with ``c2w @ diag(1, -1, -1, 1)`` (OpenCV -> OpenGL, exact), the
+    camera position subtracted again, normalized. Its first stratified sample lies exactly on the
+    box face and its in-box test flips with the last bit of a direction, so matching its renders
+    needs its rays bit for bit, not just to rounding (docs/readme/parity.md)."""
     lead = c2w.shape[:-2]
     dtype, device = c2w.dtype, c2w.device
+    n = 1
+    for s in lead:
+        n *= s
     if pixels is None:
         rows = torch.arange(height, device=device, dtype=dtype)
         cols = torch.arange(width, device=device, dtype=dtype)
         ii, jj = torch.meshgrid(rows, cols, indexing="ij")
         ij = torch.stack([ii.reshape(-1), jj.reshape(-1)], -1).expand(*lead, height * width, 2)
     else:
-        ij = pixels.to(dtype)
-    x = (ij[..., 1] + 0.5) / width
-    y = (ij[..., 0] + 0.5) / height
-    fx, fy, cx, cy = (intrinsics[..., k:k + 1] for k in range(4))
-    d_cam = torch.stack([(x - cx) / fx, -(y - cy) / fy, -torch.ones_like(x)], -1)  # OpenGL camera
-    dirs = torch.einsum("...ij,...rj->...ri", c2w[..., :3, :3], d_cam)
-    dirs = F.normalize(dirs, dim=-1)
-    origins = c2w[..., None, :3, 3].expand_as(dirs)
-    return origins, dirs
+        ij = pixels.to(dtype).expand(*lead, *pixels.shape[-2:])
+    R = ij.shape[-2]
+    ij = ij.reshape(n, R, 2)
+    x = ij[..., 1] * (1.0 / width) + 0.5 / width
+    y = ij[..., 0] * (1.0 / height) + 0.5 / height
+    fx, fy, cx, cy = (intrinsics.reshape(n, 4)[:, k:k + 1] for k in range(4))
+    x_lift, y_lift = (x - cx) / fx, (y - cy) / fy
+    one = torch.ones_like(x_lift)
+    cam = torch.stack([x_lift, y_lift, one, one], -1)                                # [n, R, 4]
+    flip = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=dtype, device=device)
+    m = torch.bmm(c2w.reshape(n, 4, 4), torch.diag(flip).expand(n, 4, 4))           # OpenGL -> OpenCV camera
+    world = torch.bmm(m, cam.permute(0, 2, 1)).permute(0, 2, 1)[..., :3]
+    pos = c2w.reshape(n, 4, 4)[:, None, :3, 3]
+    dirs = F.normalize(world - pos, dim=2)
+    origins = pos.expand_as(dirs)
+    return origins.reshape(*lead, R, 3), dirs.reshape(*lead, R, 3)
 
 
 def generate_rays(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,

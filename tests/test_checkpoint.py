@@ -265,8 +265,19 @@ def test_openlrm_v10_round_trip(tmp_path):
                   transformer_heads=2, triplane_low_res=4, triplane_high_res=8, triplane_dim=8,
                   encoder_freeze=False, encoder_model_name="facebook/dino-vitb16", encoder_feat_dim=64)
     torch.save({"weights": foreign, "kwargs": {"model": kwargs}}, tmp_path / "model.pth")
-    m = ck.load_checkpoint(str(tmp_path / "model.pth"), image_size=32)
-    assert m.checkpoint_format == "openlrm-1.0"
+    # the kwargs name facebook/dino-vitb16, whose built-in facts (768 wide) do not fit: the error names the key
+    with pytest.raises(ValueError, match="encoder.model.embeddings.patch_embeddings.projection.weight"):
+        ck.load_checkpoint(str(tmp_path / "model.pth"), image_size=32)
+    # the ViT config the kwargs name, beside model.pth (heads, eps, patch and MLP width come from it)
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "config.json").write_text(json.dumps(dict(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=256, patch_size=16,
+        layer_norm_eps=1e-6, hidden_act="gelu", qkv_bias=True)))
+    kwargs["encoder_model_name"] = "vit"
+    torch.save({"weights": foreign, "kwargs": {"model": kwargs, "infer": {"source_size": 32}}}, tmp_path / "model.pth")
+    m = ck.load_checkpoint(str(tmp_path / "model.pth"))   # the size from its infer kwargs
+    assert m.checkpoint_format == "openlrm-1.0" and m.cfg.encoder.image_size == 32
+    assert "infer kwargs" in m.checkpoint_notes["image_size"]
     _compare(ours, m, 32)
 
 

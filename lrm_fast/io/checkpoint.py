@@ -180,10 +180,13 @@ def detect_format(keys) -> str:
 # ---------------------------------------------------------------------------------------------
 # shared pieces of the converters
 # ---------------------------------------------------------------------------------------------
-def _resample_grid(pos: torch.Tensor, new: int, offset: float = 0.1) -> torch.Tensor:
+def _resample_grid(pos: torch.Tensor, new: int, offset: float = 0.1, antialias: bool = False) -> torch.Tensor:
     """pos ``[1, G*G, D]`` (patch positions only) -> ``[1, new*new, D]`` as DINO/DINOv2/HF-ViT do at
-    run time: ``interpolate(scale_factor=(new + offset) / G, bicubic, align_corners=False)``; the
-    identity when ``new == G`` (they skip interpolation then)."""
+    run time: ``interpolate(scale_factor=(new + offset) / G, bicubic, align_corners=False,
+    antialias)``; the identity when ``new == G`` (they skip interpolation then). DINOv2's hub builds
+    its registers variants (``dinov2_vit*14_reg``) with ``interpolate_offset=0`` and
+    ``interpolate_antialias=True``; the others, DINO v1 and HF's ViT (transformers <= 4.4x) with
+    offset 0.1 and no antialias."""
     N, D = pos.shape[1], pos.shape[2]
     G = int(round(math.sqrt(N)))
     if G * G != N:
@@ -192,9 +195,9 @@ def _resample_grid(pos: torch.Tensor, new: int, offset: float = 0.1) -> torch.Te
         return pos
     grid = pos.reshape(1, G, G, D).permute(0, 3, 1, 2).float()
     s = (new + offset) / G
-    out = F.interpolate(grid, scale_factor=(s, s), mode="bicubic", align_corners=False)
+    out = F.interpolate(grid, scale_factor=(s, s), mode="bicubic", align_corners=False, antialias=antialias)
     if out.shape[-1] != new:  # floor(G * s) can miss by one for some sizes; fall back to the size
-        out = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        out = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False, antialias=antialias)
     return out.permute(0, 2, 3, 1).reshape(1, new * new, D).to(pos.dtype)
 
 
@@ -204,20 +207,25 @@ def _take(sd: dict, prefix: str) -> dict:
     return out
 
 
-def _dinov2_to_timm(src: dict, grid: int) -> dict:
-    """facebookresearch/dinov2 ViT names -> timm ``vit_*_patch14[_reg4]_dinov2`` at ``grid``^2 patches."""
+def _dinov2_to_timm(src: dict, grid: int, registers_interp: bool | None = None) -> dict:
+    """facebookresearch/dinov2 ViT names -> timm ``vit_*_patch14[_reg4]_dinov2`` at ``grid``^2 patches.
+
+    ``registers_interp``: the position grid is resampled as DINOv2's registers variants do
+    (antialiased bicubic, offset 0; see ``_resample_grid``); None = when the weights hold register tokens."""
     out = {}
     src = dict(src)
     src.pop("mask_token", None)
     pos = src.pop("pos_embed")
     cls = src.pop("cls_token")
+    reg = ("register_tokens" in src) if registers_interp is None else registers_interp
+    interp = dict(offset=0.0, antialias=True) if reg else dict(offset=0.1, antialias=False)
     if "register_tokens" in src:  # timm no_embed_class: cls/reg tokens carry no position
         out["reg_token"] = src.pop("register_tokens")
         out["cls_token"] = cls + pos[:, :1]
-        out["pos_embed"] = _resample_grid(pos[:, 1:], grid)
+        out["pos_embed"] = _resample_grid(pos[:, 1:], grid, **interp)
     else:
         out["cls_token"] = cls
-        out["pos_embed"] = torch.cat([pos[:, :1], _resample_grid(pos[:, 1:], grid)], 1)
+        out["pos_embed"] = torch.cat([pos[:, :1], _resample_grid(pos[:, 1:], grid, **interp)], 1)
     for k, v in src.items():
         k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)      # block_chunks > 0
         k = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", k)
@@ -301,13 +309,44 @@ def _openlrm_blocks(sd: dict, D: int) -> dict:
     return out
 
 
-# image sizes of OpenLRM's released inference configs, by transformer width (not stored in checkpoints)
-_OPENLRM_SOURCE_SIZE = {512: 224, 768: 336, 1024: 448}
+# OpenLRM does not store its encoder input size: its runner reads it from the inference config the
+# user picks for a model. The released models and their configs (configs/infer-{s,b,l}.yaml at v1.1):
+# (transformer_dim, name, config, source_size)
+_OPENLRM_RELEASED = ((512, "openlrm-mix-small-1.1", "infer-s.yaml", 224),
+                     (768, "openlrm-mix-base-1.1", "infer-b.yaml", 336),
+                     (1024, "openlrm-mix-large-1.1", "infer-l.yaml", 448))
+_OPENLRM_SOURCE_SIZE = {d: size for d, _, _, size in _OPENLRM_RELEASED}
 _OPENLRM_DINOV2_TIMM = {384: "vit_small_patch14_reg4_dinov2", 768: "vit_base_patch14_reg4_dinov2",
                         1024: "vit_large_patch14_reg4_dinov2"}
+_DINOV2_HUB = re.compile(r"dinov2_vit[sblg]14(_reg)?$")
 
 
-def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict) -> "LRMConfig":
+def openlrm_source_size(kw: dict, infer: dict | None = None) -> tuple[int, str]:
+    """(encoder input size, why) for an OpenLRM checkpoint without an explicit size.
+
+    v1.0's ``model.pth`` stores it (``kwargs["infer"]["source_size"]``); v1.1 does not, so the
+    released inference config of the released model with the nearest decoder width applies
+    (ties: the smaller)."""
+    if infer and infer.get("source_size"):
+        return int(infer["source_size"]), "from the checkpoint's infer kwargs (source_size)"
+    D = int(kw["transformer_dim"])
+    d, name, conf, size = min(_OPENLRM_RELEASED, key=lambda r: (abs(r[0] - D), r[0]))
+    how = "its" if d == D else f"the nearest released decoder width ({d}):"
+    return size, (f"not stored in OpenLRM checkpoints; OpenLRM's configs/{conf} of {name}, {how} "
+                  f"transformer_dim {D}; override with image_size=")
+
+
+def _openlrm_hf_vit(kw: dict, folder: str | None, enc_sd: dict) -> tuple[dict, str]:
+    """The HF ``ViTModel`` config an OpenLRM DINO v1 encoder was built from (``encoder_model_name``,
+    default ``facebook/dino-vitb16``), looked up offline as ``hf_vit_config`` does, checked against
+    the tensors: heads, LayerNorm eps, patch size and MLP width come from there, not from the width."""
+    name = str(kw.get("encoder_model_name") or _TRIPOSR_DEFAULT_VIT)
+    vit, src = hf_vit_config(name, folder, "OpenLRM's encoder_model_name")
+    return _check_vit(vit, src, enc_sd, "encoder.model."), src
+
+
+def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict, infer: dict | None = None,
+                    folder: str | None = None, notes: dict | None = None) -> "LRMConfig":
     from ..config import LRMConfig
 
     need = ("camera_embed_dim", "transformer_dim", "transformer_layers", "transformer_heads",
@@ -316,22 +355,39 @@ def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict
     if miss:
         raise KeyError(f"OpenLRM model config lacks {miss}")
     D = int(kw["transformer_dim"])
-    size = image_size or _OPENLRM_SOURCE_SIZE.get(D, 336)
+    if image_size:
+        size, why = int(image_size), "given (image_size=)"
+    else:
+        size, why = openlrm_source_size(kw, infer)
     feat = int(kw.get("encoder_feat_dim", 768))
-    if version == "openlrm-1.1":
+    dino_v1 = "embeddings.cls_token" in enc_sd   # HF ViTModel names (v1.0; v1.1 with encoder_type dino)
+    if version == "openlrm-1.1" and not dino_v1:
+        name = str(kw.get("encoder_model_name", ""))
         enc = dict(kind="dinov2", timm_name=_OPENLRM_DINOV2_TIMM.get(feat, "vit_base_patch14_reg4_dinov2"),
                    image_size=size, feat_dim=feat)
         if "register_tokens" not in enc_sd:
             enc["timm_name"] = enc["timm_name"].replace("_reg4", "")
         depth = len({m.group(1) for k in enc_sd if (m := re.match(r"blocks\.(?:\d+\.)?(\d+)\.norm1", k))})
-        heads = feat // 64
+        heads = feat // 64   # every DINOv2 hub architecture has 64-wide heads
+        # non-standard encoder sizes (e.g. synthetic test checkpoints) need explicit timm overrides
+        enc["overrides"] = {} if (depth == 12 and feat in (384, 768)) else dict(embed_dim=feat, depth=depth,
+                                                                                 num_heads=max(1, heads))
+        vit_src = f"DINOv2 {name or '(unnamed)'}"
     else:
-        enc = dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=size, feat_dim=feat)
-        depth = len({m.group(1) for k in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
-        heads = feat // 64
-    # non-standard encoder sizes (e.g. synthetic test checkpoints) need explicit timm overrides
-    enc["overrides"] = {} if (depth == 12 and feat in (384, 768)) else dict(embed_dim=feat, depth=depth,
-                                                                             num_heads=max(1, heads))
+        v, vit_src = _openlrm_hf_vit(kw, folder, enc_sd)
+        if v["hidden"] != feat:
+            raise ValueError(f"OpenLRM encoder_feat_dim {feat} != hidden_size {v['hidden']} of the ViT config {vit_src}")
+        enc = dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=size, feat_dim=feat,
+                   norm_eps=v["eps"])
+        std = dict(hidden=768, heads=12, layers=12, inter=3072, patch=16)
+        enc["overrides"] = {} if all(v[k] == std[k] for k in std) else dict(
+            embed_dim=v["hidden"], depth=v["layers"], num_heads=v["heads"], patch_size=v["patch"],
+            mlp_ratio=v["inter"] / v["hidden"])
+        if size % v["patch"]:
+            raise ValueError(f"OpenLRM source size {size} is not a multiple of the ViT's patch size {v['patch']}")
+    if notes is not None:
+        notes["image_size"] = f"{size} ({why})"
+        notes["encoder"] = vit_src
     return LRMConfig.from_dict(dict(
         name=f"{version}-{D}",
         encoder=enc,
@@ -343,14 +399,22 @@ def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict
     ))
 
 
-def convert_openlrm(sd: dict, kwargs: dict, version: str, image_size: int | None = None):
-    """OpenLRM state dict + its model kwargs -> (LRMConfig, our state dict)."""
+def convert_openlrm(sd: dict, kwargs: dict, version: str, image_size: int | None = None, infer: dict | None = None,
+                    folder: str | None = None, notes: dict | None = None):
+    """OpenLRM state dict + its model kwargs (+ v1.0's infer kwargs, the checkpoint's folder for a
+    local ViT config) -> (LRMConfig, our state dict). ``notes`` (a dict) gets where the input size
+    and the encoder's facts came from."""
     sd = dict(sd)
     enc_src = _take(sd, "encoder.model.")
-    cfg = _openlrm_config(kwargs, version, image_size, enc_src)
-    patch = 14 if cfg.encoder.kind == "dinov2" else 16
+    cfg = _openlrm_config(kwargs, version, image_size, enc_src, infer, folder, notes)
+    patch = int(cfg.encoder.overrides.get("patch_size", 14 if cfg.encoder.kind == "dinov2" else 16))
     grid = cfg.encoder.image_size // patch
-    enc = _dinov2_to_timm(enc_src, grid) if version == "openlrm-1.1" else _hf_vit_to_timm(enc_src, grid)
+    if cfg.encoder.kind == "dinov2":
+        name = str(kwargs.get("encoder_model_name", ""))
+        m = _DINOV2_HUB.match(name)
+        enc = _dinov2_to_timm(enc_src, grid, registers_interp=bool(m.group(1)) if m else None)
+    else:
+        enc = _hf_vit_to_timm(enc_src, grid)
     out = {"encoder.vit." + k: v for k, v in enc.items()}
     if version == "openlrm-1.0":
         for a, b in (("transformer.pos_embed", "pos_embed"), ("transformer.deconv.weight", "upsampler.upsampler.weight"),
@@ -397,15 +461,11 @@ def _yaml_ref(y: dict, v):
     return node
 
 
-def triposr_vit_config(yaml_cfg: dict | None, folder: str | None) -> tuple[dict, str]:
-    """(ViT config dict, where it came from) for a TripoSR checkpoint folder.
-
-    The yaml names the ViT (``image_tokenizer.pretrained_model_name_or_path``; TripoSR's default and
-    the release: ``facebook/dino-vitb16``). Looked up, offline only: ``<name>/config.json`` as a path
-    (absolute, or relative to the checkpoint folder), then the local Hugging Face cache; if neither
-    exists, the built-in facts of ``facebook/dino-vitb16`` when that is the name, else an error."""
-    name = str(((yaml_cfg or {}).get("image_tokenizer") or {}).get("pretrained_model_name_or_path",
-                                                                   _TRIPOSR_DEFAULT_VIT))
+def hf_vit_config(name: str, folder: str | None, what: str) -> tuple[dict, str]:
+    """(HF ViT config dict, where it came from) for the ViT ``name`` a checkpoint names (``what``
+    says where, for errors). Looked up offline only: ``<name>/config.json`` as a path (absolute, or
+    relative to the checkpoint folder), then the local Hugging Face cache; if neither exists, the
+    built-in facts of ``facebook/dino-vitb16`` when that is the name, else an error."""
     cands = [name if os.path.isabs(name) else os.path.join(folder or ".", name)]
     for c in cands:
         f = os.path.join(c, "config.json") if os.path.isdir(c) else c
@@ -427,13 +487,23 @@ def triposr_vit_config(yaml_cfg: dict | None, folder: str | None) -> tuple[dict,
                 return json.load(fh), f
     if name == _TRIPOSR_DEFAULT_VIT:
         return dict(DINO_VITB16_CONFIG), f"built-in {_TRIPOSR_DEFAULT_VIT}"
-    raise FileNotFoundError(f"TripoSR config.yaml names the ViT {name!r} (image_tokenizer.pretrained_model_name_or_path): "
-                            f"no config.json at {cands[0]} nor in the local Hugging Face cache, and only "
-                            f"{_TRIPOSR_DEFAULT_VIT}'s is built in")
+    raise FileNotFoundError(f"{what} names the ViT {name!r}: no config.json at {cands[0]} nor in the local "
+                            f"Hugging Face cache, and only {_TRIPOSR_DEFAULT_VIT}'s is built in")
 
 
-def _check_vit(vit: dict, src: str, enc_sd: dict) -> dict:
-    """The ViT facts our encoder needs, checked against the checkpoint's tensors (one-line errors)."""
+def triposr_vit_config(yaml_cfg: dict | None, folder: str | None) -> tuple[dict, str]:
+    """(ViT config dict, where it came from) for a TripoSR checkpoint folder.
+
+    The yaml names the ViT (``image_tokenizer.pretrained_model_name_or_path``; TripoSR's default and
+    the release: ``facebook/dino-vitb16``), looked up as ``hf_vit_config`` does."""
+    name = str(((yaml_cfg or {}).get("image_tokenizer") or {}).get("pretrained_model_name_or_path",
+                                                                   _TRIPOSR_DEFAULT_VIT))
+    return hf_vit_config(name, folder, "TripoSR config.yaml (image_tokenizer.pretrained_model_name_or_path)")
+
+
+def _check_vit(vit: dict, src: str, enc_sd: dict, prefix: str = "image_tokenizer.model.") -> dict:
+    """The ViT facts our encoder needs, checked against the checkpoint's tensors (one-line errors
+    naming the file's key: ``prefix`` + the ViT's own)."""
     def get(k, default=None):
         v = vit.get(k, default)
         if v is None:
@@ -454,14 +524,13 @@ def _check_vit(vit: dict, src: str, enc_sd: dict) -> dict:
         checks.append((f"encoder.layer.{i}.intermediate.dense.weight", (inter, hidden)))
     for key, shape in checks:
         if key not in enc_sd:
-            raise KeyError(f"TripoSR checkpoint lacks image_tokenizer.model.{key} (ViT config {src} has "
-                           f"{layers} layers)")
+            raise KeyError(f"checkpoint lacks {prefix}{key} (ViT config {src} has {layers} layers)")
         if tuple(enc_sd[key].shape) != shape:
-            raise ValueError(f"image_tokenizer.model.{key} has shape {tuple(enc_sd[key].shape)}, ViT config "
+            raise ValueError(f"{prefix}{key} has shape {tuple(enc_sd[key].shape)}, ViT config "
                              f"{src} implies {shape}")
     extra = sorted({int(m.group(1)) for kk in enc_sd if (m := re.match(r"encoder\.layer\.(\d+)\.", kk))} - set(range(layers)))
     if extra:
-        raise ValueError(f"image_tokenizer.model.encoder.layer.{extra[0]}.*: ViT config {src} has only {layers} layers")
+        raise ValueError(f"{prefix}encoder.layer.{extra[0]}.*: ViT config {src} has only {layers} layers")
     return dict(hidden=hidden, heads=heads, layers=layers, inter=inter, patch=patch,
                 eps=float(vit.get("layer_norm_eps", 1e-12)))
 
@@ -629,11 +698,12 @@ def _read_yaml(path: str) -> dict:
         return yaml.safe_load(f) or {}
 
 
-def load_foreign(path: str, image_size: int | None = None, names: dict | None = None):
+def load_foreign(path: str, image_size: int | None = None, names: dict | None = None, notes: dict | None = None):
     """(LRMConfig, our state dict, format) from any supported checkpoint path (file or folder).
 
     ``names``: a dict to fill with our key -> the file's key for every tensor taken over unchanged
-    under another name (error messages name what the user's file calls it)."""
+    under another name (error messages name what the user's file calls it). ``notes``: a dict to
+    fill with choices the file does not settle (OpenLRM's input size, where the ViT's facts came from)."""
     from ..config import LRMConfig
 
     files = _files(path)
@@ -645,9 +715,10 @@ def load_foreign(path: str, image_size: int | None = None, names: dict | None = 
         raw = _load_pickle(files["ckpt"])
     else:
         raise FileNotFoundError(f"{path}: no model file (model.safetensors, model.pth or model.ckpt)")
-    kwargs = None
+    kwargs = infer = None
     if isinstance(raw, dict) and isinstance(raw.get("kwargs"), dict):  # OpenLRM v1.0 model.pth
         kwargs = raw["kwargs"].get("model", raw["kwargs"])
+        infer = raw["kwargs"].get("infer") if isinstance(raw["kwargs"].get("infer"), dict) else None
     if isinstance(raw, dict):
         for key in ("weights", "state_dict", "model"):
             if isinstance(raw.get(key), dict):
@@ -668,7 +739,11 @@ def load_foreign(path: str, image_size: int | None = None, names: dict | None = 
                 raise FileNotFoundError(f"{path}: OpenLRM weights without config.json (its model kwargs)")
             with open(files["config_json"]) as f:
                 kwargs = json.load(f)
-        cfg, sd = convert_openlrm(raw, kwargs, fmt, image_size)
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        cfg, sd = convert_openlrm(raw, kwargs, fmt, image_size, infer, folder, notes)
+        if names is not None:
+            origin = {id(v): k for k, v in raw.items()}
+            names.update({k: origin[id(v)] for k, v in sd.items() if id(v) in origin and origin[id(v)] != k})
         return cfg, sd, fmt
     y = _read_yaml(files["yaml"]) if "yaml" in files else None
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
@@ -682,13 +757,17 @@ def load_foreign(path: str, image_size: int | None = None, names: dict | None = 
 def load_checkpoint(path: str, backend: str = "auto", image_size: int | None = None):
     """Any supported checkpoint (ours, OpenLRM v1.0 / v1.1, TripoSR; see module docstring) -> LRM (fp32, cpu).
 
-    ``image_size`` overrides the encoder input size of converted checkpoints (OpenLRM does not store
-    it; we use its released inference configs: 224 / 336 / 448 px for 512 / 768 / 1024-wide decoders).
-    The format found is stored as ``model.checkpoint_format``."""
+    ``image_size`` overrides the encoder input size of converted checkpoints (OpenLRM v1.1 does not
+    store it; we use its released inference configs: 224 / 336 / 448 px for the 512 / 768 /
+    1024-wide decoders, the nearest width's for others; v1.0 stores it in ``kwargs["infer"]``).
+    The format found is stored as ``model.checkpoint_format``, the choices the file did not settle
+    as ``model.checkpoint_notes`` (``lrm-fast info PATH`` prints both)."""
     names: dict = {}
-    cfg, sd, fmt = load_foreign(path, image_size, names)
+    notes: dict = {}
+    cfg, sd, fmt = load_foreign(path, image_size, names, notes)
     model = _load_into(cfg, sd, path, backend, names)
     model.checkpoint_format = fmt
+    model.checkpoint_notes = notes
     return model
 
 

@@ -41,5 +41,34 @@ def info_text(presets=None, device=None) -> str:
     return "\n".join(lines)
 
 
+def checkpoint_text(path: str, image_size: int | None = None) -> str:
+    """What a checkpoint folder/file is and how it would load: format, the choices its files do not
+    settle (OpenLRM's input size, where a ViT's facts come from), the config and parameter counts.
+    Reads the weights' names and shapes; builds nothing."""
+    import os
+
+    from .io.checkpoint import load_foreign
+    from .model.lrm import count_parameters
+
+    notes: dict = {}
+    cfg, sd, fmt = load_foreign(os.fspath(path), image_size, notes=notes)
+    e, d, t, f, r = cfg.encoder, cfg.decoder, cfg.triplane, cfg.field, cfg.render
+    ov = e.overrides or {}
+    lines = [f"checkpoint {path}", f"  format: {fmt}"]
+    lines += [f"  {k.replace('_', ' ')}: {v}" for k, v in notes.items()]
+    lines += [f"  encoder: {e.kind} {e.timm_name} at {e.image_size} px, width {e.feat_dim}"
+              + (f", depth {ov['depth']}, heads {ov['num_heads']}" if ov else "")
+              + (f", patch {ov['patch_size']}" if "patch_size" in ov else "")
+              + (f", LayerNorm eps {e.norm_eps:g}" if e.norm_eps is not None else ""),
+              f"  decoder: {d.layers} x {d.dim} x {d.heads} heads" + ("" if d.modulation else " (no camera modulation)"),
+              f"  triplane: {t.low_res} -> {t.high_res}, {t.channels} channels; field MLP {f.layers} x {f.hidden} "
+              f"{f.activation}, density {f.density_activation}",
+              f"  render: {r.samples_per_ray} samples per ray, box [{r.box_min:g}, {r.box_max:g}]"]
+    c = count_parameters(cfg)
+    lines.append(f"  parameters: {c['total'] / 1e6:.2f}M ("
+                 + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in c.items() if k != "total") + ")")
+    return "\n".join(lines)
+
+
 def info(**kwargs) -> None:
     print(info_text(**kwargs))

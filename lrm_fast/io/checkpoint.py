@@ -387,7 +387,7 @@ def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict
             raise ValueError(f"OpenLRM source size {size} is not a multiple of the ViT's patch size {v['patch']}")
     if notes is not None:
         notes["image_size"] = f"{size} ({why})"
-        notes["encoder"] = vit_src
+        notes["encoder_facts_from"] = vit_src
     return LRMConfig.from_dict(dict(
         name=f"{version}-{D}",
         encoder=enc,

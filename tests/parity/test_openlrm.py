@@ -164,7 +164,8 @@ def _sets(stages):
 
 
 def test_camera_rays(model, stages):
-    """Our rays from OpenLRM's render cameras (c2w + normalized intrinsics) vs its RaySampler's."""
+    """Our rays from OpenLRM's render cameras (c2w + normalized intrinsics) vs its RaySampler's (bit
+    for bit where the fixture was recorded: see ``_rays_bit_exact``)."""
     for k, c2w, K, res in _sets(stages):
         o, d = generate_rays(c2w, K, res, res, backend="reference")
         assert _maxdiff(o, stages[f"rays_o_{k}"]) <= TOL_POINTS
@@ -176,16 +177,44 @@ def _render(model, planes, c2w, K, res):
         return model.render(planes, c2w[None], K[None], res)
 
 
+def _rays_bit_exact(stages) -> bool:
+    """Whether our rays are OpenLRM's bit for bit on this machine. They are where the fixture was
+    recorded (our twin rounds as its RaySampler, one bmm); a CPU whose BLAS rounds that 4 x 4 bmm
+    otherwise would flip OpenLRM's own in-box test of the first sample, which lies exactly on the
+    box face, on some rays (docs/readme/parity.md)."""
+    for k, c2w, K, res in _sets(stages):
+        o, d = generate_rays(c2w[None], K[None], res, res, backend="reference")
+        if not (torch.equal(o[0], torch.from_numpy(stages[f"rays_o_{k}"]))
+                and torch.equal(d[0], torch.from_numpy(stages[f"rays_d_{k}"]))):
+            return False
+    return True
+
+
+def _check_render(got, want, what: str, exact_rays: bool) -> None:
+    if exact_rays:
+        assert _maxdiff(got, want) <= TOL_RENDER, what
+        return
+    # another BLAS: OpenLRM's own face-sample decision may differ on a few rays (up to ~0.03 there)
+    err = (torch.as_tensor(got) - torch.from_numpy(want)).abs()
+    err = err.amax(-1) if err.dim() == 4 else err
+    bad = (err > TOL_RENDER).float().mean().item()
+    import warnings
+
+    warnings.warn(f"{what}: rays not bit-exact on this CPU; {bad:.1%} of pixels beyond {TOL_RENDER}")
+    assert bad <= 0.05 and err.max().item() <= 0.1, (what, bad, err.max().item())
+
+
 @pytest.mark.parametrize("source", ["theirs", "ours"])
 def test_renders(model, planes, stages, source):
     """All views of a set in one call (OpenLRM's runner renders 2 per call; its result does not
     depend on that); set 1 is far enough that most rays miss the box (white, opacity 0)."""
+    exact = _rays_bit_exact(stages)
     misses = 0
     for k, c2w, K, res in _sets(stages):
         out = _render(model, planes[source], c2w, K, res)
         rgb, opacity = out["rgb"][0], out["opacity"][0]
-        assert _maxdiff(rgb, stages[f"render_{k}"]) <= TOL_RENDER
-        assert _maxdiff(opacity, stages[f"opacity_{k}"]) <= TOL_RENDER
+        _check_render(rgb, stages[f"render_{k}"], f"rgb set {k}", exact)
+        _check_render(opacity, stages[f"opacity_{k}"], f"opacity set {k}", exact)
         miss = torch.from_numpy(stages[f"miss_{k}"])
         assert (opacity[miss] == 0).all() and (rgb[miss] == 1.0).all()
         misses += int(miss.sum())
@@ -207,3 +236,92 @@ def test_mesh(model, planes, stages, meta, source):
     assert mesh.vertices.shape == verts.shape and mesh.faces.shape == faces.shape
     assert np.array_equal(np.asarray(mesh.faces), faces[:, ::-1])   # same triangles, outward winding
     assert np.abs(np.asarray(mesh.vertices) - verts).max() <= TOL_MESH
+
+
+# -- loading: the input size OpenLRM does not store, offline ViT config, one-line errors ------------------------
+def test_info_shows_the_input_size_choice(version, meta, capsys):
+    from lrm_fast.cli import main
+
+    assert main(["info", str(FIXTURES / version)]) == 0
+    out = capsys.readouterr().out
+    assert f"image size: {meta['source_size']} (" in out
+    assert ("configs/infer-s.yaml" if version == "openlrm-v1.1" else "infer kwargs") in out
+
+
+RELEASED_V11 = {  # config.json of zxhezexin/openlrm-mix-{small,base,large}-1.1 (keys and values)
+    "small": dict(camera_embed_dim=1024, rendering_samples_per_ray=96, transformer_dim=512, transformer_layers=12,
+                  transformer_heads=8, triplane_low_res=32, triplane_high_res=64, triplane_dim=32,
+                  encoder_type="dinov2", encoder_model_name="dinov2_vits14_reg", encoder_feat_dim=384,
+                  encoder_freeze=False),
+    "base": dict(camera_embed_dim=1024, rendering_samples_per_ray=96, transformer_dim=768, transformer_layers=12,
+                 transformer_heads=12, triplane_low_res=32, triplane_high_res=64, triplane_dim=48,
+                 encoder_type="dinov2", encoder_model_name="dinov2_vitb14_reg", encoder_feat_dim=768,
+                 encoder_freeze=False),
+    "large": dict(camera_embed_dim=1024, rendering_samples_per_ray=128, transformer_dim=1024, transformer_layers=16,
+                  transformer_heads=16, triplane_low_res=32, triplane_high_res=64, triplane_dim=80,
+                  encoder_type="dinov2", encoder_model_name="dinov2_vitb14_reg", encoder_feat_dim=768,
+                  encoder_freeze=False),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(RELEASED_V11))
+def test_released_v11_configs_give_the_presets(preset):
+    """The released v1.1 config.json files (with the encoder's register tokens and 12 blocks) convert
+    to our small / base / large presets, input sizes 224 / 336 / 448 from infer-s/b/l.yaml."""
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.io.checkpoint import _openlrm_config
+
+    enc = {"register_tokens": torch.empty(1, 4, 8, device="meta")}
+    enc.update({f"blocks.{i}.norm1.weight": torch.empty(8, device="meta") for i in range(12)})
+    notes: dict = {}
+    got = _openlrm_config(RELEASED_V11[preset], "openlrm-1.1", None, enc, notes=notes).to_dict()
+    want = LRMConfig.preset(preset).to_dict()
+    got.pop("name"), want.pop("name")
+    assert got == want
+    size = {"small": 224, "base": 336, "large": 448}[preset]
+    assert notes["image_size"].startswith(f"{size} (") and f"infer-{preset[0]}.yaml" in notes["image_size"]
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def _copy(tmp_path, version) -> Path:
+    import shutil
+
+    dst = tmp_path / version
+    shutil.copytree(FIXTURES / version, dst)
+    return dst
+
+
+@pytest.mark.parametrize("case", ["missing", "shape"])
+def test_bad_checkpoint_is_one_line_error(tmp_path, version, case):
+    d = _copy(tmp_path, version)
+    if version == "openlrm-v1.1":
+        from safetensors.torch import load_file, save_file
+
+        sd, save = load_file(d / "model.safetensors"), (lambda sd: save_file(sd, str(d / "model.safetensors")))
+    else:
+        ck = torch.load(d / "model.pth", map_location="cpu", weights_only=True)
+        sd, save = ck["weights"], (lambda sd: torch.save(ck, d / "model.pth"))
+    if case == "missing":
+        del sd["transformer.layers.1.norm3.mlp.1.weight"]
+    else:
+        sd["synthesizer.decoder.net.2.weight"] = sd["synthesizer.decoder.net.2.weight"][:, :-1].contiguous()
+    save(sd)
+    with pytest.raises((ValueError, KeyError)) as e:
+        lrm_fast.load_model(str(d), device="cpu", dtype="float32")
+    msg = _one_line(e.value)
+    assert ("layers.1.norm3.mlp.1.weight" if case == "missing" else "synthesizer.decoder.net.2.weight") in msg
+
+
+def test_v10_missing_vit_config_is_one_line_error(tmp_path):
+    import shutil
+
+    d = _copy(tmp_path, "openlrm-v1.0")
+    shutil.rmtree(d / "vit")
+    with pytest.raises(FileNotFoundError) as e:
+        lrm_fast.load_model(str(d), device="cpu", dtype="float32")
+    assert "'vit'" in _one_line(e.value) and "encoder_model_name" in str(e.value)

@@ -325,3 +325,242 @@ def test_v10_missing_vit_config_is_one_line_error(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         lrm_fast.load_model(str(d), device="cpu", dtype="float32")
     assert "'vit'" in _one_line(e.value) and "encoder_model_name" in str(e.value)
+
+
+# -- sensitivity: plausible re-implementation bugs must move some stage by >= 10x its tolerance ------------------
+def _stage_errors(model, stages, meta) -> dict[str, float]:
+    """Every stage's max difference from OpenLRM's, divided by its tolerance (inf: another shape, or
+    marching cubes gives another topology)."""
+    from skimage import measure
+
+    def rel(a, b, tol):
+        a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+        return float("inf") if a.shape != b.shape else (a - b).abs().max().item() / tol
+
+    out = {}
+    with torch.inference_mode():
+        img = _image(stages)
+        out["tokens"] = rel(model.encoder(img), stages["tokens"], TOL_TOKENS)
+        out["camera embedding"] = rel(model.camera_embedder(model.default_source_camera(1)),
+                                      stages["camera_embedding"], TOL_TOKENS)
+        ours = model.forward_planes(img)
+        out["planes"] = rel(ours, stages["planes"], TOL_PLANES)
+        pts = torch.from_numpy(stages["points"])[None]
+        for name, P in (("theirs", torch.from_numpy(stages["planes"])), ("ours", ours)):
+            raw = model.field(P, pts)[0]
+            dens, rgb = model.field.query(P, pts)
+            out[f"field ({name} planes)"] = max(rel(raw[:, 0], stages["point_density_raw"], TOL_POINTS),
+                                                rel(dens[0], stages["point_density"], TOL_POINTS),
+                                                rel(rgb[0], stages["point_color"], TOL_POINTS))
+            out[f"density grid ({name} planes)"] = rel(_grid(model, P, stages["density_grid"].shape[0]),
+                                                       stages["density_grid"], TOL_POINTS)
+            errs = []
+            for k, c2w, K, res in _sets(stages):
+                r = _render(model, P, c2w, K, res)
+                errs += [rel(r["rgb"][0], stages[f"render_{k}"], TOL_RENDER),
+                         rel(r["opacity"][0], stages[f"opacity_{k}"], TOL_RENDER)]
+            out[f"renders ({name} planes)"] = max(errs)
+        res, level = meta["mesh"]["resolution"], meta["mesh"]["threshold"]
+        verts = measure.marching_cubes(stages["density_grid"], level=level, allow_degenerate=False)[0]
+        verts = verts / (res - 1) * 2 - 1
+        try:
+            v = np.asarray(lrm_fast.Reconstruction(model, ours).mesh(resolution=res, threshold=level).vertices)
+            out["mesh (ours)"] = (np.abs(v - verts).max() / TOL_MESH) if v.shape == verts.shape else float("inf")
+        except ValueError:  # empty / full grid at this level
+            out["mesh (ours)"] = float("inf")
+    return out
+
+
+class NotApplicable(Exception):
+    pass
+
+
+def _only(version, which):
+    if version != which:
+        raise NotApplicable
+
+
+def _swap_planes_01(model, mp, version):
+    fwd = type(model.field).forward
+    mp.setattr(model.field, "forward", lambda planes, pts: fwd(model.field, planes[:, [1, 0, 2]], pts))
+
+
+def _plane2_transposed(model, mp, version):
+    model.upsampler.transpose_plane2 = True
+
+
+def _align_corners(model, mp, version):
+    gs = torch.nn.functional.grid_sample
+    mp.setattr(torch.nn.functional, "grid_sample", lambda *a, **k: gs(*a, **{**k, "align_corners": True}))
+
+
+def _reload(mp, version, resample):
+    from lrm_fast.io import checkpoint
+
+    mp.setattr(checkpoint, "_resample_grid", resample)
+    return lrm_fast.load_model(str(FIXTURES / version), device="cpu", dtype="float32", backend="reference")
+
+
+def _pos_embed_offset_no_antialias(model, mp, version):
+    """The converter before this fix: DINOv2 registers grid resampled with offset 0.1, no antialias."""
+    _only(version, "openlrm-v1.1")
+    from lrm_fast.io import checkpoint
+
+    orig = checkpoint._resample_grid
+    return _reload(mp, version, lambda pos, new, offset=0.1, antialias=False: orig(pos, new, 0.1, False))
+
+
+def _pos_embed_to_size(model, mp, version):
+    """transformers >= 4.4x resample the HF ViT position grid to a target size, not by (g + 0.1) / G."""
+    _only(version, "openlrm-v1.0")
+
+    def by_size(pos, new, offset=0.1, antialias=False):
+        G = int(round(pos.shape[1] ** 0.5))
+        grid = pos.reshape(1, G, G, -1).permute(0, 3, 1, 2)
+        out = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        return out.permute(0, 2, 3, 1).reshape(1, new * new, -1)
+    return _reload(mp, version, by_size)
+
+
+def _vit_heads_from_width(model, mp, version):
+    _only(version, "openlrm-v1.0")
+    for blk in model.encoder.vit.blocks:  # width 48 / 64 -> 1 head instead of the ViT config's 4
+        blk.attn.num_heads, blk.attn.head_dim = 1, 48
+        blk.attn.scale = 48 ** -0.5
+
+
+def _layerscale_ignored(model, mp, version):
+    _only(version, "openlrm-v1.1")
+    for blk in model.encoder.vit.blocks:
+        blk.ls1, blk.ls2 = torch.nn.Identity(), torch.nn.Identity()
+
+
+def _registers_kept(model, mp, version):
+    _only(version, "openlrm-v1.1")
+    model.encoder.num_prefix = 1   # the 4 register tokens stay in the tokens the decoder attends to
+
+
+def _imagenet_norm_flipped(model, mp, version):
+    model.encoder.normalize = not model.encoder.normalize
+
+
+def _no_attention_scale(model, mp, version):
+    from lrm_fast.model import decoder
+
+    att = decoder.attention
+    mp.setattr(decoder, "attention", lambda q, k, v, backend="auto": att(q * q.shape[-1] ** 0.5, k, v, backend))
+
+
+def _shift_scale_swapped(model, mp, version):
+    from lrm_fast.model import decoder
+
+    mln = decoder.modulated_layer_norm
+    mp.setattr(decoder, "modulated_layer_norm",
+               lambda x, w, b, shift, scale, eps, backend="auto": mln(x, w, b, scale, shift, eps, backend))
+
+
+def _no_final_norm(model, mp, version):
+    model.transformer.norm = torch.nn.Identity()
+
+
+def _camera_column_major(model, mp, version):
+    """The source camera's 3 x 4 extrinsics flattened column by column."""
+    f = model.default_source_camera
+
+    def cam(batch=1, device=None, dtype=torch.float32):
+        c = f(batch, device, dtype)
+        return torch.cat([c[:, :12].reshape(-1, 3, 4).transpose(1, 2).reshape(-1, 12), c[:, 12:]], 1)
+    mp.setattr(model, "default_source_camera", cam)
+
+
+def _stratified_step(model, mp, version):
+    """Stratified bins of span / n (not span / (n - 1)): the last coarse sample stops short of far."""
+    from lrm_fast.render import renderer
+
+    def strat(near, far, n, jitter=False, generator=None, backend="auto"):
+        steps = torch.arange(n, dtype=near.dtype) / n
+        return near[..., None] + steps * (far - near)[..., None]
+    mp.setattr(renderer, "stratified", strat)
+
+
+def _box_tightened(model, mp, version):
+    model.renderer.cfg.box_min, model.renderer.cfg.box_max = -0.999, 0.999
+
+
+def _black_background(model, mp, version):
+    model.renderer.cfg.background = 0.0
+
+
+def _no_midpoint(model, mp, version):
+    model.renderer.cfg.midpoint = False
+
+
+def _density_no_shift(model, mp, version):
+    model.field.cfg.density_bias = 0.0
+
+
+def _plain_sigmoid(model, mp, version):
+    model.field.cfg.rgb_activation = "sigmoid"
+
+
+MUTATIONS = {
+    "plane order: planes 0 and 1 swapped": _swap_planes_01,
+    "plane 2 transposed (TripoSR's layout)": _plane2_transposed,
+    "grid_sample align_corners=True": _align_corners,
+    "DINOv2-reg position grid: offset 0.1, no antialias (the old converter)": _pos_embed_offset_no_antialias,
+    "HF ViT position grid resampled to a target size (newer transformers)": _pos_embed_to_size,
+    "HF ViT heads = width / 64 (not its config's)": _vit_heads_from_width,
+    "DINOv2 LayerScale ignored": _layerscale_ignored,
+    "DINOv2 register tokens kept in the tokens": _registers_kept,
+    "ImageNet normalisation flipped (added for DINOv2, dropped for DINO)": _imagenet_norm_flipped,
+    "decoder attention without 1/sqrt(d)": _no_attention_scale,
+    "modulation shift and scale swapped": _shift_scale_swapped,
+    "no final LayerNorm after the decoder blocks": _no_final_norm,
+    "source camera extrinsics flattened column-major": _camera_column_major,
+    "stratified step span / n instead of span / (n - 1)": _stratified_step,
+    "box tightened to +-0.999": _box_tightened,
+    "background black instead of white": _black_background,
+    "no midpoint averaging of adjacent samples (MipRayMarcher2)": _no_midpoint,
+    "density softplus(x) instead of softplus(x - 1)": _density_no_shift,
+    "plain sigmoid instead of MipNeRF's widened sigmoid": _plain_sigmoid,
+}
+
+
+def _mutated_errors(name, version, stages, meta):
+    with pytest.MonkeyPatch.context() as mp:
+        model = lrm_fast.load_model(str(FIXTURES / version), device="cpu", dtype="float32", backend="reference")
+        model = MUTATIONS[name](model, mp, version) or model
+        return _stage_errors(model, stages, meta)
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_mutation_is_caught(name, version, stages, meta):
+    try:
+        errs = _mutated_errors(name, version, stages, meta)
+    except NotApplicable:
+        pytest.skip(f"{name}: not applicable to {version}")
+    worst = max(errs, key=errs.get)
+    assert errs[worst] >= 10, f"{name}: largest move {errs[worst]:.3g} x tolerance ({worst})"
+
+
+def mutation_table() -> str:
+    """Markdown: for each mutation and version, every stage it moves by >= 10x its tolerance, with the
+    factor ("inf": another shape or mesh topology), or n/a."""
+    rows = ["| mutation | " + " | ".join(VERSIONS) + " |", "|---|" + "---|" * len(VERSIONS)]
+    data = {v: (_load_stages(v), _load_meta(v)) for v in VERSIONS}
+    for name in MUTATIONS:
+        cells = []
+        for v in VERSIONS:
+            try:
+                errs = _mutated_errors(name, v, *data[v])
+            except NotApplicable:
+                cells.append("n/a")
+                continue
+            moved = [f"{k} {'inf' if e == float('inf') else f'{e:.2g}'}" for k, e in errs.items() if e >= 10]
+            cells.append("; ".join(moved) or f"none (max {max(errs.values()):.2g})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # PYTHONPATH=. python tests/parity/test_openlrm.py  -> the mutation table
+    print(mutation_table())

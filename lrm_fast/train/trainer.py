@@ -179,6 +179,9 @@ class Trainer:
 
             sd = read_state_dict(os.path.join(cfg.init_from, "model.safetensors"))
             missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+            # ``renderer.field`` is the same module as ``field``; our files store it once
+            missing = [k for k in missing
+                       if not (k.startswith("renderer.field.") and k[len("renderer."):] in sd)]
             if missing or unexpected:
                 raise ValueError(f"{cfg.init_from}: weights do not match: missing {missing[:6]}, "
                                  f"unexpected {unexpected[:6]}")

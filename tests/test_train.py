@@ -268,3 +268,19 @@ def test_resolve_device_gives_cuda_an_index():
     assert resolve_device("auto", 0, False) == torch.device("cpu")
     assert resolve_device("auto", 2, True) == torch.device("cuda", 2)
     assert resolve_device("cpu", 0, True) == torch.device("cpu")
+
+
+def test_init_from_our_own_export(data_root, tmp_path):
+    """Fine-tuning starts from an exported model folder: every weight, the field included (our files
+    store the tied ``renderer.field`` once, so its keys must not count as missing)."""
+    first = tmp_path / "first"
+    Trainer(_cfg(data_root, first, steps=2)).fit()
+    tr = Trainer(_cfg(data_root, tmp_path / "second", steps=1, init_from=str(first / "model")))
+    exported = Trainer(_cfg(data_root, tmp_path / "third", steps=1)).model  # a fresh random model differs
+    from lrm_fast.io.checkpoint import read_state_dict
+
+    sd = read_state_dict(str(first / "model" / "model.safetensors"))
+    for k, v in sd.items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v.float(), msg=k)
+    assert tr.model.renderer.field is tr.model.field
+    assert not torch.equal(exported.field.net[0].weight, tr.model.field.net[0].weight)

@@ -151,17 +151,18 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int,
 def dilate(image: torch.Tensor, mask: torch.Tensor, iterations: int = DILATE) -> tuple[torch.Tensor, torch.Tensor]:
     """Grow ``image [S, S, C]`` (valid where ``mask [S, S]``) by ``iterations`` texels: each empty
     texel next to filled ones takes their mean. Returns the new ``(image, mask)``."""
-    img = image.permute(2, 0, 1)[None] * mask[None, None]
     m = mask[None, None].to(image.dtype)
+    x = torch.cat([image.permute(2, 0, 1)[None] * m, m], 1)        # [1, C + 1, S, S]: colour sums, count
+    C = image.shape[-1]
     for _ in range(int(iterations)):
-        s = F.avg_pool2d(img, 3, 1, 1, count_include_pad=False, divisor_override=1)
-        c = F.avg_pool2d(m, 3, 1, 1, count_include_pad=False, divisor_override=1)
-        new = (m == 0) & (c > 0)
+        s = F.avg_pool2d(x, 3, 1, 1, divisor_override=1)           # 3x3 sums
+        new = (x[:, C:] == 0) & (s[:, C:] > 0)
         if not new.any():
             break
-        img = torch.where(new, s / c.clamp_min(1), img)
-        m = torch.where(new, torch.ones_like(m), m)
-    return img[0].permute(1, 2, 0).contiguous(), m[0, 0] > 0
+        s[:, :C] /= s[:, C:].clamp_min(1)
+        s[:, C:] = 1
+        x = torch.where(new, s, x)
+    return x[0, :C].permute(1, 2, 0).contiguous(), x[0, C] > 0
 
 
 def surface_points(vertices: np.ndarray, faces: np.ndarray, face_id: torch.Tensor,

@@ -24,6 +24,7 @@ naming the package to install.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ DEFAULT_TEXTURE_SIZE = 1024
 PADDING = 2          # xatlas texels between charts (in the atlas's own grid, about texture_size)
 DILATE = 4           # texels of colour grown past each chart's border
 MAX_TEXTURE_SIZE = 8192
+SLOW_UNWRAP_FACES = 40_000  # above this xatlas takes a minute or more on a CPU: warn, suggest a face budget
 
 
 def _require(module: str, package: str):
@@ -234,6 +236,9 @@ def texture_mesh(mesh, color_fn: Callable[[torch.Tensor], torch.Tensor], texture
             return trimesh.Trimesh(V, Fc, vertex_colors=vertex_colors(color_fn, V), process=False)
     if not texture:
         return mesh
+    if len(Fc) > SLOW_UNWRAP_FACES:
+        warnings.warn(f"unwrapping {len(Fc)} faces with xatlas can take minutes; a face budget (faces=N, "
+                      f"--faces N, e.g. 20000) decimates first", stacklevel=2)
     vmap, Fu, uv = unwrap(V, Fc, texture_size)
     Vu = V[vmap]
     image, _ = bake_texture(color_fn, Vu, Fu, uv, texture_size)

@@ -329,15 +329,16 @@ def test_api_mesh_and_save_textured(tiny_model, tmp_path):
 
 
 def test_cli_texture_end_to_end(tmp_path):
-    from PIL import Image
-
+    """`lrm-fast reconstruct --texture` on the shipped sample with the shipped demo model (a coarse
+    grid to stay fast): the GLB opens in trimesh with its UVs and texture, the OBJ with its MTL + PNG."""
     from lrm_fast.cli import main
 
-    img = tmp_path / "cube.png"
-    a = np.zeros((48, 48, 4), np.uint8)
-    a[12:36, 12:36] = (200, 60, 40, 255)
-    Image.fromarray(a).save(img)
-    assert main(["reconstruct", str(img), "--model", "tiny", "--out", str(tmp_path / "out"), "--formats", "glb",
-                 "--texture", "--texture-size", "32", "--faces", "300", "--quiet"]) == 0
-    r = trimesh.load(str(tmp_path / "out" / "cube" / "cube.glb"), force="mesh", process=False)
-    assert r.visual.kind == "texture" and len(r.faces) <= 300 and _image(r).shape == (32, 32, 3)
+    out = tmp_path / "out"
+    assert main(["reconstruct", "--out", str(out), "--formats", "glb,obj", "--mc-resolution", "48",
+                 "--texture", "--texture-size", "64", "--faces", "1500", "--quiet"]) == 0
+    assert sorted(os.listdir(out / "sample")) == ["sample.glb", "sample.mtl", "sample.obj", "sample_texture.png"]
+    for ext in ("glb", "obj"):
+        r = trimesh.load(str(out / "sample" / f"sample.{ext}"), force="mesh", process=False)
+        uv = np.asarray(r.visual.uv)
+        assert r.visual.kind == "texture" and 0 < len(r.faces) <= 1500 and _image(r).shape == (64, 64, 3)
+        assert uv.min() >= 0 and uv.max() <= 1 and _image(r).std() > 0

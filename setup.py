@@ -120,6 +120,7 @@ setup(
     install_requires=[
         "torch>=2.4", "timm>=1.0", "safetensors", "numpy", "pillow", "imageio", "imageio-ffmpeg",
         "trimesh", "scikit-image", "tqdm", "pyyaml",
+        "xatlas", "fast-simplification",  # textured meshes (--texture / --faces), lazily imported
     ],
     extras_require={
         "fast": ["triton", "xformers"],

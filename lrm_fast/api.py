@@ -5,6 +5,7 @@
     rec = model.reconstruct("photo.png")                 # or lrm_fast.reconstruct(model, [a, b, c])
     views = rec.render(azimuths=[0, 90, 180], elevations=20, resolution=128)["rgb"]   # [B, V, H, W, 3]
     mesh = rec.mesh(resolution=256)                      # trimesh.Trimesh with vertex colors
+    mesh = rec.mesh(texture=True, texture_size=1024)     # ... or UV-unwrapped with a baked texture
     rec.save("out/", formats=("glb", "mp4"))
 
 Everything runs under ``torch.inference_mode()`` in the model's dtype (``dtype="auto"``: bf16 on
@@ -21,6 +22,7 @@ import torch
 from .config import LRMConfig, PRESETS
 from .model.camera import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
+from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
 # checkpoint path (a path relative to the package folder is resolved there).
@@ -251,38 +253,55 @@ class Reconstruction:
                            views_per_chunk=1 if progress else None, progress=progress)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
-             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False):
+             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False,
+             texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
         TripoSR 256 / 25.0); an untrained preset (random weights) uses ``threshold="auto"``.
-        See ``lrm_fast.mesh.extract_mesh``."""
+        See ``lrm_fast.mesh.extract_mesh``.
+
+        ``faces``: decimate to at most this many faces first (vertex colors re-queried at the new
+        vertices). ``texture=True``: UV atlas (xatlas) and a ``texture_size``^2 (power of two, >= 16)
+        colour texture baked from the field at each texel's surface point (``TextureVisuals`` with a
+        PBR ``baseColorTexture``); see ``lrm_fast.texture``."""
         from .mesh import extract_mesh
 
         if not -self.batch_size <= index < self.batch_size:
             raise ValueError(f"index {index} out of range for {self.batch_size} reconstructions")
+        texture_size, faces = check_texture_args(texture_size, faces)
         if threshold is None and getattr(self.model, "untrained", False):
             threshold = "auto"
-        return extract_mesh(self.model, self.triplane[index:index + 1], resolution=resolution,
+        planes = self.triplane[index:index + 1] if index >= 0 else self.triplane[index:][:1]
+        mesh = extract_mesh(self.model, planes, resolution=resolution,
                             threshold=threshold, largest_component=largest_component,
                             coarse_to_fine=coarse_to_fine, progress=progress)
+        if texture or faces is not None:
+            mesh = texture_mesh(mesh, field_color_fn(self.model, planes), texture_size, faces, texture=bool(texture))
+        return mesh
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
              elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = False,
-             progress: bool = False) -> list[str]:
+             progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
+             faces: int | None = None) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 
         ``formats``: any of ``glb obj ply`` (mesh), ``mp4`` (turntable video; gif if ffmpeg is
         missing), ``gif``, ``png`` (turntable frames ``<name>_viewNNN.png`` + ``<name>_input.png``).
         ``names``: one file stem per reconstruction (default ``object00``, ``object01``, ...).
+        ``texture=True`` (glb/obj only): UV-textured meshes (see ``mesh``); glb embeds the PNG, obj
+        writes ``<name>.mtl`` and ``<name>_texture.png`` beside it. ``faces``: face budget.
         Returns the written paths."""
-        from .io.export import save_frames, save_image, save_mesh, save_video
+        from .io.export import save_frames, save_image, save_mesh, save_textured_mesh, save_video
 
         formats = tuple(f.lower().lstrip(".") for f in ([formats] if isinstance(formats, str) else formats))
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
             raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+        texture_size, faces = check_texture_args(texture_size, faces)
+        if texture and "ply" in formats:
+            raise ValueError("a textured mesh cannot be written as ply (no texture there); use glb or obj")
         names = [f"object{b:02d}" for b in range(self.batch_size)] if names is None else list(names)
         if len(names) != self.batch_size:
             raise ValueError(f"{len(names)} names for {self.batch_size} reconstructions")
@@ -295,8 +314,10 @@ class Reconstruction:
             stem = os.path.join(out_dir, name)
             mesh_formats = [f for f in ("glb", "obj", "ply") if f in formats]
             if mesh_formats:
-                mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress)
-                written += [save_mesh(mesh, f"{stem}.{f}") for f in mesh_formats]
+                mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress,
+                                 texture=texture, texture_size=texture_size, faces=faces)
+                for f in mesh_formats:
+                    written += save_textured_mesh(mesh, f"{stem}.{f}") if texture else [save_mesh(mesh, f"{stem}.{f}")]
             if "png" in formats:
                 written += save_frames(frames[b], stem)
                 if self.inputs is not None:

@@ -31,6 +31,14 @@ def add_arguments(p):
     p.add_argument("--mc-coarse-to-fine", action="store_true",
                    help="query the density grid coarse-to-fine (faster on smooth, trained fields; exact on the "
                         "tested ones, not yet validated on real checkpoints)")
+    p.add_argument("--texture", action="store_true",
+                   help="UV-unwrap the mesh (xatlas) and bake the field's colours into a PNG texture: glb embeds "
+                        "it, obj writes .mtl + _texture.png beside it (instead of vertex colours)")
+    p.add_argument("--texture-size", type=int, default=None,
+                   help="texture width = height in texels, a power of two >= 16 (default 1024; needs --texture)")
+    p.add_argument("--faces", type=int, default=None,
+                   help="decimate the mesh to at most N faces before colouring/unwrapping (fast-simplification); "
+                        "unwrapping a full marching-cubes mesh takes long, e.g. --faces 20000")
     p.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
     p.add_argument("--resolution", type=int, default=96, help="render resolution in pixels (default 96)")
     p.add_argument("--elevation", type=float, default=15.0, help="turntable elevation in degrees (default 15)")
@@ -43,12 +51,19 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..api import FORMATS, load_model, reconstruct
+    from ..texture import check_texture_args
 
     images = args.images or [DEFAULT_IMAGE]
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS + ("triplane",)]
     if bad or not formats:
         raise ValueError(f"unknown --formats {bad or args.formats!r}; choose from {', '.join(FORMATS + ('triplane',))}")
+    if args.texture_size is not None and not args.texture:
+        raise ValueError("--texture-size needs --texture")
+    texture_size = 1024 if args.texture_size is None else args.texture_size
+    check_texture_args(texture_size, args.faces)  # fail before loading a model
+    if args.texture and "ply" in formats:
+        raise ValueError("--texture cannot write ply (no texture there); use --formats glb or obj")
     for path in images:  # fail before loading a model
         if not os.path.exists(path):
             raise FileNotFoundError(f"image file not found: {path}")
@@ -68,7 +83,7 @@ def run(args) -> int:
             written += rec.save(out_dir, formats=media, n_views=args.views, resolution=args.resolution,
                                 mc_resolution=args.mc_resolution, threshold=args.mc_threshold, names=[name],
                                 elevation=args.elevation, coarse_to_fine=args.mc_coarse_to_fine,
-                                progress=progress)
+                                progress=progress, texture=args.texture, texture_size=texture_size, faces=args.faces)
         if "triplane" in formats:
             from ..io.export import save_triplane
 

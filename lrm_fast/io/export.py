@@ -95,6 +95,51 @@ def save_mesh(mesh, path: str) -> str:
     return path
 
 
+def _write_atomic(path: str, data: bytes) -> str:
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_textured_mesh(mesh, path: str) -> list[str]:
+    """A UV-textured ``trimesh.Trimesh`` (``lrm_fast.texture.texture_mesh``) -> the written paths.
+
+    ``.glb``: one file, the texture embedded as a PNG ``baseColorTexture`` of a PBR material (glTF's v
+    points down; trimesh flips it). ``.obj``: ``<stem>.obj`` + ``<stem>.mtl`` (``map_Kd``, white ``Kd``
+    so viewers do not darken the texture) + ``<stem>_texture.png`` beside it; each file atomic, the
+    obj written last so it never names a missing file."""
+    import io
+
+    from trimesh.exchange.obj import export_obj
+
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in ("glb", "obj"):
+        raise ValueError(f"{path}: a textured mesh must be .glb or .obj (.ply holds no texture)")
+    material = getattr(mesh.visual, "material", None)
+    image = getattr(material, "baseColorTexture", None)
+    image = getattr(material, "image", None) if image is None else image
+    if getattr(mesh.visual, "uv", None) is None or image is None:
+        raise ValueError(f"{path}: the mesh has no UV texture to write (make it with texture=True)")
+    if ext == "glb":
+        return [save_mesh(mesh, path)]
+    stem = os.path.splitext(path)[0]
+    base = os.path.basename(stem)
+    name = getattr(material, "name", None) or "material0"
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    mtl = (f"# lrm_fast textured mesh\nnewmtl {name}\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
+           f"map_Kd {base}_texture.png\n")
+    text, _ = export_obj(mesh, include_texture=True, return_texture=True, mtl_name=f"{base}.mtl")
+    return [_write_atomic(f"{stem}_texture.png", png.getvalue()), _write_atomic(f"{stem}.mtl", mtl.encode()),
+            _write_atomic(path, text.encode())]
+
+
 def save_triplane(planes: torch.Tensor, path: str, model: str | None = None) -> str:
     """One triplane ``[3, C, H, W]`` -> safetensors at ``path`` (atomic), with the model name it came from."""
     from safetensors.torch import save_file

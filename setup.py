@@ -104,11 +104,20 @@ def _extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+def read_version():
+    """``__version__`` from lrm_fast/_version.py (the single source; read as text, nothing imported)."""
+    with open(os.path.join(ROOT, "lrm_fast", "_version.py")) as f:
+        m = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    if not m:
+        raise SystemExit("lrm_fast: no __version__ = \"...\" line in lrm_fast/_version.py")
+    return m.group(1)
+
+
 ext_modules, cmdclass = _extensions()
 
 setup(
     name="lrm_fast",
-    version="0.1.0",
+    version=read_version(),
     description="Fast single-image 3D reconstruction with the Large Reconstruction Model (LRM)",
     long_description=open(os.path.join(ROOT, "README.md")).read() if os.path.exists(os.path.join(ROOT, "README.md")) else "",
     long_description_content_type="text/markdown",

@@ -114,6 +114,7 @@ def read_version():
 
 
 ext_modules, cmdclass = _extensions()
+TRAIN = ["lpips", "torchvision", "matplotlib"]
 
 setup(
     name="lrm_fast",
@@ -124,16 +125,18 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["lrm_fast", "lrm_fast.*"]) + ["lrm_fast.kernels"],
     package_dir={"lrm_fast.kernels": "kernels"},
-    package_data={"lrm_fast": ["assets/*"]},
+    package_data={"lrm_fast": ["assets/*.png", "assets/demo/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4", "timm>=1.0", "safetensors", "numpy", "pillow", "imageio", "imageio-ffmpeg",
         "trimesh", "scikit-image", "tqdm", "pyyaml",
     ],
+    # A plain install is what the API and `lrm-fast reconstruct` need; the rest is opt-in.
     extras_require={
-        "fast": ["triton", "xformers"],
-        "train": ["lpips", "torchvision"],
-        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "lpips", "torchvision"],
+        "fast": ["triton", "xformers"],                     # GPU kernels (the ops fall back without them)
+        "train": TRAIN,                                     # perceptual loss, training curves
+        "demo": ["gradio"],                                 # `lrm-fast demo` (web UI)
+        "dev": ["pytest", "pytest-benchmark", "ninja", "triton"] + TRAIN,   # tests + benchmarks (CI installs this)
     },
     entry_points={"console_scripts": ["lrm-fast = lrm_fast.cli:main"]},
     ext_modules=ext_modules,

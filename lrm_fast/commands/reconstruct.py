@@ -75,7 +75,7 @@ def run(args) -> int:
         and not sources[0].lower().endswith(".txt")
     rank, world, local_rank = dist_info()
     device = resolve_device(args.device, local_rank, torch.cuda.is_available())
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():  # else load_model says no GPU is visible
         torch.cuda.set_device(device)
     t0 = time.perf_counter()
     model = load_model(args.model, device=device, dtype=args.dtype, backend=args.backend, seed=args.seed)

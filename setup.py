@@ -104,28 +104,40 @@ def _extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+def read_version():
+    """``__version__`` from lrm_fast/_version.py (the single source; read as text, nothing imported)."""
+    with open(os.path.join(ROOT, "lrm_fast", "_version.py")) as f:
+        m = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    if not m:
+        raise SystemExit("lrm_fast: no __version__ = \"...\" line in lrm_fast/_version.py")
+    return m.group(1)
+
+
 ext_modules, cmdclass = _extensions()
+TRAIN = ["lpips", "torchvision", "matplotlib"]
 
 setup(
     name="lrm_fast",
-    version="0.1.0",
+    version=read_version(),
     description="Fast single-image 3D reconstruction with the Large Reconstruction Model (LRM)",
     long_description=open(os.path.join(ROOT, "README.md")).read() if os.path.exists(os.path.join(ROOT, "README.md")) else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lrm_fast", "lrm_fast.*"]) + ["lrm_fast.kernels"],
     package_dir={"lrm_fast.kernels": "kernels"},
-    package_data={"lrm_fast": ["assets/*"]},
+    package_data={"lrm_fast": ["assets/*.png", "assets/demo/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4", "timm>=1.0", "safetensors", "numpy", "pillow", "imageio", "imageio-ffmpeg",
         "trimesh", "scikit-image", "tqdm", "pyyaml",
         "xatlas", "fast-simplification",  # textured meshes (--texture / --faces), lazily imported
     ],
+    # A plain install is what the API and `lrm-fast reconstruct` need; the rest is opt-in.
     extras_require={
-        "fast": ["triton", "xformers"],
-        "train": ["lpips", "torchvision"],
-        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "lpips", "torchvision"],
+        "fast": ["triton", "xformers"],                     # GPU kernels (the ops fall back without them)
+        "train": TRAIN,                                     # perceptual loss, training curves
+        "demo": ["gradio"],                                 # `lrm-fast demo` (web UI)
+        "dev": ["pytest", "pytest-benchmark", "ninja", "triton"] + TRAIN,   # tests + benchmarks (CI installs this)
     },
     entry_points={"console_scripts": ["lrm-fast = lrm_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -8,12 +8,14 @@ Public API::
     rec.render(azimuths=[0, 90], elevations=20, resolution=128)["rgb"]   # [B, V, H, W, 3]
     rec.mesh()                                 # trimesh.Trimesh with vertex colors
     rec.save("out/", formats=("glb", "mp4"))
+    lrm_fast.reconstruct_many(model, "photos/", "outputs", batch_size=8)   # a folder / .txt list, resumable
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .config import LRMConfig
 from .model.lrm import LRM
 from .api import Reconstruction, load_model, reconstruct
+from .batch import reconstruct_many
 from .info import info
 
-__all__ = ["LRM", "LRMConfig", "Reconstruction", "load_model", "reconstruct", "info", "__version__"]
+__all__ = ["LRM", "LRMConfig", "Reconstruction", "load_model", "reconstruct", "reconstruct_many", "info", "__version__"]

@@ -155,15 +155,32 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
         preprocess: recenter/rescale the foreground (``lrm_fast.io.images.preprocess``); False only
             composites and resizes.
     """
-    from .io.images import load_image, preprocess as _prep
-
     items = _as_image_list(images)
-    p = next(model.parameters())
+    size, bg, ratio = input_spec(model)
+    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess else 0.0) for im in items])
+    return reconstruct_prepared(model, batch, camera)
+
+
+def input_spec(model: LRM) -> tuple[int, float, float]:
+    """``(image_size, background, foreground_ratio)``: how ``model``'s encoder input is prepared
+    (plain numbers, so worker processes can prepare images without the model)."""
     enc = model.cfg.encoder
     bg = model.cfg.render.background if enc.input_background is None else enc.input_background
-    batch = torch.stack([_prep(load_image(im), enc.image_size, bg,
-                               enc.foreground_ratio if preprocess else 0.0) for im in items])
-    cam = _source_camera(model, camera, len(items))
+    return int(enc.image_size), float(bg), float(enc.foreground_ratio)
+
+
+def prepare_image(image, size: int, background: float, foreground_ratio: float) -> torch.Tensor:
+    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32)."""
+    from .io.images import load_image, preprocess as _prep
+
+    return _prep(load_image(image), size, background, foreground_ratio)
+
+
+@torch.inference_mode()
+def reconstruct_prepared(model: LRM, batch: torch.Tensor, camera=None) -> "Reconstruction":
+    """Prepared inputs ``[B, 3, S, S]`` (from ``prepare_image``) -> ``Reconstruction``."""
+    p = next(model.parameters())
+    cam = _source_camera(model, camera, batch.shape[0])
     planes = model.forward_planes(batch.to(p.device, p.dtype), None if cam is None else cam.to(p.device, p.dtype))
     return Reconstruction(model, planes, batch)
 

@@ -18,7 +18,8 @@ def model():
 
 
 def test_public_names_only():
-    assert set(lrm_fast.__all__) == {"LRM", "LRMConfig", "Reconstruction", "load_model", "reconstruct", "info", "__version__"}
+    assert set(lrm_fast.__all__) == {"LRM", "LRMConfig", "Reconstruction", "load_model", "reconstruct", "reconstruct_many", "info",
+                                    "__version__"}
     from lrm_fast.api import _resolve_model_path
 
     assert DEFAULT_MODEL in lrm_fast.config.PRESETS or os.path.isdir(_resolve_model_path(DEFAULT_MODEL))

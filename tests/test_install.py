@@ -64,3 +64,21 @@ def test_force_cuda_checks_nvcc_major_against_torch(tmp_path):
     assert _decide(tmp_path, True, _fake_nvcc(tmp_path, "13.0"), "13.0") == "(True, None)"
     # a CPU-only torch cannot build CUDA kernels either
     assert "torch.version.cuda is None" in _decide(tmp_path, True, _fake_nvcc(tmp_path, "13.1"), "")
+
+
+def test_version_has_one_source():
+    """setup.py reads lrm_fast/_version.py; the package, `lrm-fast info` and the CHANGELOG agree."""
+    import ast
+    import re
+
+    import lrm_fast
+    from lrm_fast.info import info_text
+
+    src = open(os.path.join(ROOT, "setup.py")).read()
+    fn = [n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "read_version"]
+    ns = {"os": os, "re": re, "ROOT": ROOT}
+    exec(compile(ast.Module(body=fn, type_ignores=[]), "setup.py", "exec"), ns)
+    assert ns["read_version"]() == lrm_fast.__version__
+    assert re.search(r'version\s*=\s*read_version\(\)', src) and '"0.' not in src.split("setup(")[-1]
+    assert f"## [{lrm_fast.__version__}]" in open(os.path.join(ROOT, "CHANGELOG.md")).read()
+    assert f"lrm_fast {lrm_fast.__version__} " in info_text(presets=[])

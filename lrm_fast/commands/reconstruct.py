@@ -14,9 +14,16 @@ def add_arguments(p):
     p.description = ("Reconstruct objects from single photos. For each IMAGE writes, under OUT/<image name>/, "
                      "a colored mesh and a turntable video (and optionally frames and the triplane). "
                      "Photos with a transparent background (RGBA PNG) work best: the object is recentered "
-                     "from its alpha; an opaque photo is used as is. With no IMAGE, the shipped sample is used.")
-    p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="input image files (png/jpg/webp/...); default: the shipped sample image")
+                     "from its alpha; an opaque photo is used as is. With no IMAGE, the shipped sample is used. "
+                     "A FOLDER means every png/jpg/jpeg/webp in it (sorted), a LIST.txt one path per line "
+                     "(relative to the list; # comments). Inputs whose outputs are already complete are "
+                     "skipped (resumable after a kill; --overwrite redoes them); a bad file is reported in one "
+                     "line and the run goes on; the exit code is 1 when any input failed (2 for a usage "
+                     "error, or when the only input is a bad image). Under torchrun, rank r of W takes "
+                     "every W-th image on cuda:LOCAL_RANK.")
+    p.add_argument("images", nargs="*", metavar="IMAGE|FOLDER|LIST.txt",
+                   help="input image files (png/jpg/webp/...), folders of images, or .txt lists of image "
+                        "paths; default: the shipped sample image")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"preset name (tiny, small, base, large, paper, triposr: random weights) or a checkpoint "
                         f"folder/file (ours, OpenLRM v1.0/v1.1, TripoSR); default: {DEFAULT_MODEL}")
@@ -46,14 +53,25 @@ def add_arguments(p):
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--backend", default="auto", help="auto | fast | reference (see `lrm-fast info`)")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per encoder/decoder call (default 1; meshes and videos are made per image)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding and preprocessing images while the model runs (default 2; 0: "
+                        "in this process)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs whose outputs are already complete (default: skip them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no per-image lines")
 
 
 def run(args) -> int:
-    from ..api import FORMATS, load_model, reconstruct
+    import torch
+
+    from ..api import FORMATS, load_model
+    from ..batch import list_inputs, reconstruct_many
+    from ..dist import dist_info, resolve_device
     from ..texture import check_texture_args
 
-    images = args.images or [DEFAULT_IMAGE]
+    sources = args.images or [DEFAULT_IMAGE]
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS + ("triplane",)]
     if bad or not formats:
@@ -64,33 +82,31 @@ def run(args) -> int:
     check_texture_args(texture_size, args.faces)  # fail before loading a model
     if args.texture and "ply" in formats:
         raise ValueError("--texture cannot write ply (no texture there); use --formats glb or obj")
-    for path in images:  # fail before loading a model
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image file not found: {path}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    paths = list_inputs(sources)  # fail before loading a model: missing source, empty folder, empty list
+    # one image named on the command line: its error is the command's error (exit 2), as before
+    single = len(sources) == 1 and len(paths) == 1 and not os.path.isdir(sources[0]) \
+        and not sources[0].lower().endswith(".txt")
+    rank, world, local_rank = dist_info()
+    device = resolve_device(args.device, local_rank, torch.cuda.is_available())
+    if device.type == "cuda" and torch.cuda.is_available():  # else load_model says no GPU is visible
+        torch.cuda.set_device(device)
     t0 = time.perf_counter()
-    model = load_model(args.model, device=args.device, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    model = load_model(args.model, device=device, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    name = args.model
     if getattr(model, "untrained", False):
-        print(f"WARNING: preset {args.model!r} has RANDOM, UNTRAINED weights (seed {args.seed}); the "
-              "output shows the pipeline works, not a real reconstruction.", file=sys.stderr)
+        name = f"{args.model} (random weights, seed {args.seed})"
+        if rank == 0:
+            print(f"WARNING: preset {args.model!r} has RANDOM, UNTRAINED weights (seed {args.seed}); the "
+                  "output shows the pipeline works, not a real reconstruction.", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
-    written = []
-    for path in images:
-        name = os.path.splitext(os.path.basename(path))[0]
-        out_dir = os.path.join(args.out, name)
-        rec = reconstruct(model, path)
-        media = tuple(f for f in formats if f != "triplane")
-        if media:
-            written += rec.save(out_dir, formats=media, n_views=args.views, resolution=args.resolution,
-                                mc_resolution=args.mc_resolution, threshold=args.mc_threshold, names=[name],
-                                elevation=args.elevation, coarse_to_fine=args.mc_coarse_to_fine,
-                                progress=progress, texture=args.texture, texture_size=texture_size, faces=args.faces)
-        if "triplane" in formats:
-            from ..io.export import save_triplane
-
-            written.append(save_triplane(rec.triplane[0], os.path.join(out_dir, name + ".triplane.safetensors"),
-                                         model=args.model))
-    print(f"wrote {len(written)} files under {args.out} in {time.perf_counter() - t0:.1f} s")
-    for w in written:
-        if "_view" not in w:
-            print("  " + w)
-    return 0
+    summary = reconstruct_many(
+        model, paths, args.out, formats, batch_size=args.batch_size, workers=args.workers,
+        overwrite=args.overwrite, n_views=args.views, resolution=args.resolution, elevation=args.elevation,
+        mc_resolution=args.mc_resolution, threshold=args.mc_threshold, coarse_to_fine=args.mc_coarse_to_fine,
+        texture=args.texture, texture_size=texture_size, faces=args.faces,
+        model_name=name, stop_on_error=single, verbose=not args.quiet, progress=progress)
+    print(f"{summary.line()}; outputs under {args.out} ({time.perf_counter() - t0:.1f} s with the model load)"
+          + ("; the FAILED lines above say why" if summary.failed else ""))
+    return 0 if summary.ok else 1

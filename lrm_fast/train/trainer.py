@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..dist import dist_info as _dist_info, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .config import TrainConfig
 from .losses import LPIPSLoss, psnr
 
@@ -74,11 +75,6 @@ class StepBatches(torch.utils.data.Dataset):
         epoch, idx = batch_indices(self.start + k, len(self.ds), self.cfg.batch_size, self.cfg.seed)
         self.ds.set_epoch(epoch)
         return collate([self.ds[i] for i in idx[self.rank::self.world]])
-
-
-def _dist_info() -> tuple[int, int, int]:
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -127,18 +123,6 @@ def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str, local_rank: int, cuda_available: bool) -> torch.device:
-    """The training device: ``"auto"`` is this process's GPU (``cuda:<local rank>``) when there is
-    one, else the CPU; a bare ``"cuda"`` gets the local rank's index too (``torch.cuda.set_device``
-    refuses a device without one: the first GPU run's training tests failed on it)."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if cuda_available else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
 
 
 class Trainer:

@@ -129,13 +129,32 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
     # per cell (Rc-1)^3: does the bound contain the threshold? (NaN bounds: yes)
     nc = Rc - 1
     lo_ax, hi_ax = axc[:-1], axc[1:]
-    lo = torch.stack(torch.meshgrid(lo_ax, lo_ax, lo_ax, indexing="ij"), -1).reshape(-1, 3)
-    hi = torch.stack(torch.meshgrid(hi_ax, hi_ax, hi_ax, indexing="ij"), -1).reshape(-1, 3)
     takes_level = "level" in inspect.signature(bounds_fn).parameters
-    dmin, dmax = bounds_fn(lo, hi, level=threshold) if takes_level else bounds_fn(lo, hi)
-    del lo, hi
-    above = (dmin > threshold).to(device).reshape(nc, nc, nc)
-    below = (dmax < threshold).to(device).reshape(nc, nc, nc)
+
+    def bound(lo, hi):
+        return bounds_fn(lo, hi, level=threshold) if takes_level else bounds_fn(lo, hi)
+
+    # blocks of B^3 cells first: a block whose bound is decided decides all its cells (empty space);
+    # cells are bounded only inside undecided blocks
+    B = 4
+    nb = -(-nc // B)
+    blo = lo_ax[::B]
+    bhi = hi_ax[torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)]
+    dmin, dmax = bound(torch.stack(torch.meshgrid(blo, blo, blo, indexing="ij"), -1).reshape(-1, 3),
+                       torch.stack(torch.meshgrid(bhi, bhi, bhi, indexing="ij"), -1).reshape(-1, 3))
+    cb = torch.arange(nc, device=device) // B
+    up_b = (dmin > threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
+    dn_b = (dmax < threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
+    above, below = up_b.clone(), dn_b.clone()
+    todo = (~(up_b | dn_b)).reshape(-1).nonzero()[:, 0]
+    del up_b, dn_b
+    for st in range(0, todo.shape[0], 1 << 18):
+        t = todo[st:st + (1 << 18)]
+        i, j, k = t // (nc * nc), (t // nc) % nc, t % nc
+        dmin, dmax = bound(torch.stack([lo_ax[i], lo_ax[j], lo_ax[k]], -1),
+                           torch.stack([hi_ax[i], hi_ax[j], hi_ax[k]], -1))
+        above.view(-1)[t] = (dmin > threshold).to(device)
+        below.view(-1)[t] = (dmax < threshold).to(device)
     active = ~(above | below)
     fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
                          align_corners=True)[0, 0, :R, :R, :R].contiguous()
@@ -212,7 +231,7 @@ def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -
     return const
 
 
-def field_density_bounds(field, planes: torch.Tensor):
+def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
     """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
     field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
 
@@ -313,7 +332,7 @@ def field_density_bounds(field, planes: torch.Tensor):
                 xl, xh = c - r, c + r
                 pre.append((xl, xh))
             lo_raw, hi_raw = xl[:, 0].clone(), xh[:, 0].clone()
-            if cfg.activation == "relu":     # linear bound propagation (CROWN) back to the breakpoints
+            if crown and cfg.activation == "relu":   # linear bound propagation back to the breakpoints
                 todo = torch.ones_like(lo_raw, dtype=torch.bool)
                 if level is not None:
                     dl, dh = field.density((lo_raw - margin).float()), field.density((hi_raw + margin).float())

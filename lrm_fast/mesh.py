@@ -7,18 +7,19 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
 out of the object (from high to low density).
 
-Coarse-to-fine (``coarse_to_fine=True``; opt-in, off by default): the density is first queried on a grid 4x
-coarser per axis; fine points are queried exactly only inside coarse cells where the surface may
-pass: the threshold lies within the cell's corner range widened by the largest change along any
-nearby coarse edge (dilated by one cell). The rest take the trilinear upsampling of the coarse grid,
-which lies on the same side of the threshold, so marching cubes places no surface there. Smooth
-(trained) fields refine a thin shell around the surface; noisy ones (random weights) refine almost
-everything, i.e. cost about as much as the dense grid instead of losing surface. A blob smaller than
-a coarse cell in a region where the coarse values vary less than its height can still be missed;
-``coarse_to_fine=False`` (the default) queries every point. Measured limit: on the *untrained*
-base preset at 256^3 the coarse grid (stride 4 = one triplane texel) aliases the texel-periodic
-noise of the random field and the mesh lost ~19% of its faces, so it stays opt-in until it is
-validated on trained weights; on smooth fields (tests, bench "mesh-smooth-field") it is exact.
+Coarse-to-fine (``coarse_to_fine=True``, the default of ``extract_mesh``; ``False`` = dense): the density
+is queried on a grid 4x coarser per axis (every 4th fine point), then for each coarse cell a
+*proven* bound of the density over the cell (``field_density_bounds``: each first-layer unit of the
+field MLP is linear in the bilinearly sampled features, so its range over the cell is the range of
+the projected planes at the footprint's breakpoints; interval arithmetic through the other layers; a
+rounding margin for the fp32 kernel). Blocks of 4^3 cells are bounded first, so empty space is
+decided in one bound. Only the fine points of cells whose bound contains the level are queried; the
+others take the trilinear upsampling of the coarse grid, clamped to the side of the level the bound
+proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
+only a crossing cube's own corners, so the mesh is the dense grid's, vertex for vertex and face for
+face (tests: fitted field, demo model, parity checkpoints, random weights, analytic spheres). A
+density function without a bound (a bare ``density_fn`` given to ``density_grid``) gets the dense
+grid. Loose bounds cost speed, never surface: random weights refine nearly everything.
 """
 from __future__ import annotations
 

@@ -7,26 +7,30 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
 out of the object (from high to low density).
 
-Coarse-to-fine (``coarse_to_fine=True``; opt-in, off by default): the density is first queried on a grid 4x
-coarser per axis; fine points are queried exactly only inside coarse cells where the surface may
-pass: the threshold lies within the cell's corner range widened by the largest change along any
-nearby coarse edge (dilated by one cell). The rest take the trilinear upsampling of the coarse grid,
-which lies on the same side of the threshold, so marching cubes places no surface there. Smooth
-(trained) fields refine a thin shell around the surface; noisy ones (random weights) refine almost
-everything, i.e. cost about as much as the dense grid instead of losing surface. A blob smaller than
-a coarse cell in a region where the coarse values vary less than its height can still be missed;
-``coarse_to_fine=False`` (the default) queries every point. Measured limit: on the *untrained*
-base preset at 256^3 the coarse grid (stride 4 = one triplane texel) aliases the texel-periodic
-noise of the random field and the mesh lost ~19% of its faces, so it stays opt-in until it is
-validated on trained weights; on smooth fields (tests, bench "mesh-smooth-field") it is exact.
+Coarse-to-fine (``coarse_to_fine=True``, the default of ``extract_mesh``; ``False`` = dense): the density
+is queried on a grid 4x coarser per axis (every 4th fine point), then for each coarse cell a
+*proven* bound of the density over the cell (``field_density_bounds``: each first-layer unit of the
+field MLP is linear in the bilinearly sampled features, so its range over the cell is the range of
+the projected planes at the footprint's breakpoints; interval arithmetic through the other layers; a
+rounding margin for the fp32 kernel). Blocks of 4^3 cells are bounded first, so empty space is
+decided in one bound. Only the fine points of cells whose bound contains the level are queried; the
+others take the trilinear upsampling of the coarse grid, clamped to the side of the level the bound
+proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
+only a crossing cube's own corners, so the mesh is the dense grid's, vertex for vertex and face for
+face (tests: fitted field, demo model, parity checkpoints, random weights, analytic spheres). A
+density function without a bound (a bare ``density_fn`` given to ``density_grid``) gets the dense
+grid. Loose bounds cost speed, never surface: random weights refine nearly everything.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .ops.triplane_mlp import PLANE_AXES
 
 COARSE_STRIDE = 4
 
@@ -35,29 +39,58 @@ def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> t
     return torch.linspace(lo, hi, res, device=device, dtype=dtype)
 
 
-def _query_points(density_fn: Callable[[torch.Tensor], torch.Tensor], pts: torch.Tensor, chunk: int,
-                  progress=None) -> torch.Tensor:
-    """density_fn over ``pts [N, 3]`` in chunks -> ``[N]`` fp32."""
-    out = torch.empty(pts.shape[0], dtype=torch.float32, device=pts.device)
-    for s in range(0, pts.shape[0], chunk):
-        out[s:s + chunk] = density_fn(pts[s:s + chunk]).float().reshape(-1)
+def _query_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], axes, out: torch.Tensor, chunk: int,
+                progress=None) -> None:
+    """``out.view(-1)[f] = density_fn(points)`` over the product grid of ``axes`` (x, y, z), in chunks
+    of ``chunk`` points whose coordinates are made per chunk (no full-grid point array)."""
+    ax, ay, az = axes
+    ny, nz = ay.shape[0], az.shape[0]
+    flat_out = out.view(-1)
+    n = flat_out.shape[0]
+    for s in range(0, n, chunk):
+        f = torch.arange(s, min(s + chunk, n), device=out.device)
+        pts = torch.stack([ax[f // (ny * nz)], ay[(f // nz) % ny], az[f % nz]], -1)
+        flat_out[s:s + f.shape[0]] = density_fn(pts).float().reshape(-1)
         if progress is not None:
-            progress.update(min(chunk, pts.shape[0] - s))
-    return out
+            progress.update(f.shape[0])
+
+
+def _cells_to_points(cells: torch.Tensor, s: int, R: int) -> torch.Tensor:
+    """Cell mask ``[Rc-1]^3`` -> point mask ``[R]^3``: a fine point is set when any closed coarse cell
+    containing it is (cell ``c`` holds fine indices ``c*s .. c*s+s`` along each axis)."""
+    x = cells
+    for d in range(3):
+        x = x.repeat_interleave(s, dim=d)                         # index i -> cell i // s
+        one = list(x.shape)
+        one[d] = 1
+        x = torch.cat([x, x.new_zeros(one)], d)                   # length (Rc-1)*s + 1
+        prev = torch.cat([x.new_zeros(one), x.narrow(d, 0, x.shape[d] - 1)], d)   # prev[i] = x[i-1]
+        i = torch.arange(x.shape[d], device=x.device)
+        shape = [1, 1, 1]
+        shape[d] = -1
+        shared = ((i % s == 0) & (i > 0)).view(shape)              # i = s, 2s, ..: also cell i//s - 1
+        x = (x | (prev & shared)).narrow(d, 0, R)
+    return x.contiguous()
 
 
 def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, box_min: float,
                  box_max: float, threshold: float, device=None, coarse_to_fine: bool = False,
-                 chunk: int = 262144, progress: bool = False) -> tuple[np.ndarray, int]:
+                 chunk: int = 262144, progress: bool = False, bounds_fn=None) -> tuple[np.ndarray, int]:
     """Density ``[R, R, R]`` (fp32 numpy; index ``[i, j, k]`` = point ``(x_i, y_j, z_k)``) and the
     number of points actually queried.
 
-    ``density_fn(points [N, 3]) -> [N]`` takes world points."""
+    ``density_fn(points [N, 3]) -> [N]`` takes world points. Coarse-to-fine needs a conservative
+    bound of the density over a box: ``bounds_fn(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``
+    (or a ``density_fn.bounds`` attribute; ``field_density_bounds`` makes one for a triplane field).
+    Without one the dense grid is queried: no rule that only sees samples can be exact."""
     R = int(resolution)
     if R < 2:
         raise ValueError(f"mesh resolution must be >= 2, got {resolution}")
     s = COARSE_STRIDE
-    use_c2f = coarse_to_fine and R >= 8 * s
+    if bounds_fn is None:
+        bounds_fn = getattr(density_fn, "bounds", None)
+    use_c2f = coarse_to_fine and bounds_fn is not None and R >= 8 * s
+    ax = _grid_axis(R, box_min, box_max, device)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -67,54 +100,260 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
         if not use_c2f:
             if bar is not None:
                 bar.total = R ** 3
-            ax = _grid_axis(R, box_min, box_max, device)
-            pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
-            return _query_points(density_fn, pts, chunk, bar).reshape(R, R, R).cpu().numpy(), R ** 3
-        # coarse points sit on every s-th fine point; the last coarse cell may reach past the box
-        # (the field is defined there too), the fine grid is cropped back to R afterwards
-        Rc = -(-(R - 1) // s) + 1
-        Rf = (Rc - 1) * s + 1
-        h = (box_max - box_min) / (R - 1)
-        axc = box_min + h * s * torch.arange(Rc, device=device, dtype=torch.float32)
-        ptsc = torch.stack(torch.meshgrid(axc, axc, axc, indexing="ij"), -1).reshape(-1, 3)
-        if bar is not None:
-            bar.total = Rc ** 3
-        coarse = _query_points(density_fn, ptsc, chunk, bar).reshape(Rc, Rc, Rc)
-        # A cell is refined when the threshold lies within its corner range widened by the largest
-        # change along any coarse edge nearby (a local Lipschitz bound): a smooth field refines only
-        # cells the surface crosses, a noisy one (untrained weights) refines nearly everything,
-        # i.e. falls back to the dense grid instead of missing surface between coarse corners.
-        c = coarse[None, None]
-        cmax = F.max_pool3d(c, 2, 1)
-        cmin = -F.max_pool3d(-c, 2, 1)
-        edge = torch.zeros_like(cmax)
-        for d in range(3):
-            e = (c.narrow(2 + d, 1, Rc - 1) - c.narrow(2 + d, 0, Rc - 1)).abs()
-            e = F.max_pool3d(e, [1 if k == d else 2 for k in range(3)], 1)
-            edge = torch.maximum(edge, e)
-        var = F.max_pool3d(edge, 3, 1, padding=1)
-        active = (cmin - var <= threshold) & (cmax + var >= threshold)
-        active = F.max_pool3d(active.float(), 3, 1, padding=1)[0, 0] > 0       # dilate by one cell
-        fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
-                             align_corners=True)[0, 0, :R, :R, :R].contiguous()
-        idx = active.nonzero()                                                   # [M, 3] coarse cells
-        n = Rc ** 3
-        if idx.numel():
-            off = torch.arange(s + 1, device=idx.device)
-            o = torch.stack(torch.meshgrid(off, off, off, indexing="ij"), -1).reshape(-1, 3)
-            pts_idx = (idx[:, None] * s + o[None]).reshape(-1, 3)
-            pts_idx = pts_idx[(pts_idx < R).all(-1)]
-            flat = torch.unique(pts_idx[:, 0] * R * R + pts_idx[:, 1] * R + pts_idx[:, 2])
-            ijk = torch.stack([flat // (R * R), (flat // R) % R, flat % R], -1)
-            pts = box_min + h * ijk.to(torch.float32)
-            if bar is not None:
-                bar.total = Rc ** 3 + pts.shape[0]
-            fine.view(-1)[flat] = _query_points(density_fn, pts, chunk, bar)
-            n += pts.shape[0]
-        return fine.cpu().numpy(), n
+            grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
+            _query_grid(density_fn, (ax, ax, ax), grid, chunk, bar)
+            return grid.cpu().numpy(), R ** 3
+        return _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, float(threshold), chunk, bar)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+    """Coarse grid (every s-th fine point), per coarse cell a conservative density bound; fine points
+    of cells whose bound contains the threshold are queried exactly, the others take the trilinear
+    upsampling of the coarse grid, clamped to the side of the threshold their cells are on. Every fine
+    cube with a surface crossing lies in a refined cell, so marching cubes gives the dense result."""
+    s = COARSE_STRIDE
+    device = ax.device
+    # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
+    # is defined there too), the fine grid is cropped back to R afterwards
+    Rc = -(-(R - 1) // s) + 1
+    Rf = (Rc - 1) * s + 1
+    h = (box_max - box_min) / (R - 1)
+    extra = (box_min + h * torch.arange(R, Rf, dtype=torch.float64)).to(device=device, dtype=torch.float32)
+    axc = torch.cat([ax, extra])[::s].contiguous()                  # the fine axis' own values where < R
+    if bar is not None:
+        bar.total = Rc ** 3
+    coarse = torch.empty(Rc, Rc, Rc, dtype=torch.float32, device=device)
+    _query_grid(density_fn, (axc, axc, axc), coarse, chunk, bar)
+    # per cell (Rc-1)^3: does the bound contain the threshold? (NaN bounds: yes)
+    nc = Rc - 1
+    lo_ax, hi_ax = axc[:-1], axc[1:]
+    takes_level = "level" in inspect.signature(bounds_fn).parameters
+
+    def bound(lo, hi):
+        return bounds_fn(lo, hi, level=threshold) if takes_level else bounds_fn(lo, hi)
+
+    # blocks of B^3 cells first: a block whose bound is decided decides all its cells (empty space);
+    # cells are bounded only inside undecided blocks
+    B = 4
+    nb = -(-nc // B)
+    blo = lo_ax[::B]
+    bhi = hi_ax[torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)]
+    dmin, dmax = bound(torch.stack(torch.meshgrid(blo, blo, blo, indexing="ij"), -1).reshape(-1, 3),
+                       torch.stack(torch.meshgrid(bhi, bhi, bhi, indexing="ij"), -1).reshape(-1, 3))
+    cb = torch.arange(nc, device=device) // B
+    up_b = (dmin > threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
+    dn_b = (dmax < threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
+    above, below = up_b.clone(), dn_b.clone()
+    todo = (~(up_b | dn_b)).reshape(-1).nonzero()[:, 0]
+    del up_b, dn_b
+    for st in range(0, todo.shape[0], 1 << 18):
+        t = todo[st:st + (1 << 18)]
+        i, j, k = t // (nc * nc), (t // nc) % nc, t % nc
+        dmin, dmax = bound(torch.stack([lo_ax[i], lo_ax[j], lo_ax[k]], -1),
+                           torch.stack([hi_ax[i], hi_ax[j], hi_ax[k]], -1))
+        above.view(-1)[t] = (dmin > threshold).to(device)
+        below.view(-1)[t] = (dmax < threshold).to(device)
+    active = ~(above | below)
+    fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
+                         align_corners=True)[0, 0, :R, :R, :R].contiguous()
+    del coarse
+    # points only in cells entirely above (below) the threshold: keep them strictly on that side (a
+    # point cannot be in both kinds: a shared face would hold values above and below)
+    up = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(np.inf, dtype=torch.float32))
+    dn = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(-np.inf, dtype=torch.float32))
+    pa = _cells_to_points(above, s, R)
+    fine = torch.where(pa, fine.clamp_min(up.item()), fine.clamp_max(dn.item()))
+    del pa
+    pts_active = _cells_to_points(active, s, R)
+    n = Rc ** 3
+    n_active = int(pts_active.sum())
+    if bar is not None:
+        bar.total = Rc ** 3 + n_active
+    rows = max(1, chunk // (R * R))
+    for i0 in range(0, R, rows):
+        m = pts_active[i0:i0 + rows]
+        idx = m.nonzero()
+        if not idx.shape[0]:
+            continue
+        for c0 in range(0, idx.shape[0], chunk):
+            ijk = idx[c0:c0 + chunk]
+            pts = torch.stack([ax[ijk[:, 0] + i0], ax[ijk[:, 1]], ax[ijk[:, 2]]], -1)
+            fine[ijk[:, 0] + i0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
+            if bar is not None:
+                bar.update(ijk.shape[0])
+    n += n_active
+    return fine.cpu().numpy(), n
+
+
+def _interval_act(lo: torch.Tensor, hi: torch.Tensor, act: str):
+    if act == "relu":
+        return lo.clamp_min(0), hi.clamp_min(0)
+    if act == "softplus":
+        return F.softplus(lo), F.softplus(hi)
+    if act == "silu":   # decreasing below x* = -1.27846, increasing above; minimum silu(x*)
+        xs = -1.2784645427610738
+        fl, fh = F.silu(lo), F.silu(hi)
+        mn = torch.where((lo <= xs) & (hi >= xs), torch.full_like(lo, xs / (1 + np.exp(-xs))),
+                         torch.minimum(fl, fh))
+        return mn, torch.maximum(fl, fh)
+    raise ValueError(f"no interval rule for activation {act!r}")
+
+
+def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -> torch.Tensor:
+    """Upper bounds ``[M, J]`` of ``relu(z_K) @ w_out.T + b_out`` (``w_out [J, H]``) for a ReLU MLP
+    whose pre-activations ``z_1 .. z_K`` lie in the boxes ``pre`` (``z_1`` = ``b0`` + a sum over planes
+    of texel projections, ``wins``): each ReLU is relaxed linearly (exact where its box has one sign,
+    else the chord above and 0 or the identity below), the bound is substituted back layer by layer
+    (CROWN) and maximised over the box's texels."""
+    M = pre[0][0].shape[0]
+    lam = w_out.expand(M, *w_out.shape)                               # [M, J, H]
+    const = b_out.expand(M, -1).clone()
+    for k in range(len(pre) - 1, -1, -1):
+        l, u = pre[k][0][:, None], pre[k][1][:, None]
+        unstable = (l < 0) & (u > 0)
+        pos = (l >= 0).to(l.dtype)
+        chord = torch.where(unstable, u / (u - l).clamp_min(1e-300), pos)
+        lower = torch.where(unstable, (u > -l).to(l.dtype), pos)
+        const = const + (lam.clamp_min(0) * torch.where(unstable, -chord * l, torch.zeros_like(l))).sum(-1)
+        g = lam * torch.where(lam >= 0, chord, lower)                 # coefficient of z_k
+        if k == 0:
+            if b0 is not None:
+                const = const + g @ b0
+            for win, iv in wins:          # max over the box's breakpoints (win: per footprint, iv: which)
+                const = const + torch.einsum("mth,mjh->mjt", win[iv], g).amax(-1)
+            return const
+        w, bias = lin[k]
+        if bias is not None:
+            const = const + g @ bias
+        lam = g @ w
+    return const
+
+
+def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
+    """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
+    field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
+
+    The first layer is linear in the features, and bilinear sampling (``grid_sample``,
+    ``align_corners=False``, zero padding) is a convex combination of the texels around a point; so
+    each first-layer unit's pre-activation, a sum over the 3 planes of ``W0_p . feature_p``, lies over
+    a box between the sums of the min and max of the projected texels ``W0_p . texel`` (zero padding
+    included) that the box's footprint on each plane touches. The remaining layers take interval
+    arithmetic in float64 (``W x``: centre ``W c + b``, radius ``|W| r``; monotone activations map ends
+    to ends; SiLU's minimum is handled), then the monotone density activation. The raw interval is
+    widened by a rounding margin ``8 eps(dtype) * fan_in * layers * magnitude`` (the field is
+    evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``)."""
+    if planes.dim() != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
+        raise ValueError(f"field_density_bounds takes one triplane [1, 3, C, H, W], got {tuple(planes.shape)}")
+    cfg = field.cfg
+    P = planes[0].detach().to("cpu", torch.float64)
+    _, C, H, W = P.shape
+    lin = [(m.weight.detach().to("cpu", torch.float64),
+            None if m.bias is None else m.bias.detach().to("cpu", torch.float64)) for m in field.linears]
+    w0, b0 = lin[0]
+    hid = w0.shape[0]
+    # projected planes Q_p = W0_p . texel: [3, H+2, W+2, hidden], zero border = the zero padding
+    if cfg.aggregate == "concat":
+        w0p = [w0[:, p * C:(p + 1) * C] for p in range(3)]
+    else:
+        w0p = [w0 / 3 if cfg.aggregate == "mean" else w0] * 3
+    Q = torch.stack([F.pad(torch.einsum("oc,chw->hwo", w0p[p], P[p]), (0, 0, 1, 1, 1, 1)) for p in range(3)])
+    # global magnitude of every layer's terms, for the rounding margin
+    mag = sum(w0p[p].abs() @ P[p].abs().amax((1, 2)) for p in range(3)) + (0 if b0 is None else b0.abs())
+    for w, bias in lin[1:]:
+        act_mag = mag if cfg.activation != "softplus" else mag + np.log(2)
+        mag = w.abs() @ act_mag + (0 if bias is None else bias.abs())
+    fan = max(w.shape[1] for w, _ in lin)
+    margin = 8 * torch.finfo(planes.dtype).eps * fan * len(lin) * (float(mag[0]) + 1)
+    scale = float(cfg.coord_scale)
+
+    def breakpoints(c0, c1, size):
+        """Pixel coordinates (align_corners=False) where the bilinear interpolant over [c0, c1] can have
+        its extremes: both ends and the texel centres between them (padded by repeating the end)."""
+        p0, p1 = ((c0 + 1) * size - 1) / 2, ((c1 + 1) * size - 1) / 2
+        k0 = torch.floor(p0) + 1
+        n = int((torch.floor(p1) - k0).max().clamp_min(-1)) + 1
+        inner = k0[:, None] + torch.arange(n, dtype=torch.float64)
+        return torch.cat([p0[:, None], torch.minimum(inner, p1[:, None]), p1[:, None]], 1)   # [M, n + 2]
+
+    def sample_q(p, pu, pv):
+        """Projected plane ``p`` at pixel coordinates ``pu [M, A], pv [M, B]`` -> ``[M, A * B, hidden]``
+        (bilinear, zero outside: the padded border)."""
+        Hp, Wp = Q.shape[1], Q.shape[2]
+        fu, fv = torch.floor(pu), torch.floor(pv)
+        au, av = pu - fu, pv - fv
+        iu0 = (fu + 1).clamp(0, Wp - 1).long()
+        iu1 = (fu + 2).clamp(0, Wp - 1).long()
+        iv0 = (fv + 1).clamp(0, Hp - 1).long()
+        iv1 = (fv + 2).clamp(0, Hp - 1).long()
+        q = Q[p]
+        M, A, B = pu.shape[0], pu.shape[1], pv.shape[1]
+
+        def g(iv, iu):
+            return q[iv[:, None, :], iu[:, :, None]]                        # [M, A, B, hidden]
+
+        wu, wv = au[:, :, None, None], av[:, None, :, None]
+        out = (g(iv0, iu0) * (1 - wu) * (1 - wv) + g(iv0, iu1) * wu * (1 - wv)
+               + g(iv1, iu0) * (1 - wu) * wv + g(iv1, iu1) * wu * wv)
+        return out.reshape(M, A * B, -1)
+
+    def bounds(lo: torch.Tensor, hi: torch.Tensor, level: float | None = None, chunk: int = 8192):
+        """Density bounds over the boxes; with ``level``, the costlier linear bound (CROWN) is only
+        computed for boxes whose interval bound contains ``level`` (the others are decided already)."""
+        dev = lo.device
+        lo = lo.detach().to("cpu", torch.float64) * scale
+        hi = hi.detach().to("cpu", torch.float64) * scale
+        pad = 1e-6 * (1 + torch.maximum(lo.abs(), hi.abs()))       # the fp32 points may round outward
+        lo, hi = torch.minimum(lo, hi) - pad, torch.maximum(lo, hi) + pad
+        # per plane, the projected plane at each distinct footprint's breakpoints (cells of a grid share
+        # footprints: at most (cells per axis)^2 of them per plane)
+        tables = []
+        for p, (a, b) in enumerate(PLANE_AXES):
+            keys, inv = torch.unique(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1), dim=0,
+                                     return_inverse=True)
+            win = torch.cat([sample_q(p, breakpoints(k[:, 0], k[:, 1], W), breakpoints(k[:, 2], k[:, 3], H))
+                             for k in keys.split(4096)])
+            tables.append((win, win.amin(1), win.amax(1), inv.reshape(-1)))
+        rl, rh = [], []
+        for s in range(0, lo.shape[0], chunk):
+            iv = [t[3][s:s + chunk] for t in tables]
+            xl = torch.zeros(iv[0].shape[0], hid, dtype=torch.float64) if b0 is None else b0.expand(iv[0].shape[0], hid).clone()
+            xh = xl.clone()
+            for (win, mn, mx, _), i in zip(tables, iv):
+                xl += mn[i]
+                xh += mx[i]
+            pre = [(xl, xh)]
+            for w, bias in lin[1:]:          # interval arithmetic through the other layers
+                al, ah = _interval_act(xl, xh, cfg.activation)
+                c, r = (al + ah) / 2 @ w.T, (ah - al) / 2 @ w.abs().T
+                if bias is not None:
+                    c = c + bias
+                xl, xh = c - r, c + r
+                pre.append((xl, xh))
+            lo_raw, hi_raw = xl[:, 0].clone(), xh[:, 0].clone()
+            if crown and cfg.activation == "relu":   # linear bound propagation back to the breakpoints
+                todo = torch.ones_like(lo_raw, dtype=torch.bool)
+                if level is not None:
+                    dl, dh = field.density((lo_raw - margin).float()), field.density((hi_raw + margin).float())
+                    todo = (dl <= level) & (dh >= level) | dl.isnan() | dh.isnan()
+                j = todo.nonzero()[:, 0]
+                if j.numel():
+                    sub = [(pl[j], ph[j]) for pl, ph in pre[:-1]]
+                    wins = [(t[0], i[j]) for t, i in zip(tables, iv)]
+                    w, bias = lin[-1]
+                    bb = torch.zeros(1, dtype=torch.float64) if bias is None else bias[:1]
+                    up = _crown_upper(w[:1], bb, lin, sub, wins, b0)[:, 0]
+                    dn = -_crown_upper(-w[:1], -bb, lin, sub, wins, b0)[:, 0]
+                    hi_raw[j] = torch.minimum(hi_raw[j], up)
+                    lo_raw[j] = torch.maximum(lo_raw[j], dn)
+            rl.append(lo_raw)
+            rh.append(hi_raw)
+        rl, rh = (torch.cat(rl) - margin).float(), (torch.cat(rh) + margin).float()
+        return field.density(rl).to(dev), field.density(rh).to(dev)
+
+    return bounds
 
 
 def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: float):
@@ -147,7 +386,7 @@ def _largest_component(mesh):
 
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
-                 largest_component: bool = False, coarse_to_fine: bool = False, chunk: int = 262144,
+                 largest_component: bool = False, coarse_to_fine: bool = True, chunk: int = 262144,
                  progress: bool = False):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
 
@@ -173,8 +412,9 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raw = field(planes, pts[None])
         return field.density(raw[..., 0].float())[0]
 
-    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device,
-                           coarse_to_fine and not auto, chunk, progress)
+    c2f = coarse_to_fine and not auto
+    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, c2f, chunk,
+                           progress, bounds_fn=field_density_bounds(field, planes) if c2f else None)
     if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
         threshold = float(np.quantile(grid, 0.75))
     verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max)
@@ -192,7 +432,16 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
 def sphere_density(radius: float = 0.5, peak: float = 10.0) -> Callable[[torch.Tensor], torch.Tensor]:
     """A test density: ``peak * (1 - |p| / radius)`` clipped at 0 (level ``t`` -> sphere of radius
     ``radius * (1 - t / peak)``)."""
-    return lambda p: (peak * (1 - p.norm(dim=-1) / radius)).clamp_min(0)
+    def f(p):
+        return (peak * (1 - p.norm(dim=-1) / radius)).clamp_min(0)
+
+    def bounds(lo, hi):  # exact: the density falls with |p|; nearest and farthest points of each box
+        near = torch.maximum(lo.clamp_min(0), (-hi).clamp_min(0)).norm(dim=-1)
+        far = torch.maximum(lo.abs(), hi.abs()).norm(dim=-1)
+        return f(far[:, None] * torch.tensor([1.0, 0, 0])), f(near[:, None] * torch.tensor([1.0, 0, 0]))
+
+    f.bounds = bounds
+    return f
 
 
-__all__ = ["extract_mesh", "density_grid", "marching_cubes", "sphere_density", "COARSE_STRIDE"]
+__all__ = ["extract_mesh", "density_grid", "field_density_bounds", "marching_cubes", "sphere_density", "COARSE_STRIDE"]

@@ -10,7 +10,8 @@ Per ray (chunked over rays, all batch items at once):
 5. per sample, OpenLRM's in-box filter: outside the box raw density ``-1e4`` (activated: 0) and
    color 0, else the field's activations; intervals between adjacent samples: midpoint
    colors/raw densities/depths, ``density(.)``, deltas (OpenLRM ``MipRayMarcher2``), or, with
-   ``midpoint=False``, the samples themselves;
+   ``midpoint=False``, the samples themselves (all of step 5 is written once, in
+   ``ops/per_sample.py``, which the field, both paths here and the fused op's twin call);
 6. compositing on the background.
 
 Steps 5-6 (and the coarse weights of step 4) are one op, ``ops.composite_samples`` (its twin is
@@ -33,13 +34,11 @@ import torch
 from torch import nn
 
 from ..config import RenderConfig
-from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, ray_box,
-                   ray_points, stratified)
+from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, per_sample,
+                   ray_box, ray_points, stratified)
 from ..ops.composite import composite_samples, composite_samples_weights
 from .field import TriplaneField
 from .occupancy import OccupancyGrid, march_skip, skips
-
-MASKED_RAW_DENSITY = -1e4
 
 
 def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
@@ -69,23 +68,14 @@ class Renderer(nn.Module):
         """raw field outputs at ``origins + depths * dirs``. origins/dirs ``[B, R, 3]``,
         depths ``[B, R, S]``, valid ``[B, R]`` -> raw density ``[B, R, S]``, rgb ``[B, R, S, 3]``."""
         B, R, S = depths.shape
-        pts = origins[:, :, None] + depths[..., None] * dirs[:, :, None]
+        pts = per_sample.sample_points(origins, dirs, depths)
         raw = self.field(planes, pts.reshape(B, R * S, 3)).reshape(B, R, S, 4)
-        cfg = self.cfg
-        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1) & valid[..., None]
-        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
-        return sigma_raw, rgb
+        inside = per_sample.in_box(pts, self.cfg.box_min, self.cfg.box_max) & valid[..., None]
+        return per_sample.gate(raw[..., 0], self.field.rgb(raw), inside)
 
     def _intervals(self, depths, sigma_raw, rgb):
         """Samples -> intervals: (rgb [.., S', 3], sigma [.., S'], deltas, interval depths)."""
-        deltas = depths[..., 1:] - depths[..., :-1]
-        if self.cfg.midpoint:
-            sigma = self.field.density(0.5 * (sigma_raw[..., 1:] + sigma_raw[..., :-1]))
-            rgb = 0.5 * (rgb[..., 1:, :] + rgb[..., :-1, :])
-            mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
-            return rgb, sigma, deltas, mids
-        return rgb[..., :-1, :], self.field.density(sigma_raw[..., :-1]), deltas, depths[..., :-1]
+        return per_sample.intervals(depths, sigma_raw, rgb, self.cfg.midpoint, self.field.density)
 
     def _use_fast(self, t: torch.Tensor) -> bool:
         if self.backend == "reference":
@@ -169,12 +159,9 @@ class Renderer(nn.Module):
     def _gate(self, raw, depths, origins, dirs):
         """The unfused twin of the fused op's first step (OpenLRM's in-box filter): raw ``[R, S, 4]``
         -> raw density ``[R, S]`` (``-1e4`` outside the box) and activated rgb ``[R, S, 3]`` (0 outside)."""
-        cfg = self.cfg
         pts = ray_points(origins, dirs, depths, backend="reference")  # the bits _raw used
-        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1)
-        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
-        return sigma_raw, rgb
+        inside = per_sample.in_box(pts, self.cfg.box_min, self.cfg.box_max)
+        return per_sample.gate(raw[..., 0], self.field.rgb(raw), inside)
 
     def _march(self, planes, origins, dirs, near, far, bg, jitter, generator):
         """Steps 2-6 of the module docstring for a set of rays, with ``self.backend``'s ops: the

@@ -21,6 +21,7 @@
 
 #include "composite_samples.h"
 #include "composite_vec_cpu.h"
+#include "occupancy.h"
 #include "occupancy_ops.h"
 
 namespace lrm_fast {
@@ -328,7 +329,166 @@ at::Tensor composite_samples_packed_weights_cpu(const at::Tensor& raw_in, const 
   return w;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// the per-ray skipping steps (occupancy.h), threads over rays
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> occupancy_mark_cpu(const at::Tensor& o_in, const at::Tensor& d_in,
+                                                                  const at::Tensor& t_in, const at::Tensor& grid_in,
+                                                                  int64_t rays_per_item, double bmin, double bmax) {
+  const char* op = "occupancy_mark";
+  check_occupancy_rays(op, o_in, d_in, t_in);
+  check_grid(op, grid_in, t_in, rays_per_item);
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), grid = grid_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1), G = grid.size(1);
+  auto occ = at::empty({R, S}, t.options().dtype(at::kBool)), keep = at::empty({R, S}, t.options().dtype(at::kBool));
+  auto counts = at::empty({R}, t.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "occupancy_mark_cpu", [&] {
+    const scalar_t *op_ = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const bool* gp = grid.data_ptr<bool>();
+    bool *oc = occ.data_ptr<bool>(), *kp = keep.data_ptr<bool>();
+    int64_t* cp = counts.data_ptr<int64_t>();
+    const scalar_t scale = scalar_t(double(G) / (bmax - bmin));
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        cp[i] = occupancy_mark_ray<scalar_t>(op_ + 3 * i, dp + 3 * i, tp + i * S, int(S),
+                                             gp + (i / rays_per_item) * G * G * G, int(G), scalar_t(bmin),
+                                             scalar_t(bmax), scale, oc + i * S, kp + i * S);
+    });
+  });
+  return {occ, keep, counts};
+}
+
+std::tuple<at::Tensor, at::Tensor> occupancy_pack_cpu(const at::Tensor& o_in, const at::Tensor& d_in,
+                                                      const at::Tensor& t_in, const at::Tensor& keep_in,
+                                                      const at::Tensor& off_in) {
+  const char* op = "occupancy_pack";
+  check_occupancy_rays(op, o_in, d_in, t_in);
+  check_flags(op, "keep", keep_in, t_in);
+  check_offsets(op, off_in, t_in.size(0), t_in);
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
+  const auto off = off_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  const int64_t* offp = off.data_ptr<int64_t>();
+  const int64_t N = offp[R];
+  auto t_p = at::empty({N}, t.options()), pts = at::empty({N, 3}, t.options());
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "occupancy_pack_cpu", [&] {
+    const scalar_t *op_ = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const bool* kp = keep.data_ptr<bool>();
+    scalar_t *tpp = t_p.data_ptr<scalar_t>(), *pp = pts.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        pack_ray<scalar_t>(op_ + 3 * i, dp + 3 * i, tp + i * S, kp + i * S, int(S), tpp + offp[i], pp + 3 * offp[i]);
+    });
+  });
+  return {t_p, pts};
+}
+
+at::Tensor occupancy_unpack_cpu(const at::Tensor& v_in, const at::Tensor& keep_in, const at::Tensor& off_in) {
+  const char* op = "occupancy_unpack";
+  check_float(op, "values", v_in, v_in);
+  TORCH_CHECK(keep_in.scalar_type() == at::kBool && keep_in.dim() == 2, "lrm_fast.", op, ": keep must be bool [R, S]");
+  check_offsets(op, off_in, keep_in.size(0), v_in);
+  const auto v = v_in.contiguous(), keep = keep_in.contiguous(), off = off_in.contiguous();
+  const int64_t R = keep.size(0), S = keep.size(1);
+  const int64_t* offp = off.data_ptr<int64_t>();
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == offp[R], "lrm_fast.", op, ": values must be [N] with N = ", offp[R],
+              ", got ", v.sizes());
+  auto out = at::empty({R, S}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "occupancy_unpack_cpu", [&] {
+    const scalar_t* vp = v.data_ptr<scalar_t>();
+    const bool* kp = keep.data_ptr<bool>();
+    scalar_t* outp = out.data_ptr<scalar_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) unpack_ray<scalar_t>(vp + offp[i], kp + i * S, int(S), outp + i * S);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy_merge_cpu(
+    const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& tc_in, const at::Tensor& occ_in,
+    const at::Tensor& keepc_in, const at::Tensor& offc_in, const at::Tensor& tf_in, const at::Tensor& grid_in,
+    int64_t rays_per_item, double bmin, double bmax) {
+  const char* op = "occupancy_merge";
+  check_occupancy_rays(op, o_in, d_in, tc_in);
+  check_float(op, "t_f", tf_in, tc_in);
+  TORCH_CHECK(tf_in.dim() == 2 && tf_in.size(0) == tc_in.size(0), "lrm_fast.", op, ": t_f must be [R, B], got ",
+              tf_in.sizes());
+  check_flags(op, "occ_c", occ_in, tc_in);
+  check_flags(op, "keep_c", keepc_in, tc_in);
+  check_offsets(op, offc_in, tc_in.size(0), tc_in);
+  check_grid(op, grid_in, tc_in, rays_per_item);
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), tc = tc_in.contiguous(), occ = occ_in.contiguous();
+  const auto keepc = keepc_in.contiguous(), offc = offc_in.contiguous(), tf = tf_in.contiguous();
+  const auto grid = grid_in.contiguous();
+  const int64_t R = tc.size(0), A = tc.size(1), B = tf.size(1), G = grid.size(1);
+  auto t = at::empty({R, A + B}, tc.options()), keep = at::empty({R, A + B}, tc.options().dtype(at::kBool));
+  auto src = at::empty({R, A + B}, tc.options().dtype(at::kLong));
+  auto counts = at::empty({R}, tc.options().dtype(at::kLong)), need = at::empty({R}, tc.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(tc.scalar_type(), "occupancy_merge_cpu", [&] {
+    const scalar_t *op_ = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>();
+    const scalar_t *tcp = tc.data_ptr<scalar_t>(), *tfp = tf.data_ptr<scalar_t>();
+    const bool *occp = occ.data_ptr<bool>(), *kcp = keepc.data_ptr<bool>(), *gp = grid.data_ptr<bool>();
+    const int64_t* ocp = offc.data_ptr<int64_t>();
+    scalar_t* tp = t.data_ptr<scalar_t>();
+    bool* kp = keep.data_ptr<bool>();
+    int64_t *sp = src.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>(), *np = need.data_ptr<int64_t>();
+    const scalar_t scale = scalar_t(double(G) / (bmax - bmin));
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        occupancy_merge_ray<scalar_t>(op_ + 3 * i, dp + 3 * i, tcp + i * A, occp + i * A, kcp + i * A, int(A), ocp[i],
+                                      tfp + i * B, int(B), gp + (i / rays_per_item) * G * G * G, int(G),
+                                      scalar_t(bmin), scalar_t(bmax), scale, tp + i * (A + B), kp + i * (A + B),
+                                      sp + i * (A + B), cp + i, np + i);
+    });
+  });
+  return {t, keep, src, counts, need};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy_gather_cpu(
+    const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_in, const at::Tensor& keep_in,
+    const at::Tensor& src_in, const at::Tensor& off_in, const at::Tensor& offn_in, const at::Tensor& rawc_in) {
+  const char* op = "occupancy_gather";
+  check_occupancy_rays(op, o_in, d_in, t_in);
+  check_flags(op, "keep", keep_in, t_in);
+  TORCH_CHECK(src_in.scalar_type() == at::kLong && src_in.sizes() == t_in.sizes(), "lrm_fast.", op,
+              ": src must be int64 ", t_in.sizes());
+  check_offsets(op, off_in, t_in.size(0), t_in);
+  check_offsets(op, offn_in, t_in.size(0), t_in);
+  check_float(op, "raw_c", rawc_in, t_in);
+  TORCH_CHECK(rawc_in.dim() == 2 && rawc_in.size(1) == 4, "lrm_fast.", op, ": raw_c must be [Nc, 4], got ",
+              rawc_in.sizes());
+  const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
+  const auto src = src_in.contiguous(), off = off_in.contiguous(), offn = offn_in.contiguous();
+  const auto rawc = rawc_in.contiguous();
+  const int64_t R = t.size(0), S = t.size(1);
+  const int64_t *offp = off.data_ptr<int64_t>(), *offnp = offn.data_ptr<int64_t>();
+  const int64_t N = offp[R], Nn = offnp[R];
+  auto t_p = at::empty({N}, t.options()), raw_p = at::empty({N, 4}, t.options());
+  auto pts = at::empty({Nn, 3}, t.options()), pos = at::empty({Nn}, t.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "occupancy_gather_cpu", [&] {
+    const scalar_t *op_ = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
+    const scalar_t* rcp = rawc.data_ptr<scalar_t>();
+    const bool* kp = keep.data_ptr<bool>();
+    const int64_t* sp = src.data_ptr<int64_t>();
+    scalar_t *tpp = t_p.data_ptr<scalar_t>(), *rpp = raw_p.data_ptr<scalar_t>(), *pp = pts.data_ptr<scalar_t>();
+    int64_t* posp = pos.data_ptr<int64_t>();
+    at::parallel_for(0, R, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        gather_merged_ray<scalar_t>(op_ + 3 * i, dp + 3 * i, tp + i * S, kp + i * S, sp + i * S, int(S), rcp, offp[i],
+                                    tpp + offp[i], rpp + 4 * offp[i], offnp[i], pp + 3 * offnp[i], posp + offnp[i]);
+    });
+  });
+  return {t_p, raw_p, pts, pos};
+}
+
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
+  m.impl("occupancy_mark", &occupancy_mark_cpu);
+  m.impl("occupancy_pack", &occupancy_pack_cpu);
+  m.impl("occupancy_unpack", &occupancy_unpack_cpu);
+  m.impl("occupancy_merge", &occupancy_merge_cpu);
+  m.impl("occupancy_gather", &occupancy_gather_cpu);
   m.impl("composite_samples_packed_fwd", &composite_samples_packed_fwd_cpu);
   m.impl("composite_samples_packed_bwd", &composite_samples_packed_bwd_cpu);
   m.impl("composite_samples_packed_weights", &composite_samples_packed_weights_cpu);

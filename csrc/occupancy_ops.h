@@ -48,3 +48,37 @@ inline void check_offsets_host(const char* op, const int64_t* off, int64_t R, in
 }
 
 }  // namespace lrm_fast
+
+namespace lrm_fast {
+
+// origins/dirs [R, 3], t [R, S] (float), grid [B, G, G, G] bool with R = B * rays_per_item
+inline void check_occupancy_rays(const char* op, const at::Tensor& o, const at::Tensor& d, const at::Tensor& t) {
+  check_float(op, "t", t, t);
+  TORCH_CHECK(t.dim() == 2, "lrm_fast.", op, ": t must be [R, S], got ", t.sizes());
+  check_float(op, "origins", o, t);
+  check_float(op, "dirs", d, t);
+  check_shape(op, "origins", o, {t.size(0), 3});
+  check_shape(op, "dirs", d, {t.size(0), 3});
+}
+
+inline void check_grid(const char* op, const at::Tensor& grid, const at::Tensor& t, int64_t rays_per_item) {
+  TORCH_CHECK(grid.scalar_type() == at::kBool && grid.dim() == 4 && grid.size(1) == grid.size(2) &&
+                  grid.size(2) == grid.size(3) && grid.size(1) >= 1,
+              "lrm_fast.", op, ": grid must be a bool [B, G, G, G], got ", grid.scalar_type(), " ", grid.sizes());
+  TORCH_CHECK(grid.device() == t.device(), "lrm_fast.", op, ": grid is on ", grid.device(), " but t is on ", t.device());
+  TORCH_CHECK(rays_per_item >= 1 && grid.size(0) * rays_per_item == t.size(0), "lrm_fast.", op, ": ", t.size(0),
+              " rays are not ", grid.size(0), " items x rays_per_item ", rays_per_item);
+}
+
+inline void check_flags(const char* op, const char* name, const at::Tensor& f, const at::Tensor& t) {
+  TORCH_CHECK(f.scalar_type() == at::kBool && f.sizes() == t.sizes() && f.device() == t.device(), "lrm_fast.", op,
+              ": ", name, " must be bool ", t.sizes(), " on ", t.device(), ", got ", f.scalar_type(), " ", f.sizes());
+}
+
+inline void check_offsets(const char* op, const at::Tensor& off, int64_t R, const at::Tensor& t) {
+  TORCH_CHECK(off.scalar_type() == at::kLong && off.dim() == 1 && off.size(0) == R + 1 && off.device() == t.device(),
+              "lrm_fast.", op, ": offsets must be int64 [", R + 1, "] on ", t.device(), ", got ", off.scalar_type(),
+              " ", off.sizes());
+}
+
+}  // namespace lrm_fast

@@ -11,8 +11,9 @@ from lrm_fast.config import FieldConfig, RenderConfig
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.ops import _dispatch
 from lrm_fast.ops.composite import _composite_samples_ref, composite_samples_weights
-from lrm_fast.ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_lookup,
-                                    offsets_from_mask, ray_indices, with_neighbours)
+from lrm_fast.ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
+                                    occupancy_lookup, occupancy_mark, occupancy_merge, occupancy_pack,
+                                    occupancy_unpack, offsets_from_mask, ray_indices, with_neighbours)
 from lrm_fast.render.field import TriplaneField
 from lrm_fast.render.occupancy import OccupancyGrid, build_occupancy
 from lrm_fast.render.renderer import Renderer
@@ -175,6 +176,55 @@ def test_occupancy_lookup_closed_form():
     got = occupancy_lookup(mask, pts, -1.0, 1.0, item=torch.tensor([0, 1]))
     # cell 1 covers [-0.5, 0), cell 2 [0, 0.5), cell 3 [0.5, 1] (the upper face belongs to the last cell)
     assert got.tolist() == [[True, True, False, False], [True, True, False, False]]
+
+
+def _steps(backend, dtype, seed=0):
+    """The renderer's skipping steps on random rays through a random grid (2 items)."""
+    g = torch.Generator().manual_seed(seed)
+    B, R, A, F, G = 2, 40, 12, 9, 6
+    o = torch.randn(B * R, 3, generator=g, dtype=dtype) * 0.2 - torch.tensor([0.0, 2.0, 0.0], dtype=dtype)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, 0.0], dtype=dtype) +
+                                      0.3 * torch.randn(B * R, 3, generator=g, dtype=dtype), dim=-1)
+    tc = torch.linspace(0.8, 3.2, A, dtype=dtype).expand(B * R, A).contiguous()
+    tc[::7] = 2.0 - torch.tensor(0.0, dtype=dtype)  # repeated depths (ties) on some rays
+    tf = torch.sort(torch.rand(B * R, F, generator=g, dtype=dtype) * 2.4 + 0.8).values
+    tf[::5, :3] = tc[::5, 4:7]                        # importance depths equal to coarse ones
+    tf = tf.sort(1).values                            # (both sets sorted, as the renderer's)
+    grid = torch.rand(B, G, G, G, generator=g) < 0.3
+    occ, keep, counts = occupancy_mark(o, d, tc, grid, R, -1.0, 1.0, backend=backend)
+    off = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    t_p, pts = occupancy_pack(o, d, tc, keep, off, backend=backend)
+    raw_c = torch.randn(t_p.shape[0], 4, generator=g, dtype=dtype)
+    w = occupancy_unpack(raw_c[:, 0].contiguous(), keep, off, backend=backend)
+    t, keep_m, src, cnt, need = occupancy_merge(o, d, tc, occ, keep, off, tf, grid, R, -1.0, 1.0, backend=backend)
+    off_m = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    off_n = torch.cat([need.new_zeros(1), need.cumsum(0)])
+    gathered = occupancy_gather(o, d, t, keep_m, src, off_m, off_n, raw_c, backend=backend)
+    return (occ, keep, counts, t_p, pts, w, t, keep_m, src, cnt, need) + tuple(gathered)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_skip_steps_cpp_equal_twins(dtype):
+    got, want = _steps("cpp", dtype), _steps("reference", dtype)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and torch.equal(g, w), i
+    occ, keep, counts = want[:3]
+    assert 0 < int(counts.sum()) < keep.numel() and bool((keep | ~occ).all())
+    src, need = want[8], want[10]
+    assert int(need.sum()) > 0 and bool((src == -2).any()) and bool((src >= 0).any())
+
+
+def test_skip_steps_twins_closed_form():
+    """The twins against a plain Python walk of one ray."""
+    occ, keep, counts, t_p, pts, w, t, keep_m, src, cnt, need, t_g, raw_g, pts_n, pos_n = _steps("reference",
+                                                                                                  torch.float64)
+    for r in range(occ.shape[0]):
+        o_ = occ[r].tolist()
+        k_ = [o_[k] or (k > 0 and o_[k - 1]) or (k + 1 < len(o_) and o_[k + 1]) for k in range(len(o_))]
+        assert keep[r].tolist() == k_
+    assert torch.equal(t_g, t[keep_m])
+    assert torch.equal(pts_n.shape[0] * torch.ones(()), need.sum().double())
 
 
 class BallField(TriplaneField):

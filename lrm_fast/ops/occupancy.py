@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from .composite import DENSITY_ACTS, MASKED_RAW_DENSITY, _composite_samples_ref
+from .composite import DENSITY_ACTS, _composite_samples_ref
+from . import per_sample
+from .per_sample import MASKED_RAW_DENSITY, gate, in_box, sample_points
 from .raymarch import cpp_probe, load_extension
 
 OP = "composite_samples_packed"
@@ -100,12 +102,10 @@ def _packed_weights_ref(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.
                         density_activation="softplus", midpoint=True):
     with torch.no_grad():
         raw_d, t_d, counts, valid = _pad(raw, t, offsets)
-        pts = origins[:, None] + t_d[..., None] * dirs[:, None]
-        inbox = ((pts >= box_min) & (pts <= box_max)).all(-1)
-        sr = torch.where(inbox, raw_d[..., 0], torch.full_like(raw_d[..., 0], MASKED_RAW_DENSITY))
-        sr = torch.where(valid, sr, torch.full_like(sr, MASKED_RAW_DENSITY))
-        x = (0.5 * (sr[:, 1:] + sr[:, :-1]) if midpoint else sr[:, :-1]) + density_bias
-        sigma = torch.nn.functional.softplus(x) if density_activation == "softplus" else torch.exp(x.clamp_max(15.0))
+        inside = in_box(sample_points(origins, dirs, t_d), box_min, box_max) & valid
+        sr, _ = gate(raw_d[..., 0], raw_d[..., 1:4], inside)
+        x = 0.5 * (sr[:, 1:] + sr[:, :-1]) if midpoint else sr[:, :-1]
+        sigma = per_sample.density_activation(x, density_bias, density_activation)
         alpha = 1.0 - torch.exp(-sigma * (t_d[:, 1:] - t_d[:, :-1]))
         shifted = torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], -1)
         w = alpha * torch.cumprod(shifted, -1)[:, :-1]
@@ -229,7 +229,7 @@ def occupancy_lookup(mask: torch.Tensor, points: torch.Tensor, box_min: float, b
     ``[R, S, 3]``, item ``[R]`` the batch item of each ray (None: all item 0) -> ``[R, S]`` bool.
     Points outside the box (the renderer's in-box gate, same comparison) are never occupied."""
     G = mask.shape[-1]
-    inbox = ((points >= box_min) & (points <= box_max)).all(-1)
+    inbox = in_box(points, box_min, box_max)
     ijk = ((points - box_min) * (G / (box_max - box_min))).floor_().clamp_(0, G - 1).long()
     flat = (ijk[..., 0] * G + ijk[..., 1]) * G + ijk[..., 2]
     if item is not None and mask.shape[0] > 1:
@@ -244,3 +244,104 @@ def with_neighbours(keep: torch.Tensor) -> torch.Tensor:
     out[:, 1:] |= keep[:, :-1]
     out[:, :-1] |= keep[:, 1:]
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# the renderer's per-ray skipping steps (render/occupancy.py's algorithm): twins here, kernels in
+# csrc/occupancy.h (CPU + CUDA). Rays are grouped by batch item: ray r belongs to item
+# r // rays_per_item of grid [B, G, G, G] bool.
+
+
+def _items(R, rays_per_item, device):
+    return torch.arange(R, device=device) // rays_per_item
+
+
+def _mark_ref(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_max: float):
+    pts = sample_points(origins, dirs, t)
+    occ = occupancy_lookup(grid, pts, box_min, box_max, _items(t.shape[0], rays_per_item, t.device))
+    keep = with_neighbours(occ)
+    return occ, keep, keep.sum(1)
+
+
+def _pack_ref(origins, dirs, t, keep, offsets):
+    pts = sample_points(origins, dirs, t)
+    return t[keep], pts[keep]
+
+
+def _unpack_ref(values, keep, offsets):
+    out = values.new_zeros(keep.shape)
+    out[keep] = values
+    return out
+
+
+def _merge_ref(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item: int, box_min: float,
+               box_max: float):
+    R = t_c.shape[0]
+    t, order = torch.sort(torch.cat([t_c, t_f], 1), dim=1, stable=True)  # merge_samples' order
+    pts_f = sample_points(origins, dirs, t_f)
+    occ_f = occupancy_lookup(grid, pts_f, box_min, box_max, _items(R, rays_per_item, t_c.device))
+    keep = with_neighbours(torch.cat([occ_c, occ_f], 1).gather(1, order))
+    rank = offsets_c[:-1, None] + keep_c.long().cumsum(1) - 1
+    src_c = torch.where(keep_c, rank, torch.full_like(rank, -1))
+    src = torch.cat([src_c, torch.full_like(t_f, -1, dtype=torch.long)], 1).gather(1, order)
+    src = torch.where(keep, src, torch.full_like(src, -2))
+    return t, keep, src, keep.sum(1), (src == -1).sum(1)
+
+
+def _gather_ref(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
+    s = src[keep]
+    have = s >= 0
+    raw_p = torch.where(have[:, None], raw_c[s.clamp_min(0)] if raw_c.shape[0] else raw_c.new_zeros(s.shape[0], 4),
+                        torch.zeros((), dtype=raw_c.dtype))
+    pts = sample_points(origins, dirs, t)[keep]
+    return t[keep], raw_p, pts[~have], (~have).nonzero().squeeze(1)
+
+
+_STEPS = {"occupancy_mark": _mark_ref, "occupancy_pack": _pack_ref, "occupancy_unpack": _unpack_ref,
+          "occupancy_merge": _merge_ref, "occupancy_gather": _gather_ref}
+for _op, _fn in _STEPS.items():
+    _dispatch.register_reference(_op, _fn)
+    _dispatch.register(_op, "cpp", _fn, _probe(_op))  # (the kernel is called by _step)
+
+
+def _step(op: str, backend: str, *args):
+    name, _, _ = _dispatch.resolve(op, backend, args[2])  # probed on the depths: dtype and device
+    if name == "cpp":
+        return getattr(torch.ops.lrm_fast, op)(*args)
+    return _STEPS[op](*args)
+
+
+def occupancy_mark(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_max: float, backend="auto"):
+    """Coarse pass: origins/dirs ``[R, 3]``, t ``[R, S]``, grid ``[B, G, G, G]`` bool -> occ ``[R, S]``
+    bool (``occupancy_lookup``), keep ``[R, S]`` (``with_neighbours(occ)``), counts ``[R]`` int64."""
+    return _step("occupancy_mark", backend, origins, dirs, t, grid, int(rays_per_item), float(box_min),
+                 float(box_max))
+
+
+def occupancy_pack(origins, dirs, t, keep, offsets, backend="auto"):
+    """The kept samples, packed: t ``[N]`` and their points ``o + t d`` ``[N, 3]`` (ray_points' rounding)."""
+    return _step("occupancy_pack", backend, origins, dirs, t, keep, offsets)
+
+
+def occupancy_unpack(values, keep, offsets, backend="auto"):
+    """Packed ``values [N]`` back onto ``keep [R, S]``'s samples, 0 elsewhere -> ``[R, S]``."""
+    name, _, _ = _dispatch.resolve("occupancy_unpack", backend, values)
+    if name == "cpp":
+        return torch.ops.lrm_fast.occupancy_unpack(values, keep, offsets)
+    return _unpack_ref(values, keep, offsets)
+
+
+def occupancy_merge(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item: int, box_min: float,
+                    box_max: float, backend="auto"):
+    """Merged pass: coarse ``t_c [R, A]`` (with its ``occ_c``, ``keep_c`` and packed ``offsets_c``) and
+    importance ``t_f [R, B]`` merged as ``merge_samples`` -> t ``[R, A + B]``, keep (occupied or next to
+    an occupied sample, merged order), src ``[R, A + B]`` int64 (packed coarse index holding the raw
+    outputs; -1: to evaluate; -2: dropped), counts and counts to evaluate ``[R]``."""
+    return _step("occupancy_merge", backend, origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid,
+                 int(rays_per_item), float(box_min), float(box_max))
+
+
+def occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, backend="auto"):
+    """The merged kept samples, packed: t ``[N]``, raw ``[N, 4]`` (coarse outputs copied, zeros where
+    the field must still run), the points to evaluate ``[Nn, 3]`` and their packed positions ``[Nn]``."""
+    return _step("occupancy_gather", backend, origins, dirs, t, keep, src, offsets, offsets_need, raw_c)

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..ops import importance, merge_samples, ray_points, stratified
-from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_lookup,
-                             offsets_from_mask, with_neighbours)
+from ..ops import importance, stratified
+from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
+                             occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
 
 DEFAULT_RESOLUTION = 64
 
@@ -116,74 +116,60 @@ def skips(renderer, t: torch.Tensor, jitter: bool) -> bool:
     return renderer._fusable(t)
 
 
-def _field_packed(renderer, planes, points, item, B):
-    """raw field outputs ``[N, 4]`` at ``points [N, 3]`` of batch items ``item [N]`` (sorted)."""
+def _field_packed(renderer, planes, points, offsets, R_item: int):
+    """raw field outputs ``[N, 4]`` at packed ``points [N, 3]``; ``offsets`` the packed layout of
+    rays grouped by batch item, ``R_item`` rays per item (each item's points go with its planes)."""
+    B = planes.shape[0]
     if B == 1:
         return renderer.field(planes, points[None])[0]
-    counts = torch.bincount(item, minlength=B).tolist()
-    outs = [renderer.field(planes[b:b + 1], p[None])[0] for b, p in enumerate(points.split(counts)) if p.shape[0]]
+    ends = offsets[::R_item].tolist()  # item b owns points ends[b] .. ends[b + 1] - 1
+    outs = [renderer.field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0]
+            for b in range(B) if ends[b + 1] > ends[b]]
     return torch.cat(outs) if outs else points.new_zeros(0, 4)
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    off = counts.new_zeros(counts.shape[0] + 1)
+    torch.cumsum(counts, 0, out=off[1:])
+    return off
 
 
 def march_skip(renderer, planes, origins, dirs, near, far, bg, mask: torch.Tensor, stats: dict | None = None):
     """``Renderer._march`` with empty-space skipping (module docstring), inference only: planes
     ``[B, 3, C, H, W]``, origins/dirs/bg ``[B, R, 3]``, near/far ``[B, R]``, mask ``[B, G, G, G]`` bool
     -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``. ``stats`` (optional dict) accumulates the
-    samples evaluated by the field (``"evaluated"``) and those of the exact render (``"dense"``)."""
+    samples evaluated by the field (``"evaluated"``) and those of the exact render (``"dense"``).
+    Every per-ray step is an op with a twin (``ops/occupancy.py``) and C++/CUDA kernels."""
     cfg, be = renderer.cfg, renderer.backend
     fc = renderer.field.cfg
     B, R = near.shape
     o, d = origins.reshape(B * R, 3), dirs.reshape(B * R, 3)
-    item = torch.arange(B, device=o.device).repeat_interleave(R) if B > 1 else None
+    box = (float(cfg.box_min), float(cfg.box_max))
     n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
     kw = dict(box_min=cfg.box_min, box_max=cfg.box_max, density_bias=fc.density_bias,
               density_activation=fc.density_activation, midpoint=cfg.midpoint)
 
-    def lookup(t):
-        return occupancy_lookup(mask, ray_points(o, d, t, backend=be), cfg.box_min, cfg.box_max, item)
-
-    def query(t, keep):
-        """raw outputs at the samples ``t[keep]`` (packed, ray-major)."""
-        pts = ray_points(o, d, t, backend=be)[keep]
-        it = None if item is None else item[:, None].expand_as(keep)[keep]
-        return _field_packed(renderer, planes, pts, it, B).to(t.dtype)
-
     tc = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=False, backend=be)
-    occ_c = lookup(tc)
-    keep_c = with_neighbours(occ_c)
-    raw_c = query(tc, keep_c)
-    evaluated = raw_c.shape[0]
+    occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
+    off_c = _offsets(counts_c)
+    t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
+    raw_p = _field_packed(renderer, planes, pts, off_c, R).to(tc.dtype)
+    evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
     if cfg.importance:
-        off_c = offsets_from_mask(keep_c)
-        w_p = composite_samples_packed_weights(raw_c, tc[keep_c], off_c, o, d, backend=be, **kw)
-        w = tc.new_zeros(tc.shape)
-        w[keep_c] = w_p
+        w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
+        w = occupancy_unpack(w_p, keep_c, off_c, backend=be)
         fine = importance(tc, w[:, :-1].float(), cfg.samples_per_ray - n_coarse, det=True, backend=be)
-        occ_f = lookup(fine)
-        # the exact render's merged order (merge_samples: stable, coarse first on ties), carried
-        # as each merged sample's source index
-        Sc, Sf = tc.shape[1], fine.shape[1]
-        src_c = torch.arange(Sc, device=tc.device, dtype=tc.dtype).expand(tc.shape[0], Sc)
-        src_f = torch.arange(Sc, Sc + Sf, device=tc.device, dtype=tc.dtype).expand(tc.shape[0], Sf)
-        t, src = merge_samples(tc, src_c[..., None], fine, src_f[..., None], backend=be)
-        src = src[..., 0].long()
-        occ = torch.cat([occ_c, occ_f], 1).gather(1, src)
-        keep = with_neighbours(occ)
-        done = torch.cat([keep_c, torch.zeros_like(occ_f)], 1).gather(1, src)  # evaluated by the coarse pass
-        raw_all = tc.new_zeros(tc.shape[0], Sc + Sf, 4)
-        raw_all[:, :Sc][keep_c] = raw_c
-        raw = raw_all.gather(1, src[..., None].expand(-1, -1, 4))
-        need = keep & ~done
-        raw[need] = query(t, need)
-        evaluated += int(need.sum())
-        raw_p, t_p = raw[keep], t[keep]
-    else:
-        keep, t, raw_p, t_p = keep_c, tc, raw_c, tc[keep_c]
+        t, keep, src, counts, need = occupancy_merge(o, d, tc, occ_c, keep_c, off_c, fine, mask, R, *box, backend=be)
+        off, off_n = _offsets(counts), _offsets(need)
+        t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
+        if pts_n.shape[0]:
+            raw_p[pos_n] = _field_packed(renderer, planes, pts_n, off_n, R).to(raw_p.dtype)
+        evaluated += pts_n.shape[0]
+        dense = t.numel()
     if stats is not None:
         stats["evaluated"] = stats.get("evaluated", 0) + evaluated
-        stats["dense"] = stats.get("dense", 0) + t.numel()
-        stats["rays"] = stats.get("rays", 0) + t.shape[0]
-    color, depth, opacity = composite_samples_packed(raw_p, t_p, offsets_from_mask(keep), o, d,
-                                                     bg.reshape(B * R, 3).to(t.dtype), early_stop=renderer.early_stop,
-                                                     backend=be, **kw)
+        stats["dense"] = stats.get("dense", 0) + dense
+        stats["rays"] = stats.get("rays", 0) + B * R
+    color, depth, opacity = composite_samples_packed(raw_p, t_p, off, o, d, bg.reshape(B * R, 3).to(tc.dtype),
+                                                     early_stop=renderer.early_stop, backend=be, **kw)
     return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)

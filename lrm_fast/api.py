@@ -231,9 +231,12 @@ class Reconstruction:
 
     def _grid_for_render(self, exact: bool | None) -> OccupancyGrid | None:
         """None (the exact render) when asked, when ``cfg.render.skip_empty`` is off, or where the
-        renderer cannot skip (TripoSR's uniform bins, a plain-sigmoid field); else the cached grid."""
+        renderer cannot skip (TripoSR's uniform bins, a plain-sigmoid field); else the cached grid.
+        By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
+        run on a GPU (``tests/test_occupancy.py::test_packed_cuda_matches_cpu``); ``exact=False``
+        skips there too."""
         if exact is None:
-            exact = not self.model.cfg.render.skip_empty
+            exact = not self.model.cfg.render.skip_empty or self.triplane.is_cuda
         if exact or not skips(self.model.renderer, self.triplane, False):
             return None
         return self.occupancy()

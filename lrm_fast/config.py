@@ -130,9 +130,9 @@ class RenderConfig:
     # Reconstruction.render renders through a cached occupancy grid of occupancy_resolution^3 cells
     # unless skip_empty is False or render(exact=True); occupancy_tau is the optical depth of the
     # empty space a ray may lose (a pixel moves by about that much at most).
-    skip_empty: bool = False
+    skip_empty: bool = True
     occupancy_resolution: int = 64
-    occupancy_tau: float = 1e-3
+    occupancy_tau: float = 1e-2
 
 
 @dataclass

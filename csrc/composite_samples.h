@@ -1,9 +1,10 @@
 // Fused compositing straight from raw field samples (the renderer's fast path), torch-free.
 //
 // Input per ray: S sorted sample depths t_k and the field's raw outputs raw_k = (density logit,
-// 3 rgb logits). Per sample, as the renderer's _query: outside the box [bmin, bmax]^3 (point
-// o + t_k d) the raw density is -1e4 and the color 0; inside, color = sigmoid(raw) * 1.002 - 0.001.
-// Intervals, as _intervals (OpenLRM MipRayMarcher2 when midpoint): interval k in [0, S-2] has
+// 3 rgb logits). Per sample, as lrm_fast/ops/per_sample.py (the Python owner of this math, which
+// the renderer and the twin call): outside the box [bmin, bmax]^3 (point o + t_k d) the raw
+// density is MASKED_RAW_DENSITY = -1e4 and the color 0; inside, color = sigmoid(raw) * 1.002 - 0.001.
+// Intervals, as per_sample.intervals (OpenLRM MipRayMarcher2 when midpoint): interval k in [0, S-2] has
 // delta = t_{k+1} - t_k and
 //   midpoint: rgb = (rgb_k + rgb_{k+1}) / 2, sigma = act((sr_k + sr_{k+1}) / 2 + bias), depth = mid
 //   else:     rgb = rgb_k,                   sigma = act(sr_k + bias),                depth = t_k

@@ -41,6 +41,26 @@ TORCH_LIBRARY(lrm_fast, m) {
         "bool midpoint, Tensor depth, Tensor opacity, Tensor t_final, Tensor n_used) -> (Tensor, Tensor)");
   m.def("composite_samples_weights(Tensor raw, Tensor t, Tensor origins, Tensor dirs, float box_min, "
         "float box_max, float bias, int act, bool midpoint) -> Tensor");
+  // packed (ragged) samples for empty-space skipping (csrc/occupancy_ops.h): raw [N, 4], t [N], ray i owns
+  // samples offsets[i] .. offsets[i + 1] - 1 (offsets [R + 1] int64); otherwise as composite_samples_*
+  m.def("composite_samples_packed_fwd(Tensor raw, Tensor t, Tensor offsets, Tensor origins, Tensor dirs, "
+        "Tensor background, float box_min, float box_max, float bias, int act, bool midpoint, float thresh) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("composite_samples_packed_bwd(Tensor v_color, Tensor v_depth, Tensor v_opacity, Tensor raw, Tensor t, "
+        "Tensor offsets, Tensor origins, Tensor dirs, Tensor background, float box_min, float box_max, float bias, "
+        "int act, bool midpoint, Tensor depth, Tensor opacity, Tensor t_final, Tensor n_used) -> (Tensor, Tensor)");
+  m.def("composite_samples_packed_weights(Tensor raw, Tensor t, Tensor offsets, Tensor origins, Tensor dirs, "
+        "float box_min, float box_max, float bias, int act, bool midpoint) -> Tensor");
+  // empty-space skipping, per ray (csrc/occupancy.h): grid [B, G, G, G] bool, rays grouped by item
+  m.def("occupancy_mark(Tensor origins, Tensor dirs, Tensor t, Tensor grid, int rays_per_item, float box_min, "
+        "float box_max) -> (Tensor, Tensor, Tensor)");
+  m.def("occupancy_pack(Tensor origins, Tensor dirs, Tensor t, Tensor keep, Tensor offsets) -> (Tensor, Tensor)");
+  m.def("occupancy_unpack(Tensor values, Tensor keep, Tensor offsets) -> Tensor");
+  m.def("occupancy_merge(Tensor origins, Tensor dirs, Tensor t_c, Tensor occ_c, Tensor keep_c, Tensor offsets_c, "
+        "Tensor t_f, Tensor grid, int rays_per_item, float box_min, float box_max) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("occupancy_gather(Tensor origins, Tensor dirs, Tensor t, Tensor keep, Tensor src, Tensor offsets, "
+        "Tensor offsets_need, Tensor raw_c) -> (Tensor, Tensor, Tensor, Tensor)");
   // fused triplane field (CPU; the CUDA path is the Triton kernel): planes [B, 3, C, H, W], points
   // [B, N, 3], MLP weights [out, in] / biases [out] (zeros for no bias) -> raw outputs [B, N, out];
   // aggregate: 0 concat, 1 sum, 2 mean; activation: 0 relu, 1 silu, 2 softplus

@@ -22,6 +22,7 @@ import torch
 from .config import LRMConfig, PRESETS
 from .model.camera import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
+from .render.occupancy import OccupancyGrid, build_occupancy, skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
@@ -195,6 +196,7 @@ class Reconstruction:
     model: LRM
     triplane: torch.Tensor
     inputs: torch.Tensor | None = _dc_field(default=None, repr=False)
+    _grids: dict = _dc_field(default_factory=dict, repr=False, compare=False)  # occupancy(), per resolution
 
     @property
     def batch_size(self) -> int:
@@ -236,15 +238,41 @@ class Reconstruction:
         return c2w.expand(B, -1, -1, -1), K
 
     @torch.inference_mode()
+    def occupancy(self, resolution: int | None = None) -> OccupancyGrid:
+        """The occupancy grid of these triplanes (``lrm_fast.render.occupancy``), built on first use
+        (``resolution^3`` cells, default ``cfg.render.occupancy_resolution``) and cached here, so
+        every later render reuses it."""
+        res = int(self.model.cfg.render.occupancy_resolution if resolution is None else resolution)
+        if res not in self._grids:
+            cfg = self.model.cfg.render
+            self._grids[res] = build_occupancy(self.model.field, self.triplane, res, cfg.box_min, cfg.box_max)
+        return self._grids[res]
+
+    def _grid_for_render(self, exact: bool | None) -> OccupancyGrid | None:
+        """None (the exact render) when asked, when ``cfg.render.skip_empty`` is off, or where the
+        renderer cannot skip (TripoSR's uniform bins, a plain-sigmoid field); else the cached grid.
+        By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
+        run on a GPU (``tests/test_occupancy.py::test_packed_cuda_matches_cpu``); ``exact=False``
+        skips there too."""
+        if exact is None:
+            exact = not self.model.cfg.render.skip_empty or self.triplane.is_cuda
+        if exact or not skips(self.model.renderer, self.triplane, False):
+            return None
+        return self.occupancy()
+
+    @torch.inference_mode()
     def render(self, cameras=None, *, azimuths=None, elevations=None, distance: float | None = None,
                resolution: int = 128, focal: float | None = None, background=None,
-               views_per_chunk: int | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
+               views_per_chunk: int | None = None, progress: bool = False,
+               exact: bool | None = None) -> dict[str, torch.Tensor]:
         """Render views of every reconstruction.
 
         Either ``cameras`` (c2w ``[V, 4, 4] | [B, V, 4, 4]``, or a ``(c2w, intrinsics [.., 4])`` pair,
         OpenGL c2w in the model's normalized world) or an orbit: ``azimuths`` / ``elevations`` in
         degrees (azimuth 0 = the input view), ``distance`` and normalized ``focal`` (default: the
         model's source camera). Returns ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity``.
+        ``exact``: True renders every sample (bit for bit the renderer without a grid); False skips
+        empty space through ``occupancy()``; None (default) follows ``cfg.render.skip_empty``.
         """
         if int(resolution) < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
@@ -256,18 +284,19 @@ class Reconstruction:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="render", unit="view" if step == 1 else f"x{step} views", leave=False)
+        grid = self._grid_for_render(exact)
         outs = [self.model.render(self.triplane, c2w[:, s:s + step], K[:, s:s + step], int(resolution),
-                                  background=background) for s in chunks]
+                                  background=background, occupancy=grid) for s in chunks]
         return {k: torch.cat([o[k] for o in outs], 1) for k in outs[0]}
 
     def turntable(self, n_views: int = 36, resolution: int = 128, elevation: float = 15.0,
-                  distance: float | None = None, progress: bool = False) -> torch.Tensor:
-        """``rgb [B, n_views, H, W, 3]`` on a circle starting at the input view."""
+                  distance: float | None = None, progress: bool = False, exact: bool | None = None) -> torch.Tensor:
+        """``rgb [B, n_views, H, W, 3]`` on a circle starting at the input view (``exact``: see ``render``)."""
         if int(n_views) < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
         az = np.linspace(0.0, 360.0, int(n_views), endpoint=False)
         return self.render(azimuths=az, elevations=elevation, distance=distance, resolution=resolution,
-                           views_per_chunk=1 if progress else None, progress=progress)["rgb"]
+                           views_per_chunk=1 if progress else None, progress=progress, exact=exact)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
              largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,

@@ -255,7 +255,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                 "threshold": threshold, "coarse_to_fine": bool(coarse_to_fine), "fps": int(fps),
                 "texture": bool(texture), "texture_size": int(texture_size) if texture else None,
                 "faces": faces,
-                "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "skip_empty": bool(getattr(model.cfg.render, "skip_empty", False))}
     summary = BatchSummary(total=len(mine), rank=rank, world=world)
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""
     todo = []

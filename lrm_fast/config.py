@@ -126,6 +126,13 @@ class RenderConfig:
     # (1 - box_shrink) (1e-3) and counts rays with far - near <= min_span (0.01) as misses.
     box_shrink: float = 0.0
     min_span: float = 0.0
+    # Empty-space skipping (render/occupancy.py; docs/readme/bench.md has the measurements):
+    # Reconstruction.render renders through a cached occupancy grid of occupancy_resolution^3 cells
+    # unless skip_empty is False or render(exact=True); occupancy_tau is the optical depth of the
+    # empty space a ray may lose (a pixel moves by about that much at most).
+    skip_empty: bool = True
+    occupancy_resolution: int = 64
+    occupancy_tau: float = 1e-2
 
 
 @dataclass

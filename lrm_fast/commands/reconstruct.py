@@ -55,6 +55,8 @@ def add_arguments(p):
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--backend", default="auto", help="auto | fast | reference (see `lrm-fast info`)")
+    p.add_argument("--exact", action="store_true",
+                   help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--batch-size", type=int, default=1,
                    help="images per encoder/decoder call (default 1; meshes and videos are made per image)")
@@ -98,6 +100,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     model = load_model(args.model, device=device, dtype=args.dtype, backend=args.backend, seed=args.seed)
     name = args.model
+    model.cfg.render.skip_empty = model.cfg.render.skip_empty and not args.exact
     if getattr(model, "untrained", False):
         name = f"{args.model} (random weights, seed {args.seed})"
         if rank == 0:

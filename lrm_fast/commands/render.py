@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--exact", action="store_true",
+                   help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (must match reconstruct's)")
 
 
@@ -35,6 +37,7 @@ def run(args) -> int:
     if not model_name:
         raise ValueError(f"{args.triplane}: no model recorded in the file; pass --model")
     model = load_model(model_name, device=args.device, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    model.cfg.render.skip_empty = model.cfg.render.skip_empty and not args.exact
     want = (3, model.cfg.triplane.channels, model.cfg.triplane.high_res, model.cfg.triplane.high_res)
     if tuple(planes.shape) != want:
         raise ValueError(f"{args.triplane}: triplane {tuple(planes.shape)} does not fit model {model_name!r} {want}")

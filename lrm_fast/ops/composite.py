@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _dispatch
+from . import _dispatch, per_sample
 
 OP = "composite"
 T_EPS = 1e-10
@@ -82,30 +82,25 @@ def _backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
 # ------------------------------------------------------------------------------------------
 # fused: raw field samples -> pixels (the renderer's fast path)
 
-DENSITY_ACTS = {"softplus": 0, "exp": 1}
-MASKED_RAW_DENSITY = -1e4
+DENSITY_ACTS = {"softplus": 0, "exp": 1}  # the kernels' codes for per_sample.DENSITY_ACTIVATIONS
+
+
+def _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias, density_activation, midpoint):
+    """The renderer's unfused steps for the fused op, from ``per_sample`` (the one owner of the
+    gate and activations): raw ``[R, S, 4]`` -> intervals (rgb, sigma, deltas, depths)."""
+    inside = per_sample.in_box(per_sample.sample_points(origins, dirs, t), box_min, box_max)
+    sr, rgb = per_sample.gate(raw[..., 0], per_sample.rgb_activation(raw[..., 1:4]), inside)
+    return per_sample.intervals(t, sr, rgb, midpoint,
+                                lambda x: per_sample.density_activation(x, density_bias, density_activation))
 
 
 def _composite_samples_ref(raw, t, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
                            density_activation="softplus", midpoint=True):
-    """The twin of the fused op, written with the renderer's own steps (``_query`` gating and
-    activations, ``_intervals``, ``composite``): raw ``[R, S, 4]``, t ``[R, S]``, origins/dirs
+    """The twin of the fused op, written with the renderer's own steps (``per_sample``'s gate,
+    activations and intervals, then ``composite``): raw ``[R, S, 4]``, t ``[R, S]``, origins/dirs
     ``[R, 3]``, background ``[R, 3]`` -> rgb ``[R, 3]``, depth, opacity ``[R]``."""
-    pts = origins[:, None] + t[..., None] * dirs[:, None]
-    inbox = ((pts >= box_min) & (pts <= box_max)).all(-1)
-    sr = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-    rgb = torch.where(inbox[..., None], torch.sigmoid(raw[..., 1:4]) * (1 + 2 * 0.001) - 0.001,
-                      torch.zeros_like(raw[..., 1:4]))
-
-    def act(x):
-        x = x + density_bias
-        return torch.nn.functional.softplus(x) if density_activation == "softplus" else torch.exp(x.clamp_max(15.0))
-
-    deltas = t[:, 1:] - t[:, :-1]
-    if midpoint:
-        sigma, rgb_i, depth_i = act(0.5 * (sr[:, 1:] + sr[:, :-1])), 0.5 * (rgb[:, 1:] + rgb[:, :-1]), 0.5 * (t[:, 1:] + t[:, :-1])
-    else:
-        sigma, rgb_i, depth_i = act(sr[:, :-1]), rgb[:, :-1], t[:, :-1]
+    rgb_i, sigma, deltas, depth_i = _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias,
+                                                      density_activation, midpoint)
     return _composite_ref(rgb_i, sigma, deltas, depth_i, background)
 
 
@@ -162,12 +157,9 @@ def composite_samples_weights(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, 
     name, _, _ = _dispatch.resolve("composite_samples", backend, t)
     if name != "cpp":
         with torch.no_grad():
-            pts = origins[:, None] + t[..., None] * dirs[:, None]
-            inbox = ((pts >= box_min) & (pts <= box_max)).all(-1)
-            sr = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-            x = (0.5 * (sr[:, 1:] + sr[:, :-1]) if midpoint else sr[:, :-1]) + density_bias
-            sigma = torch.nn.functional.softplus(x) if density_activation == "softplus" else torch.exp(x.clamp_max(15.0))
-            return _weights_ref(sigma, t[:, 1:] - t[:, :-1])
+            _, sigma, deltas, _ = _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias,
+                                                    density_activation, midpoint)
+            return _weights_ref(sigma, deltas)
     return torch.ops.lrm_fast.composite_samples_weights(
         raw.detach().to(t.dtype), t.detach(), origins.detach().to(t.dtype), dirs.detach().to(t.dtype), float(box_min),
         float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from . import _dispatch, per_sample
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,8 +209,7 @@ def importance(depths: torch.Tensor, weights: torch.Tensor, n: int, det: bool = 
     return fn(depths, weights, n, det, generator)
 
 
-def _ray_points_ref(origins, dirs, depths):
-    return origins[:, None] + depths[..., None] * dirs[:, None]
+_ray_points_ref = per_sample.sample_points
 
 
 def ray_points(origins: torch.Tensor, dirs: torch.Tensor, depths: torch.Tensor, backend: str = "auto") -> torch.Tensor:

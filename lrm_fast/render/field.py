@@ -2,7 +2,8 @@
 
 MLP: ``Linear(3C, 64) -> ReLU -> [Linear(64, 64) -> ReLU] x (layers - 2) -> Linear(64, 4)``, biases
 initialized to zero. Output channel 0 is the raw density, 1:4 the rgb logits.
-Activations (OpenLRM):
+Activations (OpenLRM; written once in ``ops/per_sample.py``, which the renderer and the fused
+compositing op share):
     rgb     = sigmoid(x) * (1 + 2 * 0.001) - 0.001     (MipNeRF's widened sigmoid)
     density = softplus(x - 1)                           (``density_bias = -1``)
 TripoSR variant (``density_activation="exp"``): density = exp(x - 1), ``rgb_activation="sigmoid"``
@@ -12,11 +13,10 @@ scaled into the normalized [-1, 1]^3 box before the planes are sampled.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import FieldConfig
-from ..ops import triplane_mlp
+from ..ops import per_sample, triplane_mlp
 
 _ACT_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus}
 
@@ -58,17 +58,12 @@ class TriplaneField(nn.Module):
                             backend=self.backend)
 
     def rgb(self, raw: torch.Tensor) -> torch.Tensor:
-        if self.cfg.rgb_activation == "sigmoid":
-            return torch.sigmoid(raw[..., 1:4])
-        return torch.sigmoid(raw[..., 1:4]) * (1 + 2 * 0.001) - 0.001
+        """raw outputs ``[..., 4]`` -> colors ``[..., 3]`` (``ops.per_sample.rgb_activation``)."""
+        return per_sample.rgb_activation(raw[..., 1:4], self.cfg.rgb_activation)
 
     def density(self, raw_density: torch.Tensor) -> torch.Tensor:
-        x = raw_density + self.cfg.density_bias
-        if self.cfg.density_activation == "softplus":
-            return F.softplus(x)
-        if self.cfg.density_activation == "exp":
-            return torch.exp(x.clamp_max(15.0))
-        raise ValueError(f"unknown density activation {self.cfg.density_activation!r}")
+        """raw densities ``[...]`` -> densities (``ops.per_sample.density_activation``)."""
+        return per_sample.density_activation(raw_density, self.cfg.density_bias, self.cfg.density_activation)
 
     def query(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Activated (density ``[B, N]``, rgb ``[B, N, 3]``) at points (OpenLRM ``run_model_activated``)."""

@@ -10,7 +10,8 @@ Per ray (chunked over rays, all batch items at once):
 5. per sample, OpenLRM's in-box filter: outside the box raw density ``-1e4`` (activated: 0) and
    color 0, else the field's activations; intervals between adjacent samples: midpoint
    colors/raw densities/depths, ``density(.)``, deltas (OpenLRM ``MipRayMarcher2``), or, with
-   ``midpoint=False``, the samples themselves;
+   ``midpoint=False``, the samples themselves (all of step 5 is written once, in
+   ``ops/per_sample.py``, which the field, both paths here and the fused op's twin call);
 6. compositing on the background.
 
 Steps 5-6 (and the coarse weights of step 4) are one op, ``ops.composite_samples`` (its twin is
@@ -33,12 +34,11 @@ import torch
 from torch import nn
 
 from ..config import RenderConfig
-from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, ray_box,
-                   ray_points, stratified)
+from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, per_sample,
+                   ray_box, ray_points, stratified)
 from ..ops.composite import composite_samples, composite_samples_weights
 from .field import TriplaneField
-
-MASKED_RAW_DENSITY = -1e4
+from .occupancy import OccupancyGrid, march_skip, skips
 
 
 def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
@@ -56,6 +56,7 @@ class Renderer(nn.Module):
     backend = "auto"
     early_stop = 0.0  # fast path only: transmittance below which a ray stops compositing
     compact_misses = "auto"  # fast path only: see _compacts
+    skip_stats: dict | None = None  # set to a dict to count the samples empty-space skipping evaluates
 
     def __init__(self, cfg: RenderConfig, field: TriplaneField):
         super().__init__()
@@ -67,23 +68,14 @@ class Renderer(nn.Module):
         """raw field outputs at ``origins + depths * dirs``. origins/dirs ``[B, R, 3]``,
         depths ``[B, R, S]``, valid ``[B, R]`` -> raw density ``[B, R, S]``, rgb ``[B, R, S, 3]``."""
         B, R, S = depths.shape
-        pts = origins[:, :, None] + depths[..., None] * dirs[:, :, None]
+        pts = per_sample.sample_points(origins, dirs, depths)
         raw = self.field(planes, pts.reshape(B, R * S, 3)).reshape(B, R, S, 4)
-        cfg = self.cfg
-        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1) & valid[..., None]
-        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
-        return sigma_raw, rgb
+        inside = per_sample.in_box(pts, self.cfg.box_min, self.cfg.box_max) & valid[..., None]
+        return per_sample.gate(raw[..., 0], self.field.rgb(raw), inside)
 
     def _intervals(self, depths, sigma_raw, rgb):
         """Samples -> intervals: (rgb [.., S', 3], sigma [.., S'], deltas, interval depths)."""
-        deltas = depths[..., 1:] - depths[..., :-1]
-        if self.cfg.midpoint:
-            sigma = self.field.density(0.5 * (sigma_raw[..., 1:] + sigma_raw[..., :-1]))
-            rgb = 0.5 * (rgb[..., 1:, :] + rgb[..., :-1, :])
-            mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
-            return rgb, sigma, deltas, mids
-        return rgb[..., :-1, :], self.field.density(sigma_raw[..., :-1]), deltas, depths[..., :-1]
+        return per_sample.intervals(depths, sigma_raw, rgb, self.cfg.midpoint, self.field.density)
 
     def _use_fast(self, t: torch.Tensor) -> bool:
         if self.backend == "reference":
@@ -103,7 +95,7 @@ class Renderer(nn.Module):
             raise ValueError(f"compact_misses must be auto|always|never, got {mode!r}")
         return mode == "always" or (mode == "auto" and not t.is_cuda)
 
-    def _render_rays_fast(self, planes, origins, dirs, bg, jitter: bool, generator):
+    def _render_rays_fast(self, planes, origins, dirs, bg, jitter: bool, generator, mask=None):
         """The fast path of ``_render_rays`` (same signature and outputs): per batch item, only the
         rays that hit the box are marched (``_march``, with this backend's kernels), or, where
         ``_compacts`` says no, every ray of every item in one ``_march``, misses masked after."""
@@ -113,7 +105,7 @@ class Renderer(nn.Module):
         if not self._compacts(origins):
             # a missed ray has near = far = 0: its samples sit at its origin, outside the box, and
             # are gated out; the mask makes its outputs exactly (background, 0, 0)
-            c, dep, op = self._march(planes, origins, dirs, near, far, bg, jitter, generator)
+            c, dep, op = self._march_any(planes, origins, dirs, near, far, bg, jitter, generator, mask)
             return (torch.where(hit[..., None], c, bg.to(c.dtype)), torch.where(hit, dep, 0.0),
                     torch.where(hit, op, 0.0))
         colors, depths_out, opacities = [], [], []
@@ -129,8 +121,8 @@ class Renderer(nn.Module):
             def take(x):
                 return x[b:b + 1] if every else x[b, idx][None]
 
-            c, dep, op = self._march(planes[b:b + 1], take(origins), take(dirs), take(near), take(far), take(bg),
-                                     jitter, generator)
+            c, dep, op = self._march_any(planes[b:b + 1], take(origins), take(dirs), take(near), take(far), take(bg),
+                                         jitter, generator, None if mask is None else mask[b:b + 1])
             if every:
                 c, dep, op = c[0], dep[0], op[0]
             else:
@@ -167,12 +159,9 @@ class Renderer(nn.Module):
     def _gate(self, raw, depths, origins, dirs):
         """The unfused twin of the fused op's first step (OpenLRM's in-box filter): raw ``[R, S, 4]``
         -> raw density ``[R, S]`` (``-1e4`` outside the box) and activated rgb ``[R, S, 3]`` (0 outside)."""
-        cfg = self.cfg
         pts = ray_points(origins, dirs, depths, backend="reference")  # the bits _raw used
-        inbox = ((pts >= cfg.box_min) & (pts <= cfg.box_max)).all(-1)
-        sigma_raw = torch.where(inbox, raw[..., 0], torch.full_like(raw[..., 0], MASKED_RAW_DENSITY))
-        rgb = torch.where(inbox[..., None], self.field.rgb(raw), torch.zeros_like(raw[..., 1:4]))
-        return sigma_raw, rgb
+        inside = per_sample.in_box(pts, self.cfg.box_min, self.cfg.box_max)
+        return per_sample.gate(raw[..., 0], self.field.rgb(raw), inside)
 
     def _march(self, planes, origins, dirs, near, far, bg, jitter, generator):
         """Steps 2-6 of the module docstring for a set of rays, with ``self.backend``'s ops: the
@@ -237,15 +226,22 @@ class Renderer(nn.Module):
             depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=be)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
 
-    def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator):
+    def _march_any(self, planes, origins, dirs, near, far, bg, jitter, generator, mask):
+        """``_march``, or with an occupancy mask ``[B, G, G, G]`` its empty-space skipping twin
+        (``render/occupancy.py``)."""
+        if mask is None:
+            return self._march(planes, origins, dirs, near, far, bg, jitter, generator)
+        return march_skip(self, planes, origins, dirs, near, far, bg, mask, self.skip_stats)
+
+    def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator, mask=None):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``."""
         if self.cfg.uniform_bins:
             return self._render_rays_uniform(planes, origins, dirs, bg)
         if self._use_fast(origins):
-            return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator)
+            return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator, mask)
         cfg = self.cfg
         near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
-        color, depth, opacity = self._march(planes, origins, dirs, near, far, bg, jitter, generator)
+        color, depth, opacity = self._march_any(planes, origins, dirs, near, far, bg, jitter, generator, mask)
         # a missed ray's samples all sit at its origin, outside the box, so it already renders as
         # (background, 0, 0); the mask makes that exact even for an origin on a box face
         return (torch.where(hit[..., None], color, bg.to(color.dtype)), torch.where(hit, depth, 0.0),
@@ -254,7 +250,8 @@ class Renderer(nn.Module):
     def forward(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor,
                 height: int, width: int | None = None, background=None,
                 pixels: torch.Tensor | None = None, jitter: bool = False,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                occupancy: OccupancyGrid | None = None) -> dict[str, torch.Tensor]:
         """Render views of each triplane.
 
         Args:
@@ -264,6 +261,8 @@ class Renderer(nn.Module):
             background: number, ``[3]`` or ``[B, V, 3]`` (default ``cfg.background``).
             pixels: optional ``[B, V, R, 2]`` (row, col) subset; then outputs are ``[B, V, R, ...]``.
             jitter: random stratified offsets and random importance draws (training).
+            occupancy: an ``OccupancyGrid`` of these planes (``render/occupancy.py``): skip empty
+                space (inference; ``cfg.occupancy_tau`` sets the accuracy). None: the exact render.
         Returns:
             dict with ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``.
         """
@@ -285,8 +284,14 @@ class Renderer(nn.Module):
         bg = bg[:, :, None].expand(B, V, R, 3).reshape(B, V * R, 3)
         origins, dirs = origins.reshape(B, V * R, 3), dirs.reshape(B, V * R, 3)
         chunk = max(1, self.cfg.chunk_rays // max(B, 1))
+        mask = None
+        if occupancy is not None and skips(self, planes, jitter):
+            if occupancy.max_raw.shape[0] != B:
+                raise ValueError(f"occupancy grid of {occupancy.max_raw.shape[0]} triplanes for {B} triplanes")
+            fc = self.field.cfg
+            mask = occupancy.mask(self.cfg.occupancy_tau, fc.density_bias, fc.density_activation)
         outs = [self._render_rays(planes, origins[:, s:s + chunk], dirs[:, s:s + chunk], bg[:, s:s + chunk],
-                                  jitter, generator)
+                                  jitter, generator, mask)
                 for s in range(0, V * R, chunk)]
         color, depth, opacity = (torch.cat(x, 1) for x in zip(*outs)) if outs else (
             bg, bg.new_zeros(B, 0), bg.new_zeros(B, 0))

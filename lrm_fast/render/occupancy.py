@@ -1,0 +1,177 @@
+"""Occupancy grid of a reconstruction and the renderer's empty-space skipping.
+
+**The grid** (``build_occupancy``, once per triplane): the box ``[box_min, box_max]^3`` in ``G^3``
+cells (``G = 64`` default, 128 an option). The field's raw density (density logit, before
+``density_bias`` and the activation) is evaluated on the lattice of spacing ``h / subdiv``
+(``h`` the cell size; default ``subdiv = 2``: corners, edge and face midpoints and center of every
+cell, ``(2G + 1)^3`` points, batched passes of the fused field; ``subdiv = 1``, the corners only,
+missed a thin peak of the fitted base field, whose plane texel is one cell at G = 64: one pixel
+off by 0.039); a cell keeps the **max over the lattice points of the closed cell**, then the
+grid is **dilated by** ``dilate`` **cells** (default 1: max over the 3^3 neighbourhood). The grid
+stores that dilated max raw density per cell (``OccupancyGrid.max_raw [B, G, G, G]``), so one grid
+serves any render settings.
+
+**The rule** (``OccupancyGrid.mask``): a cell is empty when its dilated max density is at most
+``sigma_skip = tau / L`` with ``L`` the box diagonal and ``tau`` (``RenderConfig.occupancy_tau``) the
+optical depth a ray may lose: a ray crosses at most ``L`` of empty space, so the density that
+skipping drops from any ray adds up to less than ``tau`` (in raw units: ``act^-1(sigma_skip) - bias``;
+midpoint averaging of two empty samples stays below it, since the activations are monotone).
+Color, opacity and depth of a pixel then move by at most about ``tau`` (colors in [0, 1]) plus the
+tiny shift of the importance samples that those weights cause. This holds where the grid's max
+is a true bound of the field within the cell; the lattice max + dilation is the conservative
+estimate of that (the field is bilinear in the plane features within a texel and smooth across),
+and the measured PSNR against the exact render is in ``docs/readme/bench.md``.
+
+**Skipping** (``march_skip``, inference, OpenLRM's fused path): the coarse samples are the exact
+render's stratified depths; only those in occupied cells and their neighbours along the ray
+(a midpoint interval needs both of its samples) are sent to the field. The coarse weights of the
+kept samples (``composite_samples_packed_weights``; the weight of the interval that bridges a gap
+of dropped samples goes to its first sample) are scattered back onto the exact render's coarse
+intervals (dropped intervals: weight 0, what the exact render gives them to within ``tau``) and
+drive the unchanged importance sampler, so the importance depths are the exact render's wherever
+the weights are. Coarse and importance samples are merged in the exact render's order, again only
+the occupied ones and their neighbours are kept (the few neighbours the coarse pass did not
+evaluate are evaluated now), and the kept samples are composited in the packed layout
+(``composite_samples_packed``). Every interval with an occupied sample is then the exact render's
+interval, bit for bit in its inputs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import importance, stratified
+from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
+                             occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
+
+DEFAULT_RESOLUTION = 64
+
+
+@dataclass
+class OccupancyGrid:
+    """``max_raw [B, G, G, G]``: per cell the dilated max raw density (see the module docstring),
+    axes (x, y, z) of the box ``[box_min, box_max]^3``."""
+
+    max_raw: torch.Tensor
+    box_min: float = -1.0
+    box_max: float = 1.0
+    subdiv: int = 2
+    dilate: int = 1
+
+    @property
+    def resolution(self) -> int:
+        return self.max_raw.shape[-1]
+
+    def sigma_skip(self, tau: float) -> float:
+        """The density at or below which a cell counts as empty: ``tau`` over the box diagonal."""
+        return float(tau) / ((self.box_max - self.box_min) * math.sqrt(3.0))
+
+    def mask(self, tau: float, density_bias: float = -1.0, density_activation: str = "softplus") -> torch.Tensor:
+        """``[B, G, G, G]`` bool: the cells whose density can matter (``> sigma_skip(tau)``)."""
+        s = self.sigma_skip(tau)
+        if s <= 0:
+            return torch.ones_like(self.max_raw, dtype=torch.bool)
+        if density_activation == "softplus":  # softplus^-1(s) = s + log(1 - exp(-s))
+            x = s + math.log(-math.expm1(-s))
+        elif density_activation == "exp":
+            x = math.log(s)
+        else:
+            raise ValueError(f"unknown density activation {density_activation!r}")
+        return self.max_raw > (x - density_bias)
+
+    def occupied_fraction(self, tau: float, density_bias: float = -1.0, density_activation: str = "softplus") -> float:
+        return float(self.mask(tau, density_bias, density_activation).float().mean())
+
+
+@torch.no_grad()
+def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOLUTION, box_min: float = -1.0,
+                    box_max: float = 1.0, subdiv: int = 2, dilate: int = 1, chunk: int = 1 << 18) -> OccupancyGrid:
+    """The occupancy grid of triplanes ``planes [B, 3, C, H, W]`` with ``field`` (a ``TriplaneField``):
+    see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item."""
+    G, subdiv, dilate = int(resolution), int(subdiv), int(dilate)
+    if G < 1 or subdiv < 1 or dilate < 0:
+        raise ValueError(f"occupancy grid needs resolution >= 1, subdiv >= 1, dilate >= 0; got {G}, {subdiv}, {dilate}")
+    if planes.dim() != 5 or planes.shape[1] != 3:
+        raise ValueError(f"occupancy grid needs triplanes [B, 3, C, H, W], got {tuple(planes.shape)}")
+    B = planes.shape[0]
+    n = G * subdiv + 1
+    dt = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
+    x = torch.linspace(box_min, box_max, n, device=planes.device, dtype=dt)
+    pts = torch.stack(torch.meshgrid(x, x, x, indexing="ij"), -1).reshape(1, -1, 3).expand(B, -1, 3)
+    raw = torch.cat([field(planes, pts[:, s:s + chunk].contiguous())[..., 0].float()
+                     for s in range(0, pts.shape[1], chunk)], 1).reshape(B, 1, n, n, n)
+    cell = F.max_pool3d(raw, kernel_size=subdiv + 1, stride=subdiv)          # [B, 1, G, G, G]
+    if dilate:
+        cell = F.max_pool3d(cell, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
+    return OccupancyGrid(cell[:, 0].contiguous(), float(box_min), float(box_max), subdiv, dilate)
+
+
+def skips(renderer, t: torch.Tensor, jitter: bool) -> bool:
+    """Whether ``renderer`` can skip empty space here: inference (no jitter, no gradient), OpenLRM's
+    fused path (``Renderer._fusable``); TripoSR's uniform bins and unfused fields render exactly."""
+    cfg = renderer.cfg
+    if jitter or cfg.uniform_bins or torch.is_grad_enabled() and t.requires_grad:
+        return False
+    return renderer._fusable(t)
+
+
+def _field_packed(renderer, planes, points, offsets, R_item: int):
+    """raw field outputs ``[N, 4]`` at packed ``points [N, 3]``; ``offsets`` the packed layout of
+    rays grouped by batch item, ``R_item`` rays per item (each item's points go with its planes)."""
+    B = planes.shape[0]
+    if B == 1:
+        return renderer.field(planes, points[None])[0]
+    ends = offsets[::R_item].tolist()  # item b owns points ends[b] .. ends[b + 1] - 1
+    outs = [renderer.field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0]
+            for b in range(B) if ends[b + 1] > ends[b]]
+    return torch.cat(outs) if outs else points.new_zeros(0, 4)
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    off = counts.new_zeros(counts.shape[0] + 1)
+    torch.cumsum(counts, 0, out=off[1:])
+    return off
+
+
+def march_skip(renderer, planes, origins, dirs, near, far, bg, mask: torch.Tensor, stats: dict | None = None):
+    """``Renderer._march`` with empty-space skipping (module docstring), inference only: planes
+    ``[B, 3, C, H, W]``, origins/dirs/bg ``[B, R, 3]``, near/far ``[B, R]``, mask ``[B, G, G, G]`` bool
+    -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``. ``stats`` (optional dict) accumulates the
+    samples evaluated by the field (``"evaluated"``) and those of the exact render (``"dense"``).
+    Every per-ray step is an op with a twin (``ops/occupancy.py``) and C++/CUDA kernels."""
+    cfg, be = renderer.cfg, renderer.backend
+    fc = renderer.field.cfg
+    B, R = near.shape
+    o, d = origins.reshape(B * R, 3), dirs.reshape(B * R, 3)
+    box = (float(cfg.box_min), float(cfg.box_max))
+    n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
+    kw = dict(box_min=cfg.box_min, box_max=cfg.box_max, density_bias=fc.density_bias,
+              density_activation=fc.density_activation, midpoint=cfg.midpoint)
+
+    tc = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=False, backend=be)
+    occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
+    off_c = _offsets(counts_c)
+    t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
+    raw_p = _field_packed(renderer, planes, pts, off_c, R).to(tc.dtype)
+    evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
+    if cfg.importance:
+        w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
+        w = occupancy_unpack(w_p, keep_c, off_c, backend=be)
+        fine = importance(tc, w[:, :-1].float(), cfg.samples_per_ray - n_coarse, det=True, backend=be)
+        t, keep, src, counts, need = occupancy_merge(o, d, tc, occ_c, keep_c, off_c, fine, mask, R, *box, backend=be)
+        off, off_n = _offsets(counts), _offsets(need)
+        t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
+        if pts_n.shape[0]:
+            raw_p[pos_n] = _field_packed(renderer, planes, pts_n, off_n, R).to(raw_p.dtype)
+        evaluated += pts_n.shape[0]
+        dense = t.numel()
+    if stats is not None:
+        stats["evaluated"] = stats.get("evaluated", 0) + evaluated
+        stats["dense"] = stats.get("dense", 0) + dense
+        stats["rays"] = stats.get("rays", 0) + B * R
+    color, depth, opacity = composite_samples_packed(raw_p, t_p, off, o, d, bg.reshape(B * R, 3).to(tc.dtype),
+                                                     early_stop=renderer.early_stop, backend=be, **kw)
+    return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)

@@ -1,0 +1,410 @@
+"""Occupancy grid and empty-space skipping: the packed compositing ops (C++ against the twin and
+against the dense op applied ray by ray), the grid's construction (brute force), the sample
+lookup (closed form), the skipping renderer against the exact render, and the exact switch."""
+import math
+import os
+
+import pytest
+import torch
+
+from lrm_fast.config import FieldConfig, RenderConfig
+from lrm_fast.model.camera import default_intrinsics, orbit_cameras
+from lrm_fast.ops import _dispatch
+from lrm_fast.ops.composite import _composite_samples_ref, composite_samples_weights
+from lrm_fast.ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
+                                    occupancy_lookup, occupancy_mark, occupancy_merge, occupancy_pack,
+                                    occupancy_unpack, offsets_from_mask, ray_indices, with_neighbours)
+from lrm_fast.render.field import TriplaneField
+from lrm_fast.render.occupancy import OccupancyGrid, build_occupancy
+from lrm_fast.render.renderer import Renderer
+
+HAS_CPP = _dispatch.resolve("composite_samples_packed", "auto", torch.zeros(1))[0] == "cpp"
+needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="lrm_fast._C not built")
+
+
+def _packed_case(counts, dtype=torch.float64, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    R, N = len(counts), sum(counts)
+    off = torch.zeros(R + 1, dtype=torch.long)
+    off[1:] = torch.tensor(counts, dtype=torch.long).cumsum(0)
+    o = torch.randn(R, 3, generator=g, dtype=dtype) * 0.3 - torch.tensor([0.0, 2.2, 0.0], dtype=dtype)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, 0.0], dtype=dtype) +
+                                      0.2 * torch.randn(R, 3, generator=g, dtype=dtype), dim=-1)
+    t = torch.cat([torch.sort(torch.rand(c, generator=g, dtype=dtype) * 3.4 + 0.6).values for c in counts]) \
+        if N else torch.zeros(0, dtype=dtype)
+    raw = torch.randn(N, 4, generator=g, dtype=dtype) * 3
+    bg = torch.rand(R, 3, generator=g, dtype=dtype)
+    return [x.to(device) for x in (raw, t, off, o, d, bg)]
+
+
+def _per_ray(raw, t, off, o, d, bg, **kw):
+    """The truth: composite.py's dense twin on each ray's own slice."""
+    cols, deps, ops = [], [], []
+    for i in range(off.shape[0] - 1):
+        a, b = int(off[i]), int(off[i + 1])
+        if b - a < 2:  # no interval
+            cols.append(bg[i][None]), deps.append(bg.new_zeros(1)), ops.append(bg.new_zeros(1))
+            continue
+        c, dd, op = _composite_samples_ref(raw[None, a:b], t[None, a:b], o[i:i + 1], d[i:i + 1], bg[i:i + 1], **kw)
+        cols.append(c), deps.append(dd), ops.append(op)
+    return torch.cat(cols), torch.cat(deps), torch.cat(ops)
+
+
+COUNTS = [0, 1, 2, 5, 17, 40, 3, 0, 33]
+PARAMS = [dict(), dict(midpoint=False), dict(density_activation="exp"), dict(box_min=-0.5, box_max=0.7)]
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("kw", PARAMS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "default")
+def test_packed_equals_dense_op_ray_by_ray(backend, kw):
+    raw, t, off, o, d, bg = _packed_case(COUNTS)
+    got = composite_samples_packed(raw, t, off, o, d, bg, backend=backend, **kw)
+    want = _per_ray(raw, t, off, o, d, bg, **kw)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@needs_cpp
+@pytest.mark.parametrize("scalar", [False, True])
+@pytest.mark.parametrize("kw", PARAMS[:3], ids=["default", "nomid", "exp"])
+def test_packed_cpp_float32_matches_twin(scalar, kw, monkeypatch):
+    if scalar:
+        monkeypatch.setenv("LRM_FAST_COMPOSITE_SCALAR", "1")
+    raw, t, off, o, d, bg = _packed_case([0, 1, 2, 7, 64, 100, 31, 33], dtype=torch.float32)
+    got = composite_samples_packed(raw, t, off, o, d, bg, backend="cpp", **kw)
+    want = composite_samples_packed(raw, t, off, o, d, bg, backend="reference", **kw)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=2e-6)
+
+
+@needs_cpp
+@pytest.mark.parametrize("isa", ["plain", "avx2"])
+def test_packed_cpp_lower_isa(isa, monkeypatch):
+    monkeypatch.setenv("LRM_FAST_CPU_ISA", isa)
+    raw, t, off, o, d, bg = _packed_case([5, 64, 0, 37], dtype=torch.float32)
+    got = composite_samples_packed(raw, t, off, o, d, bg, backend="cpp")
+    want = composite_samples_packed(raw, t, off, o, d, bg, backend="reference")
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_packed_weights(backend, dtype):
+    counts = [0, 1, 2, 6, 30]
+    raw, t, off, o, d, _ = _packed_case(counts, dtype=dtype)
+    w = composite_samples_packed_weights(raw, t, off, o, d, backend=backend)
+    assert w.shape == t.shape
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for i, c in enumerate(counts):
+        a = int(off[i])
+        if c == 0:
+            continue
+        assert w[a + c - 1] == 0  # the ray's last sample closes no interval
+        if c >= 2:
+            want = composite_samples_weights(raw[None, a:a + c], t[None, a:a + c], o[i:i + 1], d[i:i + 1],
+                                             backend="reference")[0]
+            torch.testing.assert_close(w[a:a + c - 1], want, **tol)
+
+
+@needs_cpp
+def test_packed_gradcheck_and_grads_match_twin():
+    raw, t, off, o, d, bg = _packed_case([3, 0, 6, 1, 9])
+    raw.requires_grad_(True)
+    bg.requires_grad_(True)
+
+    def f(raw, bg):
+        return composite_samples_packed(raw, t, off, o, d, bg, backend="cpp")
+
+    assert torch.autograd.gradcheck(f, (raw, bg), atol=1e-7)
+    for kw in PARAMS[:3]:
+        raw32, t32, off32, o32, d32, bg32 = _packed_case([4, 0, 40, 1, 70], dtype=torch.float32, seed=3)
+        grads = []
+        for backend in ("cpp", "reference"):
+            r_ = raw32.clone().requires_grad_(True)
+            b_ = bg32.clone().requires_grad_(True)
+            c, dep, op = composite_samples_packed(r_, t32, off32, o32, d32, b_, backend=backend, **kw)
+            (c.square().sum() + 0.3 * dep.sum() + op.sum()).backward()
+            grads.append((r_.grad, b_.grad))
+        for g, w in zip(*grads):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+@needs_cpp
+def test_packed_ops_opcheck():
+    raw, t, off, o, d, bg = _packed_case([3, 0, 6, 1, 9])
+    composite_samples_packed(raw, t, off, o, d, bg, backend="cpp")  # registers the fakes / autograd
+    args = (raw.requires_grad_(True), t, off, o, d, bg, -1.0, 1.0, -1.0, 0, True, 0.0)
+    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_packed_fwd, args)
+    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_packed_weights,
+                          (raw.detach(), t, off, o, d, -1.0, 1.0, -1.0, 0, True))
+
+
+@needs_cpp
+def test_packed_bad_inputs_are_one_line_errors():
+    raw, t, off, o, d, bg = _packed_case([3, 4])
+    with pytest.raises(ValueError, match="offsets"):
+        composite_samples_packed(raw, t, off.int(), o, d, bg, backend="cpp")
+    with pytest.raises(ValueError, match="origins/dirs"):
+        composite_samples_packed(raw, t, off, o[:1], d[:1], bg, backend="cpp")
+    bad = off.clone()
+    bad[1] = 9
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        composite_samples_packed(raw, t, bad, o, d, bg, backend="cpp")
+    bad = off.clone()
+    bad[-1] = 6
+    with pytest.raises(RuntimeError, match="end at N"):
+        composite_samples_packed(raw, t, bad, o, d, bg, backend="cpp")
+
+
+def test_offsets_and_ray_indices():
+    mask = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    off = offsets_from_mask(mask)
+    assert off.tolist() == [0, 2, 2, 5]
+    assert ray_indices(off).tolist() == [0, 0, 2, 2, 2]
+    assert with_neighbours(torch.tensor([[0, 0, 1, 0, 0, 0, 1]], dtype=torch.bool)).int().tolist() == \
+        [[0, 1, 1, 1, 0, 1, 1]]
+
+
+def test_occupancy_lookup_closed_form():
+    G = 4  # cells of 0.5 over [-1, 1]
+    mask = torch.zeros(2, G, G, G, dtype=torch.bool)
+    mask[0, 1, 2, 3] = True
+    mask[1, 0, 0, 0] = True
+    pts = torch.tensor([[[-0.4, 0.2, 0.9], [-0.5, 0.0, 1.0], [-0.51, 0.2, 0.9], [-0.4, 0.2, 1.01]],
+                        [[-1.0, -1.0, -1.0], [-0.9, -0.6, -0.51], [-0.5, -1.0, -1.0], [0.0, 0.0, 0.0]]])
+    got = occupancy_lookup(mask, pts, -1.0, 1.0, item=torch.tensor([0, 1]))
+    # cell 1 covers [-0.5, 0), cell 2 [0, 0.5), cell 3 [0.5, 1] (the upper face belongs to the last cell)
+    assert got.tolist() == [[True, True, False, False], [True, True, False, False]]
+
+
+def _steps(backend, dtype, seed=0):
+    """The renderer's skipping steps on random rays through a random grid (2 items)."""
+    g = torch.Generator().manual_seed(seed)
+    B, R, A, F, G = 2, 40, 12, 9, 6
+    o = torch.randn(B * R, 3, generator=g, dtype=dtype) * 0.2 - torch.tensor([0.0, 2.0, 0.0], dtype=dtype)
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, 0.0], dtype=dtype) +
+                                      0.3 * torch.randn(B * R, 3, generator=g, dtype=dtype), dim=-1)
+    tc = torch.linspace(0.8, 3.2, A, dtype=dtype).expand(B * R, A).contiguous()
+    tc[::7] = 2.0 - torch.tensor(0.0, dtype=dtype)  # repeated depths (ties) on some rays
+    tf = torch.sort(torch.rand(B * R, F, generator=g, dtype=dtype) * 2.4 + 0.8).values
+    tf[::5, :3] = tc[::5, 4:7]                        # importance depths equal to coarse ones
+    tf = tf.sort(1).values                            # (both sets sorted, as the renderer's)
+    grid = torch.rand(B, G, G, G, generator=g) < 0.3
+    occ, keep, counts = occupancy_mark(o, d, tc, grid, R, -1.0, 1.0, backend=backend)
+    off = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    t_p, pts = occupancy_pack(o, d, tc, keep, off, backend=backend)
+    raw_c = torch.randn(t_p.shape[0], 4, generator=g, dtype=dtype)
+    w = occupancy_unpack(raw_c[:, 0].contiguous(), keep, off, backend=backend)
+    t, keep_m, src, cnt, need = occupancy_merge(o, d, tc, occ, keep, off, tf, grid, R, -1.0, 1.0, backend=backend)
+    off_m = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    off_n = torch.cat([need.new_zeros(1), need.cumsum(0)])
+    gathered = occupancy_gather(o, d, t, keep_m, src, off_m, off_n, raw_c, backend=backend)
+    return (occ, keep, counts, t_p, pts, w, t, keep_m, src, cnt, need) + tuple(gathered)
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_skip_steps_cpp_equal_twins(dtype):
+    got, want = _steps("cpp", dtype), _steps("reference", dtype)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and torch.equal(g, w), i
+    occ, keep, counts = want[:3]
+    assert 0 < int(counts.sum()) < keep.numel() and bool((keep | ~occ).all())
+    src, need = want[8], want[10]
+    assert int(need.sum()) > 0 and bool((src == -2).any()) and bool((src >= 0).any())
+
+
+def test_skip_steps_twins_closed_form():
+    """The twins against a plain Python walk of one ray."""
+    occ, keep, counts, t_p, pts, w, t, keep_m, src, cnt, need, t_g, raw_g, pts_n, pos_n = _steps("reference",
+                                                                                                  torch.float64)
+    for r in range(occ.shape[0]):
+        o_ = occ[r].tolist()
+        k_ = [o_[k] or (k > 0 and o_[k - 1]) or (k + 1 < len(o_) and o_[k + 1]) for k in range(len(o_))]
+        assert keep[r].tolist() == k_
+    assert torch.equal(t_g, t[keep_m])
+    assert torch.equal(pts_n.shape[0] * torch.ones(()), need.sum().double())
+
+
+class BallField(TriplaneField):
+    """An analytic field with real empty space: a ball of radius 0.45 at (0.1, 0, 0) whose raw
+    density falls steeply from 8 inside to -30 outside, colours from position."""
+
+    def __init__(self):
+        super().__init__(4, FieldConfig(hidden=8))
+
+    def forward(self, planes, points):
+        r = (points - points.new_tensor([0.1, 0.0, 0.0])).norm(dim=-1)
+        dens = (8.0 - 100.0 * (r - 0.45)).clamp(-30.0, 8.0)
+        return torch.cat([dens[..., None], 2.0 * points], -1)
+
+
+def _views(n=3, res=24):
+    c2w = orbit_cameras(torch.linspace(0, 300, n).tolist(), [20.0] * n, 2.0)[None]
+    return c2w, default_intrinsics().expand(1, n, 4), res
+
+
+def test_build_occupancy_is_the_lattice_max_dilated():
+    field = BallField()
+    planes = torch.zeros(1, 3, 4, 2, 2)
+    G = 10
+    grid = build_occupancy(field, planes, G, subdiv=2, dilate=1)
+    n = 2 * G + 1
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    lat = field(planes, torch.stack(torch.meshgrid(x, x, x, indexing="ij"), -1).reshape(1, -1, 3).float())
+    lat = lat[0, :, 0].reshape(n, n, n)
+    cell = torch.full((G, G, G), -math.inf)
+    for i in range(G):
+        for j in range(G):
+            for k in range(G):
+                cell[i, j, k] = lat[2 * i:2 * i + 3, 2 * j:2 * j + 3, 2 * k:2 * k + 3].max()
+    want = torch.full((G, G, G), -math.inf)
+    for i in range(G):
+        for j in range(G):
+            for k in range(G):
+                want[i, j, k] = cell[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, max(k - 1, 0):k + 2].max()
+    torch.testing.assert_close(grid.max_raw[0], want)
+    # the rule: empty iff max density <= tau / diagonal
+    tau = 1e-3
+    s = tau / (2 * math.sqrt(3))
+    assert torch.equal(grid.mask(tau), torch.nn.functional.softplus(grid.max_raw - 1.0) > s)
+    assert 0.05 < grid.occupied_fraction(tau) < 0.9
+
+
+def _tiny_planes(model):
+    tp = model.cfg.triplane
+    return torch.randn(1, 3, tp.channels, tp.high_res, tp.high_res, generator=torch.Generator().manual_seed(1))
+
+
+def _renderer(field, tau, backend, samples=32):
+    r = Renderer(RenderConfig(samples_per_ray=samples, occupancy_tau=tau, chunk_rays=256), field)
+    r.backend = backend
+    field.backend = backend
+    return r
+
+
+def _psnr(a, b):
+    return -10 * math.log10(max(float((a - b).square().mean()), 1e-30))
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("auto", marks=needs_cpp)])
+def test_skipping_renderer_on_a_field_with_empty_space(backend):
+    field = BallField()
+    planes = torch.zeros(1, 3, 4, 2, 2)
+    c2w, K, res = _views()
+    r = _renderer(field, 1e-3, backend)
+    grid = build_occupancy(field, planes, 32)
+    with torch.no_grad():
+        exact = r(planes, c2w, K, res)
+        r.skip_stats = {}
+        skip = r(planes, c2w, K, res, occupancy=grid)
+    stats = r.skip_stats
+    assert stats["evaluated"] < 0.6 * stats["dense"], stats  # most samples are in empty space
+    assert _psnr(skip["rgb"], exact["rgb"]) > 60
+    torch.testing.assert_close(skip["opacity"], exact["opacity"], atol=1e-3, rtol=0)
+    hit = exact["opacity"] > 0.5
+    torch.testing.assert_close(skip["depth"][hit], exact["depth"][hit], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("auto", marks=needs_cpp)])
+def test_skipping_with_tau_zero_keeps_every_in_box_sample(backend, tiny_model):
+    """tau = 0: every cell is occupied, only samples outside the box (gated to zero density) are
+    dropped, so the render equals the exact one to float rounding."""
+    tiny_model.set_backend(backend)
+    r = tiny_model.renderer
+    r.cfg.occupancy_tau = 0.0
+    planes = _tiny_planes(tiny_model)
+    c2w, K, res = _views(2, 12)
+    grid = build_occupancy(tiny_model.field, planes, 8)
+    with torch.no_grad():
+        exact = r(planes, c2w, K, res)
+        skip = r(planes, c2w, K, res, occupancy=grid)
+    torch.testing.assert_close(skip["rgb"], exact["rgb"], atol=2e-6, rtol=0)
+    torch.testing.assert_close(skip["opacity"], exact["opacity"], atol=2e-6, rtol=0)
+
+
+def test_training_and_jitter_never_skip(tiny_model):
+    r = tiny_model.renderer
+    planes = _tiny_planes(tiny_model)
+    grid = OccupancyGrid(torch.zeros(1, 4, 4, 4))  # claims everything is empty
+    c2w, K, res = _views(1, 8)
+    with torch.no_grad():
+        exact = r(planes, c2w, K, res, jitter=True, generator=torch.Generator().manual_seed(0))
+        out = r(planes, c2w, K, res, jitter=True, generator=torch.Generator().manual_seed(0), occupancy=grid)
+    assert torch.equal(out["rgb"], exact["rgb"])
+    p = planes.clone().requires_grad_(True)
+    out = r(p, c2w, K, res, occupancy=grid)
+    assert torch.equal(out["rgb"].detach(), r(planes, c2w, K, res)["rgb"].detach())
+
+
+def test_grid_batch_mismatch_is_an_error(tiny_model):
+    planes = _tiny_planes(tiny_model)
+    c2w, K, res = _views(1, 4)
+    with torch.no_grad(), pytest.raises(ValueError, match="occupancy grid of 2 triplanes"):
+        tiny_model.renderer(planes, c2w, K, res, occupancy=OccupancyGrid(torch.zeros(2, 4, 4, 4)))
+
+
+@pytest.fixture(scope="module")
+def demo_rec():
+    import lrm_fast
+
+    model = lrm_fast.load_model()
+    here = os.path.dirname(os.path.abspath(lrm_fast.__file__))
+    return model.reconstruct(os.path.join(here, "assets", "sample.png"))
+
+
+def test_exact_switch_is_todays_render_bit_for_bit(demo_rec):
+    rec = demo_rec
+    cfg = rec.model.cfg.render
+    c2w = orbit_cameras([30.0, 200.0], [15.0, 15.0], rec.model.cfg.camera.source_distance)[None]
+    K = default_intrinsics(rec.model.cfg.camera.source_focal).expand(1, 2, 4)
+    with torch.inference_mode():
+        today = rec.model.render(rec.triplane, c2w, K, 20)
+    saved = cfg.skip_empty
+    try:
+        for skip_default in (False, True):
+            cfg.skip_empty = skip_default
+            got = rec.render((c2w[0], K[0]), resolution=20, exact=True)
+            for k in today:
+                assert torch.equal(got[k], today[k]), k
+        cfg.skip_empty = False
+        got = rec.render((c2w[0], K[0]), resolution=20)  # skip_empty off: exact
+        assert torch.equal(got["rgb"], today["rgb"])
+    finally:
+        cfg.skip_empty = saved
+
+
+def test_demo_model_skipping_accuracy_and_cache(demo_rec):
+    rec = demo_rec
+    grid = rec.occupancy()
+    assert rec.occupancy() is grid  # built once, reused
+    assert grid.resolution == rec.model.cfg.render.occupancy_resolution
+    r = rec.model.renderer
+    r.skip_stats = {}
+    try:
+        skip = rec.render(azimuths=[0, 120, 240], elevations=15, resolution=24, exact=False)
+        stats = r.skip_stats
+    finally:
+        r.skip_stats = None
+    exact = rec.render(azimuths=[0, 120, 240], elevations=15, resolution=24, exact=True)
+    assert _psnr(skip["rgb"], exact["rgb"]) >= 45
+    assert stats["evaluated"] < stats["dense"]
+
+
+@pytest.mark.gpu
+def test_packed_cuda_matches_cpu():
+    for kw in PARAMS:
+        raw, t, off, o, d, bg = _packed_case([0, 1, 2, 7, 64, 100, 31, 33], dtype=torch.float32)
+        want = composite_samples_packed(raw, t, off, o, d, bg, backend="cpp", **kw)
+        cu = [x.cuda() for x in (raw, t, off, o, d, bg)]
+        got = composite_samples_packed(*cu, backend="cpp", **kw)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=2e-6)
+        wc = composite_samples_packed_weights(*cu[:5], backend="cpp", **kw)
+        torch.testing.assert_close(wc.cpu(), composite_samples_packed_weights(raw, t, off, o, d, backend="cpp", **kw),
+                                   rtol=1e-5, atol=1e-6)
+    raw, t, off, o, d, bg = [x.cuda() for x in _packed_case([3, 0, 6, 1, 9])]
+    raw.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda r_: composite_samples_packed(r_, t, off, o, d, bg, backend="cpp"), (raw,),
+                                    atol=1e-7)

@@ -251,7 +251,7 @@ class Reconstruction:
                            views_per_chunk=1 if progress else None, progress=progress)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
-             largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False):
+             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
@@ -269,7 +269,7 @@ class Reconstruction:
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
-             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
+             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = False,
              progress: bool = False) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 

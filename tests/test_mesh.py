@@ -107,7 +107,9 @@ def test_field_bounds_contain_the_field():
         with torch.inference_mode():
             d = field.density(field(planes, pts.reshape(1, -1, 3))[..., 0])[0].reshape(300, 40)
         assert (d >= dmin[:, None] - 1e-6).all() and (d <= dmax[:, None] + 1e-6).all()
-        assert ((dmax - dmin) < 1e3).float().mean() > 0.5       # not vacuous
+        assert torch.isfinite(dmax).all()
+        if cfg.activation == "relu":                             # not vacuous (softplus density, ReLU MLP)
+            assert (dmax - dmin).median() < 1e3
 
 
 def test_two_spheres_off_grid_are_both_found():

@@ -254,11 +254,17 @@ class Reconstruction:
         By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
         run on a GPU (``tests/test_occupancy.py::test_packed_cuda_matches_cpu``); ``exact=False``
         skips there too."""
-        if exact is None:
-            exact = not self.model.cfg.render.skip_empty or self.triplane.is_cuda
+        cfg = self.model.cfg.render
+        auto = exact is None
+        if auto:
+            exact = not cfg.skip_empty or self.triplane.is_cuda
         if exact or not skips(self.model.renderer, self.triplane, False):
             return None
-        return self.occupancy()
+        grid = self.occupancy()
+        if auto and grid.occupied_fraction(cfg.occupancy_tau, self.model.field.cfg.density_bias,
+                                           self.model.field.cfg.density_activation) > cfg.skip_max_occupied:
+            return None  # mostly occupied: skipping would cost more than it saves
+        return grid
 
     @torch.inference_mode()
     def render(self, cameras=None, *, azimuths=None, elevations=None, distance: float | None = None,

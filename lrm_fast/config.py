@@ -133,6 +133,10 @@ class RenderConfig:
     skip_empty: bool = True
     occupancy_resolution: int = 64
     occupancy_tau: float = 1e-2
+    # by default (render(exact=None)) skip only where the grid leaves at most this fraction of its
+    # cells occupied: on the demo model (90% occupied: a trained fog) skipping measured slower than
+    # the exact render, on the fitted base field (14%) faster (docs/readme/bench.md)
+    skip_max_occupied: float = 0.5
 
 
 @dataclass

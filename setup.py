@@ -124,7 +124,9 @@ setup(
     extras_require={
         "fast": ["triton", "xformers"],
         "train": ["lpips", "torchvision"],
-        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "lpips", "torchvision"],
+        "demo": ["gradio>=6.31,<7"],
+        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "lpips", "torchvision",
+                "gradio>=6.31,<7", "gradio_client", "selenium"],
     },
     entry_points={"console_scripts": ["lrm-fast = lrm_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -29,7 +29,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "lrm_fast", "assets", "sample.png")
 HAVE_GRADIO = importlib.util.find_spec("gradio") is not None
-needs_gradio = pytest.mark.skipif(not HAVE_GRADIO, reason='gradio is not installed (pip install -e ".[demo]")')
+needs_gradio = pytest.mark.skipif(not HAVE_GRADIO, reason='gradio is not installed (pip install --no-build-isolation -e ".[demo]")')
 # The page's settings for the tests: small, so a run takes seconds on a 2-core CPU.
 MC, VIEWS = 20, 3
 SERVER_ARGS = ["--mc-resolution", str(MC), "--views", str(VIEWS), "--resolution", "32"]
@@ -74,7 +74,7 @@ def test_demo_command_defaults_and_missing_gradio(capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def demo():
     if not HAVE_GRADIO:
-        pytest.skip('gradio is not installed (pip install -e ".[demo]")')
+        pytest.skip('gradio is not installed (pip install --no-build-isolation -e ".[demo]")')
     from lrm_fast.web import Demo
 
     return Demo(mc_resolution=16, views=2, resolution=16)
@@ -136,7 +136,7 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     """``lrm-fast demo`` in a subprocess on a free port; yields its URL."""
     if not HAVE_GRADIO:
-        pytest.skip('gradio is not installed (pip install -e ".[demo]")')
+        pytest.skip('gradio is not installed (pip install --no-build-isolation -e ".[demo]")')
     work = tmp_path_factory.mktemp("web")
     port = _free_port()
     # one torch thread: on a loaded 2-core machine (other jobs, the browser's software WebGL) two

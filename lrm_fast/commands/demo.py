@@ -1,7 +1,7 @@
 """``lrm-fast demo``: the web demo (gradio) on http://127.0.0.1:7860; the page lives in ``lrm_fast/web.py``.
 
-gradio is an optional extra (``pip install -e ".[demo]"``); without it this command ends with a
-one-line error that says how to install it. ``lrm-fast --help`` never imports gradio.
+gradio is an optional extra (``pip install --no-build-isolation -e ".[demo]"``); without it this
+command ends with a one-line error that says how to install it. ``lrm-fast --help`` never imports gradio.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def add_arguments(p):
     p.description = ("Start the web demo: upload a photo in the browser, see the preprocessed input, the "
                      "turntable video and an interactive 3D view of the mesh, download GLB/OBJ/MP4. "
                      "Binds 127.0.0.1 (this machine only) unless --host says otherwise. Needs the demo "
-                     "extra: pip install -e \".[demo]\".")
+                     "extra: pip install --no-build-isolation -e \".[demo]\".")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model loaded at start and shown on the page (preset name or checkpoint folder); "
                         f"default: {DEFAULT_MODEL}")
@@ -39,7 +39,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     if importlib.util.find_spec("gradio") is None:
-        raise RuntimeError('the web demo needs gradio: pip install -e ".[demo]" (or pip install "gradio>=6.31,<7")')
+        raise RuntimeError('the web demo needs gradio: pip install --no-build-isolation -e ".[demo]" '
+                           '(or pip install "gradio>=6.31,<7")')
     from ..web import Demo, launch
 
     if not 1 <= args.port <= 65535:

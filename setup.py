@@ -115,6 +115,7 @@ def read_version():
 
 ext_modules, cmdclass = _extensions()
 TRAIN = ["lpips", "torchvision", "matplotlib"]
+DEMO = ["gradio>=6.31,<7"]
 
 setup(
     name="lrm_fast",
@@ -136,8 +137,9 @@ setup(
     extras_require={
         "fast": ["triton", "xformers"],                     # GPU kernels (the ops fall back without them)
         "train": TRAIN,                                     # perceptual loss, training curves
-        "demo": ["gradio"],                                 # `lrm-fast demo` (web UI)
-        "dev": ["pytest", "pytest-benchmark", "ninja", "triton"] + TRAIN,   # tests + benchmarks (CI installs this)
+        "demo": DEMO,                                       # `lrm-fast demo` (web UI)
+        # tests + benchmarks (CI installs this; the web demo's browser test needs the demo stack)
+        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "gradio_client", "selenium"] + TRAIN + DEMO,
     },
     entry_points={"console_scripts": ["lrm-fast = lrm_fast.cli:main"]},
     ext_modules=ext_modules,

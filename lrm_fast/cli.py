@@ -30,6 +30,7 @@ for _name, _mod, _help in (
     ("bench", "lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
     ("eval", "lrm_fast.commands.eval", "held-out PSNR / IoU of a model next to the white and sphere baselines"),
     ("pictures", "lrm_fast.commands.pictures", "input, novel views vs truth and mesh for the sample + held-out objects"),
+    ("demo", "lrm_fast.commands.demo", "web demo in the browser (gradio; the [demo] extra)"),
 ):
     if _name not in COMMANDS and importlib.util.find_spec(_mod) is not None:
         _register(_name, _mod, _help)

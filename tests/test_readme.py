@@ -16,4 +16,8 @@ def test_ci_runs_the_readme_commands():
     install, test = blocks[0], blocks[1]
     assert "\n" not in install and "\n" not in test, "README install/test must be one line each"
     ci_lines = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.startswith(("#", "echo", "set ", "cd ", "export "))]
-    assert ci_lines == [install, test]
+    # setup steps between install and test: `bash tools/<script>.sh` that the README names
+    setup = [ln for ln in ci_lines[1:-1] if re.fullmatch(r"bash tools/[\w.-]+\.sh", ln) and ln.split()[1] in readme]
+    assert ci_lines == [install, *setup, test]
+    for ln in setup:
+        assert os.path.exists(os.path.join(ROOT, ln.split()[1])), ln

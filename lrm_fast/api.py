@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import LRMConfig, PRESETS
-from .model.camera import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
+from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
@@ -164,6 +164,11 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
     cam = _source_camera(model, camera, len(items))
     planes = model.forward_planes(batch.to(p.device, p.dtype), None if cam is None else cam.to(p.device, p.dtype))
     return Reconstruction(model, planes, batch)
+
+
+# ``model.reconstruct(images, camera=None)``: the same function as a method of the model (the model
+# layer cannot import this one, which loads images; see the docstring of ``model/lrm.py``)
+LRM.reconstruct = reconstruct
 
 
 @dataclass

@@ -285,12 +285,12 @@ def _close(a, b, name, **tol):
 
 
 @pytest.fixture(params=["native", "avx2", "plain"])
-def isa(request, monkeypatch):
-    """Each vector test runs the CPU's own compilation (AVX-512 here), the AVX2+FMA one and the
-    plain x86-64 one (LRM_FAST_CPU_ISA only selects lower ISAs than the CPU has)."""
-    if request.param != "native":
-        monkeypatch.setenv("LRM_FAST_CPU_ISA", request.param)
-    return request.param
+def isa(request):
+    """Each vector test runs the CPU's own compilation, the AVX2+FMA one and the plain x86-64 one
+    (lrm_fast::cpu_isa, csrc/cpu_isa.h: the cap only selects narrower builds than the CPU has)."""
+    torch.ops.lrm_fast.cpu_isa(request.param)
+    yield request.param
+    torch.ops.lrm_fast.cpu_isa("native")
 
 
 @pytest.mark.parametrize("S", [2, 3, 17, 64, 129])

@@ -463,7 +463,7 @@ _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
 
 
 # ---------------------------------------------------------------------------------------------
-# C++ fused CPU path (csrc/triplane_field_cpu.cpp, ops lrm_fast::triplane_field_fwd / _bwd)
+# C++ fused CPU path (csrc/triplane_mlp_cpu.cpp, ops lrm_fast::triplane_mlp_fwd / _bwd)
 # ---------------------------------------------------------------------------------------------
 
 _CPP_AGG = {"concat": 0, "sum": 1, "mean": 2}
@@ -480,7 +480,7 @@ def _cpp_probe(planes, points=None, *_):
         return False, why
     if planes.device.type != "cpu":
         return False, f"no {planes.device.type} kernel (the C++ field is CPU-only; CUDA uses triton)"
-    for op in ("triplane_field_fwd", "triplane_field_bwd"):
+    for op in ("triplane_mlp_fwd", "triplane_mlp_bwd"):
         if not _ext.has_kernel(op, "CPU"):
             return False, f"lrm_fast._C was built without {op} (rebuild the extension)"
     if planes.dtype != torch.float32:
@@ -502,7 +502,7 @@ def _cpp_setup_context(ctx, inputs, output):
 def _cpp_backward(ctx, v_out):
     planes, points, *params = ctx.saved_tensors
     L = ctx.n_layers
-    v_planes, v_w, v_b = torch.ops.lrm_fast.triplane_field_bwd(v_out, planes, points, params[:L], params[L:],
+    v_planes, v_w, v_b = torch.ops.lrm_fast.triplane_mlp_bwd(v_out, planes, points, params[:L], params[L:],
                                                                *ctx.codes)
     return v_planes, None, list(v_w), list(v_b), None, None
 
@@ -515,21 +515,21 @@ def _cpp_double_backward(ctx, *grads):
 # fake kernels (torch.compile, opcheck) and the autograd formula of the C++ field, registered at
 # import (no-ops where lrm_fast._C is not built)
 
-@_ext.register_fake("triplane_field_fwd")
+@_ext.register_fake("triplane_mlp_fwd")
 def _(planes, points, weights, biases, aggregate, activation):
     return planes.new_empty(planes.shape[0], points.shape[1], weights[-1].shape[0])
 
 
-@_ext.register_fake("triplane_field_bwd")
+@_ext.register_fake("triplane_mlp_bwd")
 def _(v_out, planes, points, weights, biases, aggregate, activation):
     return (planes.new_empty(planes.shape), [w.new_empty(w.shape) for w in weights],
             [b.new_empty(b.shape) for b in biases])
 
 
-_ext.register_autograd("triplane_field_fwd", _cpp_backward, setup_context=_cpp_setup_context)
+_ext.register_autograd("triplane_mlp_fwd", _cpp_backward, setup_context=_cpp_setup_context)
 # create_graph=True backpropagates through the backward: say so instead of torch's silent
 # "treat it as a constant" fallback
-_ext.register_autograd("triplane_field_bwd", _cpp_double_backward, setup_context=lambda ctx, inputs, output: None)
+_ext.register_autograd("triplane_mlp_bwd", _cpp_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
 def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activation="relu"):
@@ -543,7 +543,7 @@ def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activ
     # a missing bias is a constant zero vector (no gradient); points are detached: no gradient
     # flows to them (the probe sends points that require grad to the reference)
     bs = [b if b is not None else planes.new_zeros(w.shape[0]) for w, b in zip(weights, biases)]
-    return torch.ops.lrm_fast.triplane_field_fwd(planes, points.detach(), list(weights), bs, _CPP_AGG[aggregate],
+    return torch.ops.lrm_fast.triplane_mlp_fwd(planes, points.detach(), list(weights), bs, _CPP_AGG[aggregate],
                                                  _CPP_ACT[activation])
 
 

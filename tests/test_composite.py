@@ -4,6 +4,7 @@ import torch
 
 from lrm_fast.ops import composite, composite_weights
 from lrm_fast.ops.raymarch import load_extension
+from tests._twin import assert_close
 
 pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
 
@@ -281,7 +282,7 @@ def _samples_fwd_bwd(raw, t, o, d, bg, act, mid, thresh, n_used=None):
 
 
 def _close(a, b, name, **tol):
-    torch.testing.assert_close(a.double(), b.double(), **(tol or VEC_TOL), msg=lambda m: f"{name}: {m}")
+    assert_close(a, b, name, **(tol or VEC_TOL))
 
 
 @pytest.fixture(params=["native", "avx2", "plain"])

@@ -1,6 +1,17 @@
-"""triplane_mlp: fused Triton kernel vs the reference (grid_sample x3 + Linear layers under autograd).
+"""triplane_mlp (sample 3 planes + aggregate + NeRF MLP): the fast paths vs the reference.
 
-Stages (one group per stage and size, reference and fast in the same run):
+The op every render sample and every mesh-grid cell goes through (``lrm_fast.ops.triplane_mlp``),
+benchmarked two ways in this one file:
+
+1. ``field_query`` / ``field_train``: the presets' own fields (``TriplaneField``), ``backend="fast"``
+   (whatever auto resolves to: ``triton`` on CUDA, ``cpp`` on CPU where lrm_fast._C is built;
+   without either it is the reference itself and the report marks the pair as "same path") vs the
+   reference. ``query``: inference, no autograd (a mesh grid); ``train``: forward + backward to
+   planes and MLP weights (a training step; the cpp backward recomputes each 64-point block, so
+   autograd keeps only the inputs).
+2. ``triplane_mlp_fwd`` / ``triplane_mlp_fwdbwd``: each named backend at fixed sizes.
+
+Stages of part 2 (one group per stage and size, reference and fast in the same run):
   * ``triplane_mlp_fwd``: forward under ``no_grad`` (rendering / mesh extraction);
   * ``triplane_mlp_fwdbwd``: forward + backward w.r.t. planes and every weight/bias (training).
 Field: the base preset's (C = 48 planes of 64 x 64, concat, MLP 144 -> 64 -> 64 -> 64 -> 4, ReLU).
@@ -23,6 +34,10 @@ import torch
 
 from bench._mem import peak_memory_mb
 from bench.conftest import DEVICE, MODE, record, sizes
+from lrm_fast.config import LRMConfig
+from lrm_fast.ops import _dispatch, triplane_mlp
+from lrm_fast.ops.triplane_mlp import _cpp_probe
+from lrm_fast.render.field import TriplaneField
 
 # (name, C, plane_res, n_points, dtype)
 SIZES = sizes(
@@ -73,11 +88,9 @@ def _sync():
 @pytest.mark.parametrize("which", ["reference", "fast", "cpp"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}-{s[4]}")
 def test_triplane_mlp(benchmark, size, which, stage):
-    from lrm_fast.ops.triplane_mlp import _cpp_probe, triplane_mlp
-
     name, C, res, n, dt = size
     if which == "cpp":
-        # the C++ fused CPU field (csrc/triplane_field_cpu.cpp): CPU float32, forward and backward
+        # the C++ fused CPU field (csrc/triplane_mlp_cpu.cpp): CPU float32, forward and backward
         if DEVICE != "cpu" or dt != "float32":
             pytest.skip("the cpp field is CPU float32 only")
         with torch.no_grad():
@@ -109,3 +122,87 @@ def test_triplane_mlp(benchmark, size, which, stage):
     record(benchmark, stage, f"{name}-{dt}", backend, fast=which != "reference", peak_mem_mb=peak, dtype=dt,
            n_points=n, channels=C)
     benchmark(step)
+
+
+# ---------------------------------------------------------------------------------------------
+# part 1: the presets' fields, auto's fast path vs the reference
+
+# (size name, preset, points per batch item): 64^3 = a coarse mesh grid, 256^3 = a mesh at the resolution of the targets (docs/architecture.md section 6).
+PRESET_SIZES = sizes(smoke=[("tiny-512", "tiny", 512)],
+              full=[("small-32^3", "small", 32 ** 3), ("base-64^3", "base", 64 ** 3)],
+              gpu=[("base-128^3", "base", 128 ** 3), ("base-256^3", "base", 256 ** 3),
+                   ("paper-256^3", "paper", 256 ** 3)])
+DTYPES = ["float32"] if DEVICE == "cpu" else ["float32", "bfloat16"]
+
+
+def _inputs(preset: str, n_points: int, dtype: torch.dtype, grad: bool):
+    cfg = LRMConfig.preset(preset)
+    gen = torch.Generator().manual_seed(0)
+    t = cfg.triplane
+    planes = torch.randn(1, 3, t.channels, t.high_res, t.high_res, generator=gen)
+    points = torch.rand(1, n_points, 3, generator=gen) * 2 - 1
+    torch.manual_seed(0)
+    field = TriplaneField(t.channels, cfg.field)
+    planes, points = planes.to(DEVICE, dtype), points.to(DEVICE, dtype)
+    field = field.to(DEVICE, dtype)
+    planes.requires_grad_(grad)
+    field.requires_grad_(grad)
+    lin = field.linears
+    return cfg, planes, points, [m.weight for m in lin], [m.bias for m in lin]
+
+
+def _work(cfg, n_points: int) -> dict:
+    """flops/bytes of one forward query (bench/roofline.py's field model)."""
+    from bench.roofline import field_query
+
+    w = field_query(cfg, n_points)
+    return {"flops": w.flops, "bytes": w.bytes}
+
+
+def _backend_name(backend: str, planes, points, ws, bs) -> str:
+    """The path ``triplane_mlp`` takes for these inputs (the same resolve call it makes)."""
+    return _dispatch.resolve("triplane_mlp", backend, planes, points, *ws, *bs)[0]
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size,preset,n_points", PRESET_SIZES, ids=[s[0] for s in PRESET_SIZES])
+def test_field_query(benchmark, size, preset, n_points, dtype, backend):
+    dt = getattr(torch, dtype)
+    cfg, planes, points, ws, bs = _inputs(preset, n_points, dt, grad=False)
+
+    @torch.no_grad()
+    def fn():
+        return triplane_mlp(planes, points, ws, bs, cfg.field.aggregate, cfg.field.activation, backend=backend)
+
+    mem = peak_memory_mb(fn, DEVICE)
+    out = benchmark(fn)
+    assert out.shape == (1, n_points, 4) and torch.isfinite(out.float()).all()
+    record(benchmark, "field_query", size, _backend_name(backend, planes, points, ws, bs), backend != "reference",
+           peak_mem_mb=mem, dtype=dtype, preset=preset, points=n_points, **_work(cfg, n_points))
+
+
+TRAIN_SIZES = sizes(smoke=[("tiny-512", "tiny", 512)],
+                    full=[("small-16^3", "small", 16 ** 3), ("base-32^3", "base", 32 ** 3),
+                          ("base-64^3", "base", 64 ** 3)],
+                    gpu=[("base-64x64x96", "base", 64 * 64 * 96), ("base-128x128x96", "base", 128 * 128 * 96)])
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("size,preset,n_points", TRAIN_SIZES, ids=[s[0] for s in TRAIN_SIZES])
+def test_field_train(benchmark, size, preset, n_points, backend):
+    """Forward + backward (fp32): gradients to the planes and all MLP weights."""
+    cfg, planes, points, ws, bs = _inputs(preset, n_points, torch.float32, grad=True)
+    params = [planes, *ws, *bs]
+
+    def fn():
+        out = triplane_mlp(planes, points, ws, bs, cfg.field.aggregate, cfg.field.activation, backend=backend)
+        return torch.autograd.grad(out.square().mean(), params)
+
+    mem = peak_memory_mb(fn, DEVICE)
+    grads = benchmark(fn)
+    assert grads[0].shape == planes.shape
+    work = _work(cfg, n_points)
+    record(benchmark, "field_train", size, _backend_name(backend, planes, points, ws, bs), backend != "reference",
+           peak_mem_mb=mem, preset=preset, points=n_points,
+           flops=3 * work["flops"], bytes=3 * work["bytes"], note="fwd+bwd, flops ~3x forward")

@@ -132,7 +132,7 @@ step "check imports and the CUDA build (lrm_fast._C CUDA kernels, triton, versio
   "$PYTHON -c 'import torch, triton, lrm_fast, lrm_fast._C; from lrm_fast.ops.raymarch import _has_kernel; assert torch.cuda.is_available(), \"no CUDA device\"; ops = [\"composite_fwd\", \"composite_bwd\", \"composite_samples_fwd\", \"ray_points\", \"generate_rays\"]; missing = [o for o in ops if not _has_kernel(o, \"CUDA\")]; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name()); assert not missing, \"lrm_fast._C has no CUDA kernels for %s (a CPU-only build)\" % missing; print(\"CUDA kernels registered:\", ops); lrm_fast.info(presets=[\"tiny\"])'"
 
 # --- 3. kernel benchmarks first (ray marching + compositing, rendering, fused triplane field) ----
-KERNEL_BENCHES="bench/bench_raymarch.py bench/bench_render.py bench/bench_field.py bench/bench_triplane_mlp.py"
+KERNEL_BENCHES="bench/bench_raymarch.py bench/bench_render.py bench/bench_triplane_mlp.py"
 step "kernel benchmarks (raymarch/composite, render, triplane field)" 70 110 \
   "LRM_FAST_BENCH=full $PYTHON -m bench.report $KERNEL_BENCHES --out $RESULTS --name $STEM-kernels ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.3 --time-budget \$(( BENCH_LIMIT - 15 ))"
 

@@ -3,7 +3,7 @@
 // in reverse from its stored final transmittance.
 //
 // float32 runs the vectorized per-ray code of composite_vec_cpu.h (chunked SIMD passes + scalar
-// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked at load time); float64
+// scans), compiled per ISA (AVX-512, AVX2, plain x86-64; picked by cpu_isa.h); float64
 // (gradcheck) runs the scalar LRM_HD code that the CUDA kernels share.
 // LRM_FAST_COMPOSITE_SCALAR=1 (read at each call) forces the scalar path for float32 too: the
 // tests and the benchmark compare the two in one process.
@@ -28,57 +28,29 @@
 #include "composite_ops.h"
 #include "composite_samples.h"
 #include "composite_vec_cpu.h"
+#include "cpu_isa.h"
 
 namespace lrm_fast {
 
 namespace {
 constexpr int64_t kGrain = 64;
 
-bool use_vector(at::ScalarType dtype) {
-  if (dtype != at::kFloat) return false;
-  const char* s = std::getenv("LRM_FAST_COMPOSITE_SCALAR");
-  return !(s && s[0] == '1');
-}
+bool use_vector(at::ScalarType dtype) { return cpu_isa::composite_vector(dtype == at::kFloat); }
 
 using vecdata::SamplesArgs;
 
-enum class Isa { kPlain, kAvx2, kAvx512 };
+// the build of composite_vec_cpu.h each call runs: cpu_isa.h, the extension's one picker (detected
+// once; LRM_FAST_CPU_ISA or lrm_fast::cpu_isa(cap) select a narrower one)
+int isa() { return cpu_isa::current(); }
 
-Isa pick_isa() {
-#if !defined(LRM_VEC_X86)
-  return Isa::kPlain;
-#else
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma");
-  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-    return Isa::kAvx512;
-  if (fma && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
-  return Isa::kPlain;
-#endif
-}
-
-// picked once at load time from the CPU (as triplane_field_cpu.cpp does)
-const Isa kIsa = pick_isa();
-
-// LRM_FAST_CPU_ISA=plain|avx2 (read at each call here; the field reads it once at load) runs a lower ISA than the CPU has, so
-// the tests cover all three compilations on one machine; never a higher one.
-Isa isa() {
-  const char* s = std::getenv("LRM_FAST_CPU_ISA");
-  if (!s) return kIsa;
-  const std::string want(s);
-  const Isa w = want == "plain" ? Isa::kPlain : want == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-  return int(w) < int(kIsa) ? w : kIsa;
-}
-
-// NAME(args...) -> the namespace of composite_vec_cpu.h for ISA `which` (read by the caller before
-// at::parallel_for: getenv stays on the calling thread)
+// NAME(args...) -> the namespace of composite_vec_cpu.h for ISA `which` (read once per call by the
+// caller, before at::parallel_for, so every thread of a call runs the same build)
 #if defined(LRM_VEC_X86)
 #define LRM_ISA_CALL(which, NAME, ...)                            \
   do {                                                            \
     switch (which) {                                              \
-      case Isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
-      case Isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
+      case cpu_isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
+      case cpu_isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
       default: vec::NAME(__VA_ARGS__);                            \
     }                                                             \
   } while (0)
@@ -103,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
   auto t_final = at::empty({R}, sigma.options());
   auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
-  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+  if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
     float *oc = color.data_ptr<float>(), *od = depth.data_ptr<float>(), *oo = opacity.data_ptr<float>();
@@ -149,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
   auto v_rgb = at::empty({R, S, 3}, sigma.options());
   auto v_sigma = at::empty({R, S}, sigma.options());
   auto v_bg = at::empty({R, 3}, sigma.options());
-  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+  if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
     const float *vc = v_color.data_ptr<float>(), *vd = v_depth.data_ptr<float>(), *vo = v_opacity.data_ptr<float>();
@@ -188,7 +160,7 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
   const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
   const int64_t R = sigma.size(0), S = sigma.size(1);
   auto w = at::empty({R, S}, sigma.options());
-  if (const Isa which = isa(); use_vector(sigma.scalar_type())) {
+  if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     float* wp = w.data_ptr<float>();
     at::parallel_for(0, R, kGrain,
@@ -225,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   auto depth = at::empty({R}, t.options()), opacity = at::empty({R}, t.options());
   auto t_final = at::empty({R}, t.options());
   auto n_used = at::empty({R}, t.options().dtype(at::kInt));
-  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+  if (const int which = isa(); use_vector(t.scalar_type())) {
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), float(thresh), int(act),
                         midpoint, S};
@@ -269,7 +241,7 @@ std::tuple<at::Tensor, at::Tensor> composite_samples_bwd_cpu(
   const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
   const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous(), n_used = n_used_in.contiguous();
   auto v_bg = at::empty({R, 3}, t.options());
-  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+  if (const int which = isa(); use_vector(t.scalar_type())) {
     auto v_raw = at::empty({R, S, 4}, t.options());  // the vector path writes every entry
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         bg.data_ptr<float>(), float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
@@ -310,7 +282,7 @@ at::Tensor composite_samples_weights_cpu(const at::Tensor& raw_in, const at::Ten
   const auto raw = raw_in.contiguous(), t = t_in.contiguous(), o = o_in.contiguous(), d = d_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   auto w = at::empty({R, S > 0 ? S - 1 : 0}, t.options());
-  if (const Isa which = isa(); use_vector(t.scalar_type())) {
+  if (const int which = isa(); use_vector(t.scalar_type())) {
     const SamplesArgs a{raw.data_ptr<float>(), t.data_ptr<float>(), o.data_ptr<float>(), d.data_ptr<float>(),
                         nullptr, float(bmin), float(bmax), float(bias), 0.0f, int(act), midpoint, S};
     float* wp = w.data_ptr<float>();

@@ -64,10 +64,10 @@ TORCH_LIBRARY(lrm_fast, m) {
   // fused triplane field (CPU; the CUDA path is the Triton kernel): planes [B, 3, C, H, W], points
   // [B, N, 3], MLP weights [out, in] / biases [out] (zeros for no bias) -> raw outputs [B, N, out];
   // aggregate: 0 concat, 1 sum, 2 mean; activation: 0 relu, 1 silu, 2 softplus
-  m.def("triplane_field_fwd(Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, int aggregate, "
+  m.def("triplane_mlp_fwd(Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, int aggregate, "
         "int activation) -> Tensor");
   // its backward (recomputes the forward per block; nothing but the inputs is saved): v_out
   // [B, N, out] -> (v_planes [B, 3, C, H, W], v_weights, v_biases); the points get no gradient
-  m.def("triplane_field_bwd(Tensor v_out, Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, "
+  m.def("triplane_mlp_bwd(Tensor v_out, Tensor planes, Tensor points, Tensor[] weights, Tensor[] biases, "
         "int aggregate, int activation) -> (Tensor, Tensor[], Tensor[])");
 }

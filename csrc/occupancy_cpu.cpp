@@ -1,7 +1,7 @@
 // CPU kernels of the packed compositing ops (empty-space skipping; layout in occupancy_ops.h):
 // threads over rays; per ray the same code as the dense composite_samples op on that ray's
-// slice: float32 runs the vectorized per-ray functions of composite_vec_cpu.h (per ISA, picked at
-// load time as composite_cpu.cpp does), float64 and LRM_FAST_COMPOSITE_SCALAR=1 the scalar LRM_HD
+// slice: float32 runs the vectorized per-ray functions of composite_vec_cpu.h (per ISA, picked by
+// cpu_isa.h as composite_cpu.cpp does), float64 and LRM_FAST_COMPOSITE_SCALAR=1 the scalar LRM_HD
 // functions of composite_samples.h that the CUDA kernels run. A ray with fewer than 2 samples has
 // no interval: background, depth 0, opacity 0.
 //
@@ -21,6 +21,7 @@
 
 #include "composite_samples.h"
 #include "composite_vec_cpu.h"
+#include "cpu_isa.h"
 #include "occupancy.h"
 #include "occupancy_ops.h"
 
@@ -29,38 +30,10 @@ namespace lrm_fast {
 namespace {
 constexpr int64_t kGrain = 64;
 
-bool use_vector(at::ScalarType dtype) {
-  if (dtype != at::kFloat) return false;
-  const char* s = std::getenv("LRM_FAST_COMPOSITE_SCALAR");
-  return !(s && s[0] == '1');
-}
+bool use_vector(at::ScalarType dtype) { return cpu_isa::composite_vector(dtype == at::kFloat); }
 
-enum class Isa { kPlain, kAvx2, kAvx512 };
-
-Isa pick_isa() {
-#if !defined(LRM_VEC_X86)
-  return Isa::kPlain;
-#else
-  __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma");
-  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-    return Isa::kAvx512;
-  if (fma && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
-  return Isa::kPlain;
-#endif
-}
-
-const Isa kIsa = pick_isa();
-
-// LRM_FAST_CPU_ISA=plain|avx2 caps the ISA (as composite_cpu.cpp)
-Isa isa() {
-  const char* s = std::getenv("LRM_FAST_CPU_ISA");
-  if (!s) return kIsa;
-  const std::string want(s);
-  const Isa w = want == "plain" ? Isa::kPlain : want == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-  return int(w) < int(kIsa) ? w : kIsa;
-}
+using Isa = int;  // cpu_isa.h: the extension's one picker (detected once; LRM_FAST_CPU_ISA caps it)
+Isa isa() { return cpu_isa::current(); }
 
 struct PackedArgs {
   const float *raw, *t, *o, *d, *bg;
@@ -149,8 +122,8 @@ LRM_PACKED_RANGES(vec_avx512)
 #define LRM_PACKED_ISA_CALL(which, NAME, ...)                         \
   do {                                                                \
     switch (which) {                                                  \
-      case Isa::kAvx512: NAME##_vec_avx512(__VA_ARGS__); break;       \
-      case Isa::kAvx2: NAME##_vec_avx2(__VA_ARGS__); break;           \
+      case cpu_isa::kAvx512: NAME##_vec_avx512(__VA_ARGS__); break;       \
+      case cpu_isa::kAvx2: NAME##_vec_avx2(__VA_ARGS__); break;           \
       default: NAME##_vec(__VA_ARGS__);                               \
     }                                                                 \
   } while (0)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import LRMConfig, PRESETS
-from .model.camera import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
+from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .render.occupancy import OccupancyGrid, build_occupancy, skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
@@ -184,6 +184,11 @@ def reconstruct_prepared(model: LRM, batch: torch.Tensor, camera=None) -> "Recon
     cam = _source_camera(model, camera, batch.shape[0])
     planes = model.forward_planes(batch.to(p.device, p.dtype), None if cam is None else cam.to(p.device, p.dtype))
     return Reconstruction(model, planes, batch)
+
+
+# ``model.reconstruct(images, camera=None)``: the same function as a method of the model (the model
+# layer cannot import this one, which loads images; see the docstring of ``model/lrm.py``)
+LRM.reconstruct = reconstruct
 
 
 @dataclass

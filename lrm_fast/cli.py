@@ -1,13 +1,14 @@
 """``lrm-fast`` command line. Each subcommand lives in ``lrm_fast/commands/<name>.py`` with
-``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only when their command
-runs, so ``lrm-fast --help`` stays fast. Errors the user can fix (bad file, bad shape, unknown
+``add_arguments(parser)`` and ``run(args) -> int``, listed in ``COMMANDS``. Building the parser
+imports every command module (for its arguments), and with it ``lrm_fast`` and torch; most
+commands import their own work inside ``run`` (eval and pictures take theirs from
+``lrm_fast/train`` at import). Errors the user can fix (bad file, bad shape, unknown
 preset) end with one line on stderr and exit code 2, never a traceback (``LRM_FAST_DEBUG=1`` shows it).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -16,24 +17,13 @@ COMMANDS = {
     "render": ("lrm_fast.commands.render", "render views of a saved reconstruction (triplane file)"),
     "convert": ("lrm_fast.commands.convert", "convert an OpenLRM / TripoSR checkpoint to ours"),
     "info": ("lrm_fast.commands.info", "versions, devices, presets with parameter counts, kernel paths"),
+    "make-data": ("lrm_fast.commands.make_data", "generate the synthetic multi-view dataset"),
+    "train": ("lrm_fast.commands.train", "train or fine-tune a model"),
+    "bench": ("lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
+    "eval": ("lrm_fast.commands.eval", "held-out PSNR / IoU of a model next to the white and sphere baselines"),
+    "pictures": ("lrm_fast.commands.pictures", "input, novel views vs truth and mesh for the sample + held-out objects"),
+    "demo": ("lrm_fast.commands.demo", "web demo in the browser (gradio; the [demo] extra)"),
 }
-
-
-def _register(name: str, module: str, help: str) -> None:
-    """Commands added by other modules of the package (train, make-data, bench, render, convert)."""
-    COMMANDS[name] = (module, help)
-
-
-for _name, _mod, _help in (
-    ("make-data", "lrm_fast.commands.make_data", "generate the synthetic multi-view dataset"),
-    ("train", "lrm_fast.commands.train", "train or fine-tune a model"),
-    ("bench", "lrm_fast.commands.bench", "run the benchmarks and print fast/reference ratios"),
-    ("eval", "lrm_fast.commands.eval", "held-out PSNR / IoU of a model next to the white and sphere baselines"),
-    ("pictures", "lrm_fast.commands.pictures", "input, novel views vs truth and mesh for the sample + held-out objects"),
-    ("demo", "lrm_fast.commands.demo", "web demo in the browser (gradio; the [demo] extra)"),
-):
-    if _name not in COMMANDS and importlib.util.find_spec(_mod) is not None:
-        _register(_name, _mod, _help)
 
 
 def build_parser() -> argparse.ArgumentParser:

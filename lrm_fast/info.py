@@ -21,11 +21,11 @@ def info_text(presets=None, device=None) -> str:
 
     lines = [f"lrm_fast {_version('lrm_fast')}  python {platform.python_version()}  torch {torch.__version__}",
              f"timm {_version('timm')}  triton {_version('triton')}  xformers {_version('xformers')}"]
-    try:
-        from . import _C  # noqa: F401
-        lines.append("extension lrm_fast._C: loaded")
-    except ImportError as e:
-        lines.append(f"extension lrm_fast._C: not built ({e})")
+    ok, why = ops._ext.load_extension()
+    lines.append("extension lrm_fast._C: loaded" if ok else f"extension lrm_fast._C: {why}")
+    if ops._ext.defined("cpu_isa"):  # csrc/cpu_isa.h: the CPU build the C++ kernels run
+        lines.append(f"cpu instruction set of the C++ kernels: {torch.ops.lrm_fast.cpu_isa(None)} "
+                     "(LRM_FAST_CPU_ISA=avx2|plain caps it)")
     cuda = torch.cuda.is_available()
     lines.append(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'no GPU visible'}")
     devices = [device] if device else (["cpu", "cuda"] if cuda else ["cpu"])

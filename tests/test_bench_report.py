@@ -151,7 +151,7 @@ def test_pytest_command_modes():
     smoke = report.pytest_command("/tmp/x.json", True, [], None, [])
     assert "--benchmark-enable" in smoke and "--benchmark-json=/tmp/x.json" in smoke
     assert "--benchmark-min-rounds=1" in smoke
-    full = report.pytest_command("/tmp/x.json", False, ["bench/bench_field.py"], "query", ["--x"])
+    full = report.pytest_command("/tmp/x.json", False, ["bench/bench_triplane_mlp.py"], "query", ["--x"])
     assert "--benchmark-min-rounds=3" in full and full[-3:] == ["-k", "query", "--x"]
 
 
@@ -182,7 +182,7 @@ def test_gpu_suite_dry_run():
     pos = [out.find(">>> " + name) for name in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), list(zip(order, pos))
     assert out.count("of 330s;") == len(order), out
-    assert "bench_raymarch.py bench/bench_render.py bench/bench_field.py" in out
+    assert "bench_raymarch.py bench/bench_render.py bench/bench_triplane_mlp.py" in out
     assert "--timeout=" in out and "_has_kernel" in out and "measure_gpu" in out
     r = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_suite.sh"), "--bogus"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -248,7 +248,7 @@ def test_gpu_timings_include_kernel_time(tmp_path):
 
 def test_time_budget_skips_remaining_cases():
     env = {**os.environ, "LRM_FAST_BENCH_DEADLINE": "0", "LRM_FAST_BENCH": "smoke"}
-    r = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "bench_field.py"), "-q",
+    r = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "bench_triplane_mlp.py"), "-q",
                         "-p", "no:cacheprovider", "-rs"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "time budget used up" in r.stdout and " passed" not in r.stdout, r.stdout

@@ -358,3 +358,21 @@ def test_triposr_plane_layout_transposes_plane2():
     idx = torch.stack([pts[0][:, [0, 1]], pts[0][:, [0, 2]], pts[0][:, [1, 2]]])       # TripoSR's indices2D
     theirs = F.grid_sample(raw, idx[:, None], align_corners=False, mode="bilinear")   # [3, C, 1, N]
     torch.testing.assert_close(sample_triplane(ours, pts)[0], theirs[:, :, 0].permute(0, 2, 1))
+
+
+def test_load_encoder_weights_round_trip_and_mismatch(tmp_path):
+    from safetensors.torch import save_file
+
+    from lrm_fast.model.encoder import ImageEncoder
+
+    cfg = LRMConfig.preset("tiny").encoder
+    torch.manual_seed(0)
+    src, dst = ImageEncoder(cfg), ImageEncoder(cfg)
+    path = str(tmp_path / "vit.safetensors")
+    save_file({k: v.contiguous() for k, v in src.vit.state_dict().items()}, path)
+    ck.load_encoder_weights(dst, path)
+    for k, v in src.vit.state_dict().items():
+        assert torch.equal(dst.vit.state_dict()[k], v), k
+    save_file({"not.a.vit.key": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="vit.safetensors: encoder weights do not match"):
+        ck.load_encoder_weights(dst, path)

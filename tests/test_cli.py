@@ -82,3 +82,6 @@ def test_help_and_info(capsys):
     for name in ("tiny", "small", "base", "large", "paper", "triposr"):
         assert name in r.stdout
     assert "attention:" in r.stdout
+    from lrm_fast.ops import _ext
+    if _ext.defined("cpu_isa"):  # the one CPU instruction-set picker of the C++ kernels (csrc/cpu_isa.h)
+        assert "cpu instruction set of the C++ kernels: " in r.stdout

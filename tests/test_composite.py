@@ -4,6 +4,7 @@ import torch
 
 from lrm_fast.ops import composite, composite_weights
 from lrm_fast.ops.raymarch import load_extension
+from tests._twin import assert_close
 
 pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
 
@@ -281,16 +282,16 @@ def _samples_fwd_bwd(raw, t, o, d, bg, act, mid, thresh, n_used=None):
 
 
 def _close(a, b, name, **tol):
-    torch.testing.assert_close(a.double(), b.double(), **(tol or VEC_TOL), msg=lambda m: f"{name}: {m}")
+    assert_close(a, b, name, **(tol or VEC_TOL))
 
 
 @pytest.fixture(params=["native", "avx2", "plain"])
-def isa(request, monkeypatch):
-    """Each vector test runs the CPU's own compilation (AVX-512 here), the AVX2+FMA one and the
-    plain x86-64 one (LRM_FAST_CPU_ISA only selects lower ISAs than the CPU has)."""
-    if request.param != "native":
-        monkeypatch.setenv("LRM_FAST_CPU_ISA", request.param)
-    return request.param
+def isa(request):
+    """Each vector test runs the CPU's own compilation, the AVX2+FMA one and the plain x86-64 one
+    (lrm_fast::cpu_isa, csrc/cpu_isa.h: the cap only selects narrower builds than the CPU has)."""
+    torch.ops.lrm_fast.cpu_isa(request.param)
+    yield request.param
+    torch.ops.lrm_fast.cpu_isa("native")
 
 
 @pytest.mark.parametrize("S", [2, 3, 17, 64, 129])

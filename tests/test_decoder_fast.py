@@ -1,13 +1,16 @@
 """Fast decoder path: folded modulation vs its twin, whole-model reference vs auto (forward and
 gradients), every attention/modulation call through the dispatcher, the fixed-shape runner."""
+import importlib
+
 import pytest
 import torch
 
 from lrm_fast.config import LRMConfig
-from lrm_fast.model import decoder as dec
 from lrm_fast.model.compiled import CompiledPlanes
 from lrm_fast.model.lrm import LRM
 from lrm_fast.ops import _dispatch
+
+mln = importlib.import_module("lrm_fast.ops.modulated_layer_norm")  # the op's module (its function shares the name)
 
 TRIPOSR_LIKE = dict(decoder={"modulation": False, "self_first": True, "mlp": "geglu"},
                     camera={"use_camera": False})
@@ -33,25 +36,25 @@ def _grads(fn, inputs, v_out):
 def test_folded_modulation_matches_twin_fp32(affine, B, L, D):
     inputs = _modln_inputs(B, L, D, affine)
     v_out = torch.randn(B, L, D, generator=torch.Generator().manual_seed(1))
-    ref = _grads(dec._modulated_layer_norm_ref, inputs, v_out)
-    got = _grads(dec._modulated_layer_norm_folded, inputs, v_out)
+    ref = _grads(mln._modulated_layer_norm_ref, inputs, v_out)
+    got = _grads(mln._modulated_layer_norm_folded, inputs, v_out)
     for i, (a, b) in enumerate(zip(got, ref)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m, i=i: f"output/grad #{i}: {m}")
 
 
 def test_folded_modulation_gradcheck_fp64():
     inputs = [t.detach().double().requires_grad_() for t in _modln_inputs(2, 3, 5)]
-    assert torch.autograd.gradcheck(lambda *a: dec._modulated_layer_norm_folded(*a, 1e-6), inputs)
+    assert torch.autograd.gradcheck(lambda *a: mln._modulated_layer_norm_folded(*a, 1e-6), inputs)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_folded_modulation_low_precision_rule(dtype):
     inputs = _modln_inputs(2, 9, 64)
     v_out = torch.randn(2, 9, 64, generator=torch.Generator().manual_seed(1))
-    truth = _grads(dec._modulated_layer_norm_ref, inputs, v_out)
+    truth = _grads(mln._modulated_layer_norm_ref, inputs, v_out)
     low = [t.detach().to(dtype).requires_grad_() for t in inputs]
-    ref_lp = _grads(dec._modulated_layer_norm_ref, low, v_out.to(dtype))
-    got = _grads(dec._modulated_layer_norm_folded, low, v_out.to(dtype))
+    ref_lp = _grads(mln._modulated_layer_norm_ref, low, v_out.to(dtype))
+    got = _grads(mln._modulated_layer_norm_folded, low, v_out.to(dtype))
     for i, (g, r, t) in enumerate(zip(got, ref_lp, truth)):
         err, ref_err = (g - t).abs().max().item(), (r - t).abs().max().item()
         assert err <= 2 * ref_err + 1e-4, f"{dtype} #{i}: {err:.3g} > 2 x {ref_err:.3g}"
@@ -60,11 +63,11 @@ def test_folded_modulation_low_precision_rule(dtype):
 def test_folded_modulation_low_precision_inference_rule():
     """No-grad low-precision activations take the all-low-precision addcmul (speed on CPU)."""
     x, w, b, shift, scale = (t.detach() for t in _modln_inputs(2, 33, 64))
-    truth = dec._modulated_layer_norm_ref(x, w, b, shift, scale, 1e-6)
+    truth = mln._modulated_layer_norm_ref(x, w, b, shift, scale, 1e-6)
     low = [t.bfloat16() for t in (x, w, b, shift, scale)]
     with torch.no_grad():
-        ref_lp = dec._modulated_layer_norm_ref(*low, 1e-6)
-        got = dec._modulated_layer_norm_folded(*low, 1e-6)
+        ref_lp = mln._modulated_layer_norm_ref(*low, 1e-6)
+        got = mln._modulated_layer_norm_folded(*low, 1e-6)
     assert got.dtype == ref_lp.dtype == torch.bfloat16
     err, ref_err = (got.float() - truth).abs().max().item(), (ref_lp.float() - truth).abs().max().item()
     assert err <= 2 * ref_err + 1e-4, (err, ref_err)
@@ -73,9 +76,9 @@ def test_folded_modulation_low_precision_inference_rule():
 def test_modulation_bad_shapes():
     x = torch.randn(2, 3, 8)
     with pytest.raises(ValueError, match=r"shift/scale \[B, D\]"):
-        dec.modulated_layer_norm(x, None, None, torch.randn(2, 4), torch.randn(2, 4), 1e-6)
+        mln.modulated_layer_norm(x, None, None, torch.randn(2, 4), torch.randn(2, 4), 1e-6)
     with pytest.raises(ValueError, match=r"x \[B, L, D\]"):
-        dec.modulated_layer_norm(x[0], None, None, torch.randn(2, 8), torch.randn(2, 8), 1e-6)
+        mln.modulated_layer_norm(x[0], None, None, torch.randn(2, 8), torch.randn(2, 8), 1e-6)
 
 
 # -- whole model ----------------------------------------------------------------------------------
@@ -118,7 +121,7 @@ def test_decoder_uses_the_dispatcher_everywhere(monkeypatch):
     with torch.no_grad():
         m.forward_planes(torch.rand(1, 3, 28, 28))
     assert calls.count(("attention", "reference")) == 2 * 2  # cross + self per layer
-    assert calls.count((dec.MODLN_OP, "reference")) == 3 * 2  # three ModLN per layer
+    assert calls.count((mln.MODLN_OP, "reference")) == 3 * 2  # three ModLN per layer
     assert all(b == "reference" for _, b in calls)
     vit_attn = [x for x in m.encoder.vit.modules() if hasattr(x, "fused_attn")]
     assert vit_attn and not any(x.fused_attn for x in vit_attn)

@@ -3,7 +3,7 @@
 One item = one object: a *source* view (the model input, prepared by the very function inference
 uses, ``lrm_fast.io.images.preprocess``, with the model's background and foreground ratio) and
 ``side_views`` further views, all supervised (OpenLRM supervises the source view too). Cameras are
-normalized so the source camera is OpenLRM's canonical pose (``model.camera.normalize_cameras``);
+normalized so the source camera is OpenLRM's canonical pose (``lrm_fast.cameras.normalize_cameras``);
 the source camera feature is ``camera_features(normalized source pose, intrinsics)``.
 
 Supervision is decoupled from image size as in OpenLRM: each supervised view is resized to
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io.images import preprocess
-from ..model.camera import camera_features, normalize_cameras
+from ..cameras import camera_features, normalize_cameras
 
 log = logging.getLogger(__name__)
 

@@ -53,6 +53,11 @@ import re
 import torch
 import torch.nn.functional as F
 
+from ..config import LRMConfig
+from ..model.encoder import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder
+from ..model.lrm import LRM
+from .export import atomic_path
+
 FORMATS = ("lrm_fast", "openlrm-1.1", "openlrm-1.0", "triposr")
 
 
@@ -79,6 +84,17 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+def load_encoder_weights(encoder: ImageEncoder, path: str) -> None:
+    """Load an image encoder's backbone weights from a local timm/torch state-dict file
+    (safetensors or pickle); the classifier head may be missing."""
+    sd = read_state_dict(path)
+    missing, unexpected = encoder.vit.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("head")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: encoder weights do not match {encoder.cfg.timm_name}: missing "
+                         f"{missing[:8]}, unexpected {unexpected[:8]}")
+
+
 def _load_pickle(path: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -88,8 +104,6 @@ def _load_pickle(path: str):
 
 
 def _atomic_write_bytes(path: str, write) -> None:
-    from .export import atomic_path
-
     tmp = atomic_path(path)
     try:
         write(tmp)
@@ -347,8 +361,6 @@ def _openlrm_hf_vit(kw: dict, folder: str | None, enc_sd: dict) -> tuple[dict, s
 
 def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict, infer: dict | None = None,
                     folder: str | None = None, notes: dict | None = None) -> "LRMConfig":
-    from ..config import LRMConfig
-
     need = ("camera_embed_dim", "transformer_dim", "transformer_layers", "transformer_heads",
             "triplane_low_res", "triplane_high_res", "triplane_dim")
     miss = [k for k in need if k not in kw]
@@ -537,8 +549,6 @@ def _check_vit(vit: dict, src: str, enc_sd: dict, prefix: str = "image_tokenizer
 
 def _triposr_config(yaml_cfg: dict | None, image_size: int | None, enc_sd: dict, sd: dict,
                     vit: tuple[dict, str] | None = None):
-    from ..config import LRMConfig
-
     d = LRMConfig.preset("triposr").to_dict()
     y = yaml_cfg or {}
     bb, tok, pp, dec, ren = (y.get(k, {}) or {} for k in ("backbone", "tokenizer", "post_processor", "decoder", "renderer"))
@@ -660,8 +670,6 @@ def convert_triposr(sd: dict, yaml_cfg: dict | None = None, image_size: int | No
 # ---------------------------------------------------------------------------------------------
 def _load_into(cfg, sd: dict, source: str, backend: str, names: dict | None = None):
     """``names`` (optional): our key -> the file's key, for error messages about converted keys."""
-    from ..model.lrm import LRM
-
     with torch.device("meta"):
         model = LRM(cfg, backend=backend)
     want = {k: v for k, v in model.state_dict().items() if not k.startswith("renderer.field.")}
@@ -704,8 +712,6 @@ def load_foreign(path: str, image_size: int | None = None, names: dict | None = 
     ``names``: a dict to fill with our key -> the file's key for every tensor taken over unchanged
     under another name (error messages name what the user's file calls it). ``notes``: a dict to
     fill with choices the file does not settle (OpenLRM's input size, where the ViT's facts came from)."""
-    from ..config import LRMConfig
-
     files = _files(path)
     if "safetensors" in files:
         raw = read_state_dict(files["safetensors"])
@@ -779,8 +785,6 @@ def convert_checkpoint(src: str, dst: str, dtype: torch.dtype | None = None, ima
 
 
 def _materialize_buffers(model):
-    from ..model.encoder import IMAGENET_MEAN, IMAGENET_STD
-
     model.encoder.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
     model.encoder.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
     for name, buf in list(model.named_buffers()):

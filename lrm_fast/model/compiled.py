@@ -33,7 +33,7 @@ import time
 import torch
 from torch import nn
 
-from .camera import FEATURE_DIMS
+from ..cameras import FEATURE_DIMS
 
 MODES = ("eager", "graph", "compile")
 

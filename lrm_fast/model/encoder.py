@@ -11,7 +11,7 @@ turn timm's fused path on (``F.scaled_dot_product_attention``) in every attentio
 ``TIMM_FUSED_ATTN`` said at import.
 
 Weights are never downloaded: ``pretrained=False`` always; a local file can be loaded with
-``load_pretrained(path)`` (timm / torch state dict).
+``lrm_fast.io.checkpoint.load_encoder_weights(encoder, path)`` (timm / torch state dict).
 """
 from __future__ import annotations
 
@@ -80,14 +80,3 @@ class ImageEncoder(nn.Module):
         if self.num_prefix > 1:  # drop register tokens, keep CLS
             tokens = torch.cat([tokens[:, :1], tokens[:, self.num_prefix:]], 1)
         return tokens
-
-    def load_pretrained(self, path: str) -> None:
-        """Load backbone weights from a local timm/torch state-dict file (safetensors or pickle)."""
-        from ..io.checkpoint import read_state_dict
-
-        sd = read_state_dict(path)
-        missing, unexpected = self.vit.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("head")]
-        if missing or unexpected:
-            raise ValueError(f"{path}: encoder weights do not match {self.cfg.timm_name}: missing "
-                             f"{missing[:8]}, unexpected {unexpected[:8]}")

@@ -4,8 +4,13 @@
 ``encoder`` (timm ViT), ``camera_embedder`` (MLP), ``pos_embed`` ``[1, 3*h*w, D]`` (initialized
 ``N(0, 1) / sqrt(D)`` as OpenLRM), ``transformer`` (decoder), ``upsampler``, ``field``, ``renderer``.
 
-``backend`` (``"reference" | "fast" | "auto"``) is passed down to every op; the model never
-branches on it. ``set_backend`` changes it everywhere.
+``backend`` (``"reference" | "fast" | "auto"``) is passed down to every op (the renderer is
+the one module that reads it: it picks its fast or reference path, see ``render/renderer.py``).
+``set_backend`` changes it everywhere.
+
+``model.reconstruct(images)`` (image files / arrays -> ``lrm_fast.Reconstruction``) is
+``lrm_fast.api.reconstruct``, attached to this class by ``lrm_fast/api.py``: it loads images
+(the io layer), which sits above the model, so the model does not import it.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from torch import nn
 from ..config import LRMConfig
 from ..render.field import TriplaneField
 from ..render.renderer import Renderer
-from .camera import FEATURE_DIMS, CameraEmbedder, camera_features, canonical_pose, default_intrinsics
+from ..cameras import FEATURE_DIMS, camera_features, canonical_pose, default_intrinsics
+from .camera import CameraEmbedder
+from .compiled import CompiledPlanes
 from .decoder import TriplaneDecoder
 from .encoder import ImageEncoder
 from .triplane import TriplaneUpsampler
@@ -93,16 +100,7 @@ class LRM(nn.Module):
                        **kwargs):
         """A fixed-shape inference runner ``f(image [batch, 3, S, S], camera=None) -> triplane``:
         CUDA graph / torch.compile / eager, see ``model/compiled.py``; ``f.warmup_s`` is its set-up time."""
-        from .compiled import CompiledPlanes
-
         return CompiledPlanes(self, batch, dtype, mode, **kwargs)
-
-    def reconstruct(self, images, camera: torch.Tensor | None = None):
-        """Image(s) (path, PIL, array, tensor, or a list) -> ``lrm_fast.Reconstruction``; see
-        ``lrm_fast.api.reconstruct``."""
-        from ..api import reconstruct
-
-        return reconstruct(self, images, camera)
 
     # -- triplane -> images ----------------------------------------------------------------------
     def render(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor, height: int,

@@ -12,8 +12,10 @@ Each op registers its implementations in order of preference, each with a probe
   can run these inputs but measured slower than the reference for them, so auto passes it over
   (an explicit request by name still runs it).
 
-The model never branches on the backend: it passes the string down and the op decides per call
-from the tensors' device and dtype. ``describe(op, device, dtype)`` explains the choice for
+The model passes the string down and each op decides per call from the tensors' device and
+dtype. The one module that branches on it is the renderer (``render/renderer.py``): it takes its
+fast path (fused compositing, missed rays skipped) when the compositing op resolves to ``cpp``,
+else its reference path (docs/architecture.md section 3). ``describe(op, device, dtype)`` explains the choice for
 ``lrm-fast info``.
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _dispatch, per_sample
+from . import _dispatch, _ext, per_sample
 
 OP = "composite"
 T_EPS = 1e-10
@@ -139,13 +139,16 @@ def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor,
     R = t.shape[0]
     if background.shape not in ((3,), (R, 3)) or origins.shape != (R, 3) or dirs.shape != (R, 3):
         raise ValueError(f"origins/dirs must be [R, 3] and background [3] or [R, 3] with R = {R}")
-    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
+    name, fn, _ = _dispatch.resolve("composite_samples", backend, t)
     bg = background.to(t.dtype).expand(R, 3)
-    if name != "cpp":
-        return _composite_samples_ref(raw, t, origins, dirs, bg, box_min, box_max, density_bias,
-                                      density_activation, midpoint)
+    args = (raw, t, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint)
+    return fn(*args, early_stop) if name == "cpp" else fn(*args)
+
+
+def _composite_samples_cpp(raw, t, origins, dirs, background, box_min, box_max, density_bias, density_activation,
+                           midpoint, early_stop: float = 0.0):
     color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_samples_fwd(
-        raw.to(t.dtype), t, origins.to(t.dtype), dirs.to(t.dtype), bg, float(box_min), float(box_max),
+        raw.to(t.dtype), t, origins.to(t.dtype), dirs.to(t.dtype), background, float(box_min), float(box_max),
         float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint), float(early_stop))
     return color, depth, opacity
 
@@ -165,19 +168,6 @@ def composite_samples_weights(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, 
         float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
 
 
-_AUTOGRAD_DONE = False
-
-
-def _register_autograd():
-    """Called by ``raymarch.load_extension`` once lrm_fast._C has defined the ops."""
-    global _AUTOGRAD_DONE
-    if not _AUTOGRAD_DONE:
-        torch.library.register_autograd("lrm_fast::composite_fwd", _backward, setup_context=_setup_context)
-        torch.library.register_autograd("lrm_fast::composite_samples_fwd", _samples_backward,
-                                        setup_context=_samples_setup_context)
-        _AUTOGRAD_DONE = True
-
-
 def _composite_cpp(rgb, sigma, deltas, depths, background, early_stop: float = 0.0):
     R = sigma.shape[0]
     dt = sigma.dtype
@@ -191,16 +181,49 @@ def _weights_cpp(sigma, deltas):
     return torch.ops.lrm_fast.composite_weights(sigma.detach(), deltas.detach().to(sigma.dtype))
 
 
-def _register_cpp():
-    from .raymarch import cpp_probe
+# the fake kernels (torch.compile, opcheck), autograd formulas and cpp implementations of this
+# file's ops, registered at import (no-ops where lrm_fast._C is not built)
 
-    _dispatch.register(OP, "cpp", _composite_cpp, cpp_probe("composite_fwd"))
-    _dispatch.register("composite_weights", "cpp", _weights_cpp, cpp_probe("composite_weights"))
-    _dispatch.register_reference("composite_samples", _composite_samples_ref)
-    _dispatch.register("composite_samples", "cpp", _composite_samples_ref, cpp_probe("composite_samples_fwd"))
+@_ext.register_fake("composite_fwd")
+def _(rgb, sigma, deltas, depths, background, thresh):
+    R = sigma.shape[0]
+    return (sigma.new_empty(R, 3), sigma.new_empty(R), sigma.new_empty(R), sigma.new_empty(R),
+            sigma.new_empty(R, dtype=torch.int32))
 
 
-_register_cpp()
+@_ext.register_fake("composite_bwd")
+def _(v_color, v_depth, v_opacity, rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used):
+    return rgb.new_empty(rgb.shape), sigma.new_empty(sigma.shape), background.new_empty(background.shape)
+
+
+@_ext.register_fake("composite_weights")
+def _(sigma, deltas):
+    return sigma.new_empty(sigma.shape)
+
+
+@_ext.register_fake("composite_samples_fwd")
+def _(raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh):
+    R = t.shape[0]
+    return (t.new_empty(R, 3), t.new_empty(R), t.new_empty(R), t.new_empty(R), t.new_empty(R, dtype=torch.int32))
+
+
+@_ext.register_fake("composite_samples_bwd")
+def _(v_color, v_depth, v_opacity, raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint,
+      depth, opacity, t_final, n_used):
+    return raw.new_empty(raw.shape), background.new_empty(background.shape)
+
+
+@_ext.register_fake("composite_samples_weights")
+def _(raw, t, origins, dirs, box_min, box_max, bias, act, midpoint):
+    return t.new_empty(t.shape[0], max(t.shape[1] - 1, 0))
+
+
+_ext.register_autograd("composite_fwd", _backward, setup_context=_setup_context)
+_ext.register_autograd("composite_samples_fwd", _samples_backward, setup_context=_samples_setup_context)
+_dispatch.register(OP, "cpp", _composite_cpp, _ext.cpp_probe("composite_fwd"))
+_dispatch.register("composite_weights", "cpp", _weights_cpp, _ext.cpp_probe("composite_weights"))
+_dispatch.register_reference("composite_samples", _composite_samples_ref)
+_dispatch.register("composite_samples", "cpp", _composite_samples_cpp, _ext.cpp_probe("composite_samples_fwd"))
 
 
 def composite_weights(sigma: torch.Tensor, deltas: torch.Tensor, backend: str = "auto") -> torch.Tensor:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _dispatch
+from . import _dispatch, _ext, per_sample
 from .composite import DENSITY_ACTS, _composite_samples_ref
-from . import per_sample
 from .per_sample import MASKED_RAW_DENSITY, gate, in_box, sample_points
-from .raymarch import cpp_probe, load_extension
 
 OP = "composite_samples_packed"
 
@@ -114,34 +112,24 @@ def _packed_weights_ref(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.
 
 
 # ------------------------------------------------------------------------------------------
-# cpp backend
-
-_REGISTERED = False
+# cpp backend (lrm_fast._C, loaded by ops/_ext.py): fake kernels and autograd, registered at import
 
 
-def _register_cpp_extras():
-    """Fake (meta) kernels and autograd of the packed ops, once lrm_fast._C is loaded."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    lib = "lrm_fast::"
+@_ext.register_fake("composite_samples_packed_fwd")
+def _(raw, t, offsets, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh):
+    R = offsets.shape[0] - 1
+    return (t.new_empty(R, 3), t.new_empty(R), t.new_empty(R), t.new_empty(R), t.new_empty(R, dtype=torch.int32))
 
-    @torch.library.register_fake(lib + "composite_samples_packed_fwd")
-    def _(raw, t, offsets, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh):
-        R = offsets.shape[0] - 1
-        return (t.new_empty(R, 3), t.new_empty(R), t.new_empty(R), t.new_empty(R), t.new_empty(R, dtype=torch.int32))
 
-    @torch.library.register_fake(lib + "composite_samples_packed_bwd")
-    def _(v_color, v_depth, v_opacity, raw, t, offsets, origins, dirs, background, box_min, box_max, bias, act,
-          midpoint, depth, opacity, t_final, n_used):
-        return raw.new_empty(raw.shape), background.new_empty(background.shape)
+@_ext.register_fake("composite_samples_packed_bwd")
+def _(v_color, v_depth, v_opacity, raw, t, offsets, origins, dirs, background, box_min, box_max, bias, act,
+      midpoint, depth, opacity, t_final, n_used):
+    return raw.new_empty(raw.shape), background.new_empty(background.shape)
 
-    @torch.library.register_fake(lib + "composite_samples_packed_weights")
-    def _(raw, t, offsets, origins, dirs, box_min, box_max, bias, act, midpoint):
-        return t.new_empty(t.shape)
 
-    torch.library.register_autograd(lib + "composite_samples_packed_fwd", _backward, setup_context=_setup_context)
-    _REGISTERED = True
+@_ext.register_fake("composite_samples_packed_weights")
+def _(raw, t, offsets, origins, dirs, box_min, box_max, bias, act, midpoint):
+    return t.new_empty(t.shape)
 
 
 def _setup_context(ctx, inputs, output):
@@ -160,21 +148,30 @@ def _backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
     return v_raw, None, None, None, None, v_bg, None, None, None, None, None, None
 
 
-def _probe(op):
-    base = cpp_probe(op)
+_ext.register_autograd("composite_samples_packed_fwd", _backward, setup_context=_setup_context)
 
-    def probe(*tensors):
-        ok, why = base(*tensors)
-        if ok:
-            _register_cpp_extras()
-        return ok, why
-    return probe
+
+def _packed_cpp(raw, t, offsets, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                density_activation="softplus", midpoint=True, early_stop=0.0):
+    dt = t.dtype
+    color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_samples_packed_fwd(
+        raw.to(dt), t, offsets, origins.to(dt), dirs.to(dt), background.to(dt).contiguous(), float(box_min),
+        float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint), float(early_stop))
+    return color, depth, opacity
+
+
+def _packed_weights_cpp(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                        density_activation="softplus", midpoint=True):
+    dt = t.dtype
+    return torch.ops.lrm_fast.composite_samples_packed_weights(
+        raw.detach().to(dt), t.detach(), offsets, origins.detach().to(dt), dirs.detach().to(dt), float(box_min),
+        float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
 
 
 _dispatch.register_reference(OP, _packed_ref)
-_dispatch.register(OP, "cpp", _packed_ref, _probe("composite_samples_packed_fwd"))
+_dispatch.register(OP, "cpp", _packed_cpp, _ext.cpp_probe("composite_samples_packed_fwd"))
 _dispatch.register_reference(OP + "_weights", _packed_weights_ref)
-_dispatch.register(OP + "_weights", "cpp", _packed_weights_ref, _probe("composite_samples_packed_weights"))
+_dispatch.register(OP + "_weights", "cpp", _packed_weights_cpp, _ext.cpp_probe("composite_samples_packed_weights"))
 
 
 def composite_samples_packed(raw: torch.Tensor, t: torch.Tensor, offsets: torch.Tensor, origins: torch.Tensor,
@@ -189,16 +186,12 @@ def composite_samples_packed(raw: torch.Tensor, t: torch.Tensor, offsets: torch.
         raise ValueError(f"unknown density activation {density_activation!r} ({sorted(DENSITY_ACTS)})")
     if early_stop < 0 or early_stop >= 1:
         raise ValueError(f"early_stop must be in [0, 1), got {early_stop}")
-    name, _, _ = _dispatch.resolve(OP, backend, t)
-    dt = t.dtype
-    bg = background.to(dt).expand(R, 3)
-    if name != "cpp":
-        return _packed_ref(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation,
-                           midpoint)
-    color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_samples_packed_fwd(
-        raw.to(dt), t, offsets, origins.to(dt), dirs.to(dt), bg.contiguous(), float(box_min), float(box_max),
-        float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint), float(early_stop))
-    return color, depth, opacity
+    name, fn, _ = _dispatch.resolve(OP, backend, t)
+    bg = background.to(t.dtype).expand(R, 3)
+    if name == "cpp":
+        return fn(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint,
+                  early_stop)
+    return fn(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint)
 
 
 def composite_samples_packed_weights(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
@@ -207,14 +200,8 @@ def composite_samples_packed_weights(raw, t, offsets, origins, dirs, box_min=-1.
     ``offsets[i] + k`` is the weight of ray ``i``'s interval ``k`` (its samples ``k`` and ``k + 1``);
     each ray's last sample gets 0."""
     _check(raw, t, offsets, origins, dirs)
-    name, _, _ = _dispatch.resolve(OP + "_weights", backend, t)
-    if name != "cpp":
-        return _packed_weights_ref(raw, t, offsets, origins, dirs, box_min, box_max, density_bias,
-                                   density_activation, midpoint)
-    dt = t.dtype
-    return torch.ops.lrm_fast.composite_samples_packed_weights(
-        raw.detach().to(dt), t.detach(), offsets, origins.detach().to(dt), dirs.detach().to(dt), float(box_min),
-        float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
+    _, fn, _ = _dispatch.resolve(OP + "_weights", backend, t)
+    return fn(raw, t, offsets, origins, dirs, box_min, box_max, density_bias, density_activation, midpoint)
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,14 +288,12 @@ _STEPS = {"occupancy_mark": _mark_ref, "occupancy_pack": _pack_ref, "occupancy_u
           "occupancy_merge": _merge_ref, "occupancy_gather": _gather_ref}
 for _op, _fn in _STEPS.items():
     _dispatch.register_reference(_op, _fn)
-    _dispatch.register(_op, "cpp", _fn, _probe(_op))  # (the kernel is called by _step)
+    _dispatch.register(_op, "cpp", lambda *args, _op=_op: getattr(torch.ops.lrm_fast, _op)(*args), _ext.cpp_probe(_op))
 
 
 def _step(op: str, backend: str, *args):
-    name, _, _ = _dispatch.resolve(op, backend, args[2])  # probed on the depths: dtype and device
-    if name == "cpp":
-        return getattr(torch.ops.lrm_fast, op)(*args)
-    return _STEPS[op](*args)
+    _, fn, _ = _dispatch.resolve(op, backend, args[2])  # probed on the depths: dtype and device
+    return fn(*args)
 
 
 def occupancy_mark(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_max: float, backend="auto"):
@@ -325,10 +310,8 @@ def occupancy_pack(origins, dirs, t, keep, offsets, backend="auto"):
 
 def occupancy_unpack(values, keep, offsets, backend="auto"):
     """Packed ``values [N]`` back onto ``keep [R, S]``'s samples, 0 elsewhere -> ``[R, S]``."""
-    name, _, _ = _dispatch.resolve("occupancy_unpack", backend, values)
-    if name == "cpp":
-        return torch.ops.lrm_fast.occupancy_unpack(values, keep, offsets)
-    return _unpack_ref(values, keep, offsets)
+    _, fn, _ = _dispatch.resolve("occupancy_unpack", backend, values)
+    return fn(values, keep, offsets)
 
 
 def occupancy_merge(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item: int, box_min: float,

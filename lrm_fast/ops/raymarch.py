@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch, per_sample
+from . import _dispatch, _ext, per_sample
+from ._ext import cpp_probe, load_extension  # noqa: F401  (re-exported: tests and bench import them here)
 
 
 # ------------------------------------------------------------------------------------------
@@ -262,127 +263,45 @@ for _op, _fn in (("generate_rays", _generate_rays_ref), ("ray_box", _ray_box_ref
 
 
 # ------------------------------------------------------------------------------------------
-# the C++/CUDA extension (lrm_fast._C), loaded lazily on first probe
+# cpp backend (lrm_fast._C, loaded by ops/_ext.py): fake kernels and autograd, registered at import
 
-_C_STATE: "tuple[bool, str] | None" = None
-_CPP_DTYPES = (torch.float32, torch.float64)
-_NO_BACKWARD = ("generate_rays", "ray_box", "stratified", "ray_points")  # the twins of these are differentiable
-
-
-def load_extension() -> "tuple[bool, str]":
-    """Import ``lrm_fast._C`` once and register the fake (meta) kernels of its ops, which
-    torch.compile and ``torch.library.opcheck`` need. Returns (ok, reason)."""
-    global _C_STATE
-    if _C_STATE is None:
-        try:
-            from .. import _C  # noqa: F401  (importing registers torch.ops.lrm_fast.*)
-        except ImportError as e:
-            _C_STATE = (False, f"lrm_fast._C not built ({e}); build with "
-                               "`python setup.py build_ext --inplace` or `pip install --no-build-isolation -e .`")
-        else:
-            _register_fakes()
-            _C_STATE = (True, "lrm_fast._C")
-    return _C_STATE
+@_ext.register_fake("generate_rays")
+def _(c2w, intrinsics, height, width, pixels):
+    R = height * width if pixels is None else pixels.shape[1]
+    return c2w.new_empty(c2w.shape[0], R, 3), c2w.new_empty(c2w.shape[0], R, 3)
 
 
-def _has_kernel(op: str, key: str) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"lrm_fast::{op}", key)
+@_ext.register_fake("ray_box")
+def _(origins, dirs, box_min, box_max):
+    R = origins.shape[0]
+    return origins.new_empty(R), origins.new_empty(R), origins.new_empty(R, dtype=torch.bool)
 
 
-def cpp_probe(op: str):
-    """The probe of op ``op``'s ``cpp`` backend: extension built, device kernel compiled,
-    float32/float64, no gradient wanted (for the ops without a backward)."""
-    def probe(*tensors):
-        ok, why = load_extension()
-        if not ok:
-            return False, why
-        t = tensors[0]
-        dev = t.device.type
-        if dev not in ("cpu", "cuda"):
-            return False, f"no kernel for device {dev}"
-        if not _has_kernel(op, dev.upper()):
-            return False, f"lrm_fast._C was built without {dev.upper()} kernels (rebuild with nvcc + FORCE_CUDA=1)"
-        if t.dtype not in _CPP_DTYPES:
-            return False, f"{str(t.dtype).replace('torch.', '')} inputs (the kernel takes float32/float64)"
-        if (op in _NO_BACKWARD and torch.is_grad_enabled()
-                and any(getattr(x, "requires_grad", False) for x in tensors)):
-            return False, "inputs require grad and this op has no backward in lrm_fast._C"
-        if (op == "merge_samples" and torch.is_grad_enabled()
-                and any(getattr(x, "requires_grad", False) for x in tensors[0::2])):
-            return False, "depths require grad (the kernel's backward covers the values only)"
-        if op in ("merge_samples", "ray_points") and any(x.dtype != t.dtype or x.device != t.device for x in tensors[1:]):
-            return False, "inputs of different dtypes or devices"
-        return True, f"lrm_fast._C {dev} kernel"
-    return probe
+@_ext.register_fake("stratified")
+def _(near, far, n, u):
+    return near.new_empty(near.shape[0], n)
 
 
-def _register_fakes():
-    lib = "lrm_fast::"
+@_ext.register_fake("importance")
+def _(depths, weights, n, u):
+    return depths.new_empty(depths.shape[0], n)
 
-    @torch.library.register_fake(lib + "generate_rays")
-    def _(c2w, intrinsics, height, width, pixels):
-        R = height * width if pixels is None else pixels.shape[1]
-        return c2w.new_empty(c2w.shape[0], R, 3), c2w.new_empty(c2w.shape[0], R, 3)
 
-    @torch.library.register_fake(lib + "ray_box")
-    def _(origins, dirs, box_min, box_max):
-        R = origins.shape[0]
-        return origins.new_empty(R), origins.new_empty(R), origins.new_empty(R, dtype=torch.bool)
+@_ext.register_fake("ray_points")
+def _(origins, dirs, depths):
+    return depths.new_empty(*depths.shape, 3)
 
-    @torch.library.register_fake(lib + "stratified")
-    def _(near, far, n, u):
-        return near.new_empty(near.shape[0], n)
 
-    @torch.library.register_fake(lib + "importance")
-    def _(depths, weights, n, u):
-        return depths.new_empty(depths.shape[0], n)
+@_ext.register_fake("merge_samples")
+def _(t_a, v_a, t_b, v_b):
+    R, n = t_a.shape[0], t_a.shape[1] + t_b.shape[1]
+    return t_a.new_empty(R, n), v_a.new_empty(R, n, v_a.shape[2])
 
-    @torch.library.register_fake(lib + "ray_points")
-    def _(origins, dirs, depths):
-        return depths.new_empty(*depths.shape, 3)
 
-    @torch.library.register_fake(lib + "merge_samples")
-    def _(t_a, v_a, t_b, v_b):
-        R, n = t_a.shape[0], t_a.shape[1] + t_b.shape[1]
-        return t_a.new_empty(R, n), v_a.new_empty(R, n, v_a.shape[2])
-
-    @torch.library.register_fake(lib + "merge_samples_bwd")
-    def _(v_v, t_a, t_b):
-        K = v_v.shape[2]
-        return v_v.new_empty(t_a.shape[0], t_a.shape[1], K), v_v.new_empty(t_b.shape[0], t_b.shape[1], K)
-
-    torch.library.register_autograd("lrm_fast::merge_samples", _merge_backward, setup_context=_merge_setup_context)
-
-    @torch.library.register_fake(lib + "composite_fwd")
-    def _(rgb, sigma, deltas, depths, background, thresh):
-        R = sigma.shape[0]
-        return (sigma.new_empty(R, 3), sigma.new_empty(R), sigma.new_empty(R), sigma.new_empty(R),
-                sigma.new_empty(R, dtype=torch.int32))
-
-    @torch.library.register_fake(lib + "composite_bwd")
-    def _(v_color, v_depth, v_opacity, rgb, sigma, deltas, depths, background, depth, opacity, t_final, n_used):
-        return rgb.new_empty(rgb.shape), sigma.new_empty(sigma.shape), background.new_empty(background.shape)
-
-    @torch.library.register_fake(lib + "composite_weights")
-    def _(sigma, deltas):
-        return sigma.new_empty(sigma.shape)
-
-    @torch.library.register_fake(lib + "composite_samples_fwd")
-    def _(raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint, thresh):
-        R = t.shape[0]
-        return (t.new_empty(R, 3), t.new_empty(R), t.new_empty(R), t.new_empty(R), t.new_empty(R, dtype=torch.int32))
-
-    @torch.library.register_fake(lib + "composite_samples_bwd")
-    def _(v_color, v_depth, v_opacity, raw, t, origins, dirs, background, box_min, box_max, bias, act, midpoint,
-          depth, opacity, t_final, n_used):
-        return raw.new_empty(raw.shape), background.new_empty(background.shape)
-
-    @torch.library.register_fake(lib + "composite_samples_weights")
-    def _(raw, t, origins, dirs, box_min, box_max, bias, act, midpoint):
-        return t.new_empty(t.shape[0], max(t.shape[1] - 1, 0))
-
-    from .composite import _register_autograd
-    _register_autograd()
+@_ext.register_fake("merge_samples_bwd")
+def _(v_v, t_a, t_b):
+    K = v_v.shape[2]
+    return v_v.new_empty(t_a.shape[0], t_a.shape[1], K), v_v.new_empty(t_b.shape[0], t_b.shape[1], K)
 
 
 def _merge_setup_context(ctx, inputs, output):
@@ -395,6 +314,9 @@ def _merge_backward(ctx, v_t, v_v):
     t_a, t_b = ctx.saved_tensors
     v_a, v_b = torch.ops.lrm_fast.merge_samples_bwd(v_v, t_a, t_b)
     return None, v_a, None, v_b
+
+
+_ext.register_autograd("merge_samples", _merge_backward, setup_context=_merge_setup_context)
 
 
 def _ray_points_cpp(origins, dirs, depths):

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from . import _dispatch, _ext
 
 OP = "triplane_mlp"
 
@@ -463,12 +463,11 @@ _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
 
 
 # ---------------------------------------------------------------------------------------------
-# C++ fused CPU path (csrc/triplane_field_cpu.cpp, ops lrm_fast::triplane_field_fwd / _bwd)
+# C++ fused CPU path (csrc/triplane_mlp_cpu.cpp, ops lrm_fast::triplane_mlp_fwd / _bwd)
 # ---------------------------------------------------------------------------------------------
 
 _CPP_AGG = {"concat": 0, "sum": 1, "mean": 2}
 _CPP_ACT = {"relu": 0, "silu": 1, "softplus": 2}
-_CPP_REGISTERED = False
 
 
 def _needs_grad(tensors) -> bool:
@@ -476,15 +475,13 @@ def _needs_grad(tensors) -> bool:
 
 
 def _cpp_probe(planes, points=None, *_):
-    from .raymarch import _has_kernel, load_extension
-
-    ok, why = load_extension()
+    ok, why = _ext.load_extension()
     if not ok:
         return False, why
     if planes.device.type != "cpu":
         return False, f"no {planes.device.type} kernel (the C++ field is CPU-only; CUDA uses triton)"
-    for op in ("triplane_field_fwd", "triplane_field_bwd"):
-        if not _has_kernel(op, "CPU"):
+    for op in ("triplane_mlp_fwd", "triplane_mlp_bwd"):
+        if not _ext.has_kernel(op, "CPU"):
             return False, f"lrm_fast._C was built without {op} (rebuild the extension)"
     if planes.dtype != torch.float32:
         return False, f"dtype {planes.dtype} not supported (float32 only)"
@@ -492,7 +489,6 @@ def _cpp_probe(planes, points=None, *_):
         return False, f"points on {points.device}, planes on {planes.device}"
     if points is not None and _needs_grad([points]):
         return False, "points require grad: the fused kernel does not differentiate the points"
-    _register_cpp_op()
     return True, "lrm_fast._C fused CPU field"
 
 
@@ -506,7 +502,7 @@ def _cpp_setup_context(ctx, inputs, output):
 def _cpp_backward(ctx, v_out):
     planes, points, *params = ctx.saved_tensors
     L = ctx.n_layers
-    v_planes, v_w, v_b = torch.ops.lrm_fast.triplane_field_bwd(v_out, planes, points, params[:L], params[L:],
+    v_planes, v_w, v_b = torch.ops.lrm_fast.triplane_mlp_bwd(v_out, planes, points, params[:L], params[L:],
                                                                *ctx.codes)
     return v_planes, None, list(v_w), list(v_b), None, None
 
@@ -516,27 +512,24 @@ def _cpp_double_backward(ctx, *grads):
                        "gradients); use backend='reference' for higher-order gradients")
 
 
-def _register_cpp_op():
-    """Fake kernels (torch.compile, opcheck) and the autograd formula of the C++ field, once."""
-    global _CPP_REGISTERED
-    if _CPP_REGISTERED:
-        return
+# fake kernels (torch.compile, opcheck) and the autograd formula of the C++ field, registered at
+# import (no-ops where lrm_fast._C is not built)
 
-    @torch.library.register_fake("lrm_fast::triplane_field_fwd")
-    def _(planes, points, weights, biases, aggregate, activation):
-        return planes.new_empty(planes.shape[0], points.shape[1], weights[-1].shape[0])
+@_ext.register_fake("triplane_mlp_fwd")
+def _(planes, points, weights, biases, aggregate, activation):
+    return planes.new_empty(planes.shape[0], points.shape[1], weights[-1].shape[0])
 
-    @torch.library.register_fake("lrm_fast::triplane_field_bwd")
-    def _(v_out, planes, points, weights, biases, aggregate, activation):
-        return (planes.new_empty(planes.shape), [w.new_empty(w.shape) for w in weights],
-                [b.new_empty(b.shape) for b in biases])
 
-    torch.library.register_autograd("lrm_fast::triplane_field_fwd", _cpp_backward, setup_context=_cpp_setup_context)
-    # create_graph=True backpropagates through the backward: say so instead of torch's silent
-    # "treat it as a constant" fallback
-    torch.library.register_autograd("lrm_fast::triplane_field_bwd", _cpp_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
-    _CPP_REGISTERED = True
+@_ext.register_fake("triplane_mlp_bwd")
+def _(v_out, planes, points, weights, biases, aggregate, activation):
+    return (planes.new_empty(planes.shape), [w.new_empty(w.shape) for w in weights],
+            [b.new_empty(b.shape) for b in biases])
+
+
+_ext.register_autograd("triplane_mlp_fwd", _cpp_backward, setup_context=_cpp_setup_context)
+# create_graph=True backpropagates through the backward: say so instead of torch's silent
+# "treat it as a constant" fallback
+_ext.register_autograd("triplane_mlp_bwd", _cpp_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
 def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activation="relu"):
@@ -550,7 +543,7 @@ def _triplane_mlp_cpp(planes, points, weights, biases, aggregate="concat", activ
     # a missing bias is a constant zero vector (no gradient); points are detached: no gradient
     # flows to them (the probe sends points that require grad to the reference)
     bs = [b if b is not None else planes.new_zeros(w.shape[0]) for w, b in zip(weights, biases)]
-    return torch.ops.lrm_fast.triplane_field_fwd(planes, points.detach(), list(weights), bs, _CPP_AGG[aggregate],
+    return torch.ops.lrm_fast.triplane_mlp_fwd(planes, points.detach(), list(weights), bs, _CPP_AGG[aggregate],
                                                  _CPP_ACT[activation])
 
 

@@ -27,8 +27,8 @@ import pytest
 import torch
 
 import lrm_fast
-from lrm_fast.mesh import density_grid
 from lrm_fast.ops import generate_rays
+from tests._twin import density_grid_of, maxdiff
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VERSIONS = ["openlrm-v1.1", "openlrm-v1.0"]
@@ -80,12 +80,6 @@ def planes(model, stages):
     return {"ours": ours, "theirs": torch.from_numpy(stages["planes"])}
 
 
-def _maxdiff(a, b) -> float:
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    assert a.shape == b.shape, (tuple(a.shape), tuple(b.shape))
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
 def test_fixture_pins_the_original(version, meta):
     want = {"openlrm-v1.1": ("3108b69", "1.1"), "openlrm-v1.0": ("d4caebb", "1.0")}[version]
     assert meta["commit"].startswith(want[0]) and meta["version"] == want[1]
@@ -113,7 +107,7 @@ def test_config_comes_from_its_files(model, meta, version):
 def test_encoder_tokens(model, stages):
     with torch.inference_mode():
         tokens = model.encoder(_image(stages))
-    assert _maxdiff(tokens, stages["tokens"]) <= TOL_TOKENS
+    assert maxdiff(tokens, stages["tokens"]) <= TOL_TOKENS
 
 
 def test_camera_embedding(model, stages):
@@ -121,12 +115,12 @@ def test_camera_embedding(model, stages):
     with torch.inference_mode():
         cam = model.default_source_camera(1)
         emb = model.camera_embedder(cam)
-    assert _maxdiff(cam, stages["source_camera"]) <= 1e-6
-    assert _maxdiff(emb, stages["camera_embedding"]) <= TOL_TOKENS
+    assert maxdiff(cam, stages["source_camera"]) <= 1e-6
+    assert maxdiff(emb, stages["camera_embedding"]) <= TOL_TOKENS
 
 
 def test_triplanes(planes, stages):
-    assert _maxdiff(planes["ours"], stages["planes"]) <= TOL_PLANES
+    assert maxdiff(planes["ours"], stages["planes"]) <= TOL_PLANES
 
 
 @pytest.mark.parametrize("source", ["theirs", "ours"])
@@ -135,24 +129,16 @@ def test_field_at_points(model, planes, stages, source):
     with torch.inference_mode():
         raw = model.field(planes[source], pts)[0]
         density, rgb = model.field.query(planes[source], pts)
-    assert _maxdiff(raw[:, 0], stages["point_density_raw"]) <= TOL_POINTS
-    assert _maxdiff(density[0], stages["point_density"]) <= TOL_POINTS
-    assert _maxdiff(rgb[0], stages["point_color"]) <= TOL_POINTS
-
-
-def _grid(model, planes, res):
-    r = model.cfg.render
-    with torch.inference_mode():
-        grid, _ = density_grid(lambda p: model.field.query(planes, p[None])[0][0], res, r.box_min, r.box_max,
-                               r.mesh_threshold)
-    return grid
+    assert maxdiff(raw[:, 0], stages["point_density_raw"]) <= TOL_POINTS
+    assert maxdiff(density[0], stages["point_density"]) <= TOL_POINTS
+    assert maxdiff(rgb[0], stages["point_color"]) <= TOL_POINTS
 
 
 @pytest.mark.parametrize("source", ["theirs", "ours"])
 def test_density_grid(model, planes, stages, source):
     """The grid OpenLRM's mesh extraction queries (``synthesizer.forward_grid``)."""
     want = stages["density_grid"]
-    assert _maxdiff(_grid(model, planes[source], want.shape[0]), want) <= TOL_POINTS
+    assert maxdiff(density_grid_of(model, planes[source], want.shape[0]), want) <= TOL_POINTS
 
 
 def _sets(stages):
@@ -168,8 +154,8 @@ def test_camera_rays(model, stages):
     for bit where the fixture was recorded: see ``_rays_bit_exact``)."""
     for k, c2w, K, res in _sets(stages):
         o, d = generate_rays(c2w, K, res, res, backend="reference")
-        assert _maxdiff(o, stages[f"rays_o_{k}"]) <= TOL_POINTS
-        assert _maxdiff(d, stages[f"rays_d_{k}"]) <= TOL_POINTS
+        assert maxdiff(o, stages[f"rays_o_{k}"]) <= TOL_POINTS
+        assert maxdiff(d, stages[f"rays_d_{k}"]) <= TOL_POINTS
 
 
 def _render(model, planes, c2w, K, res):
@@ -192,7 +178,7 @@ def _rays_bit_exact(stages) -> bool:
 
 def _check_render(got, want, what: str, exact_rays: bool) -> None:
     if exact_rays:
-        assert _maxdiff(got, want) <= TOL_RENDER, what
+        assert maxdiff(got, want) <= TOL_RENDER, what
         return
     # another BLAS: OpenLRM's own face-sample decision may differ on a few rays (up to ~0.03 there)
     err = (torch.as_tensor(got) - torch.from_numpy(want)).abs()
@@ -352,7 +338,7 @@ def _stage_errors(model, stages, meta) -> dict[str, float]:
             out[f"field ({name} planes)"] = max(rel(raw[:, 0], stages["point_density_raw"], TOL_POINTS),
                                                 rel(dens[0], stages["point_density"], TOL_POINTS),
                                                 rel(rgb[0], stages["point_color"], TOL_POINTS))
-            out[f"density grid ({name} planes)"] = rel(_grid(model, P, stages["density_grid"].shape[0]),
+            out[f"density grid ({name} planes)"] = rel(density_grid_of(model, P, stages["density_grid"].shape[0]),
                                                        stages["density_grid"], TOL_POINTS)
             errs = []
             for k, c2w, K, res in _sets(stages):

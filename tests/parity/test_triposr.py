@@ -26,9 +26,9 @@ import pytest
 import torch
 
 import lrm_fast
-from lrm_fast.mesh import density_grid
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.ops import generate_rays
+from tests._twin import density_grid_of, maxdiff, maxrel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "triposr"
 TOL_TOKENS = 3e-5
@@ -70,18 +70,6 @@ def planes(model, stages):
     return {"ours": ours, "theirs": _theirs_to_ours(torch.from_numpy(stages["scene_codes"]))}
 
 
-def _maxdiff(a, b) -> float:
-    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-    assert a.shape == b.shape, (tuple(a.shape), tuple(b.shape))
-    return (a - b).abs().max().item()
-
-
-def _maxrel(a, b) -> float:
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    assert a.shape == b.shape, (tuple(a.shape), tuple(b.shape))
-    return ((a - b).abs() / b.abs().clamp_min(1e-6)).max().item()
-
-
 def test_fixture_pins_the_original(meta):
     assert meta["commit"].startswith("d26e331")
     assert meta["versions"]["transformers"] == "4.35.0"
@@ -107,11 +95,11 @@ def test_config_comes_from_its_files(model, meta):
 def test_encoder_tokens(model, stages):
     with torch.inference_mode():
         tokens = model.encoder(torch.from_numpy(stages["image"]))
-    assert _maxdiff(tokens, stages["tokens"]) <= TOL_TOKENS
+    assert maxdiff(tokens, stages["tokens"]) <= TOL_TOKENS
 
 
 def test_triplanes(planes, stages):
-    assert _maxdiff(_ours_to_theirs(planes["ours"]), stages["scene_codes"]) <= TOL_PLANES
+    assert maxdiff(_ours_to_theirs(planes["ours"]), stages["scene_codes"]) <= TOL_PLANES
 
 
 @pytest.mark.parametrize("source", ["theirs", "ours"])
@@ -120,25 +108,17 @@ def test_field_at_points(model, planes, stages, source):
     with torch.inference_mode():
         raw = model.field(planes[source], pts)[0]
         density, rgb = model.field.query(planes[source], pts)
-    assert _maxdiff(raw[:, 0], stages["point_density_raw"]) <= TOL_POINTS
-    assert _maxdiff(raw[:, 1:4], stages["point_features"]) <= TOL_POINTS
-    assert _maxrel(density[0], stages["point_density"]) <= TOL_POINTS
-    assert _maxdiff(rgb[0], stages["point_color"]) <= TOL_POINTS
-
-
-def _grid(model, planes, res):
-    r = model.cfg.render
-    with torch.inference_mode():
-        grid, _ = density_grid(lambda p: model.field.query(planes, p[None])[0][0], res, r.box_min, r.box_max,
-                               r.mesh_threshold)
-    return grid
+    assert maxdiff(raw[:, 0], stages["point_density_raw"]) <= TOL_POINTS
+    assert maxdiff(raw[:, 1:4], stages["point_features"]) <= TOL_POINTS
+    assert maxrel(density[0], stages["point_density"]) <= TOL_POINTS
+    assert maxdiff(rgb[0], stages["point_color"]) <= TOL_POINTS
 
 
 @pytest.mark.parametrize("source", ["theirs", "ours"])
 def test_density_grid(model, planes, stages, source):
     """The grid TripoSR's extract_mesh queries (its MarchingCubeHelper's vertices over the box)."""
     want = stages["density_grid"]
-    assert _maxrel(_grid(model, planes[source], want.shape[0]), want) <= TOL_POINTS
+    assert maxrel(density_grid_of(model, planes[source], want.shape[0]), want) <= TOL_POINTS
 
 
 def _views(meta):
@@ -155,8 +135,8 @@ def test_camera_rays(model, stages, meta):
         c2w = orbit_cameras(az + cam.front_azimuth, el, dist)
         K = default_intrinsics(cam.source_focal).expand(len(az), 4)
         o, d = generate_rays(c2w, K, res, res)
-        assert _maxdiff(o.reshape(len(az), res, res, 3), stages[f"rays_o_{k}"]) <= TOL_POINTS
-        assert _maxdiff(d.reshape(len(az), res, res, 3), stages[f"rays_d_{k}"]) <= TOL_POINTS
+        assert maxdiff(o.reshape(len(az), res, res, 3), stages[f"rays_o_{k}"]) <= TOL_POINTS
+        assert maxdiff(d.reshape(len(az), res, res, 3), stages[f"rays_d_{k}"]) <= TOL_POINTS
 
 
 @pytest.mark.parametrize("source", ["theirs", "ours"])
@@ -168,7 +148,7 @@ def test_renders(model, planes, stages, meta, source):
     for k, az, el, dist, res in _views(meta):
         out = rec.render(azimuths=az, elevations=el, distance=dist, resolution=res)
         rgb = out["rgb"][0]
-        assert _maxdiff(rgb, stages[f"render_{k}"]) <= TOL_RENDER
+        assert maxdiff(rgb, stages[f"render_{k}"]) <= TOL_RENDER
         miss = torch.from_numpy(stages[f"miss_{k}"])
         assert torch.equal(out["opacity"][0] == 0, miss)
         assert (rgb[miss] == 1.0).all()
@@ -264,22 +244,22 @@ def _stage_errors(model, stages, meta) -> dict[str, float]:
     out = {}
     with torch.inference_mode():
         img = torch.from_numpy(stages["image"])
-        out["tokens"] = _maxdiff(model.encoder(img), stages["tokens"]) / TOL_TOKENS
+        out["tokens"] = maxdiff(model.encoder(img), stages["tokens"]) / TOL_TOKENS
         ours = model.forward_planes(img)
-        out["planes"] = _maxdiff(_ours_to_theirs(ours), stages["scene_codes"]) / TOL_PLANES
+        out["planes"] = maxdiff(_ours_to_theirs(ours), stages["scene_codes"]) / TOL_PLANES
         theirs = _theirs_to_ours(torch.from_numpy(stages["scene_codes"]))
         pts = torch.from_numpy(stages["points"])[None]
         for name, P in (("theirs", theirs), ("ours", ours)):
             raw = model.field(P, pts)[0]
             dens, rgb = model.field.query(P, pts)
             out[f"field ({name} planes)"] = max(
-                _maxdiff(raw[:, 0], stages["point_density_raw"]), _maxdiff(raw[:, 1:4], stages["point_features"]),
-                _maxrel(dens[0], stages["point_density"]), _maxdiff(rgb[0], stages["point_color"])) / TOL_POINTS
+                maxdiff(raw[:, 0], stages["point_density_raw"]), maxdiff(raw[:, 1:4], stages["point_features"]),
+                maxrel(dens[0], stages["point_density"]), maxdiff(rgb[0], stages["point_color"])) / TOL_POINTS
             want = stages["density_grid"]
-            out[f"density grid ({name} planes)"] = _maxrel(_grid(model, P, want.shape[0]), want) / TOL_POINTS
+            out[f"density grid ({name} planes)"] = maxrel(density_grid_of(model, P, want.shape[0]), want) / TOL_POINTS
             rec = lrm_fast.Reconstruction(model, P)
             out[f"renders ({name} planes)"] = max(
-                _maxdiff(rec.render(azimuths=az, elevations=el, distance=dist, resolution=res)["rgb"][0],
+                maxdiff(rec.render(azimuths=az, elevations=el, distance=dist, resolution=res)["rgb"][0],
                          stages[f"render_{k}"]) for k, az, el, dist, res in _views(meta)) / TOL_RENDER
         res, level = meta["mesh"]["resolution"], meta["mesh"]["threshold"]
         r = model.cfg.render.box_max

@@ -1,4 +1,4 @@
-// Torch-free per-point math of the fused CPU triplane field (csrc/triplane_field_cpu.cpp):
+// Torch-free per-point math of the fused CPU triplane field (csrc/triplane_mlp_cpu.cpp):
 // bilinear taps exactly as F.grid_sample(mode="bilinear", padding_mode="zeros",
 // align_corners=False), the plane axes of lrm_fast/ops/triplane_mlp.py, and the MLP's
 // activations as torch defines them. Kept free of ATen so a plain C++ test can include it.

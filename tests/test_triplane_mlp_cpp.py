@@ -1,4 +1,4 @@
-"""The ``cpp`` backend of ``triplane_mlp`` (csrc/triplane_field_cpu.cpp) against its twin."""
+"""The ``cpp`` backend of ``triplane_mlp`` (csrc/triplane_mlp_cpu.cpp) against its twin."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +14,7 @@ def _built():
     return load_extension()[0] and _cpp_probe(torch.empty(1, 3, 1, 1, 1))[0]
 
 
-pytestmark = pytest.mark.skipif(not _built(), reason="lrm_fast._C (with triplane_field_fwd) not built")
+pytestmark = pytest.mark.skipif(not _built(), reason="lrm_fast._C (with triplane_mlp_fwd) not built")
 
 
 def _mlp(in_dim, hidden, layers, out, g, bias=True):
@@ -99,7 +99,7 @@ def test_refuses_other_dtypes():
 
 def test_bad_inputs_name_the_problem():
     planes, pts, ws, bs = _case(1, 8, 8, 4, 4, "concat", 2)
-    op = torch.ops.lrm_fast.triplane_field_fwd
+    op = torch.ops.lrm_fast.triplane_mlp_fwd
     bs = [b for b in bs]
     with pytest.raises(RuntimeError, match=r"weights\[1\] must be \[out, 16\]"):
         op(planes, pts, [ws[0], ws[1][:, :5]], bs, 0, 0)
@@ -134,7 +134,7 @@ def test_renderer_fast_backend_matches_reference_16px(tiny_model):
 
 
 # ---------------------------------------------------------------------------------------------
-# backward (lrm_fast::triplane_field_bwd through the autograd formula of triplane_field_fwd)
+# backward (lrm_fast::triplane_mlp_bwd through the autograd formula of triplane_mlp_fwd)
 
 
 def _grads(planes, pts, ws, bs, agg, act, backend, v=None):
@@ -227,13 +227,13 @@ def _op_args(N=37, C=8, agg=0, grad=True):
 @pytest.mark.parametrize("agg", [0, 2])
 def test_opcheck_fwd_with_grads(agg):
     planes, pts, ws, bs = _op_args(agg=agg)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_field_fwd, (planes, pts, ws, bs, agg, 1))
+    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_fwd, (planes, pts, ws, bs, agg, 1))
 
 
 def test_opcheck_bwd():
     planes, pts, ws, bs = _op_args(grad=False)
     v = torch.randn(2, 37, 4)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_field_bwd, (v, planes, pts, ws, bs, 0, 0))
+    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_bwd, (v, planes, pts, ws, bs, 0, 0))
 
 
 def test_autograd_saves_nothing_per_point_per_hidden_unit():
@@ -268,12 +268,12 @@ def test_double_backward_says_unsupported():
 
 def test_bwd_bad_inputs_name_the_problem():
     planes, pts, ws, bs = _op_args(grad=False)
-    op = torch.ops.lrm_fast.triplane_field_bwd
+    op = torch.ops.lrm_fast.triplane_mlp_bwd
     with pytest.raises(RuntimeError, match="v_out must have shape"):
         op(torch.zeros(2, 37, 3), planes, pts, ws, bs, 0, 0)
     with pytest.raises(RuntimeError, match="v_out has dtype"):
         op(torch.zeros(2, 37, 4, dtype=torch.float64), planes, pts, ws, bs, 0, 0)
-    with pytest.raises(RuntimeError, match=r"triplane_field_bwd: weights\[1\] must be \[out, 16\]"):
+    with pytest.raises(RuntimeError, match=r"triplane_mlp_bwd: weights\[1\] must be \[out, 16\]"):
         op(torch.zeros(2, 37, 4), planes, pts, [ws[0], ws[1][:, :5], ws[2]], bs, 0, 0)
 
 

@@ -3,9 +3,9 @@
 // activations are ever materialized (the reference's grid_sample + copies + relu + addmm).
 // Threads over blocks of points (at::parallel_for); each block's features and hidden
 // activations live in a small thread-local buffer that stays in L1/L2.
-// Backward (triplane_field_bwd): the same block forward is recomputed (nothing O(N * hidden) is
+// Backward (triplane_mlp_bwd): the same block forward is recomputed (nothing O(N * hidden) is
 // saved between the passes), then back-propagated through the MLP and the bilinear taps; see
-// triplane_field_bwd_cpu for the race-free accumulation scheme.
+// triplane_mlp_bwd_cpu for the race-free accumulation scheme.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <ATen/core/Tensor.h>
@@ -20,7 +20,8 @@
 #include <vector>
 
 #include "checks.h"
-#include "triplane_field.h"
+#include "cpu_isa.h"
+#include "triplane_mlp.h"
 
 namespace lrm_fast {
 
@@ -74,26 +75,12 @@ void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __r
 
 using DenseFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*);
 
-// The widest instruction set this CPU runs: 2 AVX-512, 1 AVX2 (both with FMA), 0 neither.
-// LRM_FAST_CPU_ISA=avx2|plain caps it (tests run the narrower builds on an AVX-512 machine).
-int cpu_isa() {
-  __builtin_cpu_init();
-  int isa = 0;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-  if (isa == 1 && __builtin_cpu_supports("avx512f")) isa = 2;
-  if (const char* cap = std::getenv("LRM_FAST_CPU_ISA")) {
-    if (std::strcmp(cap, "avx2") == 0) isa = std::min(isa, 1);
-    if (std::strcmp(cap, "plain") == 0) isa = 0;
-  }
-  return isa;
+// the build each call runs: cpu_isa.h, the extension's one picker (read per call, so
+// lrm_fast::cpu_isa(cap) switches builds in-process)
+DenseFn dense_fn() {
+  const int isa = cpu_isa::current();
+  return isa == cpu_isa::kAvx512 ? &dense_block_avx512 : isa == cpu_isa::kAvx2 ? &dense_block_avx2 : &dense_block_plain;
 }
-
-DenseFn pick_dense() {
-  const int isa = cpu_isa();
-  return isa == 2 ? &dense_block_avx512 : isa == 1 ? &dense_block_avx2 : &dense_block_plain;
-}
-
-const DenseFn dense_block = pick_dense();
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void relu_block(const float* z, float* y, int64_t n) {  // y may alias z (the forward's in-place use)
@@ -226,12 +213,10 @@ void wgrad_block_plain(const float* __restrict__ g, int64_t out, const float* __
 
 using WgradFn = void (*)(const float*, int64_t, const float*, int64_t, float*, float*);
 
-WgradFn pick_wgrad() {
-  const int isa = cpu_isa();
-  return isa == 2 ? &wgrad_block_avx512 : isa == 1 ? &wgrad_block_avx2 : &wgrad_block_plain;
+WgradFn wgrad_fn() {
+  const int isa = cpu_isa::current();
+  return isa == cpu_isa::kAvx512 ? &wgrad_block_avx512 : isa == cpu_isa::kAvx2 ? &wgrad_block_avx2 : &wgrad_block_plain;
 }
-
-const WgradFn wgrad_block = pick_wgrad();
 
 // x [in, kBlock] (feature-major) -> xt [kBlock, in_p] (point-major; columns in..in_p stay zero)
 void transpose_block(const float* __restrict__ x, int64_t in, int64_t in_p, float* __restrict__ xt) {
@@ -403,17 +388,17 @@ void block_forward(const Field& f, int64_t blk, float* feat, const float* zeros,
   if (zero_tail && nb < kBlock)
     for (int64_t k = 0; k < f.in0; ++k) std::fill(acts[0] + k * kBlock + nb, acts[0] + (k + 1) * kBlock, 0.f);
   for (int64_t l = 0; l < f.L; ++l) {
-    dense_block(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l]);
+    dense_fn()(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l]);
     if (l < f.L - 1) activate_block(pre[l], acts[l + 1], f.outs[l] * kBlock, f.activation);
   }
 }
 
 }  // namespace
 
-at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& points_in,
+at::Tensor triplane_mlp_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& points_in,
                                   at::TensorList weights, at::TensorList biases, int64_t aggregate,
                                   int64_t activation) {
-  const Field f("triplane_field_fwd", planes_in, points_in, weights, biases, aggregate, activation);
+  const Field f("triplane_mlp_fwd", planes_in, points_in, weights, biases, aggregate, activation);
   const int64_t out_dim = f.out_dim();
   auto out = at::empty({f.B, f.N, out_dim}, planes_in.options());
   if (f.n_blocks == 0) return out;
@@ -439,17 +424,17 @@ at::Tensor triplane_field_fwd_cpu(const at::Tensor& planes_in, const at::Tensor&
   return out;
 }
 
-// Gradients of triplane_field_fwd: v_out [B, N, out] -> (v_planes [B, 3, C, H, W], v_weights,
+// Gradients of triplane_mlp_fwd: v_out [B, N, out] -> (v_planes [B, 3, C, H, W], v_weights,
 // v_biases). No gradient to the points (like the Triton path). Race-free accumulation: the blocks
 // are split into S contiguous ranges (S = threads, at most the block count), one per slot. A slot
 // owns a weight/bias partial sum and a channels-last plane-gradient buffer for just the batch
 // items its range touches (so all slots together hold about B + S plane copies, not S * B); the
 // slots are summed at the end in a fixed order. Scatter-adding into private buffers needs no
 // atomics and, for a given thread count, gives the same result on every run.
-std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplane_field_bwd_cpu(
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplane_mlp_bwd_cpu(
     const at::Tensor& v_out_in, const at::Tensor& planes_in, const at::Tensor& points_in, at::TensorList weights,
     at::TensorList biases, int64_t aggregate, int64_t activation) {
-  const char* op = "triplane_field_bwd";
+  const char* op = "triplane_mlp_bwd";
   const Field f(op, planes_in, points_in, weights, biases, aggregate, activation);
   check_float(op, "v_out", v_out_in, planes_in);
   check_shape(op, "v_out", v_out_in, {f.B, f.N, f.out_dim()});
@@ -506,8 +491,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
           for (int64_t l = L - 1; l >= 0; --l) {
             // g: gradient of pre[l] [outs[l], kBlock]
             transpose_block(acts[l], f.ins[l], ins_p[l], xt.data());
-            wgrad_block(g.data(), f.outs[l], xt.data(), ins_p[l], wp + woff[l], wp + boff[l]);
-            dense_block(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data());  // v_acts[l] = W^T g
+            wgrad_fn()(g.data(), f.outs[l], xt.data(), ins_p[l], wp + woff[l], wp + boff[l]);
+            dense_fn()(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data());  // v_acts[l] = W^T g
             if (l > 0) activate_grad_block(vx.data(), pre[l - 1], g.data(), f.ins[l] * kBlock, f.activation);
           }
           float* grad_b = gpart[s].data() + (f.batch_of(blk) - b_lo[s]) * bstride;
@@ -545,8 +530,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
 }
 
 TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
-  m.impl("triplane_field_fwd", &triplane_field_fwd_cpu);
-  m.impl("triplane_field_bwd", &triplane_field_bwd_cpu);
+  m.impl("triplane_mlp_fwd", &triplane_mlp_fwd_cpu);
+  m.impl("triplane_mlp_bwd", &triplane_mlp_bwd_cpu);
 }
 
 }  // namespace lrm_fast

@@ -10,13 +10,14 @@
 # in the working tree's .whl/ (bench/prepare_gpu_wheels.sh) and go to /tmp/site (PYTHONPATH).
 # A failing step is recorded and the suite goes on; the exit code is 0 only if every step passed.
 # Order (the first run must reach the kernels): wheels -> build -> import + CUDA-kernel check ->
-# kernel benchmarks (raymarch/composite, render, triplane field) -> gpu tests (per-test timeout) ->
+# the Triton field's illegal-address matrix (issue 18) -> kernel benchmarks (raymarch/composite,
+# render, triplane field) -> gpu tests (per-test timeout) ->
 # measurements (bench/measure_gpu.py) -> the other benchmarks -> roofline. Each step has a share of
 # SUITE_BUDGET (seconds for the whole suite) and a minimum kept for the steps after it; a step with
 # no time left is SKIPPED and listed at the end.
-# Outputs (<= 6 files, all copied to $OUT/results): bench/results/<date>-<gpu>.json (pytest-benchmark +
+# Outputs (<= 7 files, all copied to $OUT/results): bench/results/<date>-<gpu>.json (pytest-benchmark +
 # machine info, both benchmark runs merged), .md (ratio table, kernel paths, roofline, the step log),
-# -suite.log, -gpu-tests.xml, -roofline.md, -measurements.md.
+# -suite.log, -gpu-tests.xml, -roofline.md, -measurements.md, -sanitize.md.
 # Env: PYTHON (default python3), SUITE_BUDGET (s, default 330), SUITE_K (pytest -k for the benches),
 # SUITE_TEST_TIMEOUT (s per gpu test, default 60).
 set -uo pipefail
@@ -131,6 +132,12 @@ step "build lrm_fast._C with CUDA (pip install -e .)" 170 150 \
 step "check imports and the CUDA build (lrm_fast._C CUDA kernels, triton, versions)" 30 150 \
   "$PYTHON -c 'import torch, triton, lrm_fast, lrm_fast._C; from lrm_fast.ops.raymarch import _has_kernel; assert torch.cuda.is_available(), \"no CUDA device\"; ops = [\"composite_fwd\", \"composite_bwd\", \"composite_samples_fwd\", \"ray_points\", \"generate_rays\"]; missing = [o for o in ops if not _has_kernel(o, \"CUDA\")]; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name()); assert not missing, \"lrm_fast._C has no CUDA kernels for %s (a CPU-only build)\" % missing; print(\"CUDA kernels registered:\", ops); lrm_fast.info(presets=[\"tiny\"])'"
 
+# --- 2b. issue 18's open illegal memory access, before anything else can poison the context:
+# compute-sanitizer on the fp32 Triton field at the default launch, then launch variants (4 warps,
+# output tile 32) in separate processes; table in -sanitize.md (python -m bench.gpu_field_sanitize -h)
+step "Triton field illegal-address matrix (compute-sanitizer, bench/gpu_field_sanitize.py)" 150 150 \
+  "$PYTHON -m bench.gpu_field_sanitize --out $RESULTS/$STEM-sanitize.md"
+
 # --- 3. kernel benchmarks first (ray marching + compositing, rendering, fused triplane field) ----
 KERNEL_BENCHES="bench/bench_raymarch.py bench/bench_render.py bench/bench_triplane_mlp.py"
 step "kernel benchmarks (raymarch/composite, render, triplane field)" 70 110 \
@@ -189,7 +196,7 @@ PY
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/results"
   cp -f "$RESULTS/$STEM".* "$RESULTS/$STEM"-suite.log "$RESULTS/$STEM"-gpu-tests.xml "$RESULTS/$STEM"-measurements.md \
-        "$RESULTS/$STEM"-roofline.md "$OUT/results/" 2>/dev/null || true
+        "$RESULTS/$STEM"-roofline.md "$RESULTS/$STEM"-sanitize.md "$OUT/results/" 2>/dev/null || true
   say "copied $(ls "$OUT/results" 2>/dev/null | wc -l) result files to \$OUT/results"
 fi
 say "done in $(( $(date +%s) - T0 )) s: $([ $FAILED = 0 ] && echo 'every step passed' || echo 'some steps FAILED (see above)')$([ -n "$SKIPPED" ] && echo "; SKIPPED: $SKIPPED"); results in bench/results/$STEM.*"

@@ -178,7 +178,7 @@ def test_gpu_suite_dry_run():
     # issue 18: imports + CUDA build checked first, then the kernel benchmarks before the gpu tests and the
     # other benchmarks, roofline last; every step shows its share of the budget (default 330 s)
     order = ["install carried wheels", "build lrm_fast._C", "check imports and the CUDA build",
-             "kernel benchmarks", "gpu tests", "measurements", "other benchmarks", "roofline"]
+             "Triton field illegal-address matrix", "kernel benchmarks", "gpu tests", "measurements", "other benchmarks", "roofline"]
     pos = [out.find(">>> " + name) for name in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), list(zip(order, pos))
     assert out.count("of 330s;") == len(order), out

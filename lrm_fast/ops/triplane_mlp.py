@@ -302,9 +302,8 @@ def _launch_cfg(backward: bool) -> tuple[int, int]:
     forward 64 points x 8 warps: no spills in fp32/bf16 (4 warps: ~750 B/thread spilled);
     backward 64 x 8: 56 B (bf16) / ~0.9 KB (fp32, TF32x3) spilled, less than 16 warps or 128
     points. ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them
-    (tuning on a GPU without editing code); blocks must be powers of two >= 16."""
-    if _interpreting():
-        return 16, 1
+    (tuning on a GPU without editing code; honoured by the interpreter too, so the GPU's blocks can be
+    bounds-checked on a CPU, see ``kernels/bounds_check.py``); blocks must be powers of two >= 16."""
     env = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
     if env:
         try:
@@ -316,6 +315,8 @@ def _launch_cfg(backward: bool) -> tuple[int, int]:
             if b < 16 or b & (b - 1):
                 raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH: block {b} is not a power of two >= 16")
         return (bb, bw) if backward else (fb, fw)
+    if _interpreting():
+        return 16, 1
     return 64, 8
 
 

@@ -2,7 +2,7 @@
 our model. The foreign state dicts are built here from the public key names and shapes of OpenLRM
 (openlrm/models/{modeling_lrm,block,modulate}.py, vendored DINOv2, HF ViTModel for v1.0) and TripoSR
 (tsr/system.py, tsr/models/{transformer,network_utils,tokenizers}), by the inverse of the mapping in
-lrm_fast/io/checkpoint.py, written out key by key."""
+lrm_fast/io/{openlrm,triposr,vit_weights}.py, written out key by key."""
 import json
 import os
 

@@ -118,7 +118,7 @@ def encoder_tokens(cfg: LRMConfig) -> int:
 
 
 def camera(cfg: LRMConfig, batch: int = 1, eb: int = 2) -> Work:
-    if not cfg.camera.use_camera:
+    if not cfg.uses_camera:
         return Work()
     raw = 16 if cfg.camera.feature == "principle" else 20
     E = cfg.camera.embed_dim
@@ -135,11 +135,11 @@ def decoder_parts(cfg: LRMConfig, batch: int = 1, eb: int = 2) -> dict[str, Work
              + _linear(m, D, D, eb))
     self_ = _linear(m, D, 3 * D, eb) + _attention((batch * H, L, L, D // H), eb) + _linear(m, D, D, eb)
     hidden = int(D * dc.mlp_ratio)
-    if dc.mlp == "geglu":
+    if dc.block == "triposr":  # GEGLU
         mlp = _linear(m, D, 2 * hidden, eb) + _linear(m, hidden, D, eb)
     else:
         mlp = _linear(m, D, hidden, eb) + _linear(m, hidden, D, eb)
-    mod = _linear(batch, Dm, 2 * D, eb) * 3 if dc.modulation else Work()
+    mod = _linear(batch, Dm, 2 * D, eb) * 3 if cfg.uses_camera else Work()
     n = dc.layers
     return {"cross_attn": cross * n, "self_attn": self_ * n, "mlp": mlp * n, "modulation": mod * n}
 

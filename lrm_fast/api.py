@@ -104,7 +104,7 @@ def _source_camera(model: LRM, camera, B: int) -> torch.Tensor | None:
     divided by the image size)."""
     if camera is None:
         return None
-    if not model.cfg.camera.use_camera:
+    if not model.cfg.uses_camera:
         raise ValueError(f"model {model.cfg.name!r} takes no source camera (it was trained without one); pass camera=None")
     kind = model.cfg.camera.feature
     want = FEATURE_DIMS[kind]
@@ -255,7 +255,7 @@ class Reconstruction:
 
     def _grid_for_render(self, exact: bool | None) -> OccupancyGrid | None:
         """None (the exact render) when asked, when ``cfg.render.skip_empty`` is off, or where the
-        renderer cannot skip (TripoSR's uniform bins, a plain-sigmoid field); else the cached grid.
+        renderer cannot skip (TripoSR's sampler, a plain-sigmoid field); else the cached grid.
         By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
         run on a GPU (``tests/test_occupancy.py::test_packed_cuda_matches_cpu``); ``exact=False``
         skips there too."""

@@ -17,9 +17,15 @@ large      OpenLRM v1.1 ``openlrm-mix-large-1.1``: DINOv2 ViT-B/14 reg4 at 448 p
 paper      The LRM paper (Hong et al. 2023): DINO ViT-B/16 at 512 px, 16 x 1024 x 16,
            triplane 32 -> 64 with 80 channels, 20-d camera feature (4x4 extrinsics + fx,fy,cx,cy),
            128 samples per ray (~451M).
-triposr    TripoSR (stabilityai/TripoSR): DINO ViT-B/16 at 512 px, 16 x 1024 self-then-cross blocks
-           with GEGLU, no camera input, 40-channel triplane, 10-layer SiLU MLP (~420M). Loading its
-           checkpoint: ``lrm_fast.load_model("path/to/TripoSR")`` (io/checkpoint.py).
+triposr    TripoSR (stabilityai/TripoSR): DINO ViT-B/16 at 512 px, 16 x 1024 blocks of the ``triposr``
+           decoder block (self-then-cross, GEGLU, no camera input), 40-channel triplane, 10-layer SiLU
+           MLP (~420M), the ``triposr`` render sampler. Loading its checkpoint:
+           ``lrm_fast.load_model("path/to/TripoSR")`` (io/triposr.py).
+
+Variants: ``DecoderConfig.block`` and ``RenderConfig.sampler`` (``"openlrm"`` | ``"triposr"``) each
+name one implementation that owns its parts; a field that the chosen variant does not read must keep
+its neutral value (the dataclasses raise a one-line ValueError at construction). Config dicts written
+before the variants are mapped by ``upgrade_config_dict``.
 =========  =====================================================================================
 
 Sizes follow OpenLRM's released configs (``configs/train-sample.yaml`` and the model cards):
@@ -59,25 +65,55 @@ class EncoderConfig:
     norm_eps: float | None = None
 
 
+BLOCKS = ("openlrm", "triposr")
+SAMPLERS = ("openlrm", "triposr")
+
+
+def _unread(section: str, variant: str, obj, defaults: dict) -> None:
+    """One-line ValueError for any field in ``defaults`` that ``obj`` sets to another value: the
+    chosen variant does not read it, so a non-default value would be silently ignored."""
+    for name, default in defaults.items():
+        if getattr(obj, name) != default:
+            raise ValueError(f"{section}.{name}={getattr(obj, name)!r} is not read by {variant} "
+                             f"(it must be {default!r})")
+
+
 @dataclass
 class DecoderConfig:
-    """Image-to-triplane transformer (OpenLRM ``TransformerDecoder`` with ``cond_mod`` blocks)."""
+    """Image-to-triplane transformer. ``block`` picks the variant; each owns its parts
+    (``model/decoder.py``):
+
+    * ``"openlrm"`` (OpenLRM ``TransformerDecoder`` with ``cond_mod`` blocks): cross-attention, then
+      self-attention, then a GELU MLP, each after an adaLN LayerNorm modulated by the camera
+      embedding; a final LayerNorm; attention biases per ``attn_bias``.
+    * ``"triposr"`` (TripoSR ``Transformer1D``): ``x + proj_out(blocks(proj_in(GroupNorm(x))))`` with
+      ``in_norm_groups`` groups, no final LayerNorm; blocks run self-attention, then cross-attention,
+      then a GEGLU MLP, each after a plain LayerNorm (no camera input); q/k/v without bias, the
+      attention output Linear with one.
+
+    ``attn_bias`` is read only by ``openlrm``, ``in_norm_groups`` only by ``triposr`` (required there).
+    """
 
     dim: int = 768
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    eps: float = 1e-6          # OpenLRM's LayerNorm eps (all norms of the decoder)
-    attn_bias: bool = False    # OpenLRM: nn.MultiheadAttention(bias=False)
-    # TripoSR-style switches (see io/checkpoint.py); OpenLRM values are the defaults.
-    modulation: bool = True    # adaLN modulation by the camera embedding
-    self_first: bool = False   # TripoSR runs self-attention before cross-attention
-    mlp: str = "gelu"          # "gelu" (OpenLRM) or "geglu" (TripoSR)
-    # TripoSR's Transformer1D wraps the blocks: x + proj_out(blocks(proj_in(GroupNorm(x)))) and has no
-    # final LayerNorm. in_norm_groups > 0 turns that on (model/lrm.py); 0 = OpenLRM.
-    in_norm_groups: int = 0
-    attn_out_bias: bool = False  # TripoSR's attention output Linear has a bias (q/k/v do not)
+    eps: float = 1e-6          # LayerNorm eps of every norm in the blocks (OpenLRM 1e-6, TripoSR 1e-5)
+    block: str = "openlrm"     # "openlrm" | "triposr" (see above)
+    attn_bias: bool = False    # openlrm: nn.MultiheadAttention(bias=False)
+    in_norm_groups: int = 0    # triposr: GroupNorm groups of the Transformer1D input norm (TripoSR 32)
     grad_checkpointing: bool = False
+
+    def __post_init__(self):
+        if self.block not in BLOCKS:
+            raise ValueError(f"unknown decoder block {self.block!r} ({', '.join(BLOCKS)})")
+        if self.block == "openlrm":
+            _unread("decoder", "block 'openlrm'", self, {"in_norm_groups": 0})
+        else:
+            _unread("decoder", "block 'triposr'", self, {"attn_bias": False})
+            if self.in_norm_groups <= 0 or self.dim % self.in_norm_groups:
+                raise ValueError(f"decoder.in_norm_groups={self.in_norm_groups!r}: block 'triposr' needs a "
+                                 f"positive number of GroupNorm groups dividing dim {self.dim}")
 
 
 @dataclass
@@ -106,30 +142,38 @@ class FieldConfig:
 
 @dataclass
 class RenderConfig:
-    """Volume rendering (OpenLRM ``ImportanceRenderer`` + ``MipRayMarcher2``)."""
+    """Volume rendering. ``sampler`` picks how each ray is sampled (``render/renderer.py``):
 
-    samples_per_ray: int = 96  # half stratified, half importance (OpenLRM)
-    importance: bool = True
+    * ``"openlrm"`` (OpenLRM ``ImportanceRenderer`` + ``MipRayMarcher2``): stratified samples in the
+      box, then (``importance``) as many importance samples, compositing over midpoints of adjacent
+      samples (``midpoint``); empty-space skipping (``skip_empty``, ``occupancy_*``) for inference.
+    * ``"triposr"`` (TripoSR's marcher): S samples at the midpoints of S equal bins of [near, far]
+      (jittered inside their bins when training), every sample with delta = 1 / S (TripoSR's quirk:
+      not scaled by far - near), none dropped, no midpoint averaging; its ray-box test intersects
+      rays with the box shrunk by (1 - ``box_shrink``) and counts rays with far - near <= ``min_span``
+      as misses.
+
+    A field that the chosen sampler does not read must keep its neutral value (``__post_init__``
+    raises otherwise): ``importance`` and ``midpoint`` (True) and ``skip_empty`` (False under
+    ``triposr``: it cannot skip empty space) belong to ``openlrm``; ``box_shrink`` and ``min_span``
+    (0) to ``triposr``.
+    """
+
+    samples_per_ray: int = 96  # openlrm: half stratified, half importance
     box_min: float = -1.0
     box_max: float = 1.0
-    midpoint: bool = True      # OpenLRM averages adjacent samples (MipRayMarcher2); TripoSR does not
     background: float = 1.0    # white, as OpenLRM's inference
     chunk_rays: int = 16384
     mesh_threshold: float = 3.0
     mesh_resolution: int = 384
-    # TripoSR's marcher: S samples at the midpoints of S equal bins of [near, far], every sample with
-    # delta = 1 / S (TripoSR's quirk: not scaled by far - near), none dropped, no midpoint averaging.
-    # renderer.py implements it when True (see docs/readme/api.md); False = OpenLRM's (stratified +
-    # importance + MipRayMarcher2).
-    uniform_bins: bool = False
-    # TripoSR's ray-box test (uniform_bins only): it intersects rays with the box shrunk by
-    # (1 - box_shrink) (1e-3) and counts rays with far - near <= min_span (0.01) as misses.
-    box_shrink: float = 0.0
-    min_span: float = 0.0
-    # Empty-space skipping (render/occupancy.py; docs/readme/bench.md has the measurements):
-    # Reconstruction.render renders through a cached occupancy grid of occupancy_resolution^3 cells
-    # unless skip_empty is False or render(exact=True); occupancy_tau is the optical depth of the
-    # empty space a ray may lose (a pixel moves by about that much at most).
+    sampler: str = "openlrm"   # "openlrm" | "triposr" (see above)
+    # openlrm sampler only
+    importance: bool = True
+    midpoint: bool = True      # OpenLRM averages adjacent samples (MipRayMarcher2)
+    # Empty-space skipping (openlrm sampler; render/occupancy.py; docs/readme/bench.md has the
+    # measurements): Reconstruction.render renders through a cached occupancy grid of
+    # occupancy_resolution^3 cells unless skip_empty is False or render(exact=True); occupancy_tau is
+    # the optical depth of the empty space a ray may lose (a pixel moves by about that much at most).
     skip_empty: bool = True
     occupancy_resolution: int = 64
     occupancy_tau: float = 1e-2
@@ -137,18 +181,30 @@ class RenderConfig:
     # cells occupied: on the demo model (90% occupied: a trained fog) skipping measured slower than
     # the exact render, on the fitted base field (14%) faster (docs/readme/bench.md)
     skip_max_occupied: float = 0.5
+    # triposr sampler only (TripoSR: 1e-3 and 0.01)
+    box_shrink: float = 0.0
+    min_span: float = 0.0
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown render sampler {self.sampler!r} ({', '.join(SAMPLERS)})")
+        if self.sampler == "openlrm":
+            _unread("render", "sampler 'openlrm'", self, {"box_shrink": 0.0, "min_span": 0.0})
+        else:
+            _unread("render", "sampler 'triposr'", self, {"importance": True, "midpoint": True, "skip_empty": False})
 
 
 @dataclass
 class CameraConfig:
     """Camera feature: ``"principle"`` = 3x4 c2w + fx,fy,cx,cy (16, OpenLRM);
-    ``"paper"`` = 4x4 extrinsics + fx,fy,cx,cy (20, the LRM paper)."""
+    ``"paper"`` = 4x4 extrinsics + fx,fy,cx,cy (20, the LRM paper). ``feature`` and ``embed_dim``
+    are read only by the ``openlrm`` decoder block (the one with a camera input, ``LRMConfig.uses_camera``);
+    the source camera's pose and focal and ``front_azimuth`` place the views of every model."""
 
     feature: str = "principle"
     embed_dim: int = 1024
     source_distance: float = 2.0
     source_focal: float = 0.75     # normalized fx = fy of OpenLRM's default source camera
-    use_camera: bool = True        # False for TripoSR (no camera conditioning)
     # azimuth (degrees, orbit_cameras convention) of the view the input image was taken from;
     # TripoSR's front camera sits on +x = our azimuth 90.
     front_azimuth: float = 0.0
@@ -164,6 +220,16 @@ class LRMConfig:
     render: RenderConfig = _field(default_factory=RenderConfig)
     camera: CameraConfig = _field(default_factory=CameraConfig)
 
+    def __post_init__(self):
+        if self.decoder.block == "triposr":  # no camera input: the camera embedder is not built
+            _unread("camera", "decoder block 'triposr' (no camera input)", self.camera,
+                    {"feature": "principle", "embed_dim": 1024})
+
+    @property
+    def uses_camera(self) -> bool:
+        """Whether the model takes a source camera (the ``openlrm`` decoder block's adaLN input)."""
+        return self.decoder.block == "openlrm"
+
     # ---- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,6 +239,9 @@ class LRMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LRMConfig":
+        """From a config dict (``config.json``); dicts written before the variants (flat TripoSR
+        switches) are mapped first (``upgrade_config_dict``)."""
+        d = upgrade_config_dict(d)
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         sub = {"encoder": EncoderConfig, "decoder": DecoderConfig, "triplane": TriplaneConfig,
                "field": FieldConfig, "render": RenderConfig, "camera": CameraConfig}
@@ -205,6 +274,62 @@ class LRMConfig:
             else:
                 d[key] = value
         return LRMConfig.from_dict(d)
+
+
+# The flat switches that described TripoSR before ``DecoderConfig.block`` / ``RenderConfig.sampler``
+# (config.json files written until then carry them): their OpenLRM and TripoSR values.
+_OLD_DECODER = {"modulation": (True, False), "self_first": (False, True), "mlp": ("gelu", "geglu"),
+                "attn_out_bias": (False, True)}
+
+
+def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in today's form, from one that may predate the variants (a copy; today's dicts
+    come back unchanged).
+
+    * decoder ``modulation`` / ``self_first`` / ``mlp`` / ``attn_out_bias`` (+ ``in_norm_groups``):
+      all at OpenLRM's values -> ``block="openlrm"``, all at TripoSR's -> ``block="triposr"``; a mix
+      was never a model either original computes: ValueError naming the switches.
+    * camera ``use_camera``: must agree with the block (dropped); under ``triposr`` the camera
+      ``feature`` / ``embed_dim``, which nothing read, go back to their defaults.
+    * render ``uniform_bins`` -> ``sampler`` (``"triposr"`` when True); the switches the old code
+      ignored on the path it took are set to their neutral values, so the model renders as before
+      (uniform bins: ``importance``, ``midpoint`` -> True, ``skip_empty`` -> False; stratified:
+      ``box_shrink``, ``min_span`` -> 0).
+    """
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    dec, cam, ren = d.get("decoder"), d.get("camera"), d.get("render")
+    old = {k: dec.pop(k) for k in list(_OLD_DECODER) if k in dec} if isinstance(dec, dict) else {}
+    if isinstance(dec, dict) and "block" not in dec and old:
+        groups = int(dec.get("in_norm_groups", 0) or 0)
+        if all(old[k] == v[0] for k, v in _OLD_DECODER.items() if k in old) and groups == 0:
+            dec["block"] = "openlrm"
+        elif all(k in old and old[k] == v[1] for k, v in _OLD_DECODER.items()) and groups > 0:
+            dec["block"] = "triposr"
+        else:
+            raise ValueError(f"config decoder switches {dict(sorted(old.items()))}, in_norm_groups={groups} match no "
+                             "decoder block: 'openlrm' is modulation=True, self_first=False, mlp='gelu', "
+                             "attn_out_bias=False, in_norm_groups=0; 'triposr' is modulation=False, self_first=True, "
+                             "mlp='geglu', attn_out_bias=True, in_norm_groups>0")
+    elif old:
+        raise ValueError(f"config decoder has block={dec['block']!r} and the old switches {sorted(old)}: drop them")
+    block = dec.get("block", "openlrm") if isinstance(dec, dict) else "openlrm"
+    if isinstance(cam, dict) and "use_camera" in cam:
+        if bool(cam.pop("use_camera")) != (block == "openlrm"):
+            raise ValueError(f"config camera.use_camera disagrees with decoder block {block!r} "
+                             "(openlrm takes a camera, triposr does not)")
+        if block == "triposr":
+            cam.pop("feature", None)
+            cam.pop("embed_dim", None)
+    if isinstance(ren, dict) and "uniform_bins" in ren:
+        uniform = bool(ren.pop("uniform_bins"))
+        if "sampler" in ren:
+            raise ValueError("config render has both sampler and the old uniform_bins: drop uniform_bins")
+        ren["sampler"] = "triposr" if uniform else "openlrm"
+        if uniform:
+            ren.update(importance=True, midpoint=True, skip_empty=False)
+        else:
+            ren.update(box_shrink=0.0, min_span=0.0)
+    return d
 
 
 def _tiny() -> dict:
@@ -274,15 +399,14 @@ def _triposr() -> dict:
         name="triposr",
         encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
                      foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12),
-        decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, modulation=False, self_first=True,
-                     mlp="geglu", in_norm_groups=32, attn_out_bias=True),
+        decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, block="triposr", in_norm_groups=32),
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",
                    rgb_activation="sigmoid", coord_scale=1 / 0.87),
-        render=dict(samples_per_ray=128, importance=False, midpoint=False, uniform_bins=True,
+        render=dict(samples_per_ray=128, sampler="triposr", skip_empty=False,
                     box_min=-0.87, box_max=0.87, background=1.0, mesh_threshold=25.0, mesh_resolution=256,
                     box_shrink=1e-3, min_span=0.01),
-        camera=dict(use_camera=False, source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),
+        camera=dict(source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),
                     front_azimuth=90.0),
     )
 

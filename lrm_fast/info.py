@@ -60,10 +60,11 @@ def checkpoint_text(path: str, image_size: int | None = None) -> str:
               + (f", depth {ov['depth']}, heads {ov['num_heads']}" if ov else "")
               + (f", patch {ov['patch_size']}" if "patch_size" in ov else "")
               + (f", LayerNorm eps {e.norm_eps:g}" if e.norm_eps is not None else ""),
-              f"  decoder: {d.layers} x {d.dim} x {d.heads} heads" + ("" if d.modulation else " (no camera modulation)"),
+              f"  decoder: {d.layers} x {d.dim} x {d.heads} heads, {d.block} blocks"
+              + ("" if cfg.uses_camera else " (no camera modulation)"),
               f"  triplane: {t.low_res} -> {t.high_res}, {t.channels} channels; field MLP {f.layers} x {f.hidden} "
               f"{f.activation}, density {f.density_activation}",
-              f"  render: {r.samples_per_ray} samples per ray, box [{r.box_min:g}, {r.box_max:g}]"]
+              f"  render: {r.sampler} sampler, {r.samples_per_ray} samples per ray, box [{r.box_min:g}, {r.box_max:g}]"]
     c = count_parameters(cfg)
     lines.append(f"  parameters: {c['total'] / 1e6:.2f}M ("
                  + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in c.items() if k != "total") + ")")

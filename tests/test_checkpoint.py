@@ -2,7 +2,7 @@
 our model. The foreign state dicts are built here from the public key names and shapes of OpenLRM
 (openlrm/models/{modeling_lrm,block,modulate}.py, vendored DINOv2, HF ViTModel for v1.0) and TripoSR
 (tsr/system.py, tsr/models/{transformer,network_utils,tokenizers}), by the inverse of the mapping in
-lrm_fast/io/checkpoint.py, written out key by key."""
+lrm_fast/io/{openlrm,triposr,vit_weights}.py, written out key by key."""
 import json
 import os
 
@@ -12,6 +12,8 @@ from torch import nn
 
 from lrm_fast.config import LRMConfig
 from lrm_fast.io import checkpoint as ck
+from lrm_fast.io import openlrm as ol
+from lrm_fast.io import vit_weights as vw
 from lrm_fast.model.lrm import LRM
 
 
@@ -189,7 +191,7 @@ def test_multihead_attention_mapping_matches_torch(kdim):
     selfa = nn.MultiheadAttention(D, H, bias=False, batch_first=True)
     sd = {f"transformer.layers.0.cross_attn.{k}": v for k, v in cross.state_dict().items()}
     sd.update({f"transformer.layers.0.self_attn.{k}": v for k, v in selfa.state_dict().items()})
-    conv = ck._openlrm_blocks(dict(sd), D)
+    conv = ol._openlrm_blocks(dict(sd), D)
     ours_c, ours_s = CrossAttention(D, kdim, H, False), SelfAttention(D, H, False)
     ours_c.load_state_dict({k.split("cross_attn.")[1]: v for k, v in conv.items() if "cross_attn" in k})
     ours_s.load_state_dict({k.split("self_attn.")[1]: v for k, v in conv.items() if "self_attn" in k})
@@ -201,23 +203,23 @@ def test_multihead_attention_mapping_matches_torch(kdim):
 
 def test_pos_embed_resampling():
     pos = torch.randn(1, 37 * 37, 8)
-    out = ck._resample_grid(pos, 24)
+    out = vw.resample_grid(pos, 24)
     assert out.shape == (1, 576, 8)
-    assert ck._resample_grid(pos, 37) is pos  # DINOv2 skips interpolation at its native grid
+    assert vw.resample_grid(pos, 37) is pos  # DINOv2 skips interpolation at its native grid
     # a smooth (linear) embedding stays close to linear after bicubic resampling
     lin = torch.linspace(-1, 1, 37)
     grid = (lin[:, None] + 2 * lin[None, :]).reshape(1, -1, 1)
-    r = ck._resample_grid(grid, 16).reshape(16, 16)
+    r = vw.resample_grid(grid, 16).reshape(16, 16)
     assert r[0, 0] < r[0, -1] and r[0, 0] < r[-1, 0] and torch.isfinite(r).all()
     with pytest.raises(ValueError, match="square"):
-        ck._resample_grid(torch.randn(1, 10, 8), 4)
+        vw.resample_grid(torch.randn(1, 10, 8), 4)
 
 
 def test_dinov2_chunked_and_swiglu_names():
     src = {"cls_token": torch.zeros(1, 1, 4), "pos_embed": torch.zeros(1, 5, 4), "register_tokens": torch.zeros(1, 4, 4),
            "blocks.1.3.mlp.w12.weight": torch.zeros(2), "blocks.0.0.norm1.weight": torch.zeros(2),
            "blocks.2.attn.qkv.weight": torch.zeros(2), "blocks.2.mlp.w3.bias": torch.zeros(2)}
-    out = ck._dinov2_to_timm(src, 2)
+    out = vw.dinov2_to_timm(src, 2)
     assert {"blocks.3.mlp.fc1.weight", "blocks.0.norm1.weight", "blocks.2.attn.qkv.weight", "blocks.2.mlp.fc2.bias",
             "reg_token"} <= set(out)
 
@@ -296,8 +298,8 @@ def test_triposr_round_trip(tmp_path):
     f = _timm_vit_to_hf(enc, "image_tokenizer.model.")
     pos = sd["pos_embed"]
     f["tokenizer.embeddings"] = pos.reshape(3, 4, 4, 64).permute(0, 3, 1, 2).contiguous()
-    for a, b in (("transformer_in_norm.", "backbone.norm."), ("transformer_proj_in.", "backbone.proj_in."),
-                 ("transformer_proj_out.", "backbone.proj_out."), ("upsampler.upsampler.", "post_processor.upsample."),
+    for a, b in (("transformer.in_norm.", "backbone.norm."), ("transformer.proj_in.", "backbone.proj_in."),
+                 ("transformer.proj_out.", "backbone.proj_out."), ("upsampler.upsampler.", "post_processor.upsample."),
                  ("field.net.", "decoder.layers.")):
         f.update({b + k[len(a):]: v for k, v in sd.items() if k.startswith(a)})
     p, q = "transformer.layers.0.", "backbone.transformer_blocks.0."

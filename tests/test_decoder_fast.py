@@ -12,8 +12,8 @@ from lrm_fast.ops import _dispatch
 
 mln = importlib.import_module("lrm_fast.ops.modulated_layer_norm")  # the op's module (its function shares the name)
 
-TRIPOSR_LIKE = dict(decoder={"modulation": False, "self_first": True, "mlp": "geglu"},
-                    camera={"use_camera": False})
+# the triposr decoder block at tiny sizes (no camera input: the camera section at its defaults)
+TRIPOSR_LIKE = dict(decoder={"block": "triposr", "in_norm_groups": 8}, camera={"embed_dim": 1024})
 
 
 def _modln_inputs(B=2, L=7, D=24, affine=True, dtype=torch.float32, seed=0):

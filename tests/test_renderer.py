@@ -251,8 +251,7 @@ def test_uniform_bins_triposr_sampling():
     field = ConstantField(1.0)
     field.cfg = FieldConfig(hidden=8, density_activation="softplus")
     field.raw = math.log(math.expm1(sigma)) + 1.0
-    r = Renderer(RenderConfig(samples_per_ray=16, importance=False, midpoint=False, uniform_bins=True,
-                              background=0.0), field)
+    r = Renderer(RenderConfig(samples_per_ray=16, sampler="triposr", skip_empty=False, background=0.0), field)
     out = r(torch.zeros(1, 3, 4, 2, 2), canonical_pose(2.0)[None, None], default_intrinsics()[None, None], 1)
     # 16 samples inside the box, each contributing sigma * 1/16: total optical depth = sigma
     assert out["opacity"].item() == pytest.approx(1 - math.exp(-sigma), abs=1e-5)

@@ -284,3 +284,24 @@ def test_init_from_our_own_export(data_root, tmp_path):
         torch.testing.assert_close(tr.model.state_dict()[k], v.float(), msg=k)
     assert tr.model.renderer.field is tr.model.field
     assert not torch.equal(exported.field.net[0].weight, tr.model.field.net[0].weight)
+
+
+def test_init_from_a_file_with_tied_field_copies(data_root, tmp_path):
+    """Files written before the field was stored once carry ``renderer.field.*`` copies: ``init_from``
+    reads them through the io rule (``io.checkpoint.upgrade_state_dict``) that ``load_model`` uses."""
+    from safetensors.torch import save_file
+
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.io.checkpoint import read_state_dict, save_checkpoint
+    from lrm_fast.model.lrm import LRM
+
+    torch.manual_seed(3)
+    m = LRM(LRMConfig.preset("tiny").replace(encoder={"foreground_ratio": 0.0}))
+    d = tmp_path / "old"
+    save_checkpoint(m, str(d))
+    sd = read_state_dict(str(d / "model.safetensors"))
+    sd.update({"renderer." + k: v.clone() for k, v in sd.items() if k.startswith("field.")})
+    save_file(sd, str(d / "model.safetensors"))
+    tr = Trainer(_cfg(data_root, tmp_path / "run", steps=1, init_from=str(d)))
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, msg=k)

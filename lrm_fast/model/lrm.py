@@ -1,8 +1,10 @@
 """The LRM: image + source camera -> triplane; triplane + cameras -> images.
 
 ``LRM(cfg)`` holds (names match OpenLRM's ``ModelLRM`` where it helps conversion):
-``encoder`` (timm ViT), ``camera_embedder`` (MLP), ``pos_embed`` ``[1, 3*h*w, D]`` (initialized
-``N(0, 1) / sqrt(D)`` as OpenLRM), ``transformer`` (decoder), ``upsampler``, ``field``, ``renderer``.
+``encoder`` (timm ViT), ``camera_embedder`` (MLP; None for a decoder block without a camera input),
+``pos_embed`` ``[1, 3*h*w, D]`` (initialized ``N(0, 1) / sqrt(D)`` as OpenLRM), ``transformer`` (the
+decoder of ``cfg.decoder.block``, ``model/decoder.py``), ``upsampler``, ``field``, ``renderer`` (its
+sampler from ``cfg.render.sampler``). The variants are chosen here once, at construction.
 
 ``backend`` (``"reference" | "fast" | "auto"``) is passed down to every op (the renderer is
 the one module that reads it: it picks its fast or reference path, see ``render/renderer.py``).
@@ -23,7 +25,7 @@ from ..render.renderer import Renderer
 from ..cameras import FEATURE_DIMS, camera_features, canonical_pose, default_intrinsics
 from .camera import CameraEmbedder
 from .compiled import CompiledPlanes
-from .decoder import TriplaneDecoder
+from .decoder import build_decoder
 from .encoder import ImageEncoder
 from .triplane import TriplaneUpsampler
 
@@ -35,20 +37,10 @@ class LRM(nn.Module):
         D = cfg.decoder.dim
         self.encoder = ImageEncoder(cfg.encoder)
         self.camera_embedder = (CameraEmbedder(FEATURE_DIMS[cfg.camera.feature], cfg.camera.embed_dim)
-                                if cfg.camera.use_camera else None)
+                                if cfg.uses_camera else None)
         n_tokens = 3 * cfg.triplane.low_res ** 2
         self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, D) * D ** -0.5)
-        self.transformer = TriplaneDecoder(cfg.decoder, cfg.encoder.feat_dim, cfg.camera.embed_dim)
-        if cfg.decoder.in_norm_groups:
-            # TripoSR's Transformer1D: x + proj_out(blocks(proj_in(GroupNorm(x)))), no final LayerNorm
-            self.transformer_in_norm = nn.GroupNorm(cfg.decoder.in_norm_groups, D, eps=1e-6)
-            self.transformer_proj_in = nn.Linear(D, D)
-            self.transformer_proj_out = nn.Linear(D, D)
-            self.transformer.norm = nn.Identity()
-        if cfg.decoder.attn_out_bias:
-            for blk in self.transformer.layers:
-                blk.self_attn.proj = nn.Linear(D, D, bias=True)
-                blk.cross_attn.proj = nn.Linear(D, D, bias=True)
+        self.transformer = build_decoder(cfg.decoder, cfg.encoder.feat_dim, cfg.camera.embed_dim)
         self.upsampler = TriplaneUpsampler(D, cfg.triplane)
         self.field = TriplaneField(cfg.triplane.channels, cfg.field)
         self.renderer = Renderer(cfg.render, self.field)
@@ -88,13 +80,7 @@ class LRM(nn.Module):
                 raise ValueError("source camera feature contains NaN/inf")
             mod = self.camera_embedder(camera.to(tokens.dtype))
         x = self.pos_embed.expand(B, -1, -1).to(tokens.dtype)
-        if self.cfg.decoder.in_norm_groups:
-            h = self.transformer_in_norm(x.transpose(1, 2)).transpose(1, 2)
-            h = self.transformer(self.transformer_proj_in(h), tokens, mod)
-            x = x + self.transformer_proj_out(h)
-        else:
-            x = self.transformer(x, tokens, mod)
-        return self.upsampler(x)
+        return self.upsampler(self.transformer(x, tokens, mod))
 
     def compile_planes(self, batch: int = 1, dtype: torch.dtype = torch.float32, mode: str | None = None,
                        **kwargs):
@@ -117,10 +103,7 @@ class LRM(nn.Module):
     # -- bookkeeping ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
         parts = {"encoder": self.encoder, "camera_embedder": self.camera_embedder,
-                 "transformer": self.transformer,
-                 **({"transformer_io": nn.ModuleList([self.transformer_in_norm, self.transformer_proj_in,
-                                                      self.transformer_proj_out])}
-                    if self.cfg.decoder.in_norm_groups else {}), "upsampler": self.upsampler, "field": self.field}
+                 "transformer": self.transformer, "upsampler": self.upsampler, "field": self.field}
         counts = {k: sum(p.numel() for p in m.parameters()) if m is not None else 0 for k, m in parts.items()}
         counts["pos_embed"] = self.pos_embed.numel()
         counts["total"] = sum(p.numel() for p in self.parameters())

@@ -111,9 +111,9 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
 
 def skips(renderer, t: torch.Tensor, jitter: bool) -> bool:
     """Whether ``renderer`` can skip empty space here: inference (no jitter, no gradient), OpenLRM's
-    fused path (``Renderer._fusable``); TripoSR's uniform bins and unfused fields render exactly."""
+    fused path (``Renderer._fusable``); TripoSR's sampler and unfused fields render exactly."""
     cfg = renderer.cfg
-    if jitter or cfg.uniform_bins or torch.is_grad_enabled() and t.requires_grad:
+    if jitter or cfg.sampler != "openlrm" or torch.is_grad_enabled() and t.requires_grad:
         return False
     return renderer._fusable(t)
 

@@ -1,6 +1,8 @@
-"""Volume renderer: planes + cameras -> images (OpenLRM ``ImportanceRenderer`` + ``MipRayMarcher2``).
+"""Volume renderer: planes + cameras -> images. Two samplers (``RenderConfig.sampler``), chosen per
+render in ``_render_rays``: ``"openlrm"`` (OpenLRM ``ImportanceRenderer`` + ``MipRayMarcher2``, below)
+and ``"triposr"`` (TripoSR's uniform bins in a shrunk box, ``_render_rays_triposr``).
 
-Per ray (chunked over rays, all batch items at once):
+Per ray with the openlrm sampler (chunked over rays, all batch items at once):
 
 1. ray through the pixel center (``ops.generate_rays``), clipped to the box (``ops.ray_box``);
 2. ``S/2`` stratified depths in [near, far] (``ops.stratified``; jittered when training);
@@ -203,12 +205,14 @@ class Renderer(nn.Module):
                                               bg.to(sigma_i.dtype), backend=be, early_stop=self.early_stop)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
 
-    def _render_rays_uniform(self, planes, origins, dirs, bg):
-        """TripoSR's sampling (``RenderConfig.uniform_bins``): S samples at bin centers
-        ``near + (i + 0.5) / S * (far - near)``, no importance pass, no midpoint averaging, and every
-        sample's delta is ``1 / S`` (not scaled by far - near: TripoSR's own quirk, kept so its
-        checkpoints render as in TripoSR). Its ray-box test too: the box shrunk by ``1 - box_shrink``,
-        rays with ``far - near <= min_span`` are misses (background)."""
+    def _render_rays_triposr(self, planes, origins, dirs, bg, jitter: bool, generator):
+        """TripoSR's sampler (``RenderConfig.sampler="triposr"``): S samples at bin centers
+        ``near + (i + 0.5) / S * (far - near)`` (with ``jitter``, at a uniform random place inside
+        each bin instead: TripoSR has no training renderer of its own), no importance pass, no
+        midpoint averaging, and every sample's delta is ``1 / S`` (not scaled by far - near: TripoSR's
+        own quirk, kept so its checkpoints render as in TripoSR). Its ray-box test too: the box shrunk
+        by ``1 - box_shrink``, rays with ``far - near <= min_span`` are misses (background).
+        ``early_stop`` goes to the compositing op as on the openlrm sampler."""
         cfg, be = self.cfg, self.backend
         B, R, _ = origins.shape
         S = cfg.samples_per_ray
@@ -217,13 +221,18 @@ class Renderer(nn.Module):
         if cfg.min_span > 0:
             hit = hit & (far - near > cfg.min_span)
             near, far = torch.where(hit, near, 0.0), torch.where(hit, far, 0.0)
-        steps = (torch.arange(S, device=near.device, dtype=near.dtype) + 0.5) / S
+        if jitter:
+            u = torch.rand((B, R, S), generator=generator, device=near.device, dtype=near.dtype)
+            steps = (torch.arange(S, device=near.device, dtype=near.dtype) + u) / S
+        else:
+            steps = (torch.arange(S, device=near.device, dtype=near.dtype) + 0.5) / S
         depths = near[..., None] + steps * (far - near)[..., None]
         sigma_raw, rgb = self._query(planes, origins, dirs, depths, hit)
         sigma = self.field.density(sigma_raw).reshape(B * R, S)
         color, depth, opacity = composite(
             rgb.reshape(B * R, S, 3), sigma, torch.full_like(sigma, 1.0 / S),
-            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=be)
+            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=be,
+            early_stop=self.early_stop)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
 
     def _march_any(self, planes, origins, dirs, near, far, bg, jitter, generator, mask):
@@ -235,8 +244,8 @@ class Renderer(nn.Module):
 
     def _render_rays(self, planes, origins, dirs, bg, jitter: bool, generator, mask=None):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``."""
-        if self.cfg.uniform_bins:
-            return self._render_rays_uniform(planes, origins, dirs, bg)
+        if self.cfg.sampler == "triposr":
+            return self._render_rays_triposr(planes, origins, dirs, bg, jitter, generator)
         if self._use_fast(origins):
             return self._render_rays_fast(planes, origins, dirs, bg, jitter, generator, mask)
         cfg = self.cfg
@@ -285,6 +294,8 @@ class Renderer(nn.Module):
         origins, dirs = origins.reshape(B, V * R, 3), dirs.reshape(B, V * R, 3)
         chunk = max(1, self.cfg.chunk_rays // max(B, 1))
         mask = None
+        if occupancy is not None and self.cfg.sampler != "openlrm":
+            raise ValueError(f"render sampler {self.cfg.sampler!r} cannot skip empty space: pass occupancy=None")
         if occupancy is not None and skips(self, planes, jitter):
             if occupancy.max_raw.shape[0] != B:
                 raise ValueError(f"occupancy grid of {occupancy.max_raw.shape[0]} triplanes for {B} triplanes")

@@ -255,7 +255,7 @@ def test_released_v11_configs_give_the_presets(preset):
     """The released v1.1 config.json files (with the encoder's register tokens and 12 blocks) convert
     to our small / base / large presets, input sizes 224 / 336 / 448 from infer-s/b/l.yaml."""
     from lrm_fast.config import LRMConfig
-    from lrm_fast.io.checkpoint import _openlrm_config
+    from lrm_fast.io.openlrm import _openlrm_config
 
     enc = {"register_tokens": torch.empty(1, 4, 8, device="meta")}
     enc.update({f"blocks.{i}.norm1.weight": torch.empty(8, device="meta") for i in range(12)})
@@ -381,18 +381,18 @@ def _align_corners(model, mp, version):
 
 
 def _reload(mp, version, resample):
-    from lrm_fast.io import checkpoint
+    from lrm_fast.io import vit_weights
 
-    mp.setattr(checkpoint, "_resample_grid", resample)
+    mp.setattr(vit_weights, "resample_grid", resample)
     return lrm_fast.load_model(str(FIXTURES / version), device="cpu", dtype="float32", backend="reference")
 
 
 def _pos_embed_offset_no_antialias(model, mp, version):
     """The converter before this fix: DINOv2 registers grid resampled with offset 0.1, no antialias."""
     _only(version, "openlrm-v1.1")
-    from lrm_fast.io import checkpoint
+    from lrm_fast.io import vit_weights
 
-    orig = checkpoint._resample_grid
+    orig = vit_weights.resample_grid
     return _reload(mp, version, lambda pos, new, offset=0.1, antialias=False: orig(pos, new, 0.1, False))
 
 

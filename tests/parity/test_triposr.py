@@ -190,7 +190,7 @@ def _one_line(e: BaseException) -> str:
 def test_released_vit_is_built_in(tmp_path):
     """The released config.yaml names facebook/dino-vitb16 on the hub; offline we use its facts
     (12 heads, eps 1e-12, patch 16) unless a local config.json is found."""
-    from lrm_fast.io.checkpoint import DINO_VITB16_CONFIG, triposr_vit_config
+    from lrm_fast.io.triposr import DINO_VITB16_CONFIG, triposr_vit_config
 
     vit, src = triposr_vit_config({"image_tokenizer": {"pretrained_model_name_or_path": "facebook/dino-vitb16"}},
                                   str(tmp_path))
@@ -286,7 +286,7 @@ def _align_corners(model, mp):
 
 def _pos_embed_to_size(model, mp):
     """transformers >= 4.4x resample the ViT position grid to a target size, not by (g + 0.1) / G."""
-    from lrm_fast.io import checkpoint
+    from lrm_fast.io import vit_weights
 
     def by_size(pos, new, offset=0.1):
         G = int(round(pos.shape[1] ** 0.5))
@@ -295,7 +295,7 @@ def _pos_embed_to_size(model, mp):
         grid = pos.reshape(1, G, G, -1).permute(0, 3, 1, 2)
         out = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
         return out.permute(0, 2, 3, 1).reshape(1, new * new, -1)
-    mp.setattr(checkpoint, "_resample_grid", by_size)
+    mp.setattr(vit_weights, "resample_grid", by_size)
     return lrm_fast.load_model(str(FIXTURE), device="cpu", dtype="float32", backend="reference")
 
 
@@ -313,8 +313,13 @@ def _no_attention_scale(model, mp):
 
 
 def _cross_before_self(model, mp):
-    for blk in model.transformer.layers:
-        blk.self_first = False
+    from lrm_fast.model import decoder
+
+    def fwd(self, x, cond):
+        x = x + self.cross_attn(self.norm1(x), cond)
+        x = x + self.self_attn(self.norm2(x))
+        return x + self.mlp(self.norm3(x))
+    mp.setattr(decoder.TripoSRBlock, "forward", fwd)
 
 
 def _geglu_halves_swapped(model, mp):
@@ -331,7 +336,8 @@ def _no_imagenet_norm(model, mp):
 
 
 def _final_layernorm_kept(model, mp):
-    model.transformer.norm = torch.nn.LayerNorm(model.cfg.decoder.dim, eps=1e-5)
+    t = model.transformer  # the LayerNorm OpenLRM's decoder ends with, after the blocks (before proj_out)
+    t.proj_out = torch.nn.Sequential(torch.nn.LayerNorm(model.cfg.decoder.dim, eps=1e-5), t.proj_out)
 
 
 def _step_scaled_by_span(model, mp):
@@ -518,7 +524,7 @@ def test_released_config_gives_the_triposr_preset(tmp_path):
     import yaml
 
     from lrm_fast.config import LRMConfig
-    from lrm_fast.io.checkpoint import _triposr_config, triposr_vit_config
+    from lrm_fast.io.triposr import _triposr_config, triposr_vit_config
 
     y = yaml.safe_load(RELEASED_CONFIG_YAML)
     meta = dict(device="meta")

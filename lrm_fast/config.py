@@ -155,7 +155,7 @@ class RenderConfig:
 
     A field that the chosen sampler does not read must keep its neutral value (``__post_init__``
     raises otherwise): ``importance`` and ``midpoint`` (True) and ``skip_empty`` (False under
-    ``triposr``: it cannot skip empty space) belong to ``openlrm``; ``box_shrink`` and ``min_span``
+    ``triposr``, which cannot skip empty space; the default None picks it) belong to ``openlrm``; ``box_shrink`` and ``min_span``
     (0) to ``triposr``.
     """
 
@@ -174,7 +174,8 @@ class RenderConfig:
     # measurements): Reconstruction.render renders through a cached occupancy grid of
     # occupancy_resolution^3 cells unless skip_empty is False or render(exact=True); occupancy_tau is
     # the optical depth of the empty space a ray may lose (a pixel moves by about that much at most).
-    skip_empty: bool = True
+    # None (default): on for the openlrm sampler, off for triposr (set at construction).
+    skip_empty: bool | None = None
     occupancy_resolution: int = 64
     occupancy_tau: float = 1e-2
     # by default (render(exact=None)) skip only where the grid leaves at most this fraction of its
@@ -188,6 +189,8 @@ class RenderConfig:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown render sampler {self.sampler!r} ({', '.join(SAMPLERS)})")
+        if self.skip_empty is None:
+            self.skip_empty = self.sampler == "openlrm"
         if self.sampler == "openlrm":
             _unread("render", "sampler 'openlrm'", self, {"box_shrink": 0.0, "min_span": 0.0})
         else:

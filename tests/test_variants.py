@@ -34,7 +34,7 @@ OLD = Path(__file__).resolve().parent / "fixtures" / "pre_variant" / "triposr"
     (lambda: RenderConfig(sampler="nerfacc"), "unknown render sampler 'nerfacc'"),
     (lambda: RenderConfig(box_shrink=1e-3), r"render.box_shrink=0.001 is not read by sampler 'openlrm'"),
     (lambda: RenderConfig(min_span=0.01), r"render.min_span=0.01 is not read by sampler 'openlrm'"),
-    (lambda: RenderConfig(sampler="triposr"), r"render.skip_empty=True is not read by sampler 'triposr' \(it must be False\)"),
+    (lambda: RenderConfig(sampler="triposr", skip_empty=True), r"render.skip_empty=True is not read by sampler 'triposr' \(it must be False\)"),
     (lambda: RenderConfig(sampler="triposr", skip_empty=False, importance=False),
      r"render.importance=False is not read by sampler 'triposr'"),
     (lambda: RenderConfig(sampler="triposr", skip_empty=False, midpoint=False),
@@ -221,3 +221,11 @@ def test_triposr_sampler_refuses_an_occupancy_grid():
     r, (c2w, K) = _triposr_renderer(), _cams()
     with pytest.raises(ValueError, match="sampler 'triposr' cannot skip empty space"):
         r(torch.zeros(1, 3, 4, 2, 2), c2w, K, 2, occupancy=object())
+
+
+def test_skip_empty_default_follows_the_sampler():
+    """The default (None) turns skipping on for the openlrm sampler and off for triposr, so a TripoSR
+    config need not spell out a switch its sampler cannot read; an explicit True still raises."""
+    assert RenderConfig().skip_empty is True
+    assert RenderConfig(sampler="triposr").skip_empty is False
+    assert RenderConfig(sampler="openlrm", skip_empty=False).skip_empty is False

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from .ops.triplane_mlp import PLANE_AXES
 
 COARSE_STRIDE = 4
+# what ``extract_mesh`` does when not told (``coarse_to_fine=None``); see the module docstring's speed note
+COARSE_TO_FINE_DEFAULT = False
 
 
 def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> torch.Tensor:
@@ -386,6 +388,22 @@ def _largest_component(mesh):
     return max(parts, key=lambda m: len(m.faces))
 
 
+def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: float,
+                       coarse_to_fine: bool = False, chunk: int = 262144, progress: bool = False) -> np.ndarray:
+    """The activated density of ``model.field`` on the mesh grid ``[R, R, R]`` of the render box (what
+    ``extract_mesh`` meshes): dense, or coarse-to-fine with ``field_density_bounds``."""
+    rc, field = model.cfg.render, model.field
+
+    def density(pts: torch.Tensor) -> torch.Tensor:
+        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
+        raw = field(planes, pts[None])
+        return field.density(raw[..., 0].float())[0]
+
+    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, coarse_to_fine,
+                           chunk, progress, bounds_fn=field_density_bounds(field, planes) if coarse_to_fine else None)
+    return grid
+
+
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
                  largest_component: bool = False, coarse_to_fine: bool = False, chunk: int = 262144,
@@ -407,16 +425,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if auto and threshold != "auto":
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
-    field = model.field
-
-    def density(pts: torch.Tensor) -> torch.Tensor:
-        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
-        raw = field(planes, pts[None])
-        return field.density(raw[..., 0].float())[0]
-
     c2f = coarse_to_fine and not auto
-    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, c2f, chunk,
-                           progress, bounds_fn=field_density_bounds(field, planes) if c2f else None)
+    grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
     if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
         threshold = float(np.quantile(grid, 0.75))
     verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max)
@@ -424,6 +434,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if largest_component:
         mesh = _largest_component(mesh)
     v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
+    field = model.field
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -446,4 +457,5 @@ def sphere_density(radius: float = 0.5, peak: float = 10.0) -> Callable[[torch.T
     return f
 
 
-__all__ = ["extract_mesh", "density_grid", "field_density_bounds", "marching_cubes", "sphere_density", "COARSE_STRIDE"]
+__all__ = ["extract_mesh", "density_grid", "field_density_grid", "field_density_bounds", "marching_cubes", "sphere_density", "COARSE_STRIDE",
+           "COARSE_TO_FINE_DEFAULT"]

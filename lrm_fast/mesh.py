@@ -139,27 +139,44 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
     def bound(lo, hi):
         return bounds_fn(lo, hi, level=threshold) if takes_level else bounds_fn(lo, hi)
 
-    # blocks of B^3 cells first: a block whose bound is decided decides all its cells (empty space);
-    # cells are bounded only inside undecided blocks
-    B = 4
-    nb = -(-nc // B)
-    blo = lo_ax[::B]
-    bhi = hi_ax[torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)]
-    dmin, dmax = bound(torch.stack(torch.meshgrid(blo, blo, blo, indexing="ij"), -1).reshape(-1, 3),
-                       torch.stack(torch.meshgrid(bhi, bhi, bhi, indexing="ij"), -1).reshape(-1, 3))
-    cb = torch.arange(nc, device=device) // B
-    up_b = (dmin > threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
-    dn_b = (dmax < threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
-    above, below = up_b.clone(), dn_b.clone()
-    todo = (~(up_b | dn_b)).reshape(-1).nonzero()[:, 0]
-    del up_b, dn_b
-    for st in range(0, todo.shape[0], 1 << 18):
-        t = todo[st:st + (1 << 18)]
-        i, j, k = t // (nc * nc), (t // nc) % nc, t % nc
-        dmin, dmax = bound(torch.stack([lo_ax[i], lo_ax[j], lo_ax[k]], -1),
-                           torch.stack([hi_ax[i], hi_ax[j], hi_ax[k]], -1))
-        above.view(-1)[t] = (dmin > threshold).to(device)
-        below.view(-1)[t] = (dmax < threshold).to(device)
+    # blocks of 4^3 cells first, then 2^3 sub-blocks of the undecided ones, then single cells: a block
+    # whose bound is decided decides all its cells (empty space and the inside in one bound each)
+    above = torch.zeros(nc, nc, nc, dtype=torch.bool, device=device)
+    below = torch.zeros_like(above)
+    todo = None                                     # undecided blocks of the previous level (flat ids)
+    for B in (4, 2, 1):
+        nb = -(-nc // B)
+        if todo is None:
+            cand = torch.arange(nb ** 3, device=device)
+        else:                                       # children of the parent level's undecided blocks
+            pb = -(-nc // (2 * B))
+            pi, pj, pk = todo // (pb * pb), (todo // pb) % pb, todo % pb
+            o = torch.arange(2, device=device)
+            ci = (2 * pi[:, None, None, None] + o[:, None, None]).expand(-1, 2, 2, 2)
+            cj = (2 * pj[:, None, None, None] + o[None, :, None]).expand(-1, 2, 2, 2)
+            ck = (2 * pk[:, None, None, None] + o[None, None, :]).expand(-1, 2, 2, 2)
+            keep = (ci < nb) & (cj < nb) & (ck < nb)
+            cand = ((ci * nb + cj) * nb + ck)[keep]
+        i, j, k = cand // (nb * nb), (cand // nb) % nb, cand % nb
+        last = torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)
+        blo, bhi = lo_ax[::B], hi_ax[last]
+        up_l, dn_l = [], []
+        for st in range(0, cand.shape[0], 1 << 18):
+            sl = slice(st, st + (1 << 18))
+            dmin, dmax = bound(torch.stack([blo[i[sl]], blo[j[sl]], blo[k[sl]]], -1),
+                               torch.stack([bhi[i[sl]], bhi[j[sl]], bhi[k[sl]]], -1))
+            up_l.append((dmin > threshold).to(device))
+            dn_l.append((dmax < threshold).to(device))
+        up, dn = torch.cat(up_l), torch.cat(dn_l)
+        for flag, out in ((up, above), (dn, below)):   # mark the decided blocks' cells
+            sel = flag.nonzero()[:, 0]
+            if sel.numel():
+                o = torch.arange(B, device=device)
+                ii = (i[sel, None] * B + o).clamp(max=nc - 1)
+                jj = (j[sel, None] * B + o).clamp(max=nc - 1)
+                kk = (k[sel, None] * B + o).clamp(max=nc - 1)
+                out[ii[:, :, None, None], jj[:, None, :, None], kk[:, None, None, :]] = True
+        todo = cand[~(up | dn)]
     active = ~(above | below)
     fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
                          align_corners=True)[0, 0, :R, :R, :R].contiguous()
@@ -236,6 +253,22 @@ def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -
     return const
 
 
+def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(x, dim=0, return_inverse=True)`` for a 2-D float tensor, through 1-D uniques
+    (per column ranks, then one int64 key per row): ``unique(dim=0)`` compares rows one by one."""
+    ranks, sizes = [], []
+    for c in x.unbind(1):
+        u, r = torch.unique(c, return_inverse=True)
+        ranks.append(r)
+        sizes.append(u.shape[0])
+    inv = torch.zeros(x.shape[0], dtype=torch.int64)
+    for r, n in zip(ranks, sizes):          # re-ranked after each column: keys stay below rows * n
+        _, inv = torch.unique(inv * n + r, return_inverse=True)
+    first = torch.empty(int(inv.max()) + 1 if inv.numel() else 0, dtype=torch.int64)
+    first.scatter_(0, inv, torch.arange(x.shape[0]))       # any row of each class: they are equal
+    return x[first], inv
+
+
 def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
     """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
     field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
@@ -270,8 +303,14 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
         act_mag = mag if cfg.activation != "softplus" else mag + np.log(2)
         mag = w.abs() @ act_mag + (0 if bias is None else bias.abs())
     fan = max(w.shape[1] for w, _ in lin)
-    margin = 8 * torch.finfo(planes.dtype).eps * fan * len(lin) * (float(mag[0]) + 1)
+    # the field runs in the planes' dtype and the interval arithmetic below in float32 (``crown``:
+    # float64): each rounds like the field at most, so twice the field's margin covers both
+    eps = max(torch.finfo(planes.dtype).eps, torch.finfo(torch.float32).eps)
+    margin = 2 * 8 * eps * fan * len(lin) * (float(mag[0]) + 1)
     scale = float(cfg.coord_scale)
+    wt = torch.float64 if crown else torch.float32          # the dtype of the interval propagation
+    lin_t = [(w.to(wt), None if b is None else b.to(wt), w.abs().T.to(wt).contiguous(), w.T.to(wt).contiguous())
+             for w, b in lin]
 
     def breakpoints(c0, c1, size):
         """Pixel coordinates (align_corners=False) where the bilinear interpolant over [c0, c1] can have
@@ -315,28 +354,27 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
         # footprints: at most (cells per axis)^2 of them per plane)
         tables = []
         for p, (a, b) in enumerate(PLANE_AXES):
-            keys, inv = torch.unique(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1), dim=0,
-                                     return_inverse=True)
+            keys, inv = _unique_rows(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1))
             win = torch.cat([sample_q(p, breakpoints(k[:, 0], k[:, 1], W), breakpoints(k[:, 2], k[:, 3], H))
                              for k in keys.split(4096)])
-            tables.append((win, win.amin(1), win.amax(1), inv.reshape(-1)))
+            tables.append((win, win.amin(1).to(wt), win.amax(1).to(wt), inv.reshape(-1)))
         rl, rh = [], []
         for s in range(0, lo.shape[0], chunk):
             iv = [t[3][s:s + chunk] for t in tables]
-            xl = torch.zeros(iv[0].shape[0], hid, dtype=torch.float64) if b0 is None else b0.expand(iv[0].shape[0], hid).clone()
+            n = iv[0].shape[0]
+            xl = torch.zeros(n, hid, dtype=wt) if b0 is None else lin_t[0][1].expand(n, hid).clone()
             xh = xl.clone()
             for (win, mn, mx, _), i in zip(tables, iv):
                 xl += mn[i]
                 xh += mx[i]
             pre = [(xl, xh)]
-            for w, bias in lin[1:]:          # interval arithmetic through the other layers
+            for w, bias, wabs_t, w_t in lin_t[1:]:          # interval arithmetic through the other layers
                 al, ah = _interval_act(xl, xh, cfg.activation)
-                c, r = (al + ah) / 2 @ w.T, (ah - al) / 2 @ w.abs().T
-                if bias is not None:
-                    c = c + bias
+                c = torch.addmm(bias, (al + ah) * 0.5, w_t) if bias is not None else ((al + ah) * 0.5) @ w_t
+                r = ((ah - al) * 0.5) @ wabs_t
                 xl, xh = c - r, c + r
                 pre.append((xl, xh))
-            lo_raw, hi_raw = xl[:, 0].clone(), xh[:, 0].clone()
+            lo_raw, hi_raw = xl[:, 0].double(), xh[:, 0].double()
             if crown and cfg.activation == "relu":   # linear bound propagation back to the breakpoints
                 todo = torch.ones_like(lo_raw, dtype=torch.bool)
                 if level is not None:

@@ -310,7 +310,7 @@ class Reconstruction:
                            views_per_chunk=1 if progress else None, progress=progress, exact=exact)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
-             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False,
+             largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,
              texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
@@ -339,7 +339,7 @@ class Reconstruction:
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
-             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = False,
+             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
              progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
              faces: int | None = None) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.

@@ -7,21 +7,21 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
 out of the object (from high to low density).
 
-Coarse-to-fine (``coarse_to_fine=True``; off by default: see the speed note below): the density
-is queried on a grid 4x coarser per axis (every 4th fine point), then for each coarse cell a
+Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine
+cubes; for each cell a
 *proven* bound of the density over the cell (``field_density_bounds``: each first-layer unit of the
 field MLP is linear in the bilinearly sampled features, so its range over the cell is the range of
 the projected planes at the footprint's breakpoints; interval arithmetic through the other layers; a
-rounding margin for the fp32 kernel). Blocks of 4^3 cells are bounded first, so empty space is
-decided in one bound. Only the fine points of cells whose bound contains the level are queried; the
-others take the trilinear upsampling of the coarse grid, clamped to the side of the level the bound
-proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
+rounding margin for the fp32 kernel and the float32 interval arithmetic). Blocks of 4^3 cells, then
+2^3, are bounded first, so empty space and the inside are decided in few bounds. Only the fine
+points of cells whose bound contains the level are queried; the others take the float just above
+or below the level, the side the bound proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
 only a crossing cube's own corners, so the mesh is the dense grid's, vertex for vertex and face for
 face (tests: fitted field, demo model, parity checkpoints, random weights, analytic spheres). A
 density function without a bound (a bare ``density_fn`` given to ``density_grid``) gets the dense
 grid. Loose bounds cost speed, never surface: random weights refine nearly everything. Speed (2-core
-CPU, heavily loaded): on the demo model at 256^3 it was 1.47x slower than the dense grid (the float64
-bound per coarse cell costs more than the queries it saves), so it stays opt-in until the bound is cheaper.
+CPU, same run): at 256^3 3.3x faster than the dense grid on the fitted base field, 1.3x on the demo
+model (docs/readme/bench.md).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .ops.triplane_mlp import PLANE_AXES
 
 COARSE_STRIDE = 4
 # what ``extract_mesh`` does when not told (``coarse_to_fine=None``); see the module docstring's speed note
-COARSE_TO_FINE_DEFAULT = False
+COARSE_TO_FINE_DEFAULT = True
 
 
 def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> torch.Tensor:
@@ -114,10 +114,11 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
 
 
 def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
-    """Coarse grid (every s-th fine point), per coarse cell a conservative density bound; fine points
-    of cells whose bound contains the threshold are queried exactly, the others take the trilinear
-    upsampling of the coarse grid, clamped to the side of the threshold their cells are on. Every fine
-    cube with a surface crossing lies in a refined cell, so marching cubes gives the dense result."""
+    """Cells of ``s^3`` fine cubes (corners on every s-th fine point), per cell a conservative density
+    bound (blocks of cells first); fine points of cells whose bound contains the threshold are queried
+    exactly, the others take the float just above or below the threshold, the side their cells' bound
+    proves. Every fine cube with a surface crossing lies in a refined cell, so marching cubes gives the
+    dense result (the values away from the surface are not the field's)."""
     s = COARSE_STRIDE
     device = ax.device
     # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
@@ -127,10 +128,6 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
     h = (box_max - box_min) / (R - 1)
     extra = (box_min + h * torch.arange(R, Rf, dtype=torch.float64)).to(device=device, dtype=torch.float32)
     axc = torch.cat([ax, extra])[::s].contiguous()                  # the fine axis' own values where < R
-    if bar is not None:
-        bar.total = Rc ** 3
-    coarse = torch.empty(Rc, Rc, Rc, dtype=torch.float32, device=device)
-    _query_grid(density_fn, (axc, axc, axc), coarse, chunk, bar)
     # per cell (Rc-1)^3: does the bound contain the threshold? (NaN bounds: yes)
     nc = Rc - 1
     lo_ax, hi_ax = axc[:-1], axc[1:]
@@ -178,21 +175,16 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
                 out[ii[:, :, None, None], jj[:, None, :, None], kk[:, None, None, :]] = True
         todo = cand[~(up | dn)]
     active = ~(above | below)
-    fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
-                         align_corners=True)[0, 0, :R, :R, :R].contiguous()
-    del coarse
-    # points only in cells entirely above (below) the threshold: keep them strictly on that side (a
-    # point cannot be in both kinds: a shared face would hold values above and below)
+    # points only in cells entirely above (below) the level take the float just above (below) it: marching
+    # cubes reads a cube's corners only to find crossings, and no such cube has a crossing (a point cannot
+    # be in both kinds of cells: a shared face would hold values above and below)
     up = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(np.inf, dtype=torch.float32))
     dn = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(-np.inf, dtype=torch.float32))
-    pa = _cells_to_points(above, s, R)
-    fine = torch.where(pa, fine.clamp_min(up.item()), fine.clamp_max(dn.item()))
-    del pa
+    fine = torch.where(_cells_to_points(above, s, R), up.to(device), dn.to(device))
     pts_active = _cells_to_points(active, s, R)
-    n = Rc ** 3
     n_active = int(pts_active.sum())
     if bar is not None:
-        bar.total = Rc ** 3 + n_active
+        bar.total = n_active
     rows = max(1, chunk // (R * R))
     for i0 in range(0, R, rows):
         m = pts_active[i0:i0 + rows]
@@ -205,8 +197,7 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
             fine[ijk[:, 0] + i0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
             if bar is not None:
                 bar.update(ijk.shape[0])
-    n += n_active
-    return fine.cpu().numpy(), n
+    return fine.cpu().numpy(), n_active
 
 
 def _interval_act(lo: torch.Tensor, hi: torch.Tensor, act: str):
@@ -444,7 +435,7 @@ def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: 
 
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
-                 largest_component: bool = False, coarse_to_fine: bool = False, chunk: int = 262144,
+                 largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT, chunk: int = 262144,
                  progress: bool = False):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
 

@@ -229,12 +229,13 @@ def render_default(model, planes, c2w, K, resolution: int):
     """Our render with lrm_fast's defaults, the occupancy grid built in the call (a fresh
     reconstruction's first render): skip empty space where ``Reconstruction._grid_for_render``'s rule
     allows it, else the exact render."""
-    from lrm_fast.render.occupancy import build_occupancy, skips
+    from lrm_fast.api import occupancy_grid
+    from lrm_fast.render.occupancy import skips
 
     rc, fc = model.cfg.render, model.field.cfg
     occ = None
     if rc.skip_empty and not planes.is_cuda and skips(model.renderer, planes, False):
-        occ = build_occupancy(model.field, planes, rc.occupancy_resolution, rc.box_min, rc.box_max)
+        occ = occupancy_grid(model, planes)
         if occ.occupied_fraction(rc.occupancy_tau, fc.density_bias, fc.density_activation) > rc.skip_max_occupied:
             occ = None
     return model.renderer(planes, c2w, K, resolution, occupancy=occ)

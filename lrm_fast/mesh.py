@@ -260,7 +260,7 @@ def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[first], inv
 
 
-def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
+def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: bool = False):
     """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
     field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
 
@@ -272,7 +272,9 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
     arithmetic in float64 (``W x``: centre ``W c + b``, radius ``|W| r``; monotone activations map ends
     to ends; SiLU's minimum is handled), then the monotone density activation. The raw interval is
     widened by a rounding margin ``8 eps(dtype) * fan_in * layers * magnitude`` (the field is
-    evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``)."""
+    evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``),
+    twice that for the float32 interval arithmetic. ``raw=True``: bounds of the raw density output
+    (before ``density_bias`` and the activation), for ``render.occupancy.build_occupancy(bounds=...)``."""
     if planes.dim() != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
         raise ValueError(f"field_density_bounds takes one triplane [1, 3, C, H, W], got {tuple(planes.shape)}")
     cfg = field.cfg
@@ -384,6 +386,8 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
             rl.append(lo_raw)
             rh.append(hi_raw)
         rl, rh = (torch.cat(rl) - margin).float(), (torch.cat(rh) + margin).float()
+        if raw:     # the MLP's density output itself, before density_bias and the activation
+            return rl.to(dev), rh.to(dev)
         return field.density(rl).to(dev), field.density(rh).to(dev)
 
     return bounds

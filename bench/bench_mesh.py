@@ -1,7 +1,7 @@
 """Image -> colored mesh, end to end (preprocess, encoder, decoder, density grid, marching cubes,
 vertex colors): reference (``backend="reference"``) vs fast (``backend="auto"``), both on the dense
 grid (the default). Group ``mesh-smooth-field``: the field on a smooth synthetic triplane, dense
-reference vs coarse-to-fine (opt-in), to measure what coarse-to-fine saves where it is exact.
+reference vs coarse-to-fine (the default), to measure what coarse-to-fine saves where it is exact.
 
 Sizes: smoke = tiny preset at 32^3; full = base preset (OpenLRM v1.1 base sizes, random weights) at
 128^3 on CPU (a dense 256^3 reference takes ~5 min on our shared 2-core machines); gpu = base at

@@ -22,7 +22,8 @@ import torch
 from .config import LRMConfig, PRESETS
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
-from .render.occupancy import OccupancyGrid, build_occupancy, skips
+from .mesh import field_density_bounds
+from .render.occupancy import OccupancyGrid, build_occupancy, raw_cut, skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
@@ -191,6 +192,20 @@ def reconstruct_prepared(model: LRM, batch: torch.Tensor, camera=None) -> "Recon
 LRM.reconstruct = reconstruct
 
 
+def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None) -> OccupancyGrid:
+    """The occupancy grid of ``planes`` (``render/occupancy.py``) as reconstructions build it: one triplane
+    gets the proven pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at
+    ``cfg.render.occupancy_tau`` skip their lattice queries), others the plain lattice."""
+    cfg, fc = model.cfg.render, model.field.cfg
+    res = int(cfg.occupancy_resolution if resolution is None else resolution)
+    bounds = cut = None
+    if planes.shape[0] == 1:
+        bounds = field_density_bounds(model.field, planes, raw=True)
+        sigma = cfg.occupancy_tau / ((cfg.box_max - cfg.box_min) * 3 ** 0.5)
+        cut = raw_cut(sigma, fc.density_bias, fc.density_activation) if sigma > 0 else None
+    return build_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, bounds=bounds, cut=cut)
+
+
 @dataclass
 class Reconstruction:
     """Triplanes of a batch of images plus the model that renders them.
@@ -249,8 +264,7 @@ class Reconstruction:
         every later render reuses it."""
         res = int(self.model.cfg.render.occupancy_resolution if resolution is None else resolution)
         if res not in self._grids:
-            cfg = self.model.cfg.render
-            self._grids[res] = build_occupancy(self.model.field, self.triplane, res, cfg.box_min, cfg.box_max)
+            self._grids[res] = occupancy_grid(self.model, self.triplane, res)
         return self._grids[res]
 
     def _grid_for_render(self, exact: bool | None) -> OccupancyGrid | None:
@@ -310,7 +324,7 @@ class Reconstruction:
                            views_per_chunk=1 if progress else None, progress=progress, exact=exact)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
-             largest_component: bool = False, coarse_to_fine: bool = False, progress: bool = False,
+             largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,
              texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
@@ -339,7 +353,7 @@ class Reconstruction:
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
-             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = False,
+             elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
              progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
              faces: int | None = None) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.

@@ -220,7 +220,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                      batch_size: int = 1, workers: int | None = None, overwrite: bool = False,
                      n_views: int = 24, resolution: int = 96, elevation: float = 15.0,
                      mc_resolution: int | None = None, threshold: float | None = None,
-                     coarse_to_fine: bool = False, fps: int = 12, texture: bool = False,
+                     coarse_to_fine: bool = True, fps: int = 12, texture: bool = False,
                      texture_size: int = 1024, faces: int | None = None, model_name: str | None = None,
                      rank: int | None = None, world: int | None = None, stop_on_error: bool = False,
                      verbose: bool = True, progress: bool = False) -> BatchSummary:

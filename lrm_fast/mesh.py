@@ -7,21 +7,21 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
 out of the object (from high to low density).
 
-Coarse-to-fine (``coarse_to_fine=True``; off by default: see the speed note below): the density
-is queried on a grid 4x coarser per axis (every 4th fine point), then for each coarse cell a
+Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine
+cubes; for each cell a
 *proven* bound of the density over the cell (``field_density_bounds``: each first-layer unit of the
 field MLP is linear in the bilinearly sampled features, so its range over the cell is the range of
 the projected planes at the footprint's breakpoints; interval arithmetic through the other layers; a
-rounding margin for the fp32 kernel). Blocks of 4^3 cells are bounded first, so empty space is
-decided in one bound. Only the fine points of cells whose bound contains the level are queried; the
-others take the trilinear upsampling of the coarse grid, clamped to the side of the level the bound
-proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
+rounding margin for the fp32 kernel and the float32 interval arithmetic). Blocks of 4^3 cells, then
+2^3, are bounded first, so empty space and the inside are decided in few bounds. Only the fine
+points of cells whose bound contains the level are queried; the others take the float just above
+or below the level, the side the bound proves. Every fine cube that the surface crosses lies in a refined cell, and marching cubes reads
 only a crossing cube's own corners, so the mesh is the dense grid's, vertex for vertex and face for
 face (tests: fitted field, demo model, parity checkpoints, random weights, analytic spheres). A
 density function without a bound (a bare ``density_fn`` given to ``density_grid``) gets the dense
 grid. Loose bounds cost speed, never surface: random weights refine nearly everything. Speed (2-core
-CPU, heavily loaded): on the demo model at 256^3 it was 1.47x slower than the dense grid (the float64
-bound per coarse cell costs more than the queries it saves), so it stays opt-in until the bound is cheaper.
+CPU, same run): at 256^3 3.3x faster than the dense grid on the fitted base field, 1.3x on the demo
+model (docs/readme/bench.md).
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from .ops.triplane_mlp import PLANE_AXES
 
 COARSE_STRIDE = 4
+# what ``extract_mesh`` does when not told (``coarse_to_fine=None``); see the module docstring's speed note
+COARSE_TO_FINE_DEFAULT = True
 
 
 def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> torch.Tensor:
@@ -112,10 +114,11 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
 
 
 def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
-    """Coarse grid (every s-th fine point), per coarse cell a conservative density bound; fine points
-    of cells whose bound contains the threshold are queried exactly, the others take the trilinear
-    upsampling of the coarse grid, clamped to the side of the threshold their cells are on. Every fine
-    cube with a surface crossing lies in a refined cell, so marching cubes gives the dense result."""
+    """Cells of ``s^3`` fine cubes (corners on every s-th fine point), per cell a conservative density
+    bound (blocks of cells first); fine points of cells whose bound contains the threshold are queried
+    exactly, the others take the float just above or below the threshold, the side their cells' bound
+    proves. Every fine cube with a surface crossing lies in a refined cell, so marching cubes gives the
+    dense result (the values away from the surface are not the field's)."""
     s = COARSE_STRIDE
     device = ax.device
     # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
@@ -125,10 +128,6 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
     h = (box_max - box_min) / (R - 1)
     extra = (box_min + h * torch.arange(R, Rf, dtype=torch.float64)).to(device=device, dtype=torch.float32)
     axc = torch.cat([ax, extra])[::s].contiguous()                  # the fine axis' own values where < R
-    if bar is not None:
-        bar.total = Rc ** 3
-    coarse = torch.empty(Rc, Rc, Rc, dtype=torch.float32, device=device)
-    _query_grid(density_fn, (axc, axc, axc), coarse, chunk, bar)
     # per cell (Rc-1)^3: does the bound contain the threshold? (NaN bounds: yes)
     nc = Rc - 1
     lo_ax, hi_ax = axc[:-1], axc[1:]
@@ -137,43 +136,55 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
     def bound(lo, hi):
         return bounds_fn(lo, hi, level=threshold) if takes_level else bounds_fn(lo, hi)
 
-    # blocks of B^3 cells first: a block whose bound is decided decides all its cells (empty space);
-    # cells are bounded only inside undecided blocks
-    B = 4
-    nb = -(-nc // B)
-    blo = lo_ax[::B]
-    bhi = hi_ax[torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)]
-    dmin, dmax = bound(torch.stack(torch.meshgrid(blo, blo, blo, indexing="ij"), -1).reshape(-1, 3),
-                       torch.stack(torch.meshgrid(bhi, bhi, bhi, indexing="ij"), -1).reshape(-1, 3))
-    cb = torch.arange(nc, device=device) // B
-    up_b = (dmin > threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
-    dn_b = (dmax < threshold).to(device).reshape(nb, nb, nb)[cb][:, cb][:, :, cb]
-    above, below = up_b.clone(), dn_b.clone()
-    todo = (~(up_b | dn_b)).reshape(-1).nonzero()[:, 0]
-    del up_b, dn_b
-    for st in range(0, todo.shape[0], 1 << 18):
-        t = todo[st:st + (1 << 18)]
-        i, j, k = t // (nc * nc), (t // nc) % nc, t % nc
-        dmin, dmax = bound(torch.stack([lo_ax[i], lo_ax[j], lo_ax[k]], -1),
-                           torch.stack([hi_ax[i], hi_ax[j], hi_ax[k]], -1))
-        above.view(-1)[t] = (dmin > threshold).to(device)
-        below.view(-1)[t] = (dmax < threshold).to(device)
+    # blocks of 4^3 cells first, then 2^3 sub-blocks of the undecided ones, then single cells: a block
+    # whose bound is decided decides all its cells (empty space and the inside in one bound each)
+    above = torch.zeros(nc, nc, nc, dtype=torch.bool, device=device)
+    below = torch.zeros_like(above)
+    todo = None                                     # undecided blocks of the previous level (flat ids)
+    for B in (4, 2, 1):
+        nb = -(-nc // B)
+        if todo is None:
+            cand = torch.arange(nb ** 3, device=device)
+        else:                                       # children of the parent level's undecided blocks
+            pb = -(-nc // (2 * B))
+            pi, pj, pk = todo // (pb * pb), (todo // pb) % pb, todo % pb
+            o = torch.arange(2, device=device)
+            ci = (2 * pi[:, None, None, None] + o[:, None, None]).expand(-1, 2, 2, 2)
+            cj = (2 * pj[:, None, None, None] + o[None, :, None]).expand(-1, 2, 2, 2)
+            ck = (2 * pk[:, None, None, None] + o[None, None, :]).expand(-1, 2, 2, 2)
+            keep = (ci < nb) & (cj < nb) & (ck < nb)
+            cand = ((ci * nb + cj) * nb + ck)[keep]
+        i, j, k = cand // (nb * nb), (cand // nb) % nb, cand % nb
+        last = torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)
+        blo, bhi = lo_ax[::B], hi_ax[last]
+        up_l, dn_l = [], []
+        for st in range(0, cand.shape[0], 1 << 18):
+            sl = slice(st, st + (1 << 18))
+            dmin, dmax = bound(torch.stack([blo[i[sl]], blo[j[sl]], blo[k[sl]]], -1),
+                               torch.stack([bhi[i[sl]], bhi[j[sl]], bhi[k[sl]]], -1))
+            up_l.append((dmin > threshold).to(device))
+            dn_l.append((dmax < threshold).to(device))
+        up, dn = torch.cat(up_l), torch.cat(dn_l)
+        for flag, out in ((up, above), (dn, below)):   # mark the decided blocks' cells
+            sel = flag.nonzero()[:, 0]
+            if sel.numel():
+                o = torch.arange(B, device=device)
+                ii = (i[sel, None] * B + o).clamp(max=nc - 1)
+                jj = (j[sel, None] * B + o).clamp(max=nc - 1)
+                kk = (k[sel, None] * B + o).clamp(max=nc - 1)
+                out[ii[:, :, None, None], jj[:, None, :, None], kk[:, None, None, :]] = True
+        todo = cand[~(up | dn)]
     active = ~(above | below)
-    fine = F.interpolate(coarse[None, None], size=(Rf, Rf, Rf), mode="trilinear",
-                         align_corners=True)[0, 0, :R, :R, :R].contiguous()
-    del coarse
-    # points only in cells entirely above (below) the threshold: keep them strictly on that side (a
-    # point cannot be in both kinds: a shared face would hold values above and below)
+    # points only in cells entirely above (below) the level take the float just above (below) it: marching
+    # cubes reads a cube's corners only to find crossings, and no such cube has a crossing (a point cannot
+    # be in both kinds of cells: a shared face would hold values above and below)
     up = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(np.inf, dtype=torch.float32))
     dn = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(-np.inf, dtype=torch.float32))
-    pa = _cells_to_points(above, s, R)
-    fine = torch.where(pa, fine.clamp_min(up.item()), fine.clamp_max(dn.item()))
-    del pa
+    fine = torch.where(_cells_to_points(above, s, R), up.to(device), dn.to(device))
     pts_active = _cells_to_points(active, s, R)
-    n = Rc ** 3
     n_active = int(pts_active.sum())
     if bar is not None:
-        bar.total = Rc ** 3 + n_active
+        bar.total = n_active
     rows = max(1, chunk // (R * R))
     for i0 in range(0, R, rows):
         m = pts_active[i0:i0 + rows]
@@ -186,8 +197,7 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
             fine[ijk[:, 0] + i0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
             if bar is not None:
                 bar.update(ijk.shape[0])
-    n += n_active
-    return fine.cpu().numpy(), n
+    return fine.cpu().numpy(), n_active
 
 
 def _interval_act(lo: torch.Tensor, hi: torch.Tensor, act: str):
@@ -234,7 +244,23 @@ def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -
     return const
 
 
-def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
+def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(x, dim=0, return_inverse=True)`` for a 2-D float tensor, through 1-D uniques
+    (per column ranks, then one int64 key per row): ``unique(dim=0)`` compares rows one by one."""
+    ranks, sizes = [], []
+    for c in x.unbind(1):
+        u, r = torch.unique(c, return_inverse=True)
+        ranks.append(r)
+        sizes.append(u.shape[0])
+    inv = torch.zeros(x.shape[0], dtype=torch.int64)
+    for r, n in zip(ranks, sizes):          # re-ranked after each column: keys stay below rows * n
+        _, inv = torch.unique(inv * n + r, return_inverse=True)
+    first = torch.empty(int(inv.max()) + 1 if inv.numel() else 0, dtype=torch.int64)
+    first.scatter_(0, inv, torch.arange(x.shape[0]))       # any row of each class: they are equal
+    return x[first], inv
+
+
+def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: bool = False):
     """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
     field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
 
@@ -246,7 +272,9 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
     arithmetic in float64 (``W x``: centre ``W c + b``, radius ``|W| r``; monotone activations map ends
     to ends; SiLU's minimum is handled), then the monotone density activation. The raw interval is
     widened by a rounding margin ``8 eps(dtype) * fan_in * layers * magnitude`` (the field is
-    evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``)."""
+    evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``),
+    twice that for the float32 interval arithmetic. ``raw=True``: bounds of the raw density output
+    (before ``density_bias`` and the activation), for ``render.occupancy.build_occupancy(bounds=...)``."""
     if planes.dim() != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
         raise ValueError(f"field_density_bounds takes one triplane [1, 3, C, H, W], got {tuple(planes.shape)}")
     cfg = field.cfg
@@ -268,8 +296,14 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
         act_mag = mag if cfg.activation != "softplus" else mag + np.log(2)
         mag = w.abs() @ act_mag + (0 if bias is None else bias.abs())
     fan = max(w.shape[1] for w, _ in lin)
-    margin = 8 * torch.finfo(planes.dtype).eps * fan * len(lin) * (float(mag[0]) + 1)
+    # the field runs in the planes' dtype and the interval arithmetic below in float32 (``crown``:
+    # float64): each rounds like the field at most, so twice the field's margin covers both
+    eps = max(torch.finfo(planes.dtype).eps, torch.finfo(torch.float32).eps)
+    margin = 2 * 8 * eps * fan * len(lin) * (float(mag[0]) + 1)
     scale = float(cfg.coord_scale)
+    wt = torch.float64 if crown else torch.float32          # the dtype of the interval propagation
+    lin_t = [(w.to(wt), None if b is None else b.to(wt), w.abs().T.to(wt).contiguous(), w.T.to(wt).contiguous())
+             for w, b in lin]
 
     def breakpoints(c0, c1, size):
         """Pixel coordinates (align_corners=False) where the bilinear interpolant over [c0, c1] can have
@@ -313,28 +347,27 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
         # footprints: at most (cells per axis)^2 of them per plane)
         tables = []
         for p, (a, b) in enumerate(PLANE_AXES):
-            keys, inv = torch.unique(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1), dim=0,
-                                     return_inverse=True)
+            keys, inv = _unique_rows(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1))
             win = torch.cat([sample_q(p, breakpoints(k[:, 0], k[:, 1], W), breakpoints(k[:, 2], k[:, 3], H))
                              for k in keys.split(4096)])
-            tables.append((win, win.amin(1), win.amax(1), inv.reshape(-1)))
+            tables.append((win, win.amin(1).to(wt), win.amax(1).to(wt), inv.reshape(-1)))
         rl, rh = [], []
         for s in range(0, lo.shape[0], chunk):
             iv = [t[3][s:s + chunk] for t in tables]
-            xl = torch.zeros(iv[0].shape[0], hid, dtype=torch.float64) if b0 is None else b0.expand(iv[0].shape[0], hid).clone()
+            n = iv[0].shape[0]
+            xl = torch.zeros(n, hid, dtype=wt) if b0 is None else lin_t[0][1].expand(n, hid).clone()
             xh = xl.clone()
             for (win, mn, mx, _), i in zip(tables, iv):
                 xl += mn[i]
                 xh += mx[i]
             pre = [(xl, xh)]
-            for w, bias in lin[1:]:          # interval arithmetic through the other layers
+            for w, bias, wabs_t, w_t in lin_t[1:]:          # interval arithmetic through the other layers
                 al, ah = _interval_act(xl, xh, cfg.activation)
-                c, r = (al + ah) / 2 @ w.T, (ah - al) / 2 @ w.abs().T
-                if bias is not None:
-                    c = c + bias
+                c = torch.addmm(bias, (al + ah) * 0.5, w_t) if bias is not None else ((al + ah) * 0.5) @ w_t
+                r = ((ah - al) * 0.5) @ wabs_t
                 xl, xh = c - r, c + r
                 pre.append((xl, xh))
-            lo_raw, hi_raw = xl[:, 0].clone(), xh[:, 0].clone()
+            lo_raw, hi_raw = xl[:, 0].double(), xh[:, 0].double()
             if crown and cfg.activation == "relu":   # linear bound propagation back to the breakpoints
                 todo = torch.ones_like(lo_raw, dtype=torch.bool)
                 if level is not None:
@@ -353,6 +386,8 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False):
             rl.append(lo_raw)
             rh.append(hi_raw)
         rl, rh = (torch.cat(rl) - margin).float(), (torch.cat(rh) + margin).float()
+        if raw:     # the MLP's density output itself, before density_bias and the activation
+            return rl.to(dev), rh.to(dev)
         return field.density(rl).to(dev), field.density(rh).to(dev)
 
     return bounds
@@ -386,9 +421,25 @@ def _largest_component(mesh):
     return max(parts, key=lambda m: len(m.faces))
 
 
+def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: float,
+                       coarse_to_fine: bool = False, chunk: int = 262144, progress: bool = False) -> np.ndarray:
+    """The activated density of ``model.field`` on the mesh grid ``[R, R, R]`` of the render box (what
+    ``extract_mesh`` meshes): dense, or coarse-to-fine with ``field_density_bounds``."""
+    rc, field = model.cfg.render, model.field
+
+    def density(pts: torch.Tensor) -> torch.Tensor:
+        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
+        raw = field(planes, pts[None])
+        return field.density(raw[..., 0].float())[0]
+
+    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, coarse_to_fine,
+                           chunk, progress, bounds_fn=field_density_bounds(field, planes) if coarse_to_fine else None)
+    return grid
+
+
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
-                 largest_component: bool = False, coarse_to_fine: bool = False, chunk: int = 262144,
+                 largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT, chunk: int = 262144,
                  progress: bool = False):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
 
@@ -407,16 +458,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if auto and threshold != "auto":
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
-    field = model.field
-
-    def density(pts: torch.Tensor) -> torch.Tensor:
-        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
-        raw = field(planes, pts[None])
-        return field.density(raw[..., 0].float())[0]
-
     c2f = coarse_to_fine and not auto
-    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, c2f, chunk,
-                           progress, bounds_fn=field_density_bounds(field, planes) if c2f else None)
+    grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
     if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
         threshold = float(np.quantile(grid, 0.75))
     verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max)
@@ -424,6 +467,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     if largest_component:
         mesh = _largest_component(mesh)
     v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
+    field = model.field
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -446,4 +490,5 @@ def sphere_density(radius: float = 0.5, peak: float = 10.0) -> Callable[[torch.T
     return f
 
 
-__all__ = ["extract_mesh", "density_grid", "field_density_bounds", "marching_cubes", "sphere_density", "COARSE_STRIDE"]
+__all__ = ["extract_mesh", "density_grid", "field_density_grid", "field_density_bounds", "marching_cubes", "sphere_density", "COARSE_STRIDE",
+           "COARSE_TO_FINE_DEFAULT"]

@@ -37,10 +37,10 @@ def add_arguments(p):
                    help="marching-cubes grid points per axis (default: the model's, e.g. 384 OpenLRM, 256 TripoSR, 32 tiny)")
     p.add_argument("--mc-threshold", type=float, default=None,
                    help="density level of the surface (default: the model's, 3.0 OpenLRM, 25.0 TripoSR)")
-    p.add_argument("--mc-coarse-to-fine", action=argparse.BooleanOptionalAction, default=False,
-                   help="query the density grid coarse-to-fine: the same mesh as the dense grid (only cells whose "
-                        "proven density bound contains the level are refined); off by default: on this CPU the "
-                        "bound still costs more than it saves on the demo model")
+    p.add_argument("--mc-coarse-to-fine", action=argparse.BooleanOptionalAction, default=True,
+                   help="query the density grid coarse-to-fine (default): the same mesh as the dense grid (only "
+                        "cells whose proven density bound contains the level are refined); "
+                        "--no-mc-coarse-to-fine queries every grid point")
     p.add_argument("--texture", action="store_true",
                    help="UV-unwrap the mesh (xatlas) and bake the field's colours into a PNG texture: glb embeds "
                         "it, obj writes .mtl + _texture.png beside it (instead of vertex colours)")

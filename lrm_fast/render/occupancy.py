@@ -74,23 +74,38 @@ class OccupancyGrid:
         s = self.sigma_skip(tau)
         if s <= 0:
             return torch.ones_like(self.max_raw, dtype=torch.bool)
-        if density_activation == "softplus":  # softplus^-1(s) = s + log(1 - exp(-s))
-            x = s + math.log(-math.expm1(-s))
-        elif density_activation == "exp":
-            x = math.log(s)
-        else:
-            raise ValueError(f"unknown density activation {density_activation!r}")
-        return self.max_raw > (x - density_bias)
+        return self.max_raw > raw_cut(s, density_bias, density_activation)
 
     def occupied_fraction(self, tau: float, density_bias: float = -1.0, density_activation: str = "softplus") -> float:
         return float(self.mask(tau, density_bias, density_activation).float().mean())
 
 
+def raw_cut(sigma: float, density_bias: float = -1.0, density_activation: str = "softplus") -> float:
+    """The raw density (before ``density_bias`` and the activation) whose density is ``sigma`` > 0."""
+    if density_activation == "softplus":  # softplus^-1(s) = s + log(1 - exp(-s))
+        x = sigma + math.log(-math.expm1(-sigma))
+    elif density_activation == "exp":
+        x = math.log(sigma)
+    else:
+        raise ValueError(f"unknown density activation {density_activation!r}")
+    return x - density_bias
+
+
+BOUND_BLOCK = 2   # cells per block side for the proven pre-pass of build_occupancy(bounds=...)
+
+
 @torch.no_grad()
 def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOLUTION, box_min: float = -1.0,
-                    box_max: float = 1.0, subdiv: int = 2, dilate: int = 1, chunk: int = 1 << 18) -> OccupancyGrid:
+                    box_max: float = 1.0, subdiv: int = 2, dilate: int = 1, chunk: int = 1 << 18,
+                    bounds=None, cut: float | None = None) -> OccupancyGrid:
     """The occupancy grid of triplanes ``planes [B, 3, C, H, W]`` with ``field`` (a ``TriplaneField``):
-    see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item."""
+    see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item.
+
+    ``bounds`` (one triplane only; e.g. ``lrm_fast.mesh.field_density_bounds(field, planes, raw=True)``):
+    a proven bound ``bounds(lo [M, 3], hi [M, 3]) -> (raw_min, raw_max)`` of the raw density over boxes.
+    Blocks of ``BOUND_BLOCK^3`` cells whose proven max is at most ``cut`` (a raw density, e.g.
+    ``raw_cut(grid.sigma_skip(tau), ...)``) store that max for their cells and their lattice points are
+    not queried; the stored value bounds the field there, so the grid stays conservative for every tau."""
     G, subdiv, dilate = int(resolution), int(subdiv), int(dilate)
     if G < 1 or subdiv < 1 or dilate < 0:
         raise ValueError(f"occupancy grid needs resolution >= 1, subdiv >= 1, dilate >= 0; got {G}, {subdiv}, {dilate}")
@@ -100,10 +115,44 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
     n = G * subdiv + 1
     dt = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
     x = torch.linspace(box_min, box_max, n, device=planes.device, dtype=dt)
+    blk = BOUND_BLOCK
+    if bounds is not None and cut is not None and B == 1 and G % blk == 0:
+        return _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, float(cut), x)
     pts = torch.stack(torch.meshgrid(x, x, x, indexing="ij"), -1).reshape(1, -1, 3).expand(B, -1, 3)
     raw = torch.cat([field(planes, pts[:, s:s + chunk].contiguous())[..., 0].float()
                      for s in range(0, pts.shape[1], chunk)], 1).reshape(B, 1, n, n, n)
     cell = F.max_pool3d(raw, kernel_size=subdiv + 1, stride=subdiv)          # [B, 1, G, G, G]
+    if dilate:
+        cell = F.max_pool3d(cell, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
+    return OccupancyGrid(cell[:, 0].contiguous(), float(box_min), float(box_max), subdiv, dilate)
+
+
+def _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, cut, x) -> OccupancyGrid:
+    """``build_occupancy`` with the proven pre-pass (one triplane): see its docstring."""
+    blk, dev = BOUND_BLOCK, planes.device
+    nb, n, k = G // blk, x.shape[0], BOUND_BLOCK * subdiv
+    edges = torch.linspace(box_min, box_max, nb + 1, dtype=torch.float64)
+    i = torch.arange(nb)
+    ii, jj, kk = torch.meshgrid(i, i, i, indexing="ij")
+    lo = torch.stack([edges[ii], edges[jj], edges[kk]], -1).reshape(-1, 3)
+    hi = torch.stack([edges[ii + 1], edges[jj + 1], edges[kk + 1]], -1).reshape(-1, 3)
+    _, ub = bounds(lo.float(), hi.float())
+    ub = ub.to(dev, torch.float32).reshape(1, 1, nb, nb, nb)
+    empty = ub <= cut                                                         # NaN bound: not empty
+    # lattice points of a closed non-empty block: M over lattice intervals, a point takes its two neighbours'
+    full = (~empty).float()
+    for d in (2, 3, 4):
+        full = full.repeat_interleave(k, dim=d)                               # [1, 1, n - 1, n - 1, n - 1]
+    need = F.max_pool3d(F.pad(full, (1, 1, 1, 1, 1, 1)), kernel_size=2, stride=1)[0, 0] > 0   # [n, n, n]
+    raw = torch.full((n, n, n), float("-inf"), device=dev)
+    idx = need.nonzero()
+    for s in range(0, idx.shape[0], chunk):
+        ijk = idx[s:s + chunk]
+        pts = torch.stack([x[ijk[:, 0]], x[ijk[:, 1]], x[ijk[:, 2]]], -1)
+        raw[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = field(planes, pts[None])[0, :, 0].float()
+    cell = F.max_pool3d(raw[None, None], kernel_size=subdiv + 1, stride=subdiv)   # [1, 1, G, G, G]
+    up = lambda t: t.repeat_interleave(blk, 2).repeat_interleave(blk, 3).repeat_interleave(blk, 4)  # noqa: E731
+    cell = torch.where(up(empty), torch.maximum(cell, up(ub)), cell)
     if dilate:
         cell = F.max_pool3d(cell, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
     return OccupancyGrid(cell[:, 0].contiguous(), float(box_min), float(box_max), subdiv, dilate)

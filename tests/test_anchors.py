@@ -1,0 +1,108 @@
+"""bench.anchors: the fitted base field in OpenLRM's own renderer renders what ours renders.
+
+``bench.anchors --fitted`` times OpenLRM's ``TriplaneSynthesizer`` holding the fitted field
+(bench/fitted_field.py) against our renderer, so both must render the same field. OpenLRM's render
+of it (deterministic sampling, 24 x 24, two views) is stored in ``fixtures/anchors_fitted_openlrm.npz``
+(written by this file: ``PYTHONPATH=. python tests/test_anchors.py --openlrm PATH``, OpenLRM at
+3108b69); with ``LRM_FAST_OPENLRM=PATH`` the test also renders it live from that checkout.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import anchors
+
+FIXTURE = Path(__file__).parent / "fixtures" / "anchors_fitted_openlrm.npz"
+VIEWS = ((30.0, 20.0), (200.0, -10.0))   # (azimuth, elevation) degrees, distance 2
+RES = 24
+TOL = 1e-4                              # the parity tests' render tolerance (fp32)
+
+
+def _cameras():
+    from lrm_fast.cameras import default_intrinsics, orbit_cameras
+
+    c2w = orbit_cameras([a for a, _ in VIEWS], [e for _, e in VIEWS])[None]        # [1, V, 4, 4]
+    K = default_intrinsics().expand(1, len(VIEWS), 4)
+    fx, fy, cx, cy = K[0, 0].tolist()
+    std = torch.cat([c2w.reshape(1, -1, 16),
+                     torch.tensor([fx, 0, cx, 0, fy, cy, 0, 0, 1.0]).expand(1, len(VIEWS), 9)], -1)
+    return c2w, K, std
+
+
+def openlrm_render(checkout: str) -> np.ndarray:
+    """OpenLRM's render ``[V, H, W, 3]`` of the fitted field (deterministic sampling, white background)."""
+    planes, synth, _ = anchors.load_fitted_into_openlrm(checkout)
+    _, _, std = _cameras()
+    V = len(VIEWS)
+    with torch.inference_mode(), anchors.openlrm_deterministic(synth):
+        out = synth(planes, std, torch.zeros(1, V, 2), torch.full((1, V, 1), float(RES)), torch.ones(1, V, 1), RES)
+    return out["images_rgb"][0].permute(0, 2, 3, 1).numpy()
+
+
+def our_render(exact: bool = True) -> np.ndarray:
+    from bench.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    c2w, K, _ = _cameras()
+    with torch.inference_mode():
+        if exact:
+            return model.renderer(planes, c2w, K, RES)["rgb"][0].numpy()
+        return anchors.render_default(model, planes, c2w, K, RES)["rgb"][0].numpy()
+
+
+def test_fitted_field_renders_as_openlrm_renders_it():
+    want = np.load(FIXTURE)["rgb"]
+    got = our_render(exact=True)
+    assert got.shape == want.shape == (len(VIEWS), RES, RES, 3)
+    err = float(np.abs(got - want).max())
+    assert err <= TOL, f"our exact render of the fitted field differs from OpenLRM's by {err:.3g}"
+    assert want.min() < 0.5 < want.max(), "the stored views must show the object on the white background"
+
+
+def test_default_render_of_fitted_field_skips_and_stays_close():
+    """What the anchors row times for us (skipping, grid built in the call) against OpenLRM's render."""
+    want = np.load(FIXTURE)["rgb"]
+    got = our_render(exact=False)
+    mse = float(((got - want) ** 2).mean())
+    assert mse == 0 or 10 * np.log10(1 / mse) >= 45.0
+
+
+@pytest.mark.skipif(not os.environ.get("LRM_FAST_OPENLRM"), reason="set LRM_FAST_OPENLRM to an OpenLRM checkout")
+def test_fitted_field_live_openlrm():
+    got = openlrm_render(os.environ["LRM_FAST_OPENLRM"])
+    assert float(np.abs(got - our_render(exact=True)).max()) <= TOL
+
+
+def test_cli_errors(capsys):
+    with pytest.raises(SystemExit):
+        anchors.main(["--fitted", "--triposr", "x"])
+    assert "--fitted needs --openlrm" in capsys.readouterr().err
+    assert anchors.main(["--triposr", str(Path(__file__).parent)]) == 2
+    assert "not a TripoSR checkout" in capsys.readouterr().err
+    assert anchors.main(["--openlrm", str(Path(__file__).parent)]) == 2
+    assert "not an OpenLRM checkout" in capsys.readouterr().err
+
+
+def test_table_format():
+    rows = [{"anchor": "TripoSR", "preset": "triposr", "case": "mesh grid 256^3", "theirs_s": 2.0, "ours_s": 0.5,
+             "ratio": 4.0}]
+    t = anchors.table(rows)
+    assert t.splitlines()[2] == "| TripoSR | triposr | mesh grid 256^3 | 2.000 s | 0.500 s | 4.00x |"
+
+
+if __name__ == "__main__":   # PYTHONPATH=. python tests/test_anchors.py --openlrm PATH  -> rewrites the fixture
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--openlrm", required=True)
+    a = ap.parse_args()
+    rgb = openlrm_render(a.openlrm)
+    FIXTURE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(FIXTURE, rgb=rgb.astype(np.float32), views=np.asarray(VIEWS), res=RES)
+    print(f"wrote {FIXTURE}: max |ours - theirs| = {np.abs(rgb - our_render()).max():.3g}", file=sys.stderr)

@@ -45,17 +45,11 @@ using vecdata::SamplesArgs;
 int isa() { return cpu_isa::current(); }
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cpu(
-    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
-    const at::Tensor& depths_in, const at::Tensor& bg_in, double thresh) {
-  check_composite("composite_fwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
-  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
-  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
+// the plain op's bodies (entries: composite_ops.h)
+void composite_fwd_body(OnCpu, const at::Tensor& rgb, const at::Tensor& sigma, const at::Tensor& deltas,
+                        const at::Tensor& depths, const at::Tensor& bg, double thresh, at::Tensor& color,
+                        at::Tensor& depth, at::Tensor& opacity, at::Tensor& t_final, at::Tensor& n_used) {
   const int64_t R = sigma.size(0), S = sigma.size(1);
-  auto color = at::empty({R, 3}, sigma.options());
-  auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
-  auto t_final = at::empty({R}, sigma.options());
-  auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
   if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
@@ -67,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
       LRM_ISA_CALL(which, plain_fwd_range, cp, sp, dp, tp, bp, S, float(thresh), b, e, scratch.data(), oc, od, oo,
                    ot, on);
     });
-    return {color, depth, opacity, t_final, n_used};
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_fwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
@@ -82,26 +76,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
                                                 int(S), scalar_t(thresh), oc + 3 * i, od + i, oo + i, ot + i);
     });
   });
-  return {color, depth, opacity, t_final, n_used};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
-    const at::Tensor& v_color_in, const at::Tensor& v_depth_in, const at::Tensor& v_opacity_in,
-    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
-    const at::Tensor& depths_in, const at::Tensor& bg_in, const at::Tensor& depth_in,
-    const at::Tensor& opacity_in, const at::Tensor& t_final_in, const at::Tensor& n_used_in) {
-  check_composite("composite_bwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
-  const int64_t R = sigma_in.size(0), S = sigma_in.size(1);
-  check_composite_grads("composite_bwd", v_color_in, &v_depth_in, &v_opacity_in, n_used_in, sigma_in, R);
-  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
-  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
-  const auto v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
-  const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
-  const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous();
-  const auto n_used = n_used_in.contiguous();
-  auto v_rgb = at::empty({R, S, 3}, sigma.options());
-  auto v_sigma = at::empty({R, S}, sigma.options());
-  auto v_bg = at::empty({R, 3}, sigma.options());
+void composite_bwd_body(OnCpu, const at::Tensor& v_color, const at::Tensor& v_depth, const at::Tensor& v_opacity,
+                        const at::Tensor& rgb, const at::Tensor& sigma, const at::Tensor& deltas,
+                        const at::Tensor& depths, const at::Tensor& bg, const at::Tensor& depth,
+                        const at::Tensor& opacity, const at::Tensor& t_final, const at::Tensor& n_used,
+                        at::Tensor& v_rgb, at::Tensor& v_sigma, at::Tensor& v_bg) {
+  const int64_t R = sigma.size(0), S = sigma.size(1);
   if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *cp = rgb.data_ptr<float>(), *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     const float *tp = depths.data_ptr<float>(), *bp = bg.data_ptr<float>();
@@ -114,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
       LRM_ISA_CALL(which, plain_bwd_range, cp, sp, dp, tp, bp, S, b, e, scratch.data(), nu, op, dep, vc, vd, vo,
                    g_rgb, g_sig, g_bg);
     });
-    return {v_rgb, v_sigma, v_bg};
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_bwd_cpu", [&] {
     const scalar_t *cp = rgb.data_ptr<scalar_t>(), *sp = sigma.data_ptr<scalar_t>();
@@ -133,20 +115,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cpu(
                                          g_sig + i * S, g_bg + 3 * i);
     });
   });
-  return {v_rgb, v_sigma, v_bg};
 }
 
-at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& deltas_in) {
-  check_composite_weights(sigma_in, deltas_in);
-  const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
+void composite_weights_body(OnCpu, const at::Tensor& sigma, const at::Tensor& deltas, at::Tensor& w) {
   const int64_t R = sigma.size(0), S = sigma.size(1);
-  auto w = at::empty({R, S}, sigma.options());
   if (const int which = isa(); use_vector(sigma.scalar_type())) {
     const float *sp = sigma.data_ptr<float>(), *dp = deltas.data_ptr<float>();
     float* wp = w.data_ptr<float>();
     at::parallel_for(0, R, kGrain,
                      [&](int64_t b, int64_t e) { LRM_ISA_CALL(which, plain_weights_range, sp, dp, S, b, e, wp); });
-    return w;
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cpu", [&] {
     const scalar_t *sp = sigma.data_ptr<scalar_t>(), *dp = deltas.data_ptr<scalar_t>();
@@ -155,7 +133,6 @@ at::Tensor composite_weights_cpu(const at::Tensor& sigma_in, const at::Tensor& d
       for (int64_t i = b; i < e; ++i) composite_weights_ray<scalar_t>(sp + i * S, dp + i * S, int(S), wp + i * S);
     });
   });
-  return w;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,13 +259,6 @@ void composite_samples_weights_rays(OnCpu, const at::Tensor& raw_in, const at::T
   });
 }
 
-TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
-  m.impl("composite_samples_fwd", &composite_samples_fwd_entry<OnCpu>);
-  m.impl("composite_samples_bwd", &composite_samples_bwd_entry<OnCpu>);
-  m.impl("composite_samples_weights", &composite_samples_weights_entry<OnCpu>);
-  m.impl("composite_fwd", &composite_fwd_cpu);
-  m.impl("composite_bwd", &composite_bwd_cpu);
-  m.impl("composite_weights", &composite_weights_cpu);
-}
+TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) { register_composite<OnCpu>(m); }
 
 }  // namespace lrm_fast

@@ -153,19 +153,12 @@ void composite_samples_weights_rays(OnCuda, const at::Tensor& raw_in, const at::
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_fwd_cuda(
-    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
-    const at::Tensor& depths_in, const at::Tensor& bg_in, double thresh) {
-  check_composite("composite_fwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
-  const c10::cuda::CUDAGuard guard(sigma_in.device());
-  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
-  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
+// the plain op's bodies (entries: composite_ops.h)
+void composite_fwd_body(OnCuda, const at::Tensor& rgb, const at::Tensor& sigma, const at::Tensor& deltas,
+                        const at::Tensor& depths, const at::Tensor& bg, double thresh, at::Tensor& color,
+                        at::Tensor& depth, at::Tensor& opacity, at::Tensor& t_final, at::Tensor& n_used) {
+  const c10::cuda::CUDAGuard guard(sigma.device());
   const int64_t R = sigma.size(0), S = sigma.size(1);
-  auto color = at::empty({R, 3}, sigma.options());
-  auto depth = at::empty({R}, sigma.options()), opacity = at::empty({R}, sigma.options());
-  auto t_final = at::empty({R}, sigma.options());
-  auto n_used = at::empty({R}, sigma.options().dtype(at::kInt));
-  if (R == 0) return {color, depth, opacity, t_final, n_used};
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_fwd_cuda", [&] {
     composite_fwd_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
@@ -175,28 +168,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
         t_final.data_ptr<scalar_t>(), n_used.data_ptr<int>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {color, depth, opacity, t_final, n_used};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cuda(
-    const at::Tensor& v_color_in, const at::Tensor& v_depth_in, const at::Tensor& v_opacity_in,
-    const at::Tensor& rgb_in, const at::Tensor& sigma_in, const at::Tensor& deltas_in,
-    const at::Tensor& depths_in, const at::Tensor& bg_in, const at::Tensor& depth_in,
-    const at::Tensor& opacity_in, const at::Tensor& t_final_in, const at::Tensor& n_used_in) {
-  check_composite("composite_bwd", rgb_in, sigma_in, deltas_in, depths_in, bg_in);
-  const int64_t R = sigma_in.size(0), S = sigma_in.size(1);
-  check_composite_grads("composite_bwd", v_color_in, &v_depth_in, &v_opacity_in, n_used_in, sigma_in, R);
-  const c10::cuda::CUDAGuard guard(sigma_in.device());
-  const auto rgb = rgb_in.contiguous(), sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
-  const auto depths = depths_in.contiguous(), bg = bg_in.contiguous();
-  const auto v_color = v_color_in.contiguous(), v_depth = v_depth_in.contiguous();
-  const auto v_opacity = v_opacity_in.contiguous(), depth = depth_in.contiguous();
-  const auto opacity = opacity_in.contiguous(), t_final = t_final_in.contiguous();
-  const auto n_used = n_used_in.contiguous();
-  auto v_rgb = at::empty({R, S, 3}, sigma.options());
-  auto v_sigma = at::empty({R, S}, sigma.options());
-  auto v_bg = at::empty({R, 3}, sigma.options());
-  if (R == 0) return {v_rgb, v_sigma, v_bg};
+void composite_bwd_body(OnCuda, const at::Tensor& v_color, const at::Tensor& v_depth, const at::Tensor& v_opacity,
+                        const at::Tensor& rgb, const at::Tensor& sigma, const at::Tensor& deltas,
+                        const at::Tensor& depths, const at::Tensor& bg, const at::Tensor& depth,
+                        const at::Tensor& opacity, const at::Tensor& t_final, const at::Tensor& n_used,
+                        at::Tensor& v_rgb, at::Tensor& v_sigma, at::Tensor& v_bg) {
+  const c10::cuda::CUDAGuard guard(sigma.device());
+  const int64_t R = sigma.size(0), S = sigma.size(1);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_bwd_cuda", [&] {
     composite_bwd_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
@@ -207,32 +187,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> composite_bwd_cuda(
         v_rgb.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(), v_bg.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {v_rgb, v_sigma, v_bg};
 }
 
-at::Tensor composite_weights_cuda(const at::Tensor& sigma_in, const at::Tensor& deltas_in) {
-  check_composite_weights(sigma_in, deltas_in);
-  const c10::cuda::CUDAGuard guard(sigma_in.device());
-  const auto sigma = sigma_in.contiguous(), deltas = deltas_in.contiguous();
+void composite_weights_body(OnCuda, const at::Tensor& sigma, const at::Tensor& deltas, at::Tensor& w) {
+  const c10::cuda::CUDAGuard guard(sigma.device());
   const int64_t R = sigma.size(0), S = sigma.size(1);
-  auto w = at::empty({R, S}, sigma.options());
-  if (R == 0) return w;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(sigma.scalar_type(), "composite_weights_cuda", [&] {
     composite_weights_kernel<scalar_t><<<blocks_for(R), kThreads, 0, stream>>>(
         sigma.data_ptr<scalar_t>(), deltas.data_ptr<scalar_t>(), R, int(S), w.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return w;
 }
 
-TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) {
-  m.impl("composite_fwd", &composite_fwd_cuda);
-  m.impl("composite_bwd", &composite_bwd_cuda);
-  m.impl("composite_weights", &composite_weights_cuda);
-  m.impl("composite_samples_fwd", &composite_samples_fwd_entry<OnCuda>);
-  m.impl("composite_samples_bwd", &composite_samples_bwd_entry<OnCuda>);
-  m.impl("composite_samples_weights", &composite_samples_weights_entry<OnCuda>);
-}
+TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) { register_composite<OnCuda>(m); }
 
 }  // namespace lrm_fast

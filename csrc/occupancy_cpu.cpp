@@ -147,9 +147,7 @@ TORCH_LIBRARY_IMPL(lrm_fast, CPU, m) {
   m.impl("occupancy_unpack", &occupancy_unpack_cpu);
   m.impl("occupancy_merge", &occupancy_merge_cpu);
   m.impl("occupancy_gather", &occupancy_gather_cpu);
-  m.impl("composite_samples_packed_fwd", &composite_samples_packed_fwd_entry<OnCpu>);
-  m.impl("composite_samples_packed_bwd", &composite_samples_packed_bwd_entry<OnCpu>);
-  m.impl("composite_samples_packed_weights", &composite_samples_packed_weights_entry<OnCpu>);
+  register_packed_composite<OnCpu>(m);
 }
 
 }  // namespace lrm_fast

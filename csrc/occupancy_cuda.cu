@@ -185,9 +185,7 @@ TORCH_LIBRARY_IMPL(lrm_fast, CUDA, m) {
   m.impl("occupancy_unpack", &occupancy_unpack_cuda);
   m.impl("occupancy_merge", &occupancy_merge_cuda);
   m.impl("occupancy_gather", &occupancy_gather_cuda);
-  m.impl("composite_samples_packed_fwd", &composite_samples_packed_fwd_entry<OnCuda>);
-  m.impl("composite_samples_packed_bwd", &composite_samples_packed_bwd_entry<OnCuda>);
-  m.impl("composite_samples_packed_weights", &composite_samples_packed_weights_entry<OnCuda>);
+  register_packed_composite<OnCuda>(m);
 }
 
 }  // namespace lrm_fast

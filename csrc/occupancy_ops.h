@@ -199,4 +199,12 @@ at::Tensor composite_samples_packed_weights_entry(const at::Tensor& raw, const a
   return w;
 }
 
+// what each device registers for the packed compositing ops (occupancy_cpu.cpp, occupancy_cuda.cu)
+template <typename Dev>
+void register_packed_composite(torch::Library& m) {
+  m.impl("composite_samples_packed_fwd", &composite_samples_packed_fwd_entry<Dev>);
+  m.impl("composite_samples_packed_bwd", &composite_samples_packed_bwd_entry<Dev>);
+  m.impl("composite_samples_packed_weights", &composite_samples_packed_weights_entry<Dev>);
+}
+
 }  // namespace lrm_fast

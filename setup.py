@@ -139,7 +139,7 @@ setup(
         "train": TRAIN,                                     # perceptual loss, training curves
         "demo": DEMO,                                       # `lrm-fast demo` (web UI)
         # tests + benchmarks (CI installs this; the web demo's browser test needs the demo stack)
-        "dev": ["pytest", "pytest-benchmark", "ninja", "triton", "gradio_client", "selenium"] + TRAIN + DEMO,
+        "dev": ["pytest", "pytest-random-order", "pytest-benchmark", "ninja", "triton", "gradio_client", "selenium"] + TRAIN + DEMO,
     },
     entry_points={"console_scripts": ["lrm-fast = lrm_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -189,4 +189,46 @@ LRM_HD void composite_samples_backward_ray(SampleIntervals<T>& iv, int S, const 
   for (int c = 0; c < 3; ++c) v_bg[c] = (T(1) - opacity) * v_color[c];
 }
 
+// The rays of one composite_samples call, in either layout: dense (off == nullptr: ray i owns
+// samples i * S .. i * S + S - 1 of t [R, S] and raw [R, S, 4]) or packed (occupancy_ops.h: ray i
+// owns samples off[i] .. off[i + 1] - 1 of t [N] and raw [N, 4]). The dense and the packed ops,
+// on CPU and CUDA, walk the same per-ray steps through it.
+template <typename T>
+struct SampleRays {
+  const T *raw, *t, *o, *d;
+  const int64_t* off;  // nullptr: dense
+  int64_t S;           // dense: samples per ray; packed: the largest count (sizes CPU scratch)
+  T bmin, bmax, bias;
+  int act;             // 0 softplus, 1 exp
+  bool midpoint;
+
+  LRM_HD int64_t start(int64_t i) const { return off ? off[i] : i * S; }
+  LRM_HD int count(int64_t i) const { return int(off ? off[i + 1] - off[i] : S); }
+  // ray i's interval weights: dense w [R, S - 1]; packed w [N] (the ray's last sample gets 0)
+  LRM_HD int64_t weights_start(int64_t i) const { return off ? off[i] : i * (S > 0 ? S - 1 : 0); }
+  LRM_HD SampleIntervals<T> iv(int64_t i, T* v_raw = nullptr) const {
+    const int64_t s = start(i);
+    return SampleIntervals<T>{raw + 4 * s, t + s, o + 3 * i, d + 3 * i, bmin, bmax, bias, act, midpoint,
+                              v_raw ? v_raw + 4 * s : nullptr};
+  }
+
+  LRM_HD int forward(int64_t i, const T* bg, T thresh, T* color, T* depth, T* opacity, T* t_final) const {
+    return composite_samples_forward_ray<T>(iv(i), count(i), bg + 3 * i, thresh, color + 3 * i, depth + i,
+                                            opacity + i, t_final + i);
+  }
+  LRM_HD void weights(int64_t i, T* w) const {
+    const int n = count(i);
+    T* wi = w + weights_start(i);
+    if (off && n > 0) wi[n - 1] = T(0);
+    composite_samples_weights_ray<T>(iv(i), n, wi);
+  }
+  // v_raw: the whole [R, S, 4] / [N, 4] cotangent, zeroed by the caller
+  LRM_HD void backward(int64_t i, const T* bg, const int* n_used, const T* opacity, const T* depth, const T* t_final,
+                       const T* v_color, const T* v_depth, const T* v_opacity, T* v_raw, T* v_bg) const {
+    auto ivi = iv(i, v_raw);
+    composite_samples_backward_ray<T>(ivi, count(i), bg + 3 * i, n_used[i], opacity[i], depth[i], t_final[i],
+                                      v_color + 3 * i, v_depth[i], v_opacity[i], v_bg + 3 * i);
+  }
+};
+
 }  // namespace lrm_fast

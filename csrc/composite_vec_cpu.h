@@ -86,18 +86,27 @@ struct SampleScratch {
 constexpr int kPlainArrays = 8;  // e alpha keep gs T va (+2 spare)
 inline int64_t plain_scratch_floats(int64_t S) { return kPlainArrays * scratch_stride(S); }
 
-// arguments of composite_samples over a range of rays (float32, contiguous)
-struct SamplesArgs {
-  const float *raw, *t, *o, *d, *bg;
-  float bmin, bmax, bias, thresh;
-  int act;
-  bool mid;
-  int64_t S;
-  SampleIntervals<float> iv(int64_t i) const {
-    return SampleIntervals<float>{raw + i * S * 4, t + i * S, o + 3 * i, d + 3 * i, bmin, bmax, bias, act, mid,
-                                  nullptr};
-  }
+// arguments of composite_samples over a range of rays (float32, contiguous): the rays in either
+// layout (composite_samples.h's SampleRays: the dense and the packed ops run the same range
+// functions), the background and the early-stop threshold
+struct SamplesArgs : SampleRays<float> {
+  const float* bg;
+  float thresh;
 };
+
+// one instantiation per (activation, midpoint), so the inner loops have no per-element branch
+#define LRM_ACT_MID(act, mid, CALL) \
+  do {                              \
+    if ((act) == 0 && (mid)) {      \
+      CALL(0, true);                \
+    } else if ((act) == 0) {        \
+      CALL(0, false);               \
+    } else if (mid) {               \
+      CALL(1, true);                \
+    } else {                        \
+      CALL(1, false);               \
+    }                               \
+  } while (0)
 
 }  // namespace vecdata
 }  // namespace lrm_fast
@@ -135,3 +144,22 @@ struct SamplesArgs {
 #undef LRM_VEC_NS
 #pragma GCC pop_options
 #endif  // x86-64
+
+// NAME(args...) -> the namespace above for ISA `which` (cpu_isa.h's picker; the caller reads it
+// once per call, before at::parallel_for, so every thread of a call runs the same build)
+#if defined(LRM_VEC_X86)
+#define LRM_ISA_CALL(which, NAME, ...)                            \
+  do {                                                            \
+    switch (which) {                                              \
+      case cpu_isa::kAvx512: vec_avx512::NAME(__VA_ARGS__); break;    \
+      case cpu_isa::kAvx2: vec_avx2::NAME(__VA_ARGS__); break;        \
+      default: vec::NAME(__VA_ARGS__);                            \
+    }                                                             \
+  } while (0)
+#else
+#define LRM_ISA_CALL(which, NAME, ...) \
+  do {                                 \
+    (void)(which);                     \
+    vec::NAME(__VA_ARGS__);            \
+  } while (0)
+#endif

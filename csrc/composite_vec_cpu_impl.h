@@ -521,60 +521,49 @@ LRM_VEC void composite_backward_ray_vec(const float* __restrict__ rgb, const flo
 // -------------------------------------------------------------------------------------------
 // ranges of rays (what the CPU kernels call per thread), compiled for this namespace's ISA
 
-// one instantiation per (activation, midpoint), so the inner loops have no per-element branch
-#define LRM_ACT_MID(act, mid, CALL) \
-  do {                              \
-    if ((act) == 0 && (mid)) {      \
-      CALL(0, true);                \
-    } else if ((act) == 0) {        \
-      CALL(0, false);               \
-    } else if (mid) {               \
-      CALL(1, true);                \
-    } else {                        \
-      CALL(1, false);               \
-    }                               \
-  } while (0)
-
-// scratch: samples_scratch_floats(a.S) floats
+// scratch: samples_scratch_floats(a.S) floats; dense or packed rays (SamplesArgs)
 inline void samples_fwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* color,
                               float* depth, float* opacity, float* t_final, int* n_used) {
   SampleScratch sc(scratch, a.S);
   for (int64_t i = b; i < e; ++i) {
     const auto iv = a.iv(i);
-#define LRM_CALL(A, M)                                                                                         \
-  n_used[i] = samples_forward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, a.thresh, sc, color + 3 * i, depth + i, \
+    const int S = a.count(i);
+#define LRM_CALL(A, M)                                                                                    \
+  n_used[i] = samples_forward_ray_impl<A, M>(iv, S, a.bg + 3 * i, a.thresh, sc, color + 3 * i, depth + i, \
                                              opacity + i, t_final + i)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+    LRM_ACT_MID(a.act, a.midpoint, LRM_CALL);
 #undef LRM_CALL
   }
 }
 
 inline void samples_weights_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, float* w) {
   SampleScratch sc(scratch, a.S);
-  const int64_t n = a.S > 0 ? a.S - 1 : 0;
   for (int64_t i = b; i < e; ++i) {
     const auto iv = a.iv(i);
-#define LRM_CALL(A, M) samples_weights_ray_impl<A, M>(iv, int(a.S), sc, w + i * n)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+    const int S = a.count(i);
+    float* wi = w + a.weights_start(i);
+    if (a.off && S > 0) wi[S - 1] = 0.0f;
+#define LRM_CALL(A, M) samples_weights_ray_impl<A, M>(iv, S, sc, wi)
+    LRM_ACT_MID(a.act, a.midpoint, LRM_CALL);
 #undef LRM_CALL
   }
 }
 
-// writes all of v_raw [R, S, 4]
+// writes all of v_raw [R, S, 4] (packed: [N, 4])
 inline void samples_bwd_range(const SamplesArgs& a, int64_t b, int64_t e, float* scratch, const float* v_color,
                               const float* v_depth, const float* v_opacity, const float* depth, const float* opacity,
                               const int* n_used, float* v_raw, float* v_bg) {
   SampleScratch sc(scratch, a.S);
   for (int64_t i = b; i < e; ++i) {
     const auto iv = a.iv(i);
-#define LRM_CALL(A, M)                                                                                        \
-  samples_backward_ray_impl<A, M>(iv, int(a.S), a.bg + 3 * i, n_used[i], opacity[i], depth[i], v_color + 3 * i, \
-                                  v_depth[i], v_opacity[i], sc, v_raw + i * a.S * 4, v_bg + 3 * i)
-    LRM_ACT_MID(a.act, a.mid, LRM_CALL);
+    const int S = a.count(i);
+#define LRM_CALL(A, M)                                                                                   \
+  samples_backward_ray_impl<A, M>(iv, S, a.bg + 3 * i, n_used[i], opacity[i], depth[i], v_color + 3 * i, \
+                                  v_depth[i], v_opacity[i], sc, v_raw + 4 * a.start(i), v_bg + 3 * i)
+    LRM_ACT_MID(a.act, a.midpoint, LRM_CALL);
 #undef LRM_CALL
   }
 }
-#undef LRM_ACT_MID
 
 // scratch: kChunk + 16 floats
 inline void plain_fwd_range(const float* rgb, const float* sigma, const float* deltas, const float* depths,

@@ -11,6 +11,7 @@ import torch
 
 from lrm_fast.ops import _dispatch
 from lrm_fast.ops.attention import _attention_ref, attention, probe_xformers
+from tests._twin import check_low_precision, check_twin
 
 attn_mod = sys.modules["lrm_fast.ops.attention"]  # the module (lrm_fast.ops.attention is the function)
 
@@ -21,42 +22,27 @@ CPU_BACKENDS = ["sdpa", "auto", "fast"]
 SHAPES = [(2, 16, 16, 2, 32), (1, 48, 17, 3, 64), (2, 5, 37, 2, 64), (1, 1, 9, 1, 32), (3, 13, 13, 4, 16)]
 
 
+NAMES = ("out", "v_q", "v_k", "v_v")
+
+
 def _qkv(shape, dtype=torch.float32, device="cpu", seed=0):
     B, Lq, Lk, H, D = shape
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, Lq, H, D, generator=g)
     k = torch.randn(B, Lk, H, D, generator=g)
     v = torch.randn(B, Lk, H, D, generator=g)
-    return [t.to(device, dtype).requires_grad_() for t in (q, k, v)]
-
-
-def _run(fn, q, k, v, v_out):
-    out = fn(q, k, v)
-    grads = torch.autograd.grad(out, (q, k, v), v_out)
-    return [out.detach().float()] + [g.float() for g in grads]
+    return [t.to(device, dtype) for t in (q, k, v)]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_fp32_forward_backward_match_reference(backend, shape):
-    q, k, v = _qkv(shape)
-    v_out = torch.randn(shape[0], shape[1], shape[3], shape[4])
-    ref = _run(_attention_ref, q, k, v, v_out)
-    got = _run(lambda *a: attention(*a, backend=backend), q, k, v, v_out)
-    for name, a, b in zip(("out", "v_q", "v_k", "v_v"), got, ref):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    check_twin(lambda *a: attention(*a, backend=backend), _attention_ref, _qkv(shape), wrt=(0, 1, 2),
+               tol=dict(atol=2e-5, rtol=1e-4), names=NAMES)
 
 
 def _check_low_precision(fn, shape, dtype, device="cpu"):
-    q, k, v = _qkv(shape, torch.float32, device)
-    v_out = torch.randn(shape[0], shape[1], shape[3], shape[4], device=device)
-    truth = _run(_attention_ref, q, k, v, v_out)
-    ql, kl, vl = (t.detach().to(dtype).requires_grad_() for t in (q, k, v))
-    ref_lp = _run(_attention_ref, ql, kl, vl, v_out.to(dtype))
-    got = _run(fn, ql, kl, vl, v_out.to(dtype))
-    for name, g, r, t in zip(("out", "v_q", "v_k", "v_v"), got, ref_lp, truth):
-        err, ref_err = (g - t).abs().max().item(), (r - t).abs().max().item()
-        assert err <= 2 * ref_err + 1e-4, f"{dtype} {name}: error {err:.3g} > 2 x reference's {ref_err:.3g}"
+    check_low_precision(fn, _attention_ref, _qkv(shape, torch.float32, device), dtype, wrt=(0, 1, 2), names=NAMES)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -123,13 +109,9 @@ def _xformers_or_skip(dtype, head_dim):
 @pytest.mark.parametrize("shape", SHAPES[:4], ids=lambda s: "x".join(map(str, s)))
 def test_xformers_fp32_matches_reference_gpu(shape):
     _xformers_or_skip(torch.float32, shape[-1])
-    q, k, v = _qkv(shape, device="cuda")
-    v_out = torch.randn(shape[0], shape[1], shape[3], shape[4], device="cuda")
-    ref = _run(_attention_ref, q, k, v, v_out)
-    got = _run(lambda *a: attention(*a, backend="xformers"), q, k, v, v_out)
-    for a, b in zip(got, ref):
-        # TF32 may be on in the reference matmuls on Ampere+; keep the bound honest for fp32 kernels
-        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+    # TF32 may be on in the reference matmuls on Ampere+; keep the bound honest for fp32 kernels
+    check_twin(lambda *a: attention(*a, backend="xformers"), _attention_ref, _qkv(shape, device="cuda"),
+               wrt=(0, 1, 2), tol=dict(atol=2e-3, rtol=2e-3), names=NAMES)
 
 
 @pytest.mark.gpu

@@ -4,7 +4,7 @@ import torch
 
 from lrm_fast.ops import composite, composite_weights
 from lrm_fast.ops.raymarch import load_extension
-from tests._twin import assert_close
+from tests._twin import DEVICES, assert_close, check_twin
 
 pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
 
@@ -21,29 +21,17 @@ def _inputs(R, S, dtype, device="cpu", scale=3.0, seed=0, bg_shape=(3,)):
     return [t.to(device) for t in (rgb, sigma, deltas, depths, bg)]
 
 
-def _run(backend, rgb, sigma, deltas, depths, bg, early_stop=0.0):
-    rgb, sigma, bg = (t.detach().clone().requires_grad_() for t in (rgb, sigma, bg))
-    c, d, o = composite(rgb, sigma, deltas, depths, bg, backend=backend, early_stop=early_stop)
-    g = torch.Generator().manual_seed(1)
-    vc = torch.randn(c.shape, generator=g, dtype=c.dtype).to(c.device)
-    vd = torch.randn(d.shape, generator=g, dtype=c.dtype).to(c.device)
-    vo = torch.randn(o.shape, generator=g, dtype=c.dtype).to(c.device)
-    loss = (c * vc).sum() + (d * vd).sum() + (o * vo).sum()
-    grads = torch.autograd.grad(loss, [rgb, sigma, bg])
-    return (c, d, o) + grads
+def _compare(args, **kw):
+    """cpp vs the twin, forward and backward (d rgb, d sigma, d background)."""
+    check_twin(lambda *a: composite(*a, backend="cpp", **kw), lambda *a: composite(*a, backend="reference"), args,
+               wrt=(0, 1, 4), tol=TOL, names=("color", "depth", "opacity", "v_rgb", "v_sigma", "v_bg"))
 
 
-def _compare(args, dtype, **kw):
-    ref = _run("reference", *args)
-    fast = _run("cpp", *args, **kw)
-    for name, a, b in zip(("color", "depth", "opacity", "v_rgb", "v_sigma", "v_bg"), ref, fast):
-        torch.testing.assert_close(b, a, **TOL[dtype], msg=lambda m: f"{name}: {m}")
-
-
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("R,S", [(1, 1), (7, 5), (33, 64), (4, 2)])
-def test_matches_twin(R, S, dtype):
-    _compare(_inputs(R, S, dtype), dtype)
+@pytest.mark.parametrize("R,S", [(1, 1), (7, 5), (33, 64), (4, 2), (300, 48)])
+def test_matches_twin(R, S, dtype, device):
+    _compare(_inputs(R, S, dtype, device=device))
 
 
 @pytest.mark.parametrize("case", ["zero_density", "huge_density", "per_ray_background", "one_opaque"])
@@ -56,7 +44,7 @@ def test_edge_cases(case):
         sigma.fill_(1e6)
     elif case == "one_opaque":
         sigma[:, 4] = 1e4
-    _compare((rgb, sigma, deltas, depths, bg), dtype)
+    _compare((rgb, sigma, deltas, depths, bg))
 
 
 def test_empty_batch_and_empty_rays():
@@ -73,16 +61,16 @@ def test_non_contiguous_inputs():
     rgb_nc = rgb.transpose(0, 1).contiguous().transpose(0, 1)
     sigma_nc = sigma.t().contiguous().t()
     assert not rgb_nc.is_contiguous() and not sigma_nc.is_contiguous()
-    _compare((rgb_nc, sigma_nc, deltas[:, :], depths, bg), torch.float64)
+    _compare((rgb_nc, sigma_nc, deltas[:, :], depths, bg))
 
 
 def test_early_stop_is_bounded_and_backward_consistent():
     dtype = torch.float64
     rgb, sigma, deltas, depths, bg = _inputs(16, 32, dtype, scale=30.0)
     thresh = 1e-3
-    ref = _run("reference", rgb, sigma, deltas, depths, bg)
-    fast = _run("cpp", rgb, sigma, deltas, depths, bg, early_stop=thresh)
-    for a, b in zip(ref[:3], fast[:3]):
+    ref = composite(rgb, sigma, deltas, depths, bg, backend="reference")
+    fast = composite(rgb, sigma, deltas, depths, bg, backend="cpp", early_stop=thresh)
+    for a, b in zip(ref, fast):
         assert (a - b).abs().max() <= 3 * thresh
     # the backward of the stopped forward is exact for that (truncated) function: gradcheck it
     rgb, sigma, bg = (t[:3, :6].clone().requires_grad_() if t.dim() > 1 else t.clone().requires_grad_()
@@ -140,10 +128,8 @@ def test_probe_declines_half_on_auto():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_twin(dtype):
+def test_cuda_matches_cpu(dtype):
     args = _inputs(300, 48, dtype, device="cuda")
-    _compare(args, dtype)
-    rgb, sigma, deltas, depths, bg = args
     cpu = composite(*(t.cpu() for t in args), backend="cpp")
     gpu = composite(*args, backend="cpp")
     for a, b in zip(cpu, gpu):
@@ -176,26 +162,25 @@ def _sample_inputs(R, S, dtype, device="cpu"):
     return [x.to(device) for x in (raw, t, o, d, bg)]
 
 
-def _run_samples(backend, raw, t, o, d, bg, **kw):
-    raw, bg = raw.detach().clone().requires_grad_(), bg.detach().clone().requires_grad_()
-    c, dep, op = composite_samples(raw, t, o, d, bg, backend=backend, **kw)
-    v = torch.linspace(-1, 1, 3, dtype=c.dtype, device=c.device)
-    loss = (c * v).sum() + 0.3 * dep.sum() + op.sum()
-    return (c, dep, op) + torch.autograd.grad(loss, [raw, bg])
+def _compare_samples(args, tol=TOL, **kw):
+    """composite_samples: cpp vs the twin, forward and backward (d raw, d background)."""
+    check_twin(lambda *a: composite_samples(*a, backend="cpp", **kw),
+               lambda *a: composite_samples(*a, backend="reference", **kw), args, wrt=(0, 4), tol=tol,
+               names=("color", "depth", "opacity", "v_raw", "v_bg"))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("midpoint", [True, False])
 @pytest.mark.parametrize("act", ["softplus", "exp"])
-def test_composite_samples_matches_twin(dtype, midpoint, act):
-    args = _sample_inputs(9, 12, dtype)
+@pytest.mark.parametrize("R,S", [(9, 12), (300, 40)])
+def test_composite_samples_matches_twin(R, S, dtype, midpoint, act, device):
+    args = _sample_inputs(R, S, dtype, device=device)
     kw = dict(midpoint=midpoint, density_activation=act)
-    for name, a, b in zip(("color", "depth", "opacity", "v_raw", "v_bg"), _run_samples("reference", *args, **kw),
-                          _run_samples("cpp", *args, **kw)):
-        torch.testing.assert_close(b, a, **TOL[dtype], msg=lambda m: f"{name}: {m}")
+    _compare_samples(args, **kw)
     raw, t, o, d, _ = args
-    torch.testing.assert_close(composite_samples_weights(raw, t, o, d, backend="cpp", **kw),
-                               composite_samples_weights(raw, t, o, d, backend="reference", **kw), **TOL[dtype])
+    check_twin(lambda *a: composite_samples_weights(*a, backend="cpp", **kw),
+               lambda *a: composite_samples_weights(*a, backend="reference", **kw), (raw, t, o, d), tol=TOL)
 
 
 def test_composite_samples_gradcheck_and_opcheck():
@@ -218,16 +203,7 @@ def test_composite_samples_edge_cases():
     raw, t, o, d, bg = _sample_inputs(3, 8, torch.float64)
     o = o.clone()
     o[1] = torch.tensor([5.0, 5.0, 5.0], dtype=torch.float64)
-    for a, b in zip(_run_samples("reference", raw, t, o, d, bg), _run_samples("cpp", raw, t, o, d, bg)):
-        torch.testing.assert_close(b, a)
-
-
-@pytest.mark.gpu
-def test_cuda_composite_samples_matches_twin():
-    for dtype in (torch.float32, torch.float64):
-        args = _sample_inputs(300, 40, dtype, device="cuda")
-        for a, b in zip(_run_samples("reference", *args), _run_samples("cpp", *args)):
-            torch.testing.assert_close(b, a, **TOL[dtype])
+    _compare_samples((raw, t, o, d, bg), tol=dict(atol=1e-7, rtol=1e-7))  # assert_close's float64 default
 
 
 # -- float32 vector path (composite_vec_cpu.h) against the float64 scalar path ----------------

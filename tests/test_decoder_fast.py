@@ -9,6 +9,7 @@ from lrm_fast.config import LRMConfig
 from lrm_fast.model.compiled import CompiledPlanes
 from lrm_fast.model.lrm import LRM
 from lrm_fast.ops import _dispatch
+from tests._twin import check_low_precision, check_twin
 
 mln = importlib.import_module("lrm_fast.ops.modulated_layer_norm")  # the op's module (its function shares the name)
 
@@ -25,21 +26,23 @@ def _modln_inputs(B=2, L=7, D=24, affine=True, dtype=torch.float32, seed=0):
     return [t if t is None else t.to(dtype).requires_grad_() for t in (x, w, b, shift, scale)]
 
 
-def _grads(fn, inputs, v_out):
-    out = fn(*inputs, 1e-6)
-    leaves = [t for t in inputs if t is not None]
-    return [out.detach().float()] + [g.float() for g in torch.autograd.grad(out, leaves, v_out)]
+def _folded(*a):
+    return mln._modulated_layer_norm_folded(*a, 1e-6)
+
+
+def _ref(*a):
+    return mln._modulated_layer_norm_ref(*a, 1e-6)
+
+
+def _wrt(inputs):  # every input that is given (w and b are None without affine)
+    return [i for i, t in enumerate(inputs) if t is not None]
 
 
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("B,L,D", [(2, 7, 24), (1, 1, 8), (3, 33, 64)])
 def test_folded_modulation_matches_twin_fp32(affine, B, L, D):
     inputs = _modln_inputs(B, L, D, affine)
-    v_out = torch.randn(B, L, D, generator=torch.Generator().manual_seed(1))
-    ref = _grads(mln._modulated_layer_norm_ref, inputs, v_out)
-    got = _grads(mln._modulated_layer_norm_folded, inputs, v_out)
-    for i, (a, b) in enumerate(zip(got, ref)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m, i=i: f"output/grad #{i}: {m}")
+    check_twin(_folded, _ref, inputs, wrt=_wrt(inputs), tol=dict(atol=1e-5, rtol=1e-5))
 
 
 def test_folded_modulation_gradcheck_fp64():
@@ -50,14 +53,7 @@ def test_folded_modulation_gradcheck_fp64():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_folded_modulation_low_precision_rule(dtype):
     inputs = _modln_inputs(2, 9, 64)
-    v_out = torch.randn(2, 9, 64, generator=torch.Generator().manual_seed(1))
-    truth = _grads(mln._modulated_layer_norm_ref, inputs, v_out)
-    low = [t.detach().to(dtype).requires_grad_() for t in inputs]
-    ref_lp = _grads(mln._modulated_layer_norm_ref, low, v_out.to(dtype))
-    got = _grads(mln._modulated_layer_norm_folded, low, v_out.to(dtype))
-    for i, (g, r, t) in enumerate(zip(got, ref_lp, truth)):
-        err, ref_err = (g - t).abs().max().item(), (r - t).abs().max().item()
-        assert err <= 2 * ref_err + 1e-4, f"{dtype} #{i}: {err:.3g} > 2 x {ref_err:.3g}"
+    check_low_precision(_folded, _ref, inputs, dtype, wrt=_wrt(inputs))
 
 
 def test_folded_modulation_low_precision_inference_rule():

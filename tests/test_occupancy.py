@@ -17,6 +17,7 @@ from lrm_fast.ops.occupancy import (composite_samples_packed, composite_samples_
 from lrm_fast.render.field import TriplaneField
 from lrm_fast.render.occupancy import OccupancyGrid, build_occupancy
 from lrm_fast.render.renderer import Renderer
+from tests._twin import DEVICES, check_twin
 
 HAS_CPP = _dispatch.resolve("composite_samples_packed", "auto", torch.zeros(1))[0] == "cpp"
 needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="lrm_fast._C not built")
@@ -64,28 +65,30 @@ def test_packed_equals_dense_op_ray_by_ray(backend, kw):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+FWD_TOL = dict(rtol=1e-5, atol=2e-6)   # float32 forward, cpp vs the twin
+GRAD_TOL = dict(rtol=1e-4, atol=1e-5)  # float32 forward and backward
+
+
+def _cpp_vs_twin(args, tol, wrt=(), **kw):
+    check_twin(lambda *a: composite_samples_packed(*a, backend="cpp", **kw),
+               lambda *a: composite_samples_packed(*a, backend="reference", **kw), args, wrt=wrt, tol=tol)
+
+
 @needs_cpp
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scalar", [False, True])
-@pytest.mark.parametrize("kw", PARAMS[:3], ids=["default", "nomid", "exp"])
-def test_packed_cpp_float32_matches_twin(scalar, kw, monkeypatch):
+@pytest.mark.parametrize("kw", PARAMS, ids=["default", "nomid", "exp", "box"])
+def test_packed_cpp_float32_matches_twin(scalar, kw, device, monkeypatch):
     if scalar:
         monkeypatch.setenv("LRM_FAST_COMPOSITE_SCALAR", "1")
-    raw, t, off, o, d, bg = _packed_case([0, 1, 2, 7, 64, 100, 31, 33], dtype=torch.float32)
-    got = composite_samples_packed(raw, t, off, o, d, bg, backend="cpp", **kw)
-    want = composite_samples_packed(raw, t, off, o, d, bg, backend="reference", **kw)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=2e-6)
+    _cpp_vs_twin(_packed_case([0, 1, 2, 7, 64, 100, 31, 33], dtype=torch.float32, device=device), FWD_TOL, **kw)
 
 
 @needs_cpp
 @pytest.mark.parametrize("isa", ["plain", "avx2"])
 def test_packed_cpp_lower_isa(isa, monkeypatch):
     monkeypatch.setenv("LRM_FAST_CPU_ISA", isa)
-    raw, t, off, o, d, bg = _packed_case([5, 64, 0, 37], dtype=torch.float32)
-    got = composite_samples_packed(raw, t, off, o, d, bg, backend="cpp")
-    want = composite_samples_packed(raw, t, off, o, d, bg, backend="reference")
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=2e-6)
+    _cpp_vs_twin(_packed_case([5, 64, 0, 37], dtype=torch.float32), FWD_TOL)
 
 
 @pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
@@ -118,16 +121,7 @@ def test_packed_gradcheck_and_grads_match_twin():
 
     assert torch.autograd.gradcheck(f, (raw, bg), atol=1e-7)
     for kw in PARAMS[:3]:
-        raw32, t32, off32, o32, d32, bg32 = _packed_case([4, 0, 40, 1, 70], dtype=torch.float32, seed=3)
-        grads = []
-        for backend in ("cpp", "reference"):
-            r_ = raw32.clone().requires_grad_(True)
-            b_ = bg32.clone().requires_grad_(True)
-            c, dep, op = composite_samples_packed(r_, t32, off32, o32, d32, b_, backend=backend, **kw)
-            (c.square().sum() + 0.3 * dep.sum() + op.sum()).backward()
-            grads.append((r_.grad, b_.grad))
-        for g, w in zip(*grads):
-            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+        _cpp_vs_twin(_packed_case([4, 0, 40, 1, 70], dtype=torch.float32, seed=3), GRAD_TOL, wrt=(0, 5), **kw)
 
 
 @needs_cpp

@@ -5,6 +5,7 @@ import torch
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.ops import generate_rays, importance, ray_box, stratified
 from lrm_fast.ops.raymarch import load_extension
+from tests._twin import DEVICES, EXACT, check_twin
 
 pytestmark = pytest.mark.skipif(not load_extension()[0], reason=load_extension()[1])
 
@@ -174,23 +175,20 @@ def _sorted_sets(R, A, B, K, dtype, ties=False):
 
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("R,A,B,K", [(7, 5, 4, 4), (3, 1, 6, 2), (2, 6, 0, 4), (2, 0, 3, 4), (0, 4, 4, 4),
-                                     (130, 64, 64, 4)])
+                                     (130, 64, 64, 4), (300, 64, 64, 4)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_merge_samples_matches_twin_forward_and_backward(dtype, R, A, B, K, ties):
+def test_merge_samples_matches_twin_forward_and_backward(dtype, R, A, B, K, ties, device):
     from lrm_fast.ops import merge_samples
 
-    ta, va, tb, vb = _sorted_sets(R, A, B, K, dtype, ties)
-    outs = {}
-    for be in ("reference", "cpp"):
-        a, b = va.clone().requires_grad_(), vb.clone().requires_grad_()
-        t, v = merge_samples(ta, a, tb, b, backend=be)
-        (v * torch.linspace(-1, 1, v.numel(), dtype=dtype).reshape(v.shape)).sum().backward()
-        outs[be] = (t, v, a.grad, b.grad)
-    for x, y in zip(outs["cpp"], outs["reference"]):
-        assert torch.equal(x, y)  # a merge moves values: bit-exact
-    assert torch.all(outs["cpp"][0][:, 1:] >= outs["cpp"][0][:, :-1])
+    args = [x.to(device) for x in _sorted_sets(R, A, B, K, dtype, ties)]
+    # a merge moves values: bit-exact, forward and backward
+    t, _, _, _ = check_twin(lambda *a: merge_samples(*a, backend="cpp"),
+                            lambda *a: merge_samples(*a, backend="reference"), args, wrt=(1, 3), tol=EXACT,
+                            names=("t", "v", "v_a", "v_b"))
+    assert torch.all(t[:, 1:] >= t[:, :-1])
 
 
 
@@ -257,17 +255,10 @@ def test_ray_points_bad_inputs_and_no_grad():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_merge_samples_and_ray_points_match_twins(dtype):
-    from lrm_fast.ops import merge_samples, ray_points
+def test_cuda_ray_points_match_twin(dtype):
+    from lrm_fast.ops import ray_points
 
-    ta, va, tb, vb = (x.cuda() for x in _sorted_sets(300, 64, 64, 4, dtype, ties=True))
-    outs = {}
-    for be in ("reference", "cpp"):
-        a, b = va.clone().requires_grad_(), vb.clone().requires_grad_()
-        t, v = merge_samples(ta, a, tb, b, backend=be)
-        (v * torch.arange(v.numel(), device="cuda", dtype=dtype).reshape(v.shape)).sum().backward()
-        outs[be] = (t, v, a.grad, b.grad)
-    assert all(torch.equal(x, y) for x, y in zip(outs["cpp"], outs["reference"]))
+    ta = _sorted_sets(300, 64, 64, 4, dtype, ties=True)[0].cuda()
     o = torch.randn(300, 3, dtype=dtype, device="cuda")
     d = torch.nn.functional.normalize(torch.randn(300, 3, dtype=dtype, device="cuda"), dim=-1)
     assert torch.equal(ray_points(o, d, ta, backend="cpp"), ray_points(o, d, ta, backend="reference"))

@@ -6,6 +6,7 @@ import torch
 
 from lrm_fast.ops import _dispatch
 from lrm_fast.ops.triplane_mlp import _cpp_probe, triplane_mlp
+from tests._twin import check_twin
 
 
 def _built():
@@ -137,26 +138,24 @@ def test_renderer_fast_backend_matches_reference_16px(tiny_model):
 # backward (lrm_fast::triplane_mlp_bwd through the autograd formula of triplane_mlp_fwd)
 
 
-def _grads(planes, pts, ws, bs, agg, act, backend, v=None):
-    planes = planes.detach().clone().requires_grad_()
-    ws = [w.detach().clone().requires_grad_() for w in ws]
-    bs = [b.detach().clone().requires_grad_() if b is not None else None for b in bs]
-    params = [planes, *ws, *[b for b in bs if b is not None]]
-    out = triplane_mlp(planes, pts, ws, bs, agg, act, backend=backend)
-    if v is None:
-        v = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
-    return [out, *torch.autograd.grad(out, params, v)]
-
-
 def _check_grads(planes, pts, ws, bs, agg, act, v=None):
-    ref = _grads(planes, pts, ws, bs, agg, act, "reference", v)
-    got = _grads(planes, pts, ws, bs, agg, act, "cpp", v)
-    names = ["out", "planes"] + [f"weights[{i}]" for i in range(len(ws))] + \
-        [f"biases[{i}]" for i, b in enumerate(bs) if b is not None]
-    for name, a, b in zip(names, got, ref):
-        assert a.shape == b.shape, name
-        # sums over N points: absolute error scales with the gradient's magnitude
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().amax().item() if b.numel() else 0.0), msg=name)
+    """cpp vs the twin, forward and backward (planes, weights, biases; cotangent v or a seeded
+    random one)."""
+    L, has_b = len(ws), [b is not None for b in bs]
+
+    def call(backend):
+        def f(planes, *wb):
+            it = iter(wb[L:])
+            return triplane_mlp(planes, pts, list(wb[:L]), [next(it) if h else None for h in has_b], agg, act,
+                                backend=backend)
+        return f
+
+    inputs = [planes, *ws, *[b for b in bs if b is not None]]
+    names = ["out", "planes"] + [f"weights[{i}]" for i in range(L)] + [f"biases[{i}]" for i, h in enumerate(has_b) if h]
+    # sums over N points: absolute error scales with the gradient's magnitude
+    check_twin(call("cpp"), call("reference"), inputs, wrt=range(len(inputs)), names=names, seed=7,
+               cots=None if v is None else [v],
+               tol=lambda b: dict(rtol=1e-4, atol=1e-5 * max(1.0, b.abs().amax().item() if b.numel() else 0.0)))
 
 
 @pytest.mark.parametrize("agg", ["concat", "sum", "mean"])

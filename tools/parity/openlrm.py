@@ -39,10 +39,7 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
-import types
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,6 +48,10 @@ os.environ["XFORMERS_DISABLED"] = "1"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import commit, stub_missing, synthetic_weights, to_numpy, write_fixture  # noqa: E402
+from _common import versions as common_versions  # noqa: E402
 
 COMMITS = {"1.1": "3108b6902d27912e1dcdce76970eab51436f5b21",   # 3108b69, main past v1.1.1
            "1.0": "d4caebbea3f446904d9faafaf734e797fcc4ec89"}   # tag v1.0.0
@@ -101,19 +102,6 @@ BIAS_DENSITY = {"1.1": 2.0, "1.0": 4.0}
 MESH_LEVEL = {"1.1": 3.0, "1.0": 1.5}
 
 
-def _stub_missing(names) -> None:
-    for name in names:
-        try:
-            __import__(name)
-        except ImportError:
-            mod = types.ModuleType(name)
-
-            def _unavailable(*a, _n=name, **k):
-                raise RuntimeError(f"{_n} is stubbed in the parity generator")
-            mod.marching_cubes = _unavailable
-            sys.modules[name] = mod
-
-
 def _synthetic_weights(model: torch.nn.Module, seed: int, version: str) -> None:
     """Every parameter from N(0, 1) x a per-kind scale (seeded; independent of OpenLRM's init).
 
@@ -126,39 +114,34 @@ def _synthetic_weights(model: torch.nn.Module, seed: int, version: str) -> None:
     MLP's density row scaled and biased (``DENSITY_GAIN``, ``BIAS_DENSITY``) so that the density
     softplus(x - 1) spans roughly 0.02 .. 5 inside the box (renders neither empty nor opaque; the
     mesh level crosses the box)."""
-    g = torch.Generator().manual_seed(seed)
+    def is_norm(name, leaf, p):
+        return p.dim() == 1 and ("norm" in name or "layernorm" in name) and leaf in ("weight", "bias")
+
+    def layer_scale(name, leaf, p, n):                                  # DINOv2 LayerScale
+        return 0.5 + 0.3 * n if leaf == "gamma" else None
+
+    def matrix(name, leaf, p, n):
+        if "upsampler" in name or "deconv" in name:                     # ConvTranspose2d [D_in, C, 2, 2]
+            fan_in = p.shape[0]
+        else:
+            fan_in = p[0].numel()
+        v = n / math.sqrt(fan_in)
+        if leaf in ("q_proj_weight", "k_proj_weight"):
+            v = v * 2.5
+        elif leaf == "in_proj_weight":                                  # rows [q; k; v]
+            v[: 2 * (p.shape[0] // 3)] *= 2.5
+        elif name.endswith("attn.qkv.weight"):                          # DINOv2 [q; k; v]
+            v[: 2 * (p.shape[0] // 3)] *= 2.5
+        elif name.endswith("attention.attention.query.weight") or name.endswith("attention.attention.key.weight"):
+            v = v * 2.5
+        return v
+
+    synthetic_weights(model, seed, is_norm=is_norm, other=layer_scale,
+                      is_bias=lambda leaf: leaf == "bias" or leaf.endswith("_bias"),
+                      is_embedding=lambda name, leaf: leaf in ("cls_token", "register_tokens", "pos_embed",
+                                                                "position_embeddings"),
+                      matrix=matrix)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            n = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            leaf = name.rsplit(".", 1)[-1]
-            is_norm = p.dim() == 1 and ("norm" in name or "layernorm" in name) and leaf in ("weight", "bias")
-            if is_norm:
-                v = 1 + 0.3 * n if leaf == "weight" else 0.2 * n
-            elif leaf == "gamma":                                      # DINOv2 LayerScale
-                v = 0.5 + 0.3 * n
-            elif leaf == "bias" or leaf.endswith("_bias"):
-                v = 0.2 * n
-            elif leaf in ("cls_token", "register_tokens", "pos_embed", "position_embeddings"):
-                v = n
-            elif p.dim() >= 2:
-                if "upsampler" in name or "deconv" in name:            # ConvTranspose2d [D_in, C, 2, 2]
-                    fan_in = p.shape[0]
-                else:
-                    fan_in = p[0].numel()
-                v = n / math.sqrt(fan_in)
-                D = p.shape[-1] if p.dim() == 2 else None
-                if leaf in ("q_proj_weight", "k_proj_weight"):
-                    v = v * 2.5
-                elif leaf == "in_proj_weight":                          # rows [q; k; v]
-                    v[: 2 * (p.shape[0] // 3)] *= 2.5
-                elif name.endswith("attn.qkv.weight"):                  # DINOv2 [q; k; v]
-                    v[: 2 * (p.shape[0] // 3)] *= 2.5
-                elif name.endswith("attention.attention.query.weight") or name.endswith("attention.attention.key.weight"):
-                    v = v * 2.5
-                del D
-            else:
-                v = 0.2 * n
-            p.copy_(v.to(p.dtype))
         net = model.synthesizer.decoder.net
         last = net[-1]
         last.weight[0] *= DENSITY_GAIN[version]
@@ -218,14 +201,6 @@ def _camera_parts(cameras: torch.Tensor):
     return c2w, torch.stack([K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]], -1)
 
 
-def _commit(checkout: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - an exported tree (git archive) has no .git
-        return ""
-
-
 # ---------------------------------------------------------------------------------------------
 # v1.1
 # ---------------------------------------------------------------------------------------------
@@ -264,21 +239,29 @@ def _build_v11(out: str):
     return model, settings
 
 
-def _run_v11(model, st: dict) -> None:
-    from openlrm.datasets.cam_utils import (build_camera_principle, build_camera_standard, create_intrinsics,
-                                            surrounding_views_linspace)
-
-    img = torch.from_numpy(_image(V11_SOURCE)).permute(2, 0, 1)[None].float() / 255.0
+def _encode(model, img, cam, st: dict):
+    """The stages before the transformer, as both versions' runners compute them: the input image
+    (uint8), the source camera, the encoder's tokens and the camera embedding."""
     st["image_u8"] = (img * 255).round().to(torch.uint8)
-    # LRMInferrer._default_source_camera(dist_to_center=2.0): canonical extrinsics, create_intrinsics(0.75, 0.5)
-    ext = torch.tensor([[[1, 0, 0, 0], [0, 0, -1, -SOURCE_DIST], [0, 1, 0, 0]]], dtype=torch.float32)
-    cam = build_camera_principle(ext, create_intrinsics(f=FOCAL, c=0.5).unsqueeze(0))
     with torch.no_grad():
         st["source_camera"] = cam
         tokens = model.encoder(img)
         st["tokens"] = tokens
         emb = model.camera_embedder(cam)
         st["camera_embedding"] = emb
+    return tokens, emb
+
+
+def _run_v11(model, st: dict) -> None:
+    from openlrm.datasets.cam_utils import (build_camera_principle, build_camera_standard, create_intrinsics,
+                                            surrounding_views_linspace)
+
+    img = torch.from_numpy(_image(V11_SOURCE)).permute(2, 0, 1)[None].float() / 255.0
+    # LRMInferrer._default_source_camera(dist_to_center=2.0): canonical extrinsics, create_intrinsics(0.75, 0.5)
+    ext = torch.tensor([[[1, 0, 0, 0], [0, 0, -1, -SOURCE_DIST], [0, 1, 0, 0]]], dtype=torch.float32)
+    cam = build_camera_principle(ext, create_intrinsics(f=FOCAL, c=0.5).unsqueeze(0))
+    tokens, emb = _encode(model, img, cam, st)
+    with torch.no_grad():
         st["decoder_tokens"] = model.forward_transformer(tokens, emb)
         planes = model.reshape_upsample(st["decoder_tokens"])
         if not torch.equal(planes, model.forward_planes(img, cam)):
@@ -346,19 +329,14 @@ def _build_v10(out: str):
 
 
 def _run_v10(model, st: dict) -> None:
-    _stub_missing(["mcubes", "imageio"])
+    stub_missing(["mcubes", "imageio"])
     from lrm.inferrer import LRMInferrer
 
     runner = object.__new__(LRMInferrer)   # its camera helpers need no loaded model
     img = torch.from_numpy(_image(V10_SOURCE)).permute(2, 0, 1)[None].float() / 255.0
-    st["image_u8"] = (img * 255).round().to(torch.uint8)
     cam = runner._default_source_camera(1)
+    tokens, emb = _encode(model, img, cam, st)
     with torch.no_grad():
-        st["source_camera"] = cam
-        tokens = model.encoder(img)
-        st["tokens"] = tokens
-        emb = model.camera_embedder(cam)
-        st["camera_embedding"] = emb
         tr = model.transformer
         x = tr.pos_embed.repeat(1, 1, 1)
         for layer in tr.layers:
@@ -415,16 +393,6 @@ def _store_rays(st: dict, k: int, syn, rays_o, rays_d) -> None:
     st[f"miss_{k}"] = ~(end > start)[..., 0].reshape(V, H, -1)
 
 
-def _versions(version: str) -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("transformers", "huggingface_hub", "accelerate", "safetensors"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--version", required=True, choices=sorted(COMMITS))
@@ -435,7 +403,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.abspath(args.openlrm))
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     torch.use_deterministic_algorithms(True)
-    versions = _versions(args.version)
+    versions = common_versions(("transformers", "huggingface_hub", "accelerate", "safetensors"))
     for mod, want in LIBS[args.version].items():
         if versions.get(mod) != want:
             raise SystemExit(f"OpenLRM {args.version} is recorded with {mod}=={want}; this environment has "
@@ -449,14 +417,13 @@ def main(argv=None) -> int:
 
     d = st["density_grid"].numpy()
     level = MESH_LEVEL[args.version]
-    st = {k: (v.numpy() if v.dtype in (torch.bool, torch.uint8) else v.detach().float().numpy()) for k, v in st.items()}
-    np.savez_compressed(os.path.join(out, "stages.npz"), **st)
+    st = to_numpy(st)
     miss = {f"render_{k}": float(st[f"miss_{k}"].mean()) for k in range(len(VIEWS))}
     meta = {
         "original": "3DTopia/OpenLRM",
         "version": args.version,
         "commit": COMMITS[args.version],
-        "checkout_head": _commit(args.openlrm),
+        "checkout_head": commit(args.openlrm),
         "versions": versions,
         "generator": "tools/parity/openlrm.py",
         "device": "cpu", "dtype": "float32",
@@ -468,12 +435,9 @@ def main(argv=None) -> int:
                                                "views_per_call": c} for n, r, h, res, c in VIEWS]},
         "mesh": {"resolution": MC_RES, "threshold": level,
                  "grid_fraction_above": float((d > level).mean())},
-        "stats": {k: [float(v.min()), float(v.max())] for k, v in st.items()},
         "miss_fraction": miss,
     }
-    with open(os.path.join(out, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_fixture(out, st, meta)
     sizes = {n: os.path.getsize(os.path.join(out, n)) for n in os.listdir(out) if os.path.isfile(os.path.join(out, n))}
     print(json.dumps({"out": out, "sizes": sizes, "miss_fraction": miss,
                       "grid_fraction_above": meta["mesh"]["grid_fraction_above"],

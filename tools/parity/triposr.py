@@ -30,16 +30,16 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
-import types
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import commit, stub_missing, synthetic_weights, to_numpy, versions, write_fixture  # noqa: E402
 
 TRIPOSR_COMMIT = "d26e33181947bbbc4c6fc0f5734e1ec6c080956e"  # d26e331
 
@@ -109,21 +109,6 @@ renderer:
 """
 
 
-def _stub_missing_modules() -> None:
-    """TripoSR imports rembg (background removal) and torchmcubes (marching cubes) at module level;
-    neither is used here. Stub them only when they are not installed."""
-    for name in ("rembg", "torchmcubes"):
-        try:
-            __import__(name)
-        except ImportError:
-            mod = types.ModuleType(name)
-
-            def _unavailable(*a, _n=name, **k):
-                raise RuntimeError(f"{_n} is stubbed in the parity generator")
-            mod.remove = mod.new_session = mod.marching_cubes = _unavailable
-            sys.modules[name] = mod
-
-
 def _synthetic_weights(model: torch.nn.Module, seed: int = 1234) -> None:
     """Every parameter from N(0, 1) x a per-kind scale (seeded; independent of TripoSR's init).
 
@@ -135,27 +120,18 @@ def _synthetic_weights(model: torch.nn.Module, seed: int = 1234) -> None:
     NeRF MLP's last layer is scaled and biased so that the density exp(x - 1) spans about 0.05 .. 300
     inside the box (renders neither empty nor opaque, the mesh level crosses the box) and colors stay
     away from saturation."""
-    g = torch.Generator().manual_seed(seed)
+    def matrix(name, leaf, p, n):
+        fan_in = p[0].numel()
+        s = 1 / math.sqrt(fan_in)
+        if ".attn" in name and (".to_q." in name or ".to_k." in name):
+            s *= 2.5
+        return s * n
+
+    synthetic_weights(model, seed, is_norm=lambda name, leaf, p: any(s in name for s in ("norm", "layernorm"))
+                      and p.dim() == 1, is_bias=lambda leaf: leaf == "bias",
+                      is_embedding=lambda name, leaf: name.endswith(("cls_token", "position_embeddings"))
+                      or name == "tokenizer.embeddings", matrix=matrix)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            n = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            leaf = name.rsplit(".", 1)[-1]
-            is_norm = any(s in name for s in ("norm", "layernorm")) and p.dim() == 1
-            if is_norm:
-                v = 1 + 0.3 * n if leaf == "weight" else 0.2 * n
-            elif leaf == "bias":
-                v = 0.2 * n
-            elif name.endswith(("cls_token", "position_embeddings")) or name == "tokenizer.embeddings":
-                v = n
-            elif p.dim() >= 2:
-                fan_in = p[0].numel()
-                s = 1 / math.sqrt(fan_in)
-                if ".attn" in name and (".to_q." in name or ".to_k." in name):
-                    s *= 2.5
-                v = s * n
-            else:
-                v = 0.2 * n
-            p.copy_(v.to(p.dtype))
         # the triplanes at about +-5 instead of +-15 (their fp32 rounding noise, inherited from the
         # backbone's +-10 tokens, shrinks with them), the NeRF MLP's first layer 3x to compensate
         model.post_processor.upsample.weight /= 3.0
@@ -215,25 +191,6 @@ def _render_view(model, scene_code, rays_o, rays_d) -> torch.Tensor:
     return out.reshape(H, W, 3), ~valid.reshape(H, W)
 
 
-def _versions() -> dict:
-    import einops
-    import omegaconf
-    import transformers
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "transformers": transformers.__version__, "omegaconf": omegaconf.__version__,
-           "einops": einops.__version__}
-    return out
-
-
-def _commit(checkout: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - an exported tree (git archive) has no .git
-        return ""
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--triposr", required=True, help="TripoSR checkout (commit d26e331)")
@@ -241,7 +198,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, os.path.abspath(args.triposr))
-    _stub_missing_modules()
+    # TripoSR imports rembg (background removal) and torchmcubes (marching cubes) at module level;
+    # neither is used here
+    stub_missing(("rembg", "torchmcubes"), ("remove", "new_session", "marching_cubes"))
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     torch.use_deterministic_algorithms(True)
 
@@ -326,13 +285,12 @@ def main(argv=None) -> int:
 
     d = st["density_grid"]
     level = float(np.round(np.quantile(d.numpy(), 0.6), 1))
-    st = {k: (v.numpy() if v.dtype == torch.bool else v.detach().float().numpy()) for k, v in st.items()}
-    np.savez_compressed(os.path.join(out, "stages.npz"), **st)
+    st = to_numpy(st)
     meta = {
         "original": "VAST-AI-Research/TripoSR",
         "commit": TRIPOSR_COMMIT,
-        "checkout_head": _commit(args.triposr),
-        "versions": _versions(),
+        "checkout_head": commit(args.triposr),
+        "versions": versions(("transformers", "omegaconf", "einops")),
         "generator": "tools/parity/triposr.py",
         "device": "cpu", "dtype": "float32",
         "vit_config": os.path.join(VIT_NAME, "config.json"),
@@ -341,13 +299,10 @@ def main(argv=None) -> int:
                    "views": [{"n_views": n, "elevation_deg": e, "distance": dist, "resolution": res}
                              for n, e, dist, res in VIEWS]},
         "mesh": {"resolution": MC_RES, "threshold": level},
-        "stats": {k: [float(v.min()), float(v.max())] for k, v in st.items()},
         "miss_fraction": {f"render_{k}": float(st[f"miss_{k}"].mean()) for k in range(len(VIEWS))},
         "grazing_rays": grazing,
     }
-    with open(os.path.join(out, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_fixture(out, st, meta)
     sizes = {n: os.path.getsize(os.path.join(out, n)) for n in ("model.ckpt", "stages.npz")}
     print(json.dumps({"out": out, "sizes": sizes, "mesh_threshold": level, "miss_fraction": meta["miss_fraction"],
                       "grazing_rays": grazing}, indent=1))

@@ -105,6 +105,8 @@ def _patched_import_env(checkout: str):
         if saved_xf is None:
             os.environ.pop("XFORMERS_DISABLED", None)
         sys.path.remove(os.path.abspath(checkout))
+        for name in added:  # their modules hold the logger already; a stub left behind (no __spec__)
+            sys.modules.pop(name, None)  # breaks importlib.util.find_spec in later imports (TripoSR's transformers)
 
 
 def build_openlrm(checkout: str, preset: str):

@@ -56,14 +56,19 @@ def test_sizes_and_batches(B, N):
     _check(planes, pts, ws, bs, "concat", "relu")
 
 
-def test_points_on_texel_centers_edges_and_faces():
-    g = torch.Generator().manual_seed(3)
+def _texel_edge_case(seed):
+    """Planes [1, 3, 8, 4, 6] and points on texel centers, edges, box faces, just outside and far away."""
+    g = torch.Generator().manual_seed(seed)
     H, W = 4, 6
     planes = torch.randn(1, 3, 8, H, W, generator=g)
     vals = torch.tensor([-1.0, 1.0, -1 + 1 / W, 1 - 1 / W, 0.0, -1.2, 1.2, 1 + 1 / W, -1 - 0.5 / H, 1e6, -1e6])
     pts = torch.cartesian_prod(vals, vals, vals)[None]
     ws, bs = _mlp(24, 16, 3, 4, g)
-    _check(planes, pts, ws, bs, "concat", "relu")
+    return planes, pts, ws, bs
+
+
+def test_points_on_texel_centers_edges_and_faces():
+    _check(*_texel_edge_case(3), "concat", "relu")
 
 
 def test_no_bias_and_noncontiguous_inputs():
@@ -186,13 +191,7 @@ def test_backward_thread_counts(threads):
 
 
 def test_backward_points_on_texel_centers_edges_and_outside():
-    g = torch.Generator().manual_seed(5)
-    H, W = 4, 6
-    planes = torch.randn(1, 3, 8, H, W, generator=g)
-    vals = torch.tensor([-1.0, 1.0, -1 + 1 / W, 1 - 1 / W, 0.0, -1.2, 1.2, 1 + 1 / W, -1 - 0.5 / H, 1e6, -1e6])
-    pts = torch.cartesian_prod(vals, vals, vals)[None]
-    ws, bs = _mlp(24, 16, 3, 4, g)
-    _check_grads(planes, pts, ws, bs, "concat", "relu")
+    _check_grads(*_texel_edge_case(5), "concat", "relu")
 
 
 def test_backward_no_bias_noncontiguous_and_expanded_v_out():

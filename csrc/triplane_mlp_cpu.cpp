@@ -34,10 +34,11 @@ constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features 
 // count) and vectorizes whatever the layer widths are (the tiny preset's are 16 and 4, too
 // narrow to vectorize over outputs). Tail blocks compute on stale lanes and never store them.
 // y[o, :] = b[o] + sum_k W[o, k] x[k, :], W [out, in] row-major (nn.Linear's layout).
-// Three builds chosen at run time, since the extension is compiled without -march: AVX-512 and
-// AVX2 with fused multiply-adds (like MKL's sgemm in the reference), and a plain SSE2 one. The
-// extension's -ffp-contract=off is for the ray/box math; here an FMA only changes the rounding
-// of a dot product, within the tests' tolerance of the reference's matmul.
+// Two builds of the layer chosen at run time, since the extension is compiled without -march: an
+// AVX2 register-tiled one with fused multiply-adds (like MKL's sgemm in the reference) and the
+// hidden activation fused into its store, and a plain SSE2 loop. The extension's -ffp-contract=off
+// is for the ray/box math; here an FMA only changes the rounding of a dot product, within the
+// tests' tolerance of the reference's matmul.
 #define LRM_DENSE_BODY(MADD)                                                               \
   for (int64_t o = 0; o < out; ++o) {                                                      \
     float acc[kBlock];                                                                     \
@@ -54,46 +55,147 @@ constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features 
   }
 
 #define LRM_MADD_PLAIN(a, b, c) ((c) + (a) * (b))
-#define LRM_MADD_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
-
-__attribute__((target("avx512f,avx2,fma")))
-void dense_block_avx512(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
-                        const float* __restrict__ b, int64_t out, float* __restrict__ y) {
-  LRM_DENSE_BODY(LRM_MADD_FMA)
-}
-
-__attribute__((target("avx2,fma")))
-void dense_block_avx2(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
-                      const float* __restrict__ b, int64_t out, float* __restrict__ y) {
-  LRM_DENSE_BODY(LRM_MADD_FMA)
-}
-
-void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
-                       const float* __restrict__ b, int64_t out, float* __restrict__ y) {
-  LRM_DENSE_BODY(LRM_MADD_PLAIN)
-}
-
-using DenseFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*);
-
-// the build each call runs: cpu_isa.h, the extension's one picker (read per call, so
-// lrm_fast::cpu_isa(cap) switches builds in-process)
-DenseFn dense_fn() {
-  const int isa = cpu_isa::current();
-  return isa == cpu_isa::kAvx512 ? &dense_block_avx512 : isa == cpu_isa::kAvx2 ? &dense_block_avx2 : &dense_block_plain;
-}
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void relu_block(const float* z, float* y, int64_t n) {  // y may alias z (the forward's in-place use)
   for (int64_t i = 0; i < n; ++i) y[i] = z[i] > 0.f ? z[i] : 0.f;
 }
 
-// y = act(z) elementwise; y == z allowed
+// y = act(z) elementwise; y == z allowed (the portable build's activation pass)
 void activate_block(const float* z, float* y, int64_t n, int act) {
   if (act == field::kRelu) {
     relu_block(z, y, n);
   } else {
     for (int64_t i = 0; i < n; ++i) y[i] = field::activate(z[i], act);
   }
+}
+
+// exp(x) on 8 lanes: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
+// within 2 ulp of the exact value like torch's vectorized exp (Sleef, 1 ulp). Beyond +-88.38 it
+// saturates to inf / 0 as exp does; NaN lanes stay NaN through the callers' arithmetic.
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_avx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);   // (hi, x): a NaN x passes through
+  x = _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x);
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// act(z) on 8 lanes for the activations the fused dense kernel applies (relu, silu): the formulas
+// of relu_block (a NaN becomes 0, like the portable build) and of torch's silu, z / (1 + exp(-z)).
+template <int ACT>
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 act_avx2(__m256 z) {
+  if (ACT == field::kRelu) return _mm256_max_ps(z, _mm256_setzero_ps());
+  if (ACT == field::kSilu) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), z));
+    return _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+  }
+  return z;  // kNone: the output layer / the backward's W^T g
+}
+constexpr int kNone = -1;
+
+// One register tile of the dense layer: outputs o0 .. o0 + R - 1 for points p0 .. p0 + 15 (two 8-wide
+// vectors), 2R accumulators held in registers over the whole k loop (BLIS' 6 x 16 Haswell shape at
+// R = 6: 12 accumulators, 2 point loads and 6 weight broadcasts per k). Each accumulator is the
+// same fused multiply-add chain over k = 0 .. in - 1 from 0 as the portable loop's, with the bias
+// added last: the bits do not depend on the tile shape.
+// One register tile of the dense layer: pre = W x + b for outputs o0 .. o0 + R - 1 and points
+// p0 .. p0 + 15 (two 8-wide vectors), 2R accumulators held in registers over the whole k loop
+// (BLIS' 6 x 16 Haswell shape at R = 6: 12 accumulators, 2 point loads and 6 weight broadcasts per
+// k). Each accumulator is the same fused multiply-add chain over k = 0 .. in - 1 from 0 as the
+// portable loop's, with the bias added last: the bits do not depend on the tile shape. Not
+// inlined: its 15 live registers are then all the function has (inlined next to the activation,
+// GCC spilled an accumulator to the stack inside the k loop, which made silu layers 2x slower).
+template <int R>
+__attribute__((target("avx2,fma"), noinline)) void dense_tile_avx2(const float* __restrict__ x, int64_t in,
+                                                                  const float* __restrict__ w,
+                                                                  const float* __restrict__ b, float* __restrict__ pre) {
+  static_assert(R >= 1 && R <= 6, "tile rows");
+  // named accumulators, not arrays: GCC kept __m256 arrays in registers but also stored them to the
+  // stack at every k in the extension's build
+  const __m256 z = _mm256_setzero_ps();
+  __m256 l0 = z, h0 = z, l1 = z, h1 = z, l2 = z, h2 = z, l3 = z, h3 = z, l4 = z, h4 = z, l5 = z, h5 = z;
+#define LRM_TILE_ROW(r)                                              \
+  if constexpr (R > r) {                                             \
+    const __m256 wr = _mm256_broadcast_ss(w + r * in + k);           \
+    l##r = _mm256_fmadd_ps(xl, wr, l##r);                            \
+    h##r = _mm256_fmadd_ps(xh, wr, h##r);                            \
+  }
+  for (int64_t k = 0; k < in; ++k) {
+    const __m256 xl = _mm256_loadu_ps(x + k * kBlock), xh = _mm256_loadu_ps(x + k * kBlock + 8);
+    LRM_TILE_ROW(0) LRM_TILE_ROW(1) LRM_TILE_ROW(2) LRM_TILE_ROW(3) LRM_TILE_ROW(4) LRM_TILE_ROW(5)
+  }
+#undef LRM_TILE_ROW
+  const __m256 lo[6] = {l0, l1, l2, l3, l4, l5}, hi[6] = {h0, h1, h2, h3, h4, h5};
+  for (int r = 0; r < R; ++r) {
+    const __m256 br = _mm256_broadcast_ss(b + r);
+    _mm256_storeu_ps(pre + r * kBlock, _mm256_add_ps(lo[r], br));
+    _mm256_storeu_ps(pre + r * kBlock + 8, _mm256_add_ps(hi[r], br));
+  }
+}
+
+// Rows o0 .. o0 + R - 1 of a layer, all kBlock points: the tiles, then y = act(pre) on those
+// rows (re-read from L1; pre and y may be one buffer).
+template <int R, int ACT>
+__attribute__((target("avx2,fma"), always_inline)) inline void dense_rows_avx2(
+    const float* __restrict__ x, int64_t in, const float* __restrict__ w, const float* __restrict__ b, int64_t o0,
+    float* pre, float* y) {
+  for (int64_t p0 = 0; p0 < kBlock; p0 += 16) dense_tile_avx2<R>(x + p0, in, w + o0 * in, b + o0, pre + o0 * kBlock + p0);
+  if (ACT == kNone && pre == y) return;
+  for (int64_t i = o0 * kBlock; i < (o0 + R) * kBlock; i += 8)
+    _mm256_storeu_ps(y + i, act_avx2<ACT>(_mm256_loadu_ps(pre + i)));
+}
+
+template <int ACT>
+__attribute__((target("avx2,fma"))) void dense_act_avx2(const float* __restrict__ x, int64_t in,
+                                                        const float* __restrict__ w, const float* __restrict__ b,
+                                                        int64_t out, float* pre, float* y) {
+  int64_t o = 0;
+  for (; o + 6 <= out; o += 6) dense_rows_avx2<6, ACT>(x, in, w, b, o, pre, y);
+  for (; o + 4 <= out; o += 4) dense_rows_avx2<4, ACT>(x, in, w, b, o, pre, y);
+  for (; o + 2 <= out; o += 2) dense_rows_avx2<2, ACT>(x, in, w, b, o, pre, y);
+  for (; o < out; ++o) dense_rows_avx2<1, ACT>(x, in, w, b, o, pre, y);
+}
+
+// The layer kernels: pre[o, :] = b[o] + sum_k W[o, k] x[k, :] and, with act >= 0, y = act(pre)
+// (y may be pre: the forward activates in place; with act < 0, y is pre and nothing else is
+// written). x, pre and y are [features, kBlock] blocks; W [out, in] row-major (nn.Linear's).
+using DenseFn = void (*)(const float*, int64_t, const float*, const float*, int64_t, float*, float*, int);
+
+// AVX2 (also what an AVX-512 CPU runs: this shape is bound by the FMA ports, not the vector width,
+// and it is the build the project's CI machines execute): relu and silu fused into the tile's
+// store; softplus (not vectorized) is a separate scalar pass.
+__attribute__((target("avx2,fma")))
+void dense_block_avx2(const float* x, int64_t in, const float* w, const float* b, int64_t out, float* pre, float* y,
+                      int act) {
+  switch (act) {
+    case field::kRelu: return dense_act_avx2<field::kRelu>(x, in, w, b, out, pre, y);
+    case field::kSilu: return dense_act_avx2<field::kSilu>(x, in, w, b, out, pre, y);
+    default:
+      dense_act_avx2<kNone>(x, in, w, b, out, pre, pre);
+      if (act >= 0) activate_block(pre, y, out * kBlock, act);
+  }
+}
+
+void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
+                       const float* __restrict__ b, int64_t out, float* pre, float* y, int act) {
+  { float* __restrict__ y = pre; LRM_DENSE_BODY(LRM_MADD_PLAIN) }
+  if (act >= 0) activate_block(pre, y, out * kBlock, act);
+}
+
+// the build each call runs: cpu_isa.h, the extension's one picker (read per call, so
+// lrm_fast::cpu_isa(cap) switches builds in-process)
+DenseFn dense_fn() {
+  return cpu_isa::current() >= cpu_isa::kAvx2 ? &dense_block_avx2 : &dense_block_plain;
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -388,8 +490,9 @@ void block_forward(const Field& f, int64_t blk, float* feat, const float* zeros,
   if (zero_tail && nb < kBlock)
     for (int64_t k = 0; k < f.in0; ++k) std::fill(acts[0] + k * kBlock + nb, acts[0] + (k + 1) * kBlock, 0.f);
   for (int64_t l = 0; l < f.L; ++l) {
-    dense_fn()(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l]);
-    if (l < f.L - 1) activate_block(pre[l], acts[l + 1], f.outs[l] * kBlock, f.activation);
+    const bool hidden = l < f.L - 1;
+    dense_fn()(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l], hidden ? acts[l + 1] : pre[l],
+               hidden ? f.activation : kNone);
   }
 }
 
@@ -492,7 +595,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
             // g: gradient of pre[l] [outs[l], kBlock]
             transpose_block(acts[l], f.ins[l], ins_p[l], xt.data());
             wgrad_fn()(g.data(), f.outs[l], xt.data(), ins_p[l], wp + woff[l], wp + boff[l]);
-            dense_fn()(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data());  // v_acts[l] = W^T g
+            dense_fn()(g.data(), f.outs[l], wtp[l], zeros.data(), f.ins[l], vx.data(), vx.data(), kNone);  // v_acts[l] = W^T g
             if (l > 0) activate_grad_block(vx.data(), pre[l - 1], g.data(), f.ins[l] * kBlock, f.activation);
           }
           float* grad_b = gpart[s].data() + (f.batch_of(blk) - b_lo[s]) * bstride;

@@ -46,6 +46,15 @@ the one view skips empty space (the occupancy grid is built inside every timed c
 reconstruction's first render does); the mesh grid is ``lrm_fast.mesh.density_grid`` with the
 default of ``extract_mesh`` (coarse-to-fine or dense, the ``case`` column says which).
 
+Floor (``image->triplane`` rows): image -> triplane is GEMMs and attention, the same arithmetic on
+both sides, so no fp32 code can run it faster than its FLOPs at this CPU's matrix-multiply rate.
+Each such row also gets ``tflop`` (our forward, counted by ``torch.utils.flop_counter`` with SDPA
+added), ``gemm_gflops`` (the best of 3 ``torch.mm`` of the decoder's MLP shape, measured in the same
+run), ``floor_s`` = tflop / gemm rate and ``max_ratio`` = their time / floor_s: the most any fp32
+implementation could reach against them on this machine.
+
+``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``).
+
 Warm-up: a case whose first call takes more than ``WARMUP_LIMIT_S`` counts that call as a sample
 (a second warm-up call of a minute would only double the run).
 """
@@ -153,11 +162,45 @@ def _grid_points(grid: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
     return torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3)
 
 
-def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str, memory: bool) -> list[dict]:
+ONLY: str | None = None   # main's --only: time only the cases whose name contains it
+
+
+def _sdpa_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one CPU SDPA call (flop_counter has no formula for the CPU flash kernel): Q K^T and P V."""
+    B, H, L, d = q
+    return 2 * B * H * L * k[2] * d + 2 * B * H * L * k[2] * v[3]
+
+
+def flop_floor(model, *inputs) -> dict:
+    """The fp32 floor of ``model.forward_planes(*inputs)`` on this CPU: its FLOPs (matmuls, convolutions,
+    attention) over the best ``torch.mm`` rate measured now on the decoder's MLP shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}) as fc:
+        model.requires_grad_(False).forward_planes(*inputs)   # (flop_counter's module hooks need no grads)
+    D = model.cfg.decoder.dim
+    L = 3 * model.cfg.triplane.low_res ** 2
+    a, b = torch.randn(L, D), torch.randn(D, int(D * model.cfg.decoder.mlp_ratio))
+    out = torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t)
+    tflop = fc.get_total_flops() / 1e12
+    gemm = 2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9
+    return {"tflop": tflop, "gemm_gflops": gemm, "floor_s": tflop * 1e3 / gemm}
+
+
+def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str, memory: bool,
+               floor: dict | None = None) -> list[dict]:
     from bench._mem import peak_memory_mb
 
     rows = []
     for name, (t_fn, o_fn) in cases.items():
+        if ONLY and ONLY not in name:
+            continue
         print(f"  timing {anchor} {name} ...", flush=True)
         row = {"anchor": anchor, "preset": preset, "case": name, "theirs_s": _time(t_fn, repeat),
                "ours_s": _time(o_fn, repeat), "backend": backend}
@@ -165,8 +208,13 @@ def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str,
             with torch.inference_mode():
                 row["theirs_mb"], row["ours_mb"] = peak_memory_mb(t_fn), peak_memory_mb(o_fn)
         row["ratio"] = row["theirs_s"] / row["ours_s"]
-        rows.append(row)
         print(f"    {row['theirs_s']:.3f} s vs {row['ours_s']:.3f} s: {row['ratio']:.2f}x", flush=True)
+        if floor and name == "image->triplane":
+            row.update(floor())
+            row["max_ratio"] = row["theirs_s"] / row["floor_s"]
+            print(f"    floor: {row['tflop']:.2f} TFLOP at {row['gemm_gflops']:.0f} GFLOP/s (torch.mm, now) = "
+                  f"{row['floor_s']:.2f} s: no fp32 code can pass {row['max_ratio']:.2f}x here", flush=True)
+        rows.append(row)
     return rows
 
 
@@ -293,7 +341,7 @@ def compare_openlrm(checkout: str, preset: str, resolution: int, grid: int, repe
     }
     if fitted:
         cases.update(fitted_cases(checkout, resolution, grid))
-    return _run_cases("OpenLRM", preset, cases, repeat, backend, memory)
+    return _run_cases("OpenLRM", preset, cases, repeat, backend, memory, lambda: flop_floor(ours, image, source))
 
 
 # stabilityai/TripoSR's config.yaml (the released checkpoint's): its keys and values, nothing else
@@ -431,7 +479,7 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
             lambda: ours.render(planes_o, c2w, K, resolution)),
         f"mesh grid {grid}^3": (their_grid, our_grid),
     }
-    return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory)
+    return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory, lambda: flop_floor(ours, image))
 
 
 def table(rows: list[dict]) -> str:
@@ -444,6 +492,9 @@ def table(rows: list[dict]) -> str:
         if mem:
             line += f" {r.get('theirs_mb', -1) / 1024:.2f} GiB | {r.get('ours_mb', -1) / 1024:.2f} GiB |"
         lines.append(line)
+    lines += [f"\n{r['anchor']} {r['preset']} image -> triplane floor: {r['tflop']:.2f} TFLOP at {r['gemm_gflops']:.0f} "
+              f"GFLOP/s (torch.mm, same run) = {r['floor_s']:.2f} s; no fp32 code passes {r['max_ratio']:.2f}x here"
+              for r in rows if "floor_s" in r]
     return "\n".join(lines)
 
 
@@ -464,7 +515,10 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="fast", help="lrm_fast backend (fast | reference)")
     p.add_argument("--memory", action="store_true", help="also peak memory per case (slow)")
     p.add_argument("--json", help="write the rows to this JSON file")
+    p.add_argument("--only", help="time only the cases whose name contains this text")
     a = p.parse_args(argv)
+    global ONLY
+    ONLY = a.only
     if not a.openlrm and not a.triposr:
         p.error("give --openlrm PATH and/or --triposr PATH (local checkouts; nothing is downloaded)")
     if a.fitted and not a.openlrm:

@@ -12,6 +12,19 @@ def _version(mod: str) -> str:
         return f"not available ({type(e).__name__})"
 
 
+def cpu_bf16_native() -> str | None:
+    """The CPU feature that runs bf16 matmuls natively (``amx_bf16`` or ``avx512_bf16``, from the
+    kernel's CPU flags), or None. Without one, oneDNN emulates bf16 and it is slower than fp32 (the
+    demo model: 1.6 s fp32 vs 9.3 s bf16 on an AVX2 EPYC), so ``dtype="auto"`` stays fp32 on every
+    CPU; ``dtype="bf16"`` is there to try where this names a feature."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((x for x in ("amx_bf16", "avx512_bf16") if x in flags), None)
+
+
 def info_text(presets=None, device=None) -> str:
     import torch
 
@@ -26,6 +39,9 @@ def info_text(presets=None, device=None) -> str:
     if ops._ext.defined("cpu_isa"):  # csrc/cpu_isa.h: the CPU build the C++ kernels run
         lines.append(f"cpu instruction set of the C++ kernels: {torch.ops.lrm_fast.cpu_isa(None)} "
                      "(LRM_FAST_CPU_ISA=avx2|plain caps it)")
+    bf16 = cpu_bf16_native()
+    lines.append(f"cpu bf16: native ({bf16}); dtype='auto' stays fp32, dtype='bf16' to try it" if bf16 else
+                 "cpu bf16: not native (no AMX / AVX-512 BF16: emulated, slower than fp32); dtype='auto' is fp32")
     cuda = torch.cuda.is_available()
     lines.append(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'no GPU visible'}")
     devices = [device] if device else (["cpu", "cuda"] if cuda else ["cpu"])

@@ -106,3 +106,27 @@ if __name__ == "__main__":   # PYTHONPATH=. python tests/test_anchors.py --openl
     FIXTURE.parent.mkdir(exist_ok=True)
     np.savez_compressed(FIXTURE, rgb=rgb.astype(np.float32), views=np.asarray(VIEWS), res=RES)
     print(f"wrote {FIXTURE}: max |ours - theirs| = {np.abs(rgb - our_render()).max():.3g}", file=sys.stderr)
+
+
+def test_flop_floor_counts_attention_and_matmuls():
+    """The floor's FLOP count: SDPA on the CPU (which torch's counter does not know) as 4 B H L S d,
+    and a whole forward as at least its decoder's matmuls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import LRM
+
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8)
+    with FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: anchors._sdpa_flops}) as fc:
+        torch.nn.functional.scaled_dot_product_attention(q, k, k)
+    assert fc.get_total_flops() == 4 * 2 * 3 * 5 * 7 * 8
+
+    model = LRM(LRMConfig.preset("tiny")).eval()
+    S = model.cfg.encoder.image_size
+    f = anchors.flop_floor(model, torch.rand(1, 3, S, S))
+    d = model.cfg.decoder
+    L = 3 * model.cfg.triplane.low_res ** 2
+    mlp = 2 * 2 * L * d.dim * int(d.dim * d.mlp_ratio) * d.layers   # the decoder MLPs alone
+    assert f["tflop"] * 1e12 > mlp and f["gemm_gflops"] > 0
+    assert f["floor_s"] == pytest.approx(f["tflop"] * 1e3 / f["gemm_gflops"])

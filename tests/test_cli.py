@@ -85,3 +85,19 @@ def test_help_and_info(capsys):
     from lrm_fast.ops import _ext
     if _ext.defined("cpu_isa"):  # the one CPU instruction-set picker of the C++ kernels (csrc/cpu_isa.h)
         assert "cpu instruction set of the C++ kernels: " in r.stdout
+    assert "cpu bf16: " in r.stdout
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from lrm_fast import info
+
+    real_open = builtins.open
+    for flags, want in (("fpu avx2 fma", None), ("avx2 avx512f avx512_bf16", "avx512_bf16"),
+                        ("avx512_bf16 amx_tile amx_bf16", "amx_bf16")):
+        f = tmp_path / "cpuinfo"
+        f.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda p, *a, _f=str(f), **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k))
+        assert info.cpu_bf16_native() == want
+    monkeypatch.setattr(builtins, "open", real_open)

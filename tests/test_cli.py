@@ -88,16 +88,13 @@ def test_help_and_info(capsys):
     assert "cpu bf16: " in r.stdout
 
 
-def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
-    import builtins
+def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path):
+    import importlib
 
-    from lrm_fast import info
-
-    real_open = builtins.open
+    info = importlib.import_module("lrm_fast.info")   # (lrm_fast.info is also the function)
+    f = tmp_path / "cpuinfo"
     for flags, want in (("fpu avx2 fma", None), ("avx2 avx512f avx512_bf16", "avx512_bf16"),
                         ("avx512_bf16 amx_tile amx_bf16", "amx_bf16")):
-        f = tmp_path / "cpuinfo"
         f.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        monkeypatch.setattr(builtins, "open", lambda p, *a, _f=str(f), **k: real_open(_f if p == "/proc/cpuinfo" else p, *a, **k))
-        assert info.cpu_bf16_native() == want
-    monkeypatch.setattr(builtins, "open", real_open)
+        assert info.cpu_bf16_native(str(f)) == want
+    assert info.cpu_bf16_native(str(tmp_path / "missing")) is None

@@ -103,11 +103,6 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 act_avx2(__m256
 }
 constexpr int kNone = -1;
 
-// One register tile of the dense layer: outputs o0 .. o0 + R - 1 for points p0 .. p0 + 15 (two 8-wide
-// vectors), 2R accumulators held in registers over the whole k loop (BLIS' 6 x 16 Haswell shape at
-// R = 6: 12 accumulators, 2 point loads and 6 weight broadcasts per k). Each accumulator is the
-// same fused multiply-add chain over k = 0 .. in - 1 from 0 as the portable loop's, with the bias
-// added last: the bits do not depend on the tile shape.
 // One register tile of the dense layer: pre = W x + b for outputs o0 .. o0 + R - 1 and points
 // p0 .. p0 + 15 (two 8-wide vectors), 2R accumulators held in registers over the whole k loop
 // (BLIS' 6 x 16 Haswell shape at R = 6: 12 accumulators, 2 point loads and 6 weight broadcasts per
@@ -188,7 +183,10 @@ void dense_block_avx2(const float* x, int64_t in, const float* w, const float* b
 
 void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
                        const float* __restrict__ b, int64_t out, float* pre, float* y, int act) {
-  { float* __restrict__ y = pre; LRM_DENSE_BODY(LRM_MADD_PLAIN) }
+  {
+    float* __restrict__ y = pre;  // the macro's output name
+    LRM_DENSE_BODY(LRM_MADD_PLAIN)
+  }
   if (act >= 0) activate_block(pre, y, out * kBlock, act);
 }
 

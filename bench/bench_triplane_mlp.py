@@ -127,11 +127,13 @@ def test_triplane_mlp(benchmark, size, which, stage):
 # ---------------------------------------------------------------------------------------------
 # part 1: the presets' fields, auto's fast path vs the reference
 
-# (size name, preset, points per batch item): 64^3 = a coarse mesh grid, 256^3 = a mesh at the resolution of the targets (docs/architecture.md section 6).
+# (size name, preset, points per batch item): 64^3 = a coarse mesh grid, 256^3 = a mesh at the resolution of
+# the targets (docs/architecture.md section 6).
 PRESET_SIZES = sizes(smoke=[("tiny-512", "tiny", 512)],
-              full=[("small-32^3", "small", 32 ** 3), ("base-64^3", "base", 64 ** 3)],
+              full=[("small-32^3", "small", 32 ** 3), ("base-64^3", "base", 64 ** 3),
+                    ("triposr-64^3", "triposr", 64 ** 3)],   # TripoSR's field: 10 SiLU layers of 64
               gpu=[("base-128^3", "base", 128 ** 3), ("base-256^3", "base", 256 ** 3),
-                   ("paper-256^3", "paper", 256 ** 3)])
+                   ("paper-256^3", "paper", 256 ** 3), ("triposr-256^3", "triposr", 256 ** 3)])
 DTYPES = ["float32"] if DEVICE == "cpu" else ["float32", "bfloat16"]
 
 

@@ -32,7 +32,7 @@ constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features 
 // Activations are stored feature-major within a block: x[k * kBlock + p] is feature k of point p,
 // so every loop below runs over the kBlock points of a block (contiguous, a compile-time trip
 // count) and vectorizes whatever the layer widths are (the tiny preset's are 16 and 4, too
-// narrow to vectorize over outputs). Tail blocks compute on stale lanes and never store them.
+// narrow to vectorize over outputs). Tail blocks compute on zero-feature lanes and never store them.
 // y[o, :] = b[o] + sum_k W[o, k] x[k, :], W [out, in] row-major (nn.Linear's layout).
 // Two builds of the layer chosen at run time, since the extension is compiled without -march: an
 // AVX2 register-tiled one with fused multiply-adds (like MKL's sgemm in the reference) and the
@@ -325,29 +325,37 @@ void transpose_block(const float* __restrict__ x, int64_t in, int64_t in_p, floa
 }
 
 // Features of the nb points of a block -> x [in0, kBlock] (feature-major). CC: the channel count
-// when known at compile time (0 = runtime C).
+// when known at compile time (0 = runtime C). feat: a [kBlock, 3C] scratch buffer: each point's
+// features are gathered there point-major (contiguous writes), then the block is transposed into x
+// row by row (contiguous stores; the strided loads keep re-reading the same kBlock cache lines).
+// Writing each point's features straight into x was 3C strided stores per point, over a block
+// larger than L1. Tail lanes (p >= nb) of x get zeros.
 // taps: where to keep each point's 3 tap sets for the backward's scatter ([kBlock, 3]), or null.
 template <int CC>
 __attribute__((always_inline)) inline void features_impl(const float* __restrict__ planes_b, int64_t plane_stride, const float* __restrict__ pts,
                           int64_t nb, int64_t C_rt, int64_t H, int64_t W, int aggregate, float* __restrict__ feat,
                           float* __restrict__ x, const float* __restrict__ zeros, field::Taps* __restrict__ taps) {
   const int64_t C = CC > 0 ? CC : C_rt;
+  const int64_t in0 = aggregate == field::kConcat ? 3 * C : C;
   for (int64_t p = 0; p < nb; ++p) {
     const float* q = pts + p * 3;
+    float* fp = feat + p * 3 * C;
     for (int pi = 0; pi < 3; ++pi) {
       const field::Taps t = field::bilinear_taps(q[field::kPlaneU[pi]], q[field::kPlaneV[pi]], H, W);
       if (taps) taps[p * 3 + pi] = t;
-      field::gather<CC>(planes_b + pi * plane_stride, t, C, feat + pi * C, zeros);
+      field::gather<CC>(planes_b + pi * plane_stride, t, C, fp + pi * C, zeros);
     }
-    float* xp = x + p;
-    if (aggregate == field::kConcat) {
-      for (int64_t k = 0; k < 3 * C; ++k) xp[k * kBlock] = feat[k];
-    } else {
+    if (aggregate != field::kConcat) {  // in place: row p's first C values
       for (int64_t c = 0; c < C; ++c) {
-        const float s = feat[c] + feat[C + c] + feat[2 * C + c];  // feats.sum(1): f0 + f1 + f2
-        xp[c * kBlock] = aggregate == field::kMean ? s / 3.f : s;
+        const float s = fp[c] + fp[C + c] + fp[2 * C + c];  // feats.sum(1): f0 + f1 + f2
+        fp[c] = aggregate == field::kMean ? s / 3.f : s;
       }
     }
+  }
+  for (int64_t k = 0; k < in0; ++k) {
+    float* __restrict__ xk = x + k * kBlock;
+    for (int64_t p = 0; p < nb; ++p) xk[p] = feat[p * 3 * C + k];
+    for (int64_t p = nb; p < kBlock; ++p) xk[p] = 0.f;
   }
 }
 
@@ -475,18 +483,15 @@ struct Field {
 // The block forward both passes share: features of block blk -> acts[0] [in0, kBlock], then for
 // each layer pre[l] = W_l acts[l] + b_l and, for hidden layers, acts[l + 1] = act(pre[l])
 // (acts[l + 1] may be pre[l]: in place). pre[L - 1] is the raw output. taps (or null): the
-// points' bilinear tap sets, kept for the backward's scatter. Lanes past the block's
-// points: stale in the forward (never stored); zeroed when zero_tail (the backward, whose
-// gradient sums run over all lanes: zero features keep the stale lanes finite, and their output
-// gradient is zero, so they add exactly 0).
+// points' bilinear tap sets, kept for the backward's scatter. Lanes past the block's points get
+// zero features (features_block): never stored by the forward; in the backward, whose gradient
+// sums run over all lanes, they stay finite and their output gradient is zero, so they add exactly 0.
 void block_forward(const Field& f, int64_t blk, float* feat, const float* zeros, float* const* acts,
-                   float* const* pre, field::Taps* taps, bool zero_tail) {
+                   float* const* pre, field::Taps* taps) {
   const int64_t nb = f.points_in(blk);
   const float* planes_b = f.planes_cl.data_ptr<float>() + f.batch_of(blk) * 3 * f.plane_stride;
   features_block(planes_b, f.plane_stride, f.points_of(blk), nb, f.C, f.H, f.W, f.aggregate, feat, acts[0], zeros,
                  taps);
-  if (zero_tail && nb < kBlock)
-    for (int64_t k = 0; k < f.in0; ++k) std::fill(acts[0] + k * kBlock + nb, acts[0] + (k + 1) * kBlock, 0.f);
   for (int64_t l = 0; l < f.L; ++l) {
     const bool hidden = l < f.L - 1;
     dense_fn()(acts[l], f.ins[l], f.wp[l], f.bp[l], f.outs[l], pre[l], hidden ? acts[l + 1] : pre[l],
@@ -505,7 +510,8 @@ at::Tensor triplane_mlp_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& p
   if (f.n_blocks == 0) return out;
   float* op = out.data_ptr<float>();
   at::parallel_for(0, f.n_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> xa(kBlock * f.widest, 0.f), xb(kBlock * f.widest, 0.f), feat(3 * f.C), zeros(f.C, 0.f);
+    std::vector<float> xa(kBlock * f.widest, 0.f), xb(kBlock * f.widest, 0.f), feat(kBlock * 3 * f.C),
+        zeros(f.C, 0.f);
     // two ping-pong buffers: layer l reads one and writes the other, activating in place
     std::vector<float*> acts(f.L), pre(f.L);
     for (int64_t l = 0; l < f.L; ++l) {
@@ -513,7 +519,7 @@ at::Tensor triplane_mlp_fwd_cpu(const at::Tensor& planes_in, const at::Tensor& p
       pre[l] = l % 2 == 0 ? xb.data() : xa.data();
     }
     for (int64_t blk = begin; blk < end; ++blk) {
-      block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), nullptr, false);
+      block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), nullptr);
       // transpose the last layer [out_dim, kBlock] of the block's valid points out
       const float* y = pre[f.L - 1];
       const int64_t nb = f.points_in(blk);
@@ -570,7 +576,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
         acts[l] = act_buf[l].data();
         pre[l] = pre_buf[l].data();
       }
-      std::vector<float> g(f.widest * kBlock), vx(f.widest * kBlock), feat(3 * f.C), vfeat(3 * f.C);
+      std::vector<float> g(f.widest * kBlock), vx(f.widest * kBlock), feat(kBlock * 3 * f.C), vfeat(3 * f.C);
       std::vector<float> zeros(f.widest, 0.f), xt(kBlock * pad_lanes(f.widest), 0.f);
       std::vector<field::Taps> taps(kBlock * 3);
       for (int64_t s = s_begin; s < s_end; ++s) {
@@ -581,7 +587,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> triplan
         gpart[s].assign((b_hi[s] - b_lo[s] + 1) * bstride, 0.f);
         float* wp = wpart[s].data();
         for (int64_t blk = blk0; blk < blk1; ++blk) {
-          block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), taps.data(), true);
+          block_forward(f, blk, feat.data(), zeros.data(), acts.data(), pre.data(), taps.data());
           // g = v_out of the block, feature-major; zero on the tail lanes
           const int64_t nb = f.points_in(blk);
           const float* src = vo + (f.batch_of(blk) * f.N + f.first_point(blk)) * out_dim;

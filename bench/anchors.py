@@ -194,7 +194,9 @@ def flop_floor(model, *inputs) -> dict:
 
 
 def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str, memory: bool,
-               floor: dict | None = None) -> list[dict]:
+               floor=None) -> list[dict]:
+    """Time each case's two sides; ``floor`` (a no-argument callable returning ``flop_floor``'s dict) adds
+    the fp32 floor to the ``image->triplane`` row."""
     from bench._mem import peak_memory_mb
 
     rows = []

@@ -39,23 +39,6 @@ constexpr int64_t kBlock = 64;  // points per block: 64 x 3C floats of features 
 // hidden activation fused into its store, and a plain SSE2 loop. The extension's -ffp-contract=off
 // is for the ray/box math; here an FMA only changes the rounding of a dot product, within the
 // tests' tolerance of the reference's matmul.
-#define LRM_DENSE_BODY(MADD)                                                               \
-  for (int64_t o = 0; o < out; ++o) {                                                      \
-    float acc[kBlock];                                                                     \
-    for (int64_t p = 0; p < kBlock; ++p) acc[p] = 0.f;                                     \
-    const float* __restrict__ wr = w + o * in;                                             \
-    for (int64_t k = 0; k < in; ++k) {                                                     \
-      const float wk = wr[k];                                                              \
-      const float* __restrict__ xk = x + k * kBlock;                                       \
-      for (int64_t p = 0; p < kBlock; ++p) acc[p] = MADD(xk[p], wk, acc[p]);               \
-    }                                                                                      \
-    const float bo = b[o];                                                                 \
-    float* __restrict__ yo = y + o * kBlock;                                               \
-    for (int64_t p = 0; p < kBlock; ++p) yo[p] = acc[p] + bo; /* addmm adds bias last */   \
-  }
-
-#define LRM_MADD_PLAIN(a, b, c) ((c) + (a) * (b))
-
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void relu_block(const float* z, float* y, int64_t n) {  // y may alias z (the forward's in-place use)
   for (int64_t i = 0; i < n; ++i) y[i] = z[i] > 0.f ? z[i] : 0.f;
@@ -181,11 +164,22 @@ void dense_block_avx2(const float* x, int64_t in, const float* w, const float* b
   }
 }
 
+// the portable build: one output row at a time, the kBlock points in a plain array (SSE2 by the
+// compiler), multiply then add (no FMA), bias last as addmm adds it
 void dense_block_plain(const float* __restrict__ x, int64_t in, const float* __restrict__ w,
                        const float* __restrict__ b, int64_t out, float* pre, float* y, int act) {
-  {
-    float* __restrict__ y = pre;  // the macro's output name
-    LRM_DENSE_BODY(LRM_MADD_PLAIN)
+  for (int64_t o = 0; o < out; ++o) {
+    float acc[kBlock];
+    for (int64_t p = 0; p < kBlock; ++p) acc[p] = 0.f;
+    const float* __restrict__ wr = w + o * in;
+    for (int64_t k = 0; k < in; ++k) {
+      const float wk = wr[k];
+      const float* __restrict__ xk = x + k * kBlock;
+      for (int64_t p = 0; p < kBlock; ++p) acc[p] = acc[p] + xk[p] * wk;
+    }
+    const float bo = b[o];
+    float* __restrict__ po = pre + o * kBlock;
+    for (int64_t p = 0; p < kBlock; ++p) po[p] = acc[p] + bo;
   }
   if (act >= 0) activate_block(pre, y, out * kBlock, act);
 }

@@ -282,7 +282,7 @@ def render_default(model, planes, c2w, K, resolution: int):
     reconstruction's first render): skip empty space where ``Reconstruction._grid_for_render``'s rule
     allows it, else the exact render."""
     from lrm_fast.api import occupancy_grid
-    from lrm_fast.render.occupancy import skips
+    from lrm_fast.render.skipping import skips
 
     rc, fc = model.cfg.render, model.field.cfg
     occ = None

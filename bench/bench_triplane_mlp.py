@@ -37,7 +37,7 @@ from bench.conftest import DEVICE, MODE, record, sizes
 from lrm_fast.config import LRMConfig
 from lrm_fast.ops import _dispatch, triplane_mlp
 from lrm_fast.ops.triplane_mlp import _cpp_probe
-from lrm_fast.render.field import TriplaneField
+from lrm_fast.field.triplane import TriplaneField
 
 # (name, C, plane_res, n_points, dtype)
 SIZES = sizes(

@@ -41,7 +41,7 @@ from torch import nn
 from lrm_fast.config import LRMConfig
 from lrm_fast.data import synthetic as syn
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
-from lrm_fast.render.field import TriplaneField
+from lrm_fast.field.triplane import TriplaneField
 from lrm_fast.render.renderer import Renderer
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "fitted_field.safetensors")

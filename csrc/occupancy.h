@@ -5,7 +5,7 @@
 // cell of the item's G^3 grid is marked; cell index floor((p - bmin) * (G / (bmax - bmin))),
 // clamped to [0, G - 1] (the upper face belongs to the last cell). A sample is kept when it or a
 // neighbour along the ray is occupied (a midpoint interval needs both of its samples).
-// lrm_fast/ops/occupancy.py holds the twins and render/occupancy.py the algorithm.
+// lrm_fast/ops/occupancy.py holds the twins and render/skipping.py the algorithm.
 #pragma once
 
 #include <cstdint>

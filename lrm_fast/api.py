@@ -23,7 +23,8 @@ from .config import LRMConfig, PRESETS
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .mesh import field_density_bounds
-from .render.occupancy import OccupancyGrid, build_occupancy, raw_cut, skips
+from .field.occupancy import OccupancyGrid, build_occupancy, raw_cut
+from .render.skipping import skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
@@ -193,7 +194,7 @@ LRM.reconstruct = reconstruct
 
 
 def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None) -> OccupancyGrid:
-    """The occupancy grid of ``planes`` (``render/occupancy.py``) as reconstructions build it: one triplane
+    """The occupancy grid of ``planes`` (``field/occupancy.py``) as reconstructions build it: one triplane
     gets the proven pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at
     ``cfg.render.occupancy_tau`` skip their lattice queries), others the plain lattice."""
     cfg, fc = model.cfg.render, model.field.cfg
@@ -259,7 +260,7 @@ class Reconstruction:
 
     @torch.inference_mode()
     def occupancy(self, resolution: int | None = None) -> OccupancyGrid:
-        """The occupancy grid of these triplanes (``lrm_fast.render.occupancy``), built on first use
+        """The occupancy grid of these triplanes (``lrm_fast.field.occupancy``), built on first use
         (``resolution^3`` cells, default ``cfg.render.occupancy_resolution``) and cached here, so
         every later render reuses it."""
         res = int(self.model.cfg.render.occupancy_resolution if resolution is None else resolution)

@@ -170,7 +170,7 @@ class RenderConfig:
     # openlrm sampler only
     importance: bool = True
     midpoint: bool = True      # OpenLRM averages adjacent samples (MipRayMarcher2)
-    # Empty-space skipping (openlrm sampler; render/occupancy.py; docs/readme/bench.md has the
+    # Empty-space skipping (openlrm sampler; field/occupancy.py, render/skipping.py; docs/readme/bench.md has the
     # measurements): Reconstruction.render renders through a cached occupancy grid of
     # occupancy_resolution^3 cells unless skip_empty is False or render(exact=True); occupancy_tau is
     # the optical depth of the empty space a ray may lose (a pixel moves by about that much at most).

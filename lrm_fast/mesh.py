@@ -274,7 +274,7 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
     widened by a rounding margin ``8 eps(dtype) * fan_in * layers * magnitude`` (the field is
     evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``),
     twice that for the float32 interval arithmetic. ``raw=True``: bounds of the raw density output
-    (before ``density_bias`` and the activation), for ``render.occupancy.build_occupancy(bounds=...)``."""
+    (before ``density_bias`` and the activation), for ``field.occupancy.build_occupancy(bounds=...)``."""
     if planes.dim() != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
         raise ValueError(f"field_density_bounds takes one triplane [1, 3, C, H, W], got {tuple(planes.shape)}")
     cfg = field.cfg

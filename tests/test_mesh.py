@@ -92,7 +92,7 @@ def test_field_bounds_contain_the_field():
     """field_density_bounds over random boxes contains the field at points inside them (ReLU: CROWN;
     SiLU and exp, TripoSR-like: interval arithmetic)."""
     from lrm_fast.config import FieldConfig
-    from lrm_fast.render.field import TriplaneField
+    from lrm_fast.field.triplane import TriplaneField
 
     torch.manual_seed(0)
     for cfg in (FieldConfig(), FieldConfig(activation="silu", layers=5, density_activation="exp",

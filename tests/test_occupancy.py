@@ -14,8 +14,8 @@ from lrm_fast.ops.composite import _composite_samples_ref, composite_samples_wei
 from lrm_fast.ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
                                     occupancy_lookup, occupancy_mark, occupancy_merge, occupancy_pack,
                                     occupancy_unpack, offsets_from_mask, ray_indices, with_neighbours)
-from lrm_fast.render.field import TriplaneField
-from lrm_fast.render.occupancy import OccupancyGrid, build_occupancy
+from lrm_fast.field.triplane import TriplaneField
+from lrm_fast.field.occupancy import OccupancyGrid, build_occupancy
 from lrm_fast.render.renderer import Renderer
 from tests._twin import DEVICES, check_twin
 
@@ -409,7 +409,7 @@ def test_bounded_grid_is_conservative_and_cheaper_on_the_fitted_field():
     max instead, so the grid is >= the plain lattice grid everywhere and marks the same cells at tau."""
     from bench.fitted_field import load_fitted_field
     from lrm_fast.api import occupancy_grid
-    from lrm_fast.render.occupancy import build_occupancy
+    from lrm_fast.field.occupancy import build_occupancy
 
     planes, model = load_fitted_field()
     rc, fc = model.cfg.render, model.field.cfg

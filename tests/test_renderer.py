@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lrm_fast.config import FieldConfig, RenderConfig
 from lrm_fast.model.camera import canonical_pose, default_intrinsics
-from lrm_fast.render.field import TriplaneField
+from lrm_fast.field.triplane import TriplaneField
 from lrm_fast.render.renderer import Renderer
 
 

@@ -203,7 +203,7 @@ def check_render(device: str) -> dict:
     from lrm_fast.model.camera import canonical_pose, default_intrinsics
     from lrm_fast.ops import _dispatch
     from lrm_fast.ops.triplane_mlp import OP
-    from lrm_fast.render.field import TriplaneField
+    from lrm_fast.field.triplane import TriplaneField
     from lrm_fast.render.renderer import Renderer
 
     torch.manual_seed(0)
@@ -483,7 +483,7 @@ def test_gpu_field_uses_triton_and_matches():
     from lrm_fast.config import FieldConfig
     from lrm_fast.ops import _dispatch
     from lrm_fast.ops.triplane_mlp import OP
-    from lrm_fast.render.field import TriplaneField
+    from lrm_fast.field.triplane import TriplaneField
 
     torch.manual_seed(0)
     field = TriplaneField(48, FieldConfig()).cuda()

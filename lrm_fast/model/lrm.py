@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import LRMConfig
-from ..render.field import TriplaneField
+from ..field.triplane import TriplaneField
 from ..render.renderer import Renderer
 from ..cameras import FEATURE_DIMS, camera_features, canonical_pose, default_intrinsics
 from .camera import CameraEmbedder

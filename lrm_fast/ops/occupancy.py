@@ -234,7 +234,7 @@ def with_neighbours(keep: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------
-# the renderer's per-ray skipping steps (render/occupancy.py's algorithm): twins here, kernels in
+# the renderer's per-ray skipping steps (render/skipping.py's algorithm): twins here, kernels in
 # csrc/occupancy.h (CPU + CUDA). Rays are grouped by batch item: ray r belongs to item
 # r // rays_per_item of grid [B, G, G, G] bool.
 

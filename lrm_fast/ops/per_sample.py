@@ -1,7 +1,7 @@
 """The per-sample math of the renderer's tail, written once: the in-box gate, the field's rgb and
 density activations, the masked raw density, and samples -> intervals.
 
-One Python owner for all of it: the field (``render/field.py``: ``rgb``, ``density``), both
+One Python owner for all of it: the field (``field/triplane.py``: ``rgb``, ``density``), both
 renderer paths (``render/renderer.py``: the unfused ops and TripoSR's uniform bins) and the twin of
 the fused op (``ops/composite.py``: ``_composite_samples_ref``) call these functions, so they
 cannot drift apart. The C++/CUDA kernels (``csrc/composite_samples.h`` and the vector CPU path

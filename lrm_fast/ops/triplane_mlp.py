@@ -11,7 +11,7 @@
 * MLP: ``x -> act(x W0^T + b0) -> ... -> x W_{L-1}^T + b_{L-1}`` (no activation after the last).
   weights[i] ``[out_i, in_i]``, biases[i] ``[out_i]``, as ``nn.Linear`` stores them.
 * returns the raw MLP output ``[B, N, out]`` (OpenLRM: channel 0 = raw density, 1:4 = rgb logits);
-  activations are applied by the caller (``render/field.py``): cheap elementwise work.
+  activations are applied by the caller (``field/triplane.py``): cheap elementwise work.
 
 Backends: ``reference`` (grid_sample + matmuls under autograd), and where registered ``triton``
 (CUDA) and ``cpp`` (CPU float32: lrm_fast._C fused sample + MLP per block of points, with a

@@ -39,8 +39,9 @@ from ..config import RenderConfig
 from ..ops import (_dispatch, composite, composite_weights, generate_rays, importance, merge_samples, per_sample,
                    ray_box, ray_points, stratified)
 from ..ops.composite import composite_samples, composite_samples_weights
-from .field import TriplaneField
-from .occupancy import OccupancyGrid, march_skip, skips
+from ..field.occupancy import OccupancyGrid
+from ..field.triplane import TriplaneField
+from .skipping import march_skip, skips
 
 
 def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
@@ -237,7 +238,7 @@ class Renderer(nn.Module):
 
     def _march_any(self, planes, origins, dirs, near, far, bg, jitter, generator, mask):
         """``_march``, or with an occupancy mask ``[B, G, G, G]`` its empty-space skipping twin
-        (``render/occupancy.py``)."""
+        (``render/skipping.py``)."""
         if mask is None:
             return self._march(planes, origins, dirs, near, far, bg, jitter, generator)
         return march_skip(self, planes, origins, dirs, near, far, bg, mask, self.skip_stats)
@@ -270,7 +271,7 @@ class Renderer(nn.Module):
             background: number, ``[3]`` or ``[B, V, 3]`` (default ``cfg.background``).
             pixels: optional ``[B, V, R, 2]`` (row, col) subset; then outputs are ``[B, V, R, ...]``.
             jitter: random stratified offsets and random importance draws (training).
-            occupancy: an ``OccupancyGrid`` of these planes (``render/occupancy.py``): skip empty
+            occupancy: an ``OccupancyGrid`` of these planes (``field/occupancy.py``): skip empty
                 space (inference; ``cfg.occupancy_tau`` sets the accuracy). None: the exact render.
         Returns:
             dict with ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``.

@@ -22,7 +22,7 @@ import torch
 from .config import LRMConfig, PRESETS
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
-from .mesh import field_density_bounds
+from .field.bounds import field_density_bounds
 from .field.occupancy import OccupancyGrid, build_occupancy, raw_cut
 from .render.skipping import skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh

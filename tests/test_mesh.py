@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_fast.mesh import density_grid, extract_mesh, field_density_bounds, marching_cubes, sphere_density
+from lrm_fast.field.bounds import field_density_bounds
+from lrm_fast.mesh import density_grid, extract_mesh, marching_cubes, sphere_density
 
 
 @pytest.mark.parametrize("R", [33, 48, 64])

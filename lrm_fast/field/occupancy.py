@@ -87,7 +87,7 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
     """The occupancy grid of triplanes ``planes [B, 3, C, H, W]`` with ``field`` (a ``TriplaneField``):
     see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item.
 
-    ``bounds`` (one triplane only; e.g. ``lrm_fast.mesh.field_density_bounds(field, planes, raw=True)``):
+    ``bounds`` (one triplane only; e.g. ``lrm_fast.field.bounds.field_density_bounds(field, planes, raw=True)``):
     a proven bound ``bounds(lo [M, 3], hi [M, 3]) -> (raw_min, raw_max)`` of the raw density over boxes.
     Blocks of ``BOUND_BLOCK^3`` cells whose proven max is at most ``cut`` (a raw density, e.g.
     ``raw_cut(grid.sigma_skip(tau), ...)``) store that max for their cells and their lattice points are

@@ -22,8 +22,7 @@ import torch
 from .config import LRMConfig, PRESETS
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
-from .field.bounds import field_density_bounds
-from .field.occupancy import OccupancyGrid, build_occupancy, raw_cut
+from .field.occupancy import OccupancyGrid, proven_occupancy
 from .render.skipping import skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
@@ -194,17 +193,11 @@ LRM.reconstruct = reconstruct
 
 
 def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None) -> OccupancyGrid:
-    """The occupancy grid of ``planes`` (``field/occupancy.py``) as reconstructions build it: one triplane
-    gets the proven pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at
-    ``cfg.render.occupancy_tau`` skip their lattice queries), others the plain lattice."""
-    cfg, fc = model.cfg.render, model.field.cfg
+    """The occupancy grid of ``planes`` as reconstructions build it (``field.occupancy.proven_occupancy``
+    at ``cfg.render``'s box, ``occupancy_tau`` and, by default, ``occupancy_resolution``)."""
+    cfg = model.cfg.render
     res = int(cfg.occupancy_resolution if resolution is None else resolution)
-    bounds = cut = None
-    if planes.shape[0] == 1:
-        bounds = field_density_bounds(model.field, planes, raw=True)
-        sigma = cfg.occupancy_tau / ((cfg.box_max - cfg.box_min) * 3 ** 0.5)
-        cut = raw_cut(sigma, fc.density_bias, fc.density_activation) if sigma > 0 else None
-    return build_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, bounds=bounds, cut=cut)
+    return proven_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, cfg.occupancy_tau)
 
 
 @dataclass

@@ -15,20 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.triplane_mlp import PLANE_AXES
+from .activations import HIDDEN
 
 
 def _interval_act(lo: torch.Tensor, hi: torch.Tensor, act: str):
-    if act == "relu":
-        return lo.clamp_min(0), hi.clamp_min(0)
-    if act == "softplus":
-        return F.softplus(lo), F.softplus(hi)
-    if act == "silu":   # decreasing below x* = -1.27846, increasing above; minimum silu(x*)
-        xs = -1.2784645427610738
-        fl, fh = F.silu(lo), F.silu(hi)
-        mn = torch.where((lo <= xs) & (hi >= xs), torch.full_like(lo, xs / (1 + np.exp(-xs))),
-                         torch.minimum(fl, fh))
-        return mn, torch.maximum(fl, fh)
-    raise ValueError(f"no interval rule for activation {act!r}")
+    """The image ``(lo, hi)`` of the box ``[lo, hi]`` under the hidden activation ``act``
+    (``field/activations.py``'s interval rule)."""
+    rule = HIDDEN[act].interval if act in HIDDEN else None
+    if rule is None:
+        raise ValueError(f"no interval rule for activation {act!r}")
+    return rule(lo, hi)
 
 
 def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -> torch.Tensor:

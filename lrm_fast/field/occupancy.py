@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .activations import DENSITY
+from .bounds import field_density_bounds
+
 
 DEFAULT_RESOLUTION = 64
 
@@ -68,13 +71,9 @@ class OccupancyGrid:
 
 def raw_cut(sigma: float, density_bias: float = -1.0, density_activation: str = "softplus") -> float:
     """The raw density (before ``density_bias`` and the activation) whose density is ``sigma`` > 0."""
-    if density_activation == "softplus":  # softplus^-1(s) = s + log(1 - exp(-s))
-        x = sigma + math.log(-math.expm1(-sigma))
-    elif density_activation == "exp":
-        x = math.log(sigma)
-    else:
+    if density_activation not in DENSITY:
         raise ValueError(f"unknown density activation {density_activation!r}")
-    return x - density_bias
+    return DENSITY[density_activation].inverse(sigma) - density_bias
 
 
 BOUND_BLOCK = 2   # cells per block side for the proven pre-pass of build_occupancy(bounds=...)
@@ -111,6 +110,20 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
     if dilate:
         cell = F.max_pool3d(cell, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
     return OccupancyGrid(cell[:, 0].contiguous(), float(box_min), float(box_max), subdiv, dilate)
+
+
+def proven_occupancy(field, planes: torch.Tensor, resolution: int, box_min: float, box_max: float,
+                     tau: float) -> OccupancyGrid:
+    """The occupancy grid of ``planes`` as reconstructions build it: one triplane gets the proven
+    pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at ``tau`` skip their lattice
+    queries), others the plain lattice."""
+    bounds = cut = None
+    if planes.shape[0] == 1:
+        fc = field.cfg
+        bounds = field_density_bounds(field, planes, raw=True)
+        sigma = tau / ((box_max - box_min) * 3 ** 0.5)
+        cut = raw_cut(sigma, fc.density_bias, fc.density_activation) if sigma > 0 else None
+    return build_occupancy(field, planes, resolution, box_min, box_max, bounds=bounds, cut=cut)
 
 
 def _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, cut, x) -> OccupancyGrid:

@@ -2,8 +2,8 @@
 
 MLP: ``Linear(3C, 64) -> ReLU -> [Linear(64, 64) -> ReLU] x (layers - 2) -> Linear(64, 4)``, biases
 initialized to zero. Output channel 0 is the raw density, 1:4 the rgb logits.
-Activations (OpenLRM; written once in ``ops/per_sample.py``, which the renderer and the fused
-compositing op share):
+Activations (OpenLRM; one table, ``field/activations.py``, applied by ``ops/per_sample.py``, which
+the renderer and the fused compositing op share):
     rgb     = sigmoid(x) * (1 + 2 * 0.001) - 0.001     (MipNeRF's widened sigmoid)
     density = softplus(x - 1)                           (``density_bias = -1``)
 TripoSR variant (``density_activation="exp"``): density = exp(x - 1), ``rgb_activation="sigmoid"``
@@ -17,8 +17,9 @@ from torch import nn
 
 from ..config import FieldConfig
 from ..ops import per_sample, triplane_mlp
+from .activations import HIDDEN, RGB
 
-_ACT_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus}
+_ACT_MODULES = {name: a.module for name, a in HIDDEN.items()}
 
 
 class TriplaneField(nn.Module):
@@ -29,8 +30,8 @@ class TriplaneField(nn.Module):
         self.cfg = cfg
         if cfg.layers < 2:
             raise ValueError(f"field MLP needs >= 2 layers, got {cfg.layers}")
-        if cfg.rgb_activation not in ("sigmoid_wide", "sigmoid"):
-            raise ValueError(f"unknown field rgb_activation {cfg.rgb_activation!r} (sigmoid_wide, sigmoid)")
+        if cfg.rgb_activation not in RGB:
+            raise ValueError(f"unknown field rgb_activation {cfg.rgb_activation!r} ({', '.join(RGB)})")
         if cfg.activation not in _ACT_MODULES:
             raise ValueError(f"unknown field activation {cfg.activation!r} ({sorted(_ACT_MODULES)})")
         width_in = 3 * channels if cfg.aggregate == "concat" else channels

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from ..field.activations import DENSITY
 from . import _dispatch, _ext, per_sample
 
 OP = "composite"
@@ -82,7 +83,7 @@ def _backward(ctx, v_color, v_depth, v_opacity, v_t_final, v_n_used):
 # ------------------------------------------------------------------------------------------
 # fused: raw field samples -> pixels (the renderer's fast path)
 
-DENSITY_ACTS = {"softplus": 0, "exp": 1}  # the kernels' codes for per_sample.DENSITY_ACTIVATIONS
+DENSITY_ACTS = {name: a.code for name, a in DENSITY.items()}  # the kernels' codes (field/activations.py)
 
 
 def _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias, density_activation, midpoint):

@@ -16,6 +16,8 @@ Conventions (OpenLRM ``OSGDecoder`` / ``ImportanceRenderer`` / ``MipRayMarcher2`
 * rgb: ``"sigmoid_wide"`` ``sigmoid(x) * (1 + 2 * 0.001) - 0.001`` (MipNeRF's widened sigmoid,
   OpenLRM), or ``"sigmoid"`` (TripoSR);
 * density: ``softplus(x + bias)`` (OpenLRM, ``bias = -1``) or ``exp(min(x + bias, 15))`` (TripoSR);
+* the activations themselves, their names and constants (the sentinel, the rgb pad, the exp
+  clamp) are one table, ``field/activations.py``; these functions apply it;
 * intervals (``midpoint=True``, MipRayMarcher2): interval ``k`` between samples ``k`` and ``k+1``
   has the mean color, the density of the mean raw density, the mean depth and length
   ``t_{k+1} - t_k``; with ``midpoint=False`` the first ``S-1`` samples themselves.
@@ -25,13 +27,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-MASKED_RAW_DENSITY = -1e4
-RGB_PAD = 0.001  # the widened sigmoid's margin: sigmoid(x) * (1 + 2 * RGB_PAD) - RGB_PAD
-EXP_CLAMP = 15.0  # exp density: the raw value is clamped to this before exp (TripoSR's trunc_exp region)
-RGB_ACTIVATIONS = ("sigmoid_wide", "sigmoid")
-DENSITY_ACTIVATIONS = ("softplus", "exp")
+from ..field.activations import (DENSITY, DENSITY_ACTIVATIONS, EXP_CLAMP, MASKED_RAW_DENSITY, RGB,  # noqa: F401
+                                  RGB_ACTIVATIONS, RGB_PAD, lookup)
 
 
 def sample_points(origins: torch.Tensor, dirs: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
@@ -47,21 +45,13 @@ def in_box(points: torch.Tensor, box_min: float, box_max: float) -> torch.Tensor
 
 def rgb_activation(logits: torch.Tensor, kind: str = "sigmoid_wide") -> torch.Tensor:
     """rgb logits ``[..., 3]`` -> colors (see the module docstring)."""
-    if kind == "sigmoid_wide":
-        return torch.sigmoid(logits) * (1 + 2 * RGB_PAD) - RGB_PAD
-    if kind == "sigmoid":
-        return torch.sigmoid(logits)
-    raise ValueError(f"unknown rgb activation {kind!r} ({', '.join(RGB_ACTIVATIONS)})")
+    return lookup(RGB, kind, "rgb activation").fn(logits)
 
 
 def density_activation(raw_density: torch.Tensor, bias: float = -1.0, kind: str = "softplus") -> torch.Tensor:
     """raw densities ``[...]`` -> densities ``>= 0`` (see the module docstring)."""
-    x = raw_density + bias
-    if kind == "softplus":
-        return F.softplus(x)
-    if kind == "exp":
-        return torch.exp(x.clamp_max(EXP_CLAMP))
-    raise ValueError(f"unknown density activation {kind!r} ({', '.join(DENSITY_ACTIVATIONS)})")
+    act = lookup(DENSITY, kind, "density activation")
+    return act.fn(raw_density + bias)
 
 
 def gate(raw_density: torch.Tensor, rgb: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

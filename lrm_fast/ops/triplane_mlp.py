@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..field.activations import HIDDEN
 from . import _dispatch, _ext
 
 OP = "triplane_mlp"
@@ -36,7 +37,7 @@ OP = "triplane_mlp"
 # (u, v) coordinate indices of each plane: plane 0 (x, y), plane 1 (x, z), plane 2 (z, y).
 PLANE_AXES = ((0, 1), (0, 2), (2, 1))
 
-_ACTS = {"relu": F.relu, "silu": F.silu, "softplus": F.softplus}
+_ACTS = {name: a.fn for name, a in HIDDEN.items()}  # field/activations.py: the one table
 
 
 def sample_triplane(planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -468,7 +469,7 @@ _dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
 # ---------------------------------------------------------------------------------------------
 
 _CPP_AGG = {"concat": 0, "sum": 1, "mean": 2}
-_CPP_ACT = {"relu": 0, "silu": 1, "softplus": 2}
+_CPP_ACT = {name: a.code for name, a in HIDDEN.items()}
 
 
 def _needs_grad(tensors) -> bool:

@@ -378,3 +378,33 @@ def test_load_encoder_weights_round_trip_and_mismatch(tmp_path):
     save_file({"not.a.vit.key": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="vit.safetensors: encoder weights do not match"):
         ck.load_encoder_weights(dst, path)
+
+
+def test_field_is_stored_once_and_old_tied_copies_load(tmp_path, tiny_cfg):
+    """The model owns its field once: ``state_dict()`` has each field weight once (``field.*``), the
+    renderer renders with that same module. State dicts written while the renderer also held it carry
+    ``renderer.field.*`` copies; they load through ``load_state_dict`` and ``load_checkpoint`` alike."""
+    from safetensors.torch import save_file
+
+    m = _randomize(LRM(tiny_cfg))
+    sd = m.state_dict()
+    assert not [k for k in sd if k.startswith("renderer.")]
+    assert sorted(k for k in sd if k.startswith("field.")) == sorted("field." + k for k in m.field.state_dict())
+    assert m.renderer.field is m.field and not list(m.renderer.parameters())
+    old = dict(sd)
+    old.update({"renderer." + k: v.clone() for k, v in sd.items() if k.startswith("field.")})
+    fresh = LRM(tiny_cfg)
+    fresh.load_state_dict(old)  # strict: the copies are dropped, nothing missing or unexpected
+    for k, v in sd.items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    assert fresh.renderer.field is fresh.field
+    # our file format, written in the old form
+    ck.save_checkpoint(m, str(tmp_path / "old"))
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "old" / "model.safetensors"))
+    m2 = ck.load_checkpoint(str(tmp_path / "old"))
+    assert m2.renderer.field is m2.field
+    _compare(m, m2, tiny_cfg.encoder.image_size)
+    # a copy that differs from its field.* twin is no copy: it is reported, not silently dropped
+    old["renderer.field.net.0.bias"] = old["renderer.field.net.0.bias"] + 1
+    with pytest.raises(RuntimeError, match="renderer.field.net.0.bias"):
+        LRM(tiny_cfg).load_state_dict(old)

@@ -35,7 +35,7 @@ import torch
 
 from ..config import LRMConfig
 from ..model.encoder import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder
-from ..model.lrm import LRM
+from ..model.lrm import LRM, TIED_FIELD_PREFIX, drop_tied_field_copies
 from .export import atomic_path
 from .openlrm import convert_openlrm, openlrm_source_size  # noqa: F401 - public here too
 from .triposr import convert_triposr, read_yaml, triposr_vit_config  # noqa: F401 - public here too
@@ -44,15 +44,16 @@ from .vit_weights import DINO_VITB16_CONFIG, hf_vit_config  # noqa: F401 - publi
 FORMATS = ("lrm_fast", "openlrm-1.1", "openlrm-1.0", "triposr")
 
 
-# ``renderer.field`` is the same module as ``field``: our files store it once. Names our files used
-# before the model variants (TripoSR's Transformer1D parts sat beside the decoder) -> today's.
-TIED_PREFIX = "renderer.field."
+# The model holds its field once (``field.*``); files written while the renderer also held it as a
+# submodule carry ``renderer.field.*`` copies, dropped on load. Names our files used before the model
+# variants (TripoSR's Transformer1D parts sat beside the decoder) -> today's.
+TIED_PREFIX = TIED_FIELD_PREFIX
 _RENAMED = (("transformer_in_norm.", "transformer.in_norm."), ("transformer_proj_in.", "transformer.proj_in."),
             ("transformer_proj_out.", "transformer.proj_out."))
 
 
 def is_tied_copy(key: str) -> bool:
-    """Whether a model state-dict key is the ``renderer.field.*`` alias of a ``field.*`` tensor."""
+    """Whether a state-dict key is an old file's ``renderer.field.*`` copy of a ``field.*`` tensor."""
     return key.startswith(TIED_PREFIX)
 
 
@@ -67,9 +68,7 @@ def upgrade_state_dict(sd: dict) -> dict:
                 k = b + k[len(a):]
                 break
         out[k] = v
-    dup = [k for k in out if is_tied_copy(k) and k[len("renderer."):] in out]
-    if dup and all(torch.equal(out[k], out[k[len("renderer."):]]) for k in dup):
-        out = {k: v for k, v in out.items() if k not in set(dup)}
+    drop_tied_field_copies(out)
     return out
 
 
@@ -126,9 +125,8 @@ def _atomic_write_bytes(path: str, write) -> None:
 
 
 def _own_state_dict(model, dtype=None) -> dict[str, torch.Tensor]:
-    # the tied ``renderer.field`` is stored once (safetensors refuses shared tensors) and re-tied on load
     return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous().clone()
-            for k, v in model.state_dict().items() if not is_tied_copy(k)}
+            for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(model, out_dir: str, dtype: torch.dtype | None = None) -> list[str]:
@@ -209,7 +207,7 @@ def _load_into(cfg, sd: dict, source: str, backend: str, names: dict | None = No
     """``names`` (optional): our key -> the file's key, for error messages about converted keys."""
     with torch.device("meta"):
         model = LRM(cfg, backend=backend)
-    want = {k: v for k, v in model.state_dict().items() if not is_tied_copy(k)}
+    want = model.state_dict()
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))
     names = names or {}
@@ -226,7 +224,6 @@ def _load_into(cfg, sd: dict, source: str, backend: str, names: dict | None = No
         raise ValueError(f"{source}: state dict does not match the config: " + "; ".join(parts))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
                           strict=False, assign=True)
-    model.renderer.field = model.field  # re-tie (assign replaced field's parameters in place)
     return _materialize_buffers(model)
 
 

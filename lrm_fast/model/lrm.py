@@ -4,7 +4,11 @@
 ``encoder`` (timm ViT), ``camera_embedder`` (MLP; None for a decoder block without a camera input),
 ``pos_embed`` ``[1, 3*h*w, D]`` (initialized ``N(0, 1) / sqrt(D)`` as OpenLRM), ``transformer`` (the
 decoder of ``cfg.decoder.block``, ``model/decoder.py``), ``upsampler``, ``field``, ``renderer`` (its
-sampler from ``cfg.render.sampler``). The variants are chosen here once, at construction.
+sampler from ``cfg.render.sampler``). The variants are chosen here once, at construction. The model
+owns the field once (``field.*`` in the state dict); the renderer renders with it but does not hold
+it as a submodule (``render/renderer.py``), so there are no tied ``renderer.field.*`` keys. Files
+written before carry those copies: ``drop_tied_field_copies`` drops them, on ``load_state_dict`` (a
+pre-hook) and in ``io.checkpoint.upgrade_state_dict``.
 
 ``backend`` (``"reference" | "fast" | "auto"``) is passed down to every op (the renderer is
 the one module that reads it: it picks its fast or reference path, see ``render/renderer.py``).
@@ -30,6 +34,27 @@ from .encoder import ImageEncoder
 from .triplane import TriplaneUpsampler
 
 
+# the state-dict prefix of the field's copies in files written while the renderer held it as a submodule
+TIED_FIELD_PREFIX = "renderer.field."
+
+
+def drop_tied_field_copies(sd: dict, prefix: str = "") -> list[str]:
+    """Remove, in place, the ``renderer.field.*`` copies of an old state dict (keys under ``prefix``)
+    where every one equals its ``field.*`` twin; a copy that differs stays, to be reported as an
+    unexpected key. Returns the removed keys."""
+    old = prefix + TIED_FIELD_PREFIX
+    dup = [k for k in sd if k.startswith(old) and prefix + k[len(prefix + "renderer."):] in sd]
+    if not dup or not all(torch.equal(sd[k], sd[prefix + k[len(prefix + "renderer."):]]) for k in dup):
+        return []
+    for k in dup:
+        del sd[k]
+    return dup
+
+
+def _drop_tied_field_copies_hook(module, state_dict, prefix, *args):
+    drop_tied_field_copies(state_dict, prefix)
+
+
 class LRM(nn.Module):
     def __init__(self, cfg: LRMConfig, backend: str = "auto"):
         super().__init__()
@@ -43,7 +68,8 @@ class LRM(nn.Module):
         self.transformer = build_decoder(cfg.decoder, cfg.encoder.feat_dim, cfg.camera.embed_dim)
         self.upsampler = TriplaneUpsampler(D, cfg.triplane)
         self.field = TriplaneField(cfg.triplane.channels, cfg.field)
-        self.renderer = Renderer(cfg.render, self.field)
+        self.renderer = Renderer(cfg.render, self.field)   # renders with the field, does not own it
+        self.register_load_state_dict_pre_hook(_drop_tied_field_copies_hook)
         self.set_backend(backend)
 
     def set_backend(self, backend: str) -> "LRM":

@@ -66,6 +66,29 @@ class Renderer(nn.Module):
         self.cfg = cfg
         self.field = field
 
+    # -- the field: used, not owned ---------------------------------------------------------------
+    # The renderer renders with a field that its owner holds (``LRM.field``): it is no submodule
+    # here, so a model's state dict has each field weight once (``field.*``). A device or dtype move
+    # of the renderer (``.to``, ``.cuda``, ``.double``) and ``train``/``eval`` still reach the field,
+    # so a renderer on its own keeps working as one unit.
+    def __setattr__(self, name, value):
+        if name == "field":
+            self.__dict__.pop("field", None)
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if recurse:
+            self.field._apply(fn, recurse)  # idempotent where the owner moved it already
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.field.train(mode)
+        return self
+
     # -- one set of samples ---------------------------------------------------------------------
     def _query(self, planes, origins, dirs, depths, valid):
         """raw field outputs at ``origins + depths * dirs``. origins/dirs ``[B, R, 3]``,

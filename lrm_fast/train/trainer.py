@@ -159,12 +159,11 @@ class Trainer:
         self.model_cfg = cfg.model_config()
         model = LRM(self.model_cfg, backend=cfg.backend)
         if cfg.init_from:
-            from ..io.checkpoint import is_tied_copy, read_state_dict, upgrade_state_dict
+            from ..io.checkpoint import read_state_dict, upgrade_state_dict
 
             sd = upgrade_state_dict(read_state_dict(os.path.join(cfg.init_from, "model.safetensors")))
+            # (old files' ``renderer.field.*`` copies of the field: dropped by the io rule)
             missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
-            # ``renderer.field`` is the same module as ``field``: our files store it once (the io rule)
-            missing = [k for k in missing if not is_tied_copy(k)]
             if missing or unexpected:
                 raise ValueError(f"{cfg.init_from}: weights do not match: missing {missing[:6]}, "
                                  f"unexpected {unexpected[:6]}")

@@ -282,11 +282,10 @@ def render_default(model, planes, c2w, K, resolution: int):
     reconstruction's first render): skip empty space where ``Reconstruction._grid_for_render``'s rule
     allows it, else the exact render."""
     from lrm_fast.api import occupancy_grid
-    from lrm_fast.render.skipping import skips
 
     rc, fc = model.cfg.render, model.field.cfg
     occ = None
-    if rc.skip_empty and not planes.is_cuda and skips(model.renderer, planes, False):
+    if rc.skip_empty and not planes.is_cuda and model.renderer.can_skip(planes):
         occ = occupancy_grid(model, planes)
         if occ.occupied_fraction(rc.occupancy_tau, fc.density_bias, fc.density_activation) > rc.skip_max_occupied:
             occ = None

@@ -23,7 +23,6 @@ from .config import LRMConfig, PRESETS
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .field.occupancy import OccupancyGrid, proven_occupancy
-from .render.skipping import skips
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
@@ -271,7 +270,7 @@ class Reconstruction:
         auto = exact is None
         if auto:
             exact = not cfg.skip_empty or self.triplane.is_cuda
-        if exact or not skips(self.model.renderer, self.triplane, False):
+        if exact or not self.model.renderer.can_skip(self.triplane):
             return None
         grid = self.occupancy()
         if auto and grid.occupied_fraction(cfg.occupancy_tau, self.model.field.cfg.density_bias,

@@ -206,7 +206,7 @@ def test_triposr_sampler_honours_jitter():
 
 
 def test_triposr_sampler_honours_early_stop(monkeypatch):
-    from lrm_fast.render import renderer as R
+    from lrm_fast.render import marching as R  # the uniform marcher composites there
 
     seen = []
     comp = R.composite

@@ -1,7 +1,7 @@
 """The renderer's empty-space skipping with an occupancy grid (``field/occupancy.py``: the grid and
 its rule).
 
-**Skipping** (``march_skip``, inference, OpenLRM's fused path): the coarse samples are the exact
+**Skipping** (``SkippingMarcher``, inference, OpenLRM's fused path): the coarse samples are the exact
 render's stratified depths; only those in occupied cells and their neighbours along the ray
 (a midpoint interval needs both of its samples) are sent to the field. The coarse weights of the
 kept samples (``composite_samples_packed_weights``; the weight of the interval that bridges a gap
@@ -21,27 +21,7 @@ import torch
 from ..ops import importance, stratified
 from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
                              occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
-
-
-def skips(renderer, t: torch.Tensor, jitter: bool) -> bool:
-    """Whether ``renderer`` can skip empty space here: inference (no jitter, no gradient), OpenLRM's
-    fused path (``Renderer._fusable``); TripoSR's sampler and unfused fields render exactly."""
-    cfg = renderer.cfg
-    if jitter or cfg.sampler != "openlrm" or torch.is_grad_enabled() and t.requires_grad:
-        return False
-    return renderer._fusable(t)
-
-
-def _field_packed(renderer, planes, points, offsets, R_item: int):
-    """raw field outputs ``[N, 4]`` at packed ``points [N, 3]``; ``offsets`` the packed layout of
-    rays grouped by batch item, ``R_item`` rays per item (each item's points go with its planes)."""
-    B = planes.shape[0]
-    if B == 1:
-        return renderer.field(planes, points[None])[0]
-    ends = offsets[::R_item].tolist()  # item b owns points ends[b] .. ends[b + 1] - 1
-    outs = [renderer.field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0]
-            for b in range(B) if ends[b + 1] > ends[b]]
-    return torch.cat(outs) if outs else points.new_zeros(0, 4)
+from .marching import MarchContext, Marcher
 
 
 def _offsets(counts: torch.Tensor) -> torch.Tensor:
@@ -50,42 +30,45 @@ def _offsets(counts: torch.Tensor) -> torch.Tensor:
     return off
 
 
-def march_skip(renderer, planes, origins, dirs, near, far, bg, mask: torch.Tensor, stats: dict | None = None):
-    """``Renderer._march`` with empty-space skipping (module docstring), inference only: planes
-    ``[B, 3, C, H, W]``, origins/dirs/bg ``[B, R, 3]``, near/far ``[B, R]``, mask ``[B, G, G, G]`` bool
-    -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``. ``stats`` (optional dict) accumulates the
-    samples evaluated by the field (``"evaluated"``) and those of the exact render (``"dense"``).
-    Every per-ray step is an op with a twin (``ops/occupancy.py``) and C++/CUDA kernels."""
-    cfg, be = renderer.cfg, renderer.backend
-    fc = renderer.field.cfg
-    B, R = near.shape
-    o, d = origins.reshape(B * R, 3), dirs.reshape(B * R, 3)
-    box = (float(cfg.box_min), float(cfg.box_max))
-    n_coarse = cfg.samples_per_ray // 2 if cfg.importance else cfg.samples_per_ray
-    kw = dict(box_min=cfg.box_min, box_max=cfg.box_max, density_bias=fc.density_bias,
-              density_activation=fc.density_activation, midpoint=cfg.midpoint)
+class SkippingMarcher(Marcher):
+    """The exact marcher with empty-space skipping (module docstring), inference only: ``ctx.mask``
+    ``[B, G, G, G]`` bool (an occupancy grid's ``mask``); rays as every marcher's (``marching.py``).
+    ``ctx.stats`` (optional dict) accumulates the samples evaluated by the field (``"evaluated"``),
+    those of the exact render (``"dense"``) and the rays. Every per-ray step is an op with a twin
+    (``ops/occupancy.py``) and C++/CUDA kernels."""
 
-    tc = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=False, backend=be)
-    occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
-    off_c = _offsets(counts_c)
-    t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
-    raw_p = _field_packed(renderer, planes, pts, off_c, R).to(tc.dtype)
-    evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
-    if cfg.importance:
-        w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
-        w = occupancy_unpack(w_p, keep_c, off_c, backend=be)
-        fine = importance(tc, w[:, :-1].float(), cfg.samples_per_ray - n_coarse, det=True, backend=be)
-        t, keep, src, counts, need = occupancy_merge(o, d, tc, occ_c, keep_c, off_c, fine, mask, R, *box, backend=be)
-        off, off_n = _offsets(counts), _offsets(need)
-        t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
-        if pts_n.shape[0]:
-            raw_p[pos_n] = _field_packed(renderer, planes, pts_n, off_n, R).to(raw_p.dtype)
-        evaluated += pts_n.shape[0]
-        dense = t.numel()
-    if stats is not None:
-        stats["evaluated"] = stats.get("evaluated", 0) + evaluated
-        stats["dense"] = stats.get("dense", 0) + dense
-        stats["rays"] = stats.get("rays", 0) + B * R
-    color, depth, opacity = composite_samples_packed(raw_p, t_p, off, o, d, bg.reshape(B * R, 3).to(tc.dtype),
-                                                     early_stop=renderer.early_stop, backend=be, **kw)
-    return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+    name = "skipping"
+
+    def __call__(self, ctx: MarchContext, origins, dirs, near, far, bg):
+        s, be, mask, stats = ctx.sampling, ctx.backend, ctx.mask, ctx.stats
+        B, R = near.shape
+        o, d = origins.reshape(B * R, 3), dirs.reshape(B * R, 3)
+        box = (float(s.box_min), float(s.box_max))
+        n_coarse = s.n_coarse
+        kw = s.kw
+
+        tc = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=False, backend=be)
+        occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
+        off_c = _offsets(counts_c)
+        t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
+        raw_p = ctx.raw_packed(pts, off_c, R).to(tc.dtype)
+        evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
+        if s.importance:
+            w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
+            w = occupancy_unpack(w_p, keep_c, off_c, backend=be)
+            fine = importance(tc, w[:, :-1].float(), s.samples_per_ray - n_coarse, det=True, backend=be)
+            t, keep, src, counts, need = occupancy_merge(o, d, tc, occ_c, keep_c, off_c, fine, mask, R, *box,
+                                                         backend=be)
+            off, off_n = _offsets(counts), _offsets(need)
+            t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
+            if pts_n.shape[0]:
+                raw_p[pos_n] = ctx.raw_packed(pts_n, off_n, R).to(raw_p.dtype)
+            evaluated += pts_n.shape[0]
+            dense = t.numel()
+        if stats is not None:
+            stats["evaluated"] = stats.get("evaluated", 0) + evaluated
+            stats["dense"] = stats.get("dense", 0) + dense
+            stats["rays"] = stats.get("rays", 0) + B * R
+        color, depth, opacity = composite_samples_packed(raw_p, t_p, off, o, d, bg.reshape(B * R, 3).to(tc.dtype),
+                                                         early_stop=ctx.early_stop, backend=be, **kw)
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cephes.h"
 #include "composite.h"
 #include "composite_samples.h"
 

@@ -6,7 +6,7 @@ namespace LRM_VEC_NS {
 using namespace vecdata;
 
 
-// exp(x) for float32: Cephes expf (range reduction by n = round(x / ln2), ln2 split in two so
+// exp(x) for float32: Cephes expf (constants: cephes.h; range reduction by n = round(x / ln2), ln2 split in two so
 // n * C1 is exact, degree-5 polynomial on |r| <= ln2/2), scaled by 2^n as two factors 2^(n/2)
 // so that x > 88.72 overflows to inf like expf without a branch. Results below 1.6e-38
 // (x < -87) are flushed to 0 instead of going subnormal: an underflowing multiply takes a
@@ -17,15 +17,15 @@ LRM_VEC float exp(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 89.0f ? 89.0f : x;
   // round to nearest integer: 1.5 * 2^23 pushes the fraction bits out (|x / ln2| < 2^22)
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = LRM_MADD(n, -0.693359375f, x);  // exact: n * C1 has few bits
-  r = LRM_MADD(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = LRM_MADD(p, r, 1.3981999507e-3f);
-  p = LRM_MADD(p, r, 8.3334519073e-3f);
-  p = LRM_MADD(p, r, 4.1665795894e-2f);
-  p = LRM_MADD(p, r, 1.6666665459e-1f);
-  p = LRM_MADD(p, r, 5.0000001201e-1f);
+  const float n = (x * cephes::kLog2e + 12582912.0f) - 12582912.0f;
+  float r = LRM_MADD(n, -cephes::kLn2Hi, x);  // exact: n * kLn2Hi has few bits
+  r = LRM_MADD(n, cephes::kLn2Lo, r);
+  float p = cephes::kExpP0;
+  p = LRM_MADD(p, r, cephes::kExpP1);
+  p = LRM_MADD(p, r, cephes::kExpP2);
+  p = LRM_MADD(p, r, cephes::kExpP3);
+  p = LRM_MADD(p, r, cephes::kExpP4);
+  p = LRM_MADD(p, r, cephes::kExpP5);
   p = LRM_MADD(p, r * r, r) + 1.0f;
   const int32_t ni = int32_t(n);  // in [-126, 129]
   const int32_t n1 = ni >> 1, n2 = ni - n1;
@@ -44,20 +44,20 @@ LRM_VEC float log1p01(float u) {
   const float e = big ? 1.0f : 0.0f;
   const float f = m - 1.0f;  // exact (Sterbenz)
   const float z = f * f;
-  float y = 7.0376836292e-2f;
-  y = LRM_MADD(y, f, -1.1514610310e-1f);
-  y = LRM_MADD(y, f, 1.1676998740e-1f);
-  y = LRM_MADD(y, f, -1.2420140846e-1f);
-  y = LRM_MADD(y, f, 1.4249322787e-1f);
-  y = LRM_MADD(y, f, -1.6668057665e-1f);
-  y = LRM_MADD(y, f, 2.0000714765e-1f);
-  y = LRM_MADD(y, f, -2.4999993993e-1f);
-  y = LRM_MADD(y, f, 3.3333331174e-1f);
+  float y = cephes::kLogQ0;
+  y = LRM_MADD(y, f, cephes::kLogQ1);
+  y = LRM_MADD(y, f, cephes::kLogQ2);
+  y = LRM_MADD(y, f, cephes::kLogQ3);
+  y = LRM_MADD(y, f, cephes::kLogQ4);
+  y = LRM_MADD(y, f, cephes::kLogQ5);
+  y = LRM_MADD(y, f, cephes::kLogQ6);
+  y = LRM_MADD(y, f, cephes::kLogQ7);
+  y = LRM_MADD(y, f, cephes::kLogQ8);
   y = y * f * z;
-  y = LRM_MADD(e, -2.12194440e-4f, y);
+  y = LRM_MADD(e, -cephes::kLn2Lo, y);
   y = LRM_MADD(-0.5f, z, y);
   float r = f + y;
-  r = LRM_MADD(e, 0.693359375f, r);
+  r = LRM_MADD(e, cephes::kLn2Hi, r);
   return r + corr;
 }
 

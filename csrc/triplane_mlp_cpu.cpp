@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cephes.h"
 #include "checks.h"
 #include "cpu_isa.h"
 #include "triplane_mlp.h"
@@ -53,21 +54,21 @@ void activate_block(const float* z, float* y, int64_t n, int act) {
   }
 }
 
-// exp(x) on 8 lanes: Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial),
+// exp(x) on 8 lanes: Cephes' expf (constants: cephes.h; range reduction by ln 2 in two parts),
 // within 2 ulp of the exact value like torch's vectorized exp (Sleef, 1 ulp). Beyond +-88.38 it
 // saturates to inf / 0 as exp does; NaN lanes stay NaN through the callers' arithmetic.
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_avx2(__m256 x) {
   x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);   // (hi, x): a NaN x passes through
   x = _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x);
-  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(cephes::kLog2e), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(cephes::kLn2Hi), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-cephes::kLn2Lo), x);
+  __m256 y = _mm256_set1_ps(cephes::kExpP0);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(cephes::kExpP1));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(cephes::kExpP2));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(cephes::kExpP3));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(cephes::kExpP4));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(cephes::kExpP5));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
   const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(n));

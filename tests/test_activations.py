@@ -118,3 +118,19 @@ def test_python_users_take_the_table():
             assert a.fn(torch.tensor(a.inverse(s), dtype=torch.float64)).item() == pytest.approx(s, rel=1e-12)
     with pytest.raises(ValueError, match="unknown density activation 'nope' \\(softplus, exp\\)"):
         per_sample.density_activation(x, kind="nope")
+
+
+def test_cephes_constants_live_in_one_header():
+    """The Cephes exp/log constants are written once, in ``csrc/cephes.h``; the C++ files that
+    evaluate a Cephes exp (the compositing kernels' lane exp, the fused field's AVX2 SiLU) include it."""
+    consts = _floats(r"constexpr float k\w+ = (" + NUM + r")f;", (CSRC / "cephes.h").read_text())
+    assert len(consts) >= 18
+    literals = ("1.44269504", "0.693359375", "2.12194440e-4", "1.9875691500e-4", "7.0376836292e-2")
+    for p in sorted(CSRC.rglob("*")):
+        if p.suffix not in (".h", ".cpp", ".cu") or p.name == "cephes.h":
+            continue
+        src = p.read_text()
+        assert not [c for c in literals if c in src], f"{p.name} writes a Cephes constant: use cephes.h"
+        if "cephes::" in src:
+            assert '#include "cephes.h"' in src or p.name == "composite_vec_cpu_impl.h", p.name
+    assert '#include "cephes.h"' in (CSRC / "composite_vec_cpu.h").read_text()  # the impl's only includer

@@ -77,8 +77,7 @@ class Renderer(nn.Module):
     # of the renderer (``.to``, ``.cuda``, ``.double``) and ``train``/``eval`` still reach the field,
     # so a renderer on its own keeps working as one unit.
     def __setattr__(self, name, value):
-        if name == "field":
-            self.__dict__.pop("field", None)
+        if name == "field":  # a plain attribute: nn.Module would register it as a submodule
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

@@ -325,7 +325,8 @@ class Reconstruction:
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
              largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,
-             texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None):
+             texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None,
+             watertight: bool = False):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
@@ -335,7 +336,8 @@ class Reconstruction:
         ``faces``: decimate to at most this many faces first (vertex colors re-queried at the new
         vertices). ``texture=True``: UV atlas (xatlas) and a ``texture_size``^2 (power of two, >= 16)
         colour texture baked from the field at each texel's surface point (``TextureVisuals`` with a
-        PBR ``baseColorTexture``); see ``lrm_fast.texture``."""
+        PBR ``baseColorTexture``); see ``lrm_fast.texture``. ``watertight=True``: where the object
+        reaches the box, the box's faces close it (``extract_mesh``), so the mesh has no open boundary."""
         from .mesh import extract_mesh
 
         if not -self.batch_size <= index < self.batch_size:
@@ -346,7 +348,7 @@ class Reconstruction:
         planes = self.triplane[index:index + 1] if index >= 0 else self.triplane[index:][:1]
         mesh = extract_mesh(self.model, planes, resolution=resolution,
                             threshold=threshold, largest_component=largest_component,
-                            coarse_to_fine=coarse_to_fine, progress=progress)
+                            coarse_to_fine=coarse_to_fine, progress=progress, watertight=watertight)
         if texture or faces is not None:
             mesh = texture_mesh(mesh, field_color_fn(self.model, planes), texture_size, faces, texture=bool(texture))
         return mesh

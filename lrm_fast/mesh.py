@@ -154,6 +154,8 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
             ck = (2 * pk[:, None, None, None] + o[None, None, :]).expand(-1, 2, 2, 2)
             keep = (ci < nb) & (cj < nb) & (ck < nb)
             cand = ((ci * nb + cj) * nb + ck)[keep]
+        if cand.numel() == 0:                       # every block was decided a level up (e.g. no surface)
+            break
         i, j, k = cand // (nb * nb), (cand // nb) % nb, cand % nb
         last = torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)
         blo, bhi = lo_ax[::B], hi_ax[last]
@@ -348,8 +350,10 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
         tables = []
         for p, (a, b) in enumerate(PLANE_AXES):
             keys, inv = _unique_rows(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1))
-            win = torch.cat([sample_q(p, breakpoints(k[:, 0], k[:, 1], W), breakpoints(k[:, 2], k[:, 3], H))
-                             for k in keys.split(4096)])
+            # breakpoints of all footprints at once: one width for every chunk (chunks of fine cells
+            # may straddle fewer texel centres than others; per-chunk widths did not concatenate)
+            bu, bv = breakpoints(keys[:, 0], keys[:, 1], W), breakpoints(keys[:, 2], keys[:, 3], H)
+            win = torch.cat([sample_q(p, u, v) for u, v in zip(bu.split(4096), bv.split(4096))])
             tables.append((win, win.amin(1).to(wt), win.amax(1).to(wt), inv.reshape(-1)))
         rl, rh = [], []
         for s in range(0, lo.shape[0], chunk):
@@ -393,8 +397,24 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
     return bounds
 
 
-def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: float):
-    """(vertices ``[V, 3]`` world fp32, faces ``[F, 3]`` int64, outward winding) of the level set."""
+def _close_at_box(grid: np.ndarray, threshold: float) -> np.ndarray:
+    """``grid [R, R, R]`` padded by one layer of points outside the box whose values put every level
+    crossing on a boundary edge halfway out: ``2 * threshold - value`` of the neighbouring boundary
+    point where that point is above the level, else the float just below the level (no crossing)."""
+    below = np.nextafter(np.float32(threshold), np.float32(-np.inf))
+    out = np.pad(grid, 1, mode="edge")
+    mirrored = np.minimum(np.float32(2 * threshold) - out, below).astype(np.float32)
+    inner = np.zeros(out.shape, dtype=bool)
+    inner[1:-1, 1:-1, 1:-1] = True
+    return np.where(inner, out, mirrored)
+
+
+def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: float, close: bool = False):
+    """(vertices ``[V, 3]`` world fp32, faces ``[F, 3]`` int64, outward winding) of the level set.
+
+    ``close=True``: where the object reaches the box, the surface is closed by the box's faces (the
+    grid is padded by one outside layer, ``_close_at_box``, and the vertices are clamped back onto
+    the box), so the mesh is watertight; a density above the level everywhere meshes the box itself."""
     from skimage import measure
 
     if not np.isfinite(grid).all():
@@ -403,12 +423,18 @@ def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: 
     if gmax <= threshold:
         raise ValueError(f"empty mesh: the density never exceeds the threshold {threshold:g} (max {gmax:.3g}); "
                          "the object is empty at this threshold, try a lower one")
-    if gmin >= threshold:
+    if gmin >= threshold and not close:
         raise ValueError(f"full mesh: the density is above the threshold {threshold:g} everywhere in the box "
                          f"(min {gmin:.3g}); try a higher threshold")
-    verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, allow_degenerate=False)
     R = grid.shape[0]
-    verts = box_min + verts * ((box_max - box_min) / (R - 1))
+    h = (box_max - box_min) / (R - 1)
+    if close:
+        verts, faces, _, _ = measure.marching_cubes(_close_at_box(grid, threshold), level=threshold,
+                                                    allow_degenerate=False)
+        verts = np.clip(box_min + (verts - 1) * h, box_min, box_max)
+    else:
+        verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, allow_degenerate=False)
+        verts = box_min + verts * h
     # skimage winds faces with normals toward decreasing values' opposite; flip so they point outward
     # (from high density inside to low outside)
     return verts.astype(np.float32), np.ascontiguousarray(faces[:, ::-1]).astype(np.int64)
@@ -440,8 +466,11 @@ def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: 
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
                  largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT, chunk: int = 262144,
-                 progress: bool = False):
+                 progress: bool = False, watertight: bool = False):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
+
+    ``watertight=True`` closes the surface with the box's faces where the object reaches the box
+    (``marching_cubes(close=True)``): the mesh then has no open boundary (``is_watertight``).
 
     ``threshold="auto"`` (used for untrained presets, whose densities have no meaningful scale) takes
     the 75th percentile of the dense grid's densities.
@@ -462,7 +491,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
     if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
         threshold = float(np.quantile(grid, 0.75))
-    verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max)
+    verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max, close=watertight)
     mesh = trimesh.Trimesh(verts, faces, process=False)
     if largest_component:
         mesh = _largest_component(mesh)

@@ -59,10 +59,14 @@ def _query_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], axes, out: t
             progress.update(f.shape[0])
 
 
-def _cells_to_points(cells: torch.Tensor, s: int, R: int) -> torch.Tensor:
+def _cells_to_points(cells: torch.Tensor, s: int, R: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Cell mask ``[Rc-1]^3`` -> point mask ``[R]^3``: a fine point is set when any closed coarse cell
-    containing it is (cell ``c`` holds fine indices ``c*s .. c*s+s`` along each axis)."""
-    x = cells
+    containing it is (cell ``c`` holds fine indices ``c*s .. c*s+s`` along each axis). ``rows=(i0, i1)``:
+    only fine rows ``i0 <= i < i1`` of the first axis (``[i1 - i0, R, R]``), from the cell rows they need."""
+    i0, i1 = (0, R) if rows is None else rows
+    c0 = max(0, i0 // s - 1)                      # fine row i needs cell rows i // s and, at i = k s, k - 1
+    c1 = min(cells.shape[0], (i1 - 1) // s + 1)
+    x = cells[c0:c1]
     for d in range(3):
         x = x.repeat_interleave(s, dim=d)                         # index i -> cell i // s
         one = list(x.shape)
@@ -73,7 +77,9 @@ def _cells_to_points(cells: torch.Tensor, s: int, R: int) -> torch.Tensor:
         shape = [1, 1, 1]
         shape[d] = -1
         shared = ((i % s == 0) & (i > 0)).view(shape)              # i = s, 2s, ..: also cell i//s - 1
-        x = (x | (prev & shared)).narrow(d, 0, R)
+        x = x | (prev & shared)
+        # first axis: local index 0 is fine row c0 * s, below i0 whenever c0 > 0 (its cell c0 - 1 is not here)
+        x = x.narrow(d, i0 - c0 * s, i1 - i0) if d == 0 else x.narrow(d, 0, R)
     return x.contiguous()
 
 
@@ -113,12 +119,14 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
             bar.close()
 
 
-def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+def _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold):
     """Cells of ``s^3`` fine cubes (corners on every s-th fine point), per cell a conservative density
     bound (blocks of cells first); fine points of cells whose bound contains the threshold are queried
     exactly, the others take the float just above or below the threshold, the side their cells' bound
     proves. Every fine cube with a surface crossing lies in a refined cell, so marching cubes gives the
-    dense result (the values away from the surface are not the field's)."""
+    dense result (the values away from the surface are not the field's).
+
+    This pass decides the cells: ``(above, active)`` bool ``[nc]^3``; ``_c2f_rows`` makes fine rows from them."""
     s = COARSE_STRIDE
     device = ax.device
     # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
@@ -176,29 +184,43 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
                 kk = (k[sel, None] * B + o).clamp(max=nc - 1)
                 out[ii[:, :, None, None], jj[:, None, :, None], kk[:, None, None, :]] = True
         todo = cand[~(up | dn)]
-    active = ~(above | below)
-    # points only in cells entirely above (below) the level take the float just above (below) it: marching
-    # cubes reads a cube's corners only to find crossings, and no such cube has a crossing (a point cannot
-    # be in both kinds of cells: a shared face would hold values above and below)
+    return above, ~(above | below)
+
+
+def _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar, rows=None):
+    """Fine rows ``i0 <= i < i1`` (default all) of the coarse-to-fine grid: ``([i1 - i0, R, R] float32, number
+    of points queried)``. Points only in cells entirely above (below) the level take the float just above
+    (below) it: marching cubes reads a cube's corners only to find crossings, and no such cube has a
+    crossing (a point cannot be in both kinds of cells: a shared face would hold values above and below)."""
+    s = COARSE_STRIDE
+    device = ax.device
+    i0, i1 = (0, R) if rows is None else rows
     up = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(np.inf, dtype=torch.float32))
     dn = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(-np.inf, dtype=torch.float32))
-    fine = torch.where(_cells_to_points(above, s, R), up.to(device), dn.to(device))
-    pts_active = _cells_to_points(active, s, R)
+    fine = torch.where(_cells_to_points(above, s, R, (i0, i1)), up.to(device), dn.to(device))
+    pts_active = _cells_to_points(active, s, R, (i0, i1))
     n_active = int(pts_active.sum())
     if bar is not None:
-        bar.total = n_active
-    rows = max(1, chunk // (R * R))
-    for i0 in range(0, R, rows):
-        m = pts_active[i0:i0 + rows]
+        bar.total = (bar.total or 0) + n_active
+    step = max(1, chunk // (R * R))
+    for r0 in range(0, i1 - i0, step):
+        m = pts_active[r0:r0 + step]
         idx = m.nonzero()
         if not idx.shape[0]:
             continue
         for c0 in range(0, idx.shape[0], chunk):
             ijk = idx[c0:c0 + chunk]
-            pts = torch.stack([ax[ijk[:, 0] + i0], ax[ijk[:, 1]], ax[ijk[:, 2]]], -1)
-            fine[ijk[:, 0] + i0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
+            pts = torch.stack([ax[ijk[:, 0] + i0 + r0], ax[ijk[:, 1]], ax[ijk[:, 2]]], -1)
+            fine[ijk[:, 0] + r0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
             if bar is not None:
                 bar.update(ijk.shape[0])
+    return fine, n_active
+
+
+def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+    """The whole coarse-to-fine grid (``_c2f_cells``, then every row with ``_c2f_rows``) as numpy."""
+    above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold)
+    fine, n_active = _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar)
     return fine.cpu().numpy(), n_active
 
 

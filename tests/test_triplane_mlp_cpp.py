@@ -222,18 +222,6 @@ def _op_args(N=37, C=8, agg=0, grad=True):
     return planes, pts, ws, bs
 
 
-@pytest.mark.parametrize("agg", [0, 2])
-def test_opcheck_fwd_with_grads(agg):
-    planes, pts, ws, bs = _op_args(agg=agg)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_fwd, (planes, pts, ws, bs, agg, 1))
-
-
-def test_opcheck_bwd():
-    planes, pts, ws, bs = _op_args(grad=False)
-    v = torch.randn(2, 37, 4)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_bwd, (v, planes, pts, ws, bs, 0, 0))
-
-
 def test_autograd_saves_nothing_per_point_per_hidden_unit():
     """Saved for backward: the inputs only (planes, points, weights, biases), nothing O(N * hidden)."""
     N, hidden = 3000, 16

@@ -353,13 +353,13 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
 
     tm = importlib.import_module("lrm_fast.ops.triplane_mlp")  # the module (the package exports the function)
     calls = []
-    original = tm._triplane_mlp_cpp
+    impl = next(i for i in tm._dispatch.implementations(tm.OP) if i.name == "cpp")
 
     def spy(*args):
         calls.append("cpp")
-        return original(*args)
+        return impl.fn(*args)
 
-    tm._dispatch.register(tm.OP, "cpp", spy, tm._cpp_probe, prefer=tm._cpp_prefer)
+    tm._dispatch.register(tm.OP, "cpp", spy, impl.probe, prefer=impl.prefer, ext_ops=impl.ext_ops)
     try:
         planes = torch.randn(1, 3, 8, 32, 32, requires_grad=True)   # 24576 values
         w = [torch.randn(16, 24), torch.randn(4, 16)]
@@ -374,4 +374,4 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
             tm.triplane_mlp(planes, few, w, b)
         assert calls == ["cpp", "cpp", "cpp"]
     finally:
-        tm._dispatch.register(tm.OP, "cpp", original, tm._cpp_probe, prefer=tm._cpp_prefer)
+        tm._dispatch.register(tm.OP, "cpp", impl.fn, impl.probe, prefer=impl.prefer, ext_ops=impl.ext_ops)

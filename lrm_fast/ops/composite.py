@@ -148,6 +148,7 @@ def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor,
     Args:
         raw: ``[R, S, 4]`` raw field outputs (density logit, rgb logits). t: ``[R, S]`` sorted depths.
         origins, dirs: ``[R, 3]``. background: ``[3]`` or ``[R, 3]``.
+        early_stop: as ``composite`` (the module docstring), over the ``S - 1`` intervals.
     Returns:
         rgb ``[R, 3]``, depth ``[R]``, opacity ``[R]``, equal to ``_composite_samples_ref`` (the
         renderer's reference steps). Gradients flow to ``raw`` and ``background``.
@@ -249,7 +250,8 @@ def _(raw, t, origins, dirs, box_min, box_max, bias, act, midpoint):
 
 _ext.register_autograd("composite_fwd", _backward, setup_context=_setup_context)
 _ext.register_autograd("composite_samples_fwd", _samples_backward, setup_context=_samples_setup_context)
-_dispatch.register(OP, "cpp", _composite_cpp, _ext.cpp_probe("composite_fwd"), ext_ops=("composite_fwd", "composite_bwd"))
+_dispatch.register(OP, "cpp", _composite_cpp, _ext.cpp_probe("composite_fwd"),
+                   ext_ops=("composite_fwd", "composite_bwd"))
 _dispatch.register("composite_weights", "cpp", _weights_cpp, _ext.cpp_probe("composite_weights"),
                    ext_ops=("composite_weights",))
 _dispatch.register_reference("composite_samples", _composite_samples_ref)

@@ -559,4 +559,5 @@ def _cpp_prefer(planes, points=None, *params):
     return True, ""
 
 
-_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe, prefer=_cpp_prefer)
+_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe, prefer=_cpp_prefer,
+                   ext_ops=("triplane_mlp_fwd", "triplane_mlp_bwd"))

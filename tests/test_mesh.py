@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_fast.mesh import density_grid, extract_mesh, field_density_bounds, marching_cubes, sphere_density
+from lrm_fast.mesh import (density_grid, extract_mesh, field_density_bounds, marching_cubes, marching_cubes_slabs,
+                           sphere_density)
 
 
 @pytest.mark.parametrize("R", [33, 48, 64])
@@ -236,3 +237,41 @@ def test_c2f_with_no_surface_is_the_empty_mesh_error(tiny_model):
         tiny_model.field.linears[-1].bias[0] = -50.0
     with pytest.raises(ValueError, match="empty mesh"):
         extract_mesh(tiny_model, planes, resolution=64, threshold=3.0)
+
+
+def _same_faces(m0, m1):
+    """Same mesh up to vertex order (and the last bit of a coordinate): same counts, volume, vertices."""
+    assert len(m0.faces) == len(m1.faces) and len(m0.vertices) == len(m1.vertices)
+    assert abs(m0.volume - m1.volume) < 1e-5 and m0.is_watertight == m1.is_watertight
+    np.testing.assert_allclose(np.sort(m0.vertices, 0), np.sort(m1.vertices, 0), atol=1e-6)
+    np.testing.assert_array_equal(np.sort(m0.visual.vertex_colors, 0), np.sort(m1.visual.vertex_colors, 0))
+
+
+@pytest.mark.parametrize("slab", [3, 16])
+def test_slab_meshing_is_the_whole_grid_mesh(slab):
+    """Large grids are made and meshed a slab of rows at a time (1024^3 in a few hundred MB): the same
+    mesh as the whole grid in one marching cubes, coarse-to-fine and dense, open and watertight."""
+    from bench.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    th = model.cfg.render.mesh_threshold
+    for c2f in (True, False):
+        whole = extract_mesh(model, planes, resolution=48, threshold=th, coarse_to_fine=c2f)
+        _same_faces(whole, extract_mesh(model, planes, resolution=48, threshold=th, coarse_to_fine=c2f, slab=slab))
+    g, _ = density_grid(sphere_density(2.0, 10.0), 33, -1, 1, 3.0)   # a ball cut open by the box
+    import trimesh
+    for close in (False, True):
+        m0 = trimesh.Trimesh(*marching_cubes(g, 3.0, -1, 1, close=close), process=False)
+        m1 = trimesh.Trimesh(*marching_cubes_slabs(lambda a, b: g[a:b], 33, 3.0, -1, 1, slab, close=close),
+                             process=False)
+        m0.visual.vertex_colors = m1.visual.vertex_colors = np.zeros(4, np.uint8)
+        _same_faces(m0, m1)
+
+
+def test_slab_rows_from_the_byte_budget():
+    from lrm_fast.mesh import MESH_SLAB_BYTES, slab_rows
+
+    assert slab_rows(256) is None and slab_rows(384) is None          # one piece: the mesh as before
+    assert slab_rows(1024) == MESH_SLAB_BYTES // (4 * 1024 ** 2) and slab_rows(1000, 1 << 20) == 4
+    with pytest.raises(ValueError, match="slab"):
+        marching_cubes_slabs(lambda a, b: np.zeros((b - a, 8, 8), np.float32), 8, 1.0, -1, 1, 0)

@@ -8,7 +8,7 @@ fp32 runs of the fused field at the default launch (64 points, 8 warps): the tes
 ``concat-L2-C80-...-float32`` and ``measure_gpu``'s sweep right after ``64,8,64,8`` (raised by the
 next CUDA call, before any ``64,4,64,4`` launch). bf16 never failed. The kernels' own addresses
 are in bounds for every block size (``tests/test_triplane_bounds.py``, the interpreter under
-``kernels/bounds_check.py``); the interpreter does not model the compiled code. Compiled for sm_90
+``tests/bounds_check.py``); the interpreter does not model the compiled code. Compiled for sm_90
 with triton 3.6, only the fp32 kernels at 8 warps contain ``wgmma ... m64n8k8 ... tf32``
 instructions (the [64, 16]-wide output-layer tiles split over two warpgroups); at 4 warps, or with
 the output padded to 32 columns, they do not (upstream has H100 illegal-address reports for

@@ -155,14 +155,22 @@ def test_pytest_command_modes():
     assert "--benchmark-min-rounds=3" in full and full[-3:] == ["-k", "query", "--x"]
 
 
-def test_cli_bench_from_json(tmp_path, result, capsys):
+def test_cli_bench_from_json(tmp_path, result, capfd, monkeypatch):
+    """`lrm-fast bench ARGS` runs `python -m bench.report ARGS` of the checkout in a child process,
+    from the user's folder (a relative path means what it meant); outside a checkout, one line."""
     from lrm_fast.cli import main
+    from lrm_fast.commands import bench as bench_cmd
 
-    p = tmp_path / "r.json"
-    p.write_text(json.dumps(result))
-    assert main(["bench", "--from-json", str(p)]) == 0
-    assert "4.00x" in capsys.readouterr().out
-    assert main(["bench", "--from-json", str(p), "--fail-below", "1"]) == 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert main(["bench", "--from-json", "r.json"]) == 0
+    assert "4.00x" in capfd.readouterr().out
+    assert main(["bench", "--from-json", "r.json", "--fail-below", "1"]) == 1
+    capfd.readouterr()
+    monkeypatch.setattr(bench_cmd, "checkout", lambda: None)
+    assert main(["bench", "--smoke"]) == 2
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "source checkout" in err[0] and "python -m bench.report" in err[0], err
 
 
 def test_gpu_suite_dry_run():

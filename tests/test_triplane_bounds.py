@@ -1,4 +1,4 @@
-"""Issue 18: the Triton field's kernels under a bounds-checking interpreter (``kernels/bounds_check.py``).
+"""Issue 18: the Triton field's kernels under a bounds-checking interpreter (``tests/bounds_check.py``).
 
 The first GPU run hit ``cudaErrorIllegalAddress`` after the fp32 field (``concat-L2-C80`` and the
 ``LRM_FAST_TRIPLANE_LAUNCH`` sweep). Here the forward and backward kernels run under Triton's
@@ -80,7 +80,7 @@ def _inputs(case: dict):
 
 def run_case(case: dict, inputs) -> dict:
     """Forward + backward through the Triton op under the checker; errors vs the twin (fp32)."""
-    from lrm_fast.kernels.bounds_check import checked_launches
+    from bounds_check import checked_launches
     from lrm_fast.ops.triplane_mlp import _triplane_mlp_ref, triplane_mlp
 
     planes, pts, ws, bs, v_out = inputs
@@ -125,7 +125,7 @@ def _negative_control() -> None:
     import triton
     import triton.language as tl
 
-    from lrm_fast.kernels.bounds_check import OutOfBounds, checked_launches
+    from bounds_check import OutOfBounds, checked_launches
 
     @triton.jit
     def off_by_one(x, y, n, BLOCK: tl.constexpr):

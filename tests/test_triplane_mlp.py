@@ -316,6 +316,30 @@ def test_cpu_auto_uses_reference_and_triton_refuses():
         triplane_mlp(planes, pts, ws, bs, backend="triton")
 
 
+def test_auto_never_picks_the_interpreter():
+    """With TRITON_INTERPRET=1 on a CPU machine (set before triton's import, so in a child), auto and
+    fast resolve the field to a compiled path (C++ or the twin), never Triton's interpreter; only an
+    explicit backend="triton" runs it (what the interpreter tests do)."""
+    pytest.importorskip("triton")
+    code = ("import json, torch\n"
+            "from lrm_fast.ops import _dispatch\n"
+            "from lrm_fast.ops.triplane_mlp import OP\n"
+            "p, x = torch.randn(1, 3, 8, 4, 4), torch.rand(1, 5, 3) * 2 - 1\n"
+            "out = {b: _dispatch.resolve(OP, b, p, x)[0::2] for b in ('auto', 'fast', 'triton')}\n"
+            "out['describe'] = _dispatch.describe(OP, 'cpu')\n"
+            "print('RESULT ' + json.dumps(out))\n")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    out = json.loads(line[0][7:])
+    for b in ("auto", "fast"):
+        name, why = out[b]
+        assert name in ("cpp", "reference") and "interpreter" in why, out
+    assert out["triton"][0] == "triton" and "interpreter" in out["triton"][1]
+    assert "triton" not in out["describe"].split("(")[0], out
+
+
 def test_probe_reasons():
     from lrm_fast.ops.triplane_mlp import _triton_probe, _triton_supports_mlp
 
@@ -408,7 +432,7 @@ class _FakeT:
 
 def test_shared_memory_decision_matches_compiled_kernels(monkeypatch):
     """Issue 18 (1): the probe refuses exactly the shapes whose compiled kernels (sm_90, ptxas via
-    kernels/compile_check.py) need more shared memory than an H100/H200 allows, so ``auto`` falls
+    tools/compile_check.py) need more shared memory than an H100/H200 allows, so ``auto`` falls
     back instead of raising OutOfResources at the first launch. The estimate for shapes outside
     the table is never below a measured value."""
     pytest.importorskip("triton")

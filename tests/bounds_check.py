@@ -22,7 +22,7 @@ kernel's (int32 wraps as on the GPU, so an offset overflow shows up as an out-of
 
 Usage (``TRITON_INTERPRET=1`` must be set before triton is first imported)::
 
-    from lrm_fast.kernels.bounds_check import checked_launches
+    from bounds_check import checked_launches  (tests/bounds_check.py: on the path of the tests)
     with checked_launches() as log:
         run_the_op()
     # log.launches: [(kernel name, grid, {arg: bytes})], log.accesses: number of checked accesses

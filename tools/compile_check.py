@@ -5,11 +5,11 @@ compilation rejects (non-power-of-two blocks, small ``tl.dot`` shapes, dtype mix
 nothing about registers. This goes through Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX)
 and the bundled ``ptxas`` (-> cubin), then prints ptxas's register / spill report:
 
-    python -m lrm_fast.kernels.compile_check                  # base field, sm_90, fp32 + bf16
-    python -m lrm_fast.kernels.compile_check --arch 80 --dtypes fp16 --C 80
+    python tools/compile_check.py                  # base field, sm_90, fp32 + bf16
+    python tools/compile_check.py --arch 80 --dtypes fp16 --C 80
 
 Seconds per kernel (up to a minute on a loaded 2-core machine). Not a test: a
-developer check to run after editing the kernels.
+developer check to run after editing the kernels (kept out of the installed package).
 """
 from __future__ import annotations
 

@@ -199,12 +199,12 @@ def test_field_kernels_stay_in_bounds(checked, cfg):
 
 
 def test_gpu_sanitize_script_runs_under_the_interpreter():
-    """bench/gpu_field_sanitize.py (the next GPU session's first step) launches the kernels itself,
+    """bench/scripts/gpu_field_sanitize.py (the next GPU session's first step) launches the kernels itself,
     with the output tile padded to 32 columns in its w8op32 variant: on CPU it must run and match."""
     pytest.importorskip("triton")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_field_sanitize", "--one", "tiny", "w8op32", "--repeat",
+    proc = subprocess.run([sys.executable, "-m", "bench.scripts.gpu_field_sanitize", "--one", "tiny", "w8op32", "--repeat",
                            "1", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300, cwd=root)
     res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert res is not None and proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

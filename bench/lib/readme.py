@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 
-from bench._format import markdown
-from bench._results import RESULTS_DIR, result_stem, write_atomic
+from bench.lib.format import markdown
+from bench.lib.results import RESULTS_DIR, result_stem, write_atomic
 
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
 

@@ -2,7 +2,7 @@
 written next to a result JSON."""
 from __future__ import annotations
 
-from bench._results import cases, pair, result_stem
+from bench.lib.results import cases, pair, result_stem
 
 
 def _t(x: float | None) -> str:
@@ -79,7 +79,7 @@ def full_report(result: dict, stat: str = "min", baseline: dict | None = None) -
             parts += [f"{where}:", ""] + [f"- {x}" for x in lines] + [""]
     if lf.get("device") == "cuda":
         try:
-            from bench.roofline import achieved_table
+            from bench.lib.roofline import achieved_table
 
             parts += ["## Roofline", "", achieved_table(result, stat=stat), ""]
         except Exception as e:  # noqa: BLE001 - the ratio table matters more than the roofline

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench._mem import peak_memory_mb
-from bench.conftest import DEVICE, record, sizes
+from bench.lib.mem import peak_memory_mb
+from bench.suites.conftest import DEVICE, record, sizes
 
 CASES = sizes(
     smoke=[("tiny-b2", dict(model="tiny", batch_size=2, side_views=1, render_size=16, patch=8,
@@ -85,7 +85,7 @@ def test_train_step(benchmark, data_root, tmp_path, name, case, backend):
         if DEVICE == "cuda":
             torch.cuda.synchronize()
 
-    # CPU: bench._mem's forked child hangs here (a futex held at fork time), so the step's extra
+    # CPU: bench.lib.mem's forked child hangs here (a futex held at fork time), so the step's extra
     # memory is measured in a fresh interpreter instead: VmHWM after one step minus VmRSS before it
     mem = _cpu_peak_mb(cfg) if DEVICE == "cpu" else None
     step()  # warm-up (allocator, lazy kernel loads)

@@ -19,8 +19,8 @@ The floor of a stage is ``max(flops / peak_flops, bytes / bandwidth)``; given a 
 result file, ``achieved()`` reports measured time against it (fraction of peak compute and of
 peak bandwidth). Usage::
 
-    python -m bench.roofline                       # table of all presets (work per stage, H100 floors)
-    python -m bench.roofline --results bench/results/<date>-<gpu>.json
+    python -m bench.lib.roofline                       # table of all presets (work per stage, H100 floors)
+    python -m bench.lib.roofline --results bench/results/<date>-<gpu>.json
 """
 from __future__ import annotations
 
@@ -320,7 +320,7 @@ def achieved_table(result: dict, gpu: str | None = None, stat: str = "min") -> s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.roofline", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.lib.roofline", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", action="append", help="presets (repeatable; default all)")
     p.add_argument("--resolution", type=int, default=512, help="render view resolution (default 512)")
     p.add_argument("--gpu", choices=sorted(GPUS), default=None, help="GPU for floors (default H100, or the result file's)")

@@ -1,4 +1,4 @@
-"""bench.report's data: the cases of a pytest-benchmark JSON (``bench/conftest.py``'s
+"""bench.report's data: the cases of a pytest-benchmark JSON (``bench/suites/conftest.py``'s
 ``record()``), their fast/reference pairs, and the result files (``<date>-<device>.json``,
 written atomically). Imports nothing heavy (no torch), so ``--from-json`` is instant."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 
 
@@ -76,7 +76,7 @@ def load(path: str) -> dict:
 
 
 def cases(result: dict, stat: str = "min") -> list[Case]:
-    """Benchmarks that followed bench/conftest.py ``record()``; others are ignored."""
+    """Benchmarks that followed bench/suites/conftest.py ``record()``; others are ignored."""
     out = []
     for b in result.get("benchmarks", []):
         ex = b.get("extra_info") or {}

@@ -1,7 +1,7 @@
 """Time the anchors' own code next to lrm_fast, in the same run, same config, random weights.
 
-    python -m bench.anchors --openlrm /path/to/OpenLRM [--preset small] [--resolution 64] [--grid 64]
-    python -m bench.anchors --openlrm /tmp/OpenLRM --preset base --resolution 288 --grid 384 --repeat 1
+    python -m bench.scripts.anchors --openlrm /path/to/OpenLRM [--preset small] [--resolution 64] [--grid 64]
+    python -m bench.scripts.anchors --openlrm /tmp/OpenLRM --preset base --resolution 288 --grid 384 --repeat 1
 
 Nothing is downloaded and nothing of theirs is copied here: the checkout given on the command line is
 imported as it is, patched only in this process, at run time:
@@ -21,7 +21,7 @@ Cases (each: median wall time of ``--repeat`` calls after one warm-up call, fp32
 ``--resolution`` (their ``synthesizer`` vs our ``LRM.render``, same camera), ``mesh grid`` (their
 ``synthesizer.forward_grid`` vs our field queried densely on the same grid^3 points). Ratios =
 their time / our time (> 1: lrm_fast is faster). ``--memory`` also measures peak RSS per case
-(bench/_mem.py; a forked child, single-threaded, so it takes a while).
+(bench/lib/mem.py; a forked child, single-threaded, so it takes a while).
 
 TripoSR (``--triposr PATH``): its own code from a checkout (``tsr/``), its released ``config.yaml``'s
 facts (``TRIPOSR_RELEASED_CONFIG``; the ViT config it would fetch is ``facebook/dino-vitb16``'s, built
@@ -37,7 +37,7 @@ swapped in only while TripoSR's modules import. ``rembg`` / ``torchmcubes`` (not
 stubbed when missing.
 
 Fitted field (``--fitted``): the cases that depend on the field also run on the fitted base field
-(``bench/fitted_field.py``: a trained-like field with empty space and a surface; random weights
+(``bench/lib/fitted_field.py``: a trained-like field with empty space and a surface; random weights
 have neither). Its planes and MLP are loaded into OpenLRM's own ``TriplaneSynthesizer`` (base: 48
 channels, 48 + 48 samples; the field MLP maps one to one, ``field.net.*`` ->
 ``synthesizer.decoder.net.*``, the planes are the same tensor; ``tests/test_anchors.py`` checks
@@ -197,7 +197,7 @@ def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str,
                floor=None) -> list[dict]:
     """Time each case's two sides; ``floor`` (a no-argument callable returning ``flop_floor``'s dict) adds
     the fp32 floor to the ``image->triplane`` row."""
-    from bench._mem import peak_memory_mb
+    from bench.lib.mem import peak_memory_mb
 
     rows = []
     for name, (t_fn, o_fn) in cases.items():
@@ -241,9 +241,9 @@ def openlrm_synthesizer(checkout: str, triplane_dim: int = 48, samples_per_ray: 
 
 def load_fitted_into_openlrm(checkout: str):
     """(planes, OpenLRM synthesizer holding the fitted field, our fitted model): the fitted base field
-    (bench/fitted_field.py) in OpenLRM's own renderer. The mapping is the inverse of our OpenLRM
+    (bench/lib/fitted_field.py) in OpenLRM's own renderer. The mapping is the inverse of our OpenLRM
     converter's (``synthesizer.decoder.net.*`` -> ``field.net.*``, planes as they are)."""
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     rc = model.cfg.render
@@ -255,26 +255,15 @@ def load_fitted_into_openlrm(checkout: str):
 @contextlib.contextmanager
 def openlrm_deterministic(synth):
     """OpenLRM's ImportanceRenderer without its inference-time randomness (zero stratified jitter, its
-    own ``sample_pdf(det=True)``), only inside the block: what our renderer computes."""
-    cls = type(synth.renderer)
-    strat, pdf = cls.sample_stratified, cls.sample_pdf
+    own ``sample_pdf(det=True)``; ``tools/parity/_common.py``), only inside the block: what our
+    renderer computes."""
+    from tools.parity._common import deterministic_sampling
 
-    def sample_stratified(self, *a, **k):
-        rand_like = torch.rand_like
-        torch.rand_like = torch.zeros_like
-        try:
-            return strat(self, *a, **k)
-        finally:
-            torch.rand_like = rand_like
-
-    def sample_pdf(self, bins, weights, N_importance, det=False, eps=1e-5):
-        return pdf(self, bins, weights, N_importance, det=True, eps=eps)
-
-    cls.sample_stratified, cls.sample_pdf = sample_stratified, sample_pdf
+    undo = deterministic_sampling(type(synth.renderer))
     try:
         yield synth
     finally:
-        cls.sample_stratified, cls.sample_pdf = strat, pdf
+        undo()
 
 
 def render_default(model, planes, c2w, K, resolution: int):
@@ -401,7 +390,7 @@ def build_triposr(checkout: str, site: str | None = None):
                 mod = types.ModuleType(name)
 
                 def _unavailable(*a, _n=name, **k):
-                    raise RuntimeError(f"{_n} is stubbed in bench.anchors")
+                    raise RuntimeError(f"{_n} is stubbed in bench.scripts.anchors")
                 mod.remove = mod.new_session = mod.marching_cubes = _unavailable
                 sys.modules[name] = mod
                 stubbed.append(name)
@@ -501,7 +490,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.anchors", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.scripts.anchors", description=__doc__.split("\n\n")[0])
     p.add_argument("--openlrm", help="path to an OpenLRM checkout (github.com/3DTopia/OpenLRM)")
     p.add_argument("--triposr", help="path to a TripoSR checkout (github.com/VAST-AI-Research/TripoSR)")
     p.add_argument("--triposr-site", help="folder with TripoSR's pinned packages (transformers 4.35.0, omegaconf, "
@@ -509,7 +498,7 @@ def main(argv=None) -> int:
     p.add_argument("--triposr-resolution", type=int, default=256, help="TripoSR view size (its run.py: 256)")
     p.add_argument("--triposr-grid", type=int, default=256, help="TripoSR mesh grid (its run.py: 256)")
     p.add_argument("--fitted", action="store_true", help="also the field-dependent OpenLRM cases on the fitted "
-                   "base field (bench/fitted_field.py)")
+                   "base field (bench/lib/fitted_field.py)")
     p.add_argument("--preset", default="small", choices=sorted(OPENLRM_ARGS))
     p.add_argument("--resolution", type=int, default=64, help="view size (OpenLRM's demo: 288 base, 192 small)")
     p.add_argument("--grid", type=int, default=64, help="mesh grid size (OpenLRM's default: 384)")
@@ -538,7 +527,7 @@ def main(argv=None) -> int:
             rows += compare_triposr(a.triposr, a.triposr_site, a.triposr_resolution, a.triposr_grid, a.repeat,
                                     a.backend, a.memory)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, NotImplementedError) as e:
-        print(f"bench.anchors: error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"bench.scripts.anchors: error: {type(e).__name__}: {e}", file=sys.stderr)
         if rows:
             print(table(rows))
         return 2
@@ -555,8 +544,8 @@ def main(argv=None) -> int:
         write_atomic(os.path.splitext(a.json)[0] + ".md",
                      f"# Anchors vs lrm_fast ({meta['when_utc']} UTC)\n\n{meta['cpu_count']} cores, torch "
                      f"{meta['torch']} ({meta['torch_threads']} threads), fp32, random weights (rows marked fitted field: "
-                     f"bench/fitted_field.py), "
-                     f"lrm_fast backend {a.backend!r}; `python -m bench.anchors {' '.join(argv or sys.argv[1:])}`\n\n"
+                     f"bench/lib/fitted_field.py), "
+                     f"lrm_fast backend {a.backend!r}; `python -m bench.scripts.anchors {' '.join(argv or sys.argv[1:])}`\n\n"
                      + table(rows) + "\n")
     return 0
 

@@ -1,7 +1,7 @@
 """Where CPU image -> triplane time goes: per module (forward hooks), per aten op (torch.profiler),
 and the decoder's self-attention shape under each CPU attention kernel.
 
-Run: ``python -m bench.profile_planes [--preset base] [--threads 1] [--attention]``. Absolute times
+Run: ``python -m bench.scripts.profile_planes [--preset base] [--threads 1] [--attention]``. Absolute times
 depend on the machine and its load; read the fractions and the ratios of one run
 (docs/readme/bench.md, "CPU image -> triplane").
 """
@@ -63,7 +63,7 @@ def attention_kernels(tokens: int, dim: int, heads: int, repeat: int = 2) -> dic
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.profile_planes", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.scripts.profile_planes", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="base")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--attention", action="store_true", help="also time the decoder's attention per SDPA kernel")

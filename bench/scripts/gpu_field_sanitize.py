@@ -1,7 +1,7 @@
 """Issue 18's open illegal memory access: the first thing to run when a GPU is lent (~2-3 min).
 
-    python -m bench.gpu_field_sanitize --out bench/results/<stem>-sanitize.md     # the matrix below
-    python -m bench.gpu_field_sanitize --one c80 w8                               # one run, in-process
+    python -m bench.scripts.gpu_field_sanitize --out bench/results/<stem>-sanitize.md     # the matrix below
+    python -m bench.scripts.gpu_field_sanitize --one c80 w8                               # one run, in-process
 
 What is known (docs/readme/gpu.md): on the H200 (triton 3.6) ``cudaErrorIllegalAddress`` followed
 fp32 runs of the fused field at the default launch (64 points, 8 warps): the test
@@ -162,7 +162,7 @@ def main(argv=None):
         if left < 15:
             rows.append(f"| {'memcheck' if tool else 'plain'} | {case} | {variant} | SKIPPED (budget) | | | | |")
             continue
-        cmd = tool + [sys.executable, "-m", "bench.gpu_field_sanitize", "--one", case, variant,
+        cmd = tool + [sys.executable, "-m", "bench.scripts.gpu_field_sanitize", "--one", case, variant,
                       "--repeat", str(rep), "--device", a.device]
         t = time.perf_counter()
         try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Download the wheels that bench/gpu_suite.sh installs on the GPU machine (which has no network).
+# Download the wheels that bench/scripts/gpu_suite.sh installs on the GPU machine (which has no network).
 #
-#   bash bench/prepare_gpu_wheels.sh            # -> .whl/ (git-ignored; pass it to the device run as carry)
+#   bash bench/scripts/prepare_gpu_wheels.sh            # -> .whl/ (git-ignored; pass it to the device run as carry)
 #
 # The GPU machine has python 3.12, torch 2.11 (cu130), triton 3.6, timm (so torchvision), numpy, scipy,
 # scikit-image, imageio, pillow, safetensors, pyyaml, tqdm, pytest(-benchmark, -timeout), pybind11, ninja,
@@ -16,7 +16,7 @@
 # An xformers wheel built for another torch may not load its CUDA kernels there; that is fine:
 # lrm_fast probes what actually dispatches and falls back to SDPA (see `lrm-fast info`).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WHEEL_DIR="${WHEEL_DIR:-$ROOT/.whl}"
 PY_VERSION="${PY_VERSION:-3.12}"
 PLATFORM="${PLATFORM:-manylinux_2_28_x86_64}"

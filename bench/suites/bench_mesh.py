@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench._mem import peak_memory_mb
-from bench.conftest import DEVICE, MODE, record, sizes
+from bench.lib.mem import peak_memory_mb
+from bench.suites.conftest import DEVICE, MODE, record, sizes
 
 import lrm_fast
 from lrm_fast.mesh import density_grid
@@ -63,7 +63,7 @@ def test_image_to_mesh(benchmark, preset, res, backend):
         benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0 if rounds == 1 else 1)
         if "mesh" not in out:  # benchmark disabled (smoke): run once so the case still executes
             run()
-        # CPU peak memory is not measured here: bench/_mem.py's forked child deadlocks (futex wait) in
+        # CPU peak memory is not measured here: bench/lib/mem.py's forked child deadlocks (futex wait) in
         # torch ops once the parent has run its OpenMP pool (seen with reconstruct and the grid query
         # on this machine); CUDA uses the allocator counters and is fine.
         mem = peak_memory_mb(run, DEVICE) if DEVICE == "cuda" else None

@@ -1,6 +1,6 @@
 """Image -> triplane: encoder, decoder and the whole forward, reference vs fast, per dtype.
 
-Sizes (bench/conftest.py): smoke = ``tiny``; full on CPU = ``base`` at batch 1 (the anchor config:
+Sizes (bench/suites/conftest.py): smoke = ``tiny``; full on CPU = ``base`` at batch 1 (the anchor config:
 OpenLRM base image->triplane 8.0 s on one of these 2-core machines); GPU = every real preset.
 
 Groups ``<stage>:<preset>/<dtype>`` pair the reference (the spec: explicit attention in timm and
@@ -13,7 +13,7 @@ the decoder, LayerNorm-then-modulate) with the fast cases of the same dtype:
   ``torch.compile`` for base bf16 on GPU with ``LRM_FAST_BENCH_COMPILE=1``). The runner's warm-up time is in ``extra_info``.
 
 bf16 cases run under autocast (reference: fp32 weights cast by autocast; runner: its own bf16 weight
-copy). Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_image_to_triplane.py
+copy). Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/suites/bench_image_to_triplane.py
 -p no:cacheprovider --benchmark-json=...``.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import os
 import pytest
 import torch
 
-from bench._mem import peak_memory_mb
-from bench.conftest import DEVICE, MODE, record, sizes
+from bench.lib.mem import peak_memory_mb
+from bench.suites.conftest import DEVICE, MODE, record, sizes
 
 # GPU order: the presets with targets first (base <= 4 ms, paper <= 8 ms), so a --time-budget cut
 # drops the others

@@ -1,7 +1,7 @@
 """Where a training step's time goes: data loading vs the step itself, per backend, plus the top
 kernels / ops of one profiled step.
 
-    python -m bench.profile_train configs/demo-gpu.yaml --data DIR [--steps 6] [--backend auto,reference]
+    python -m bench.scripts.profile_train configs/demo-gpu.yaml --data DIR [--steps 6] [--backend auto,reference]
 
 The first GPU run trained the demo recipe at ~1.4 s per step on an H200 (15 items/s), far below
 what the model's size predicts; this tells whether the loader, the fast field's backward (plane

@@ -1,4 +1,4 @@
-"""Shared benchmark conventions (every bench/bench_*.py follows them).
+"""Shared benchmark conventions (every bench/suites/bench_*.py follows them).
 
 Modes (env ``LRM_FAST_BENCH``):
   * ``smoke`` (default; what CI runs via the README test command): tiny sizes, each case runs once
@@ -15,10 +15,10 @@ The report (bench/report.py) pairs each fast case with the reference case of the
 (same stage, size, device and dtype) and prints time and memory ratios from that one run.
 
 Optional extra_info keys (any ``**extra`` passed to ``record``) that the report and the roofline
-(bench/roofline.py) understand:
+(bench/lib/roofline.py) understand:
   ``flops``, ``bytes``: work of one call (FLOPs counting 2 per multiply-add; bytes moved), for the
       achieved fraction of the GPU's peak. Or, instead, ``preset`` + ``roofline`` (a stage name of
-      ``bench.roofline.STAGES``) + the stage's size keys (``batch``, ``resolution``, ``samples``,
+      ``bench.lib.roofline.STAGES``) + the stage's size keys (``batch``, ``resolution``, ``samples``,
       ``grid``, ``points``, ``views``): the roofline then computes them from the config.
   ``note``: free text shown in the table (e.g. "skips empty space").
 
@@ -80,7 +80,7 @@ def benchmark(benchmark):
 
 
 def pytest_collect_file(file_path, parent):
-    """Collect ``bench/bench_*.py`` (pytest.ini's default pattern only knows ``test_*.py``), so the
+    """Collect ``bench/suites/bench_*.py`` (pytest.ini's default pattern only knows ``test_*.py``), so the
     README's plain ``python -m pytest`` runs every suite in smoke mode. Files named on the command
     line are collected by pytest itself; returning them here too would run them twice."""
     if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):

@@ -2,7 +2,7 @@
 reference) or ``--max-drop`` (a speedup fell against a baseline run)."""
 from __future__ import annotations
 
-from bench._results import cases, pair
+from bench.lib.results import cases, pair
 
 
 def failures(result: dict, fail_below: float | None = None, baseline: dict | None = None,

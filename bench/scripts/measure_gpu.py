@@ -1,6 +1,6 @@
 """Issue 18's first-GPU-run measurements, cheap (< ~40 s), one markdown section per item.
 
-    python -m bench.measure_gpu --out bench/results/<stem>-measurements.md
+    python -m bench.scripts.measure_gpu --out bench/results/<stem>-measurements.md
 
 * Triton triplane_mlp kernels: registers, spills and shared memory of the compiled kernels (fp32 and
   bf16, base field C=48 and TripoSR's C=40), from the compiled kernel (n_regs, n_spills, metadata.shared).
@@ -151,7 +151,7 @@ def composite_report(lines):
             lines.append(f"| {be} | {t * 1e3:.3f} | {nbytes / t / 1e9:.0f} |")
         except Exception as e:  # noqa: BLE001
             lines.append(f"| {be} | error: {type(e).__name__}: {str(e)[:120]} | |")
-    lines.append("(compare with `python -m bench.roofline`: the H100's ~3.35 TB/s, H200's ~4.8 TB/s)")
+    lines.append("(compare with `python -m bench.lib.roofline`: the H100's ~3.35 TB/s, H200's ~4.8 TB/s)")
     lines.append("")
 
 

@@ -1,6 +1,6 @@
 """Textured vs vertex-coloured mesh export, timed stage by stage in one run (issue 17, item 2).
 
-    python -m bench.measure_texture [--model assets/demo] [--size 1024] [--faces none,20000,5000] [--threads N] [--out FILE]
+    python -m bench.scripts.measure_texture [--model assets/demo] [--size 1024] [--faces none,20000,5000] [--threads N] [--out FILE]
 
 On the shipped sample: the vertex-coloured export (marching cubes + vertex colours, then the GLB)
 next to the textured one at ``--size`` for each face budget (decimation, xatlas, bake = rasterize +

@@ -9,14 +9,14 @@ Cases (each reference and cpp in the same run, same inputs):
     ray; on CPU also ``cpp-scalar`` (the scalar per-ray code, LRM_FAST_COMPOSITE_SCALAR=1) next to
     the vectorized ``cpp``.
 Sizes: smoke 16x16 (S=16); full 128x128 and 512x512 with 64+64 samples.
-Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_raymarch.py -p no:cacheprovider``.
+Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/suites/bench_raymarch.py -p no:cacheprovider``.
 """
 import pytest
 import torch
 
 
-from bench._mem import peak_memory_mb, saved_tensors_mb
-from bench.conftest import record, sizes
+from bench.lib.mem import peak_memory_mb, saved_tensors_mb
+from bench.suites.conftest import record, sizes
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.ops import composite, generate_rays, importance, ray_box, stratified
 from lrm_fast.ops.raymarch import load_extension

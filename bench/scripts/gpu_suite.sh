@@ -2,17 +2,17 @@
 # One command for a GPU machine (H100/H200): install, build lrm_fast._C with CUDA, run the gpu tests
 # and the GPU benchmarks of every stage, write bench/results/<date>-<gpu>.json and .md.
 #
-#   bash bench/gpu_suite.sh             # the whole suite (SUITE_BUDGET, default 330 s, build included)
-#   bash bench/gpu_suite.sh --dry-run   # print the steps and their commands, run nothing
+#   bash bench/scripts/gpu_suite.sh             # the whole suite (SUITE_BUDGET, default 330 s, build included)
+#   bash bench/scripts/gpu_suite.sh --dry-run   # print the steps and their commands, run nothing
 #
 # Assumes the GPU machine (x86-64, python 3.12) already has torch, triton, timm,
 # pytest-benchmark, pybind11, ninja preinstalled, NO network. Wheels it lacks (xformers, lpips) come
-# in the working tree's .whl/ (bench/prepare_gpu_wheels.sh) and go to /tmp/site (PYTHONPATH).
+# in the working tree's .whl/ (bench/scripts/prepare_gpu_wheels.sh) and go to /tmp/site (PYTHONPATH).
 # A failing step is recorded and the suite goes on; the exit code is 0 only if every step passed.
 # Order (the first run must reach the kernels): wheels -> build -> import + CUDA-kernel check ->
 # the Triton field's illegal-address matrix (issue 18) -> kernel benchmarks (raymarch/composite,
 # render, triplane field) -> gpu tests (per-test timeout) ->
-# measurements (bench/measure_gpu.py) -> the other benchmarks -> roofline. Each step has a share of
+# measurements (bench/scripts/measure_gpu.py) -> the other benchmarks -> roofline. Each step has a share of
 # SUITE_BUDGET (seconds for the whole suite) and a minimum kept for the steps after it; a step with
 # no time left is SKIPPED and listed at the end.
 # Outputs (<= 7 files, all copied to $OUT/results): bench/results/<date>-<gpu>.json (pytest-benchmark +
@@ -31,7 +31,7 @@ for a in "$@"; do
   esac
 done
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 T0=$(date +%s)
@@ -122,7 +122,7 @@ if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1 || [ "$DRY" = 1 ]; then
   step "install carried wheels (.whl/ -> $SITE)" 40 150 \
     "$PYTHON -m pip install -q --no-index --no-deps --no-compile --target $SITE $ROOT/.whl/*.whl"
 else
-  say "no .whl/*.whl: xformers/lpips/trimesh/imageio-ffmpeg stay unavailable (bench/prepare_gpu_wheels.sh makes them)"
+  say "no .whl/*.whl: xformers/lpips/trimesh/imageio-ffmpeg stay unavailable (bench/scripts/prepare_gpu_wheels.sh makes them)"
 fi
 
 # --- 2. build + install the package with CUDA (setup.py fails loudly if CUDA cannot be built) ----
@@ -134,12 +134,12 @@ step "check imports and the CUDA build (lrm_fast._C CUDA kernels, triton, versio
 
 # --- 2b. issue 18's open illegal memory access, before anything else can poison the context:
 # compute-sanitizer on the fp32 Triton field at the default launch, then launch variants (4 warps,
-# output tile 32) in separate processes; table in -sanitize.md (python -m bench.gpu_field_sanitize -h)
-step "Triton field illegal-address matrix (compute-sanitizer, bench/gpu_field_sanitize.py)" 150 150 \
-  "$PYTHON -m bench.gpu_field_sanitize --out $RESULTS/$STEM-sanitize.md"
+# output tile 32) in separate processes; table in -sanitize.md (python -m bench.scripts.gpu_field_sanitize -h)
+step "Triton field illegal-address matrix (compute-sanitizer, bench/scripts/gpu_field_sanitize.py)" 150 150 \
+  "$PYTHON -m bench.scripts.gpu_field_sanitize --out $RESULTS/$STEM-sanitize.md"
 
 # --- 3. kernel benchmarks first (ray marching + compositing, rendering, fused triplane field) ----
-KERNEL_BENCHES="bench/bench_raymarch.py bench/bench_render.py bench/bench_triplane_mlp.py"
+KERNEL_BENCHES="bench/suites/bench_raymarch.py bench/suites/bench_render.py bench/suites/bench_triplane_mlp.py"
 step "kernel benchmarks (raymarch/composite, render, triplane field)" 70 110 \
   "LRM_FAST_BENCH=full $PYTHON -m bench.report $KERNEL_BENCHES --out $RESULTS --name $STEM-kernels ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.3 --time-budget \$(( BENCH_LIMIT - 15 ))"
 
@@ -148,15 +148,15 @@ step "gpu tests (pytest -m gpu, ${SUITE_TEST_TIMEOUT:-60}s per test)" 90 50 \
   "TO=''; $PYTHON -c 'import pytest_timeout' 2>/dev/null && TO='--timeout=${SUITE_TEST_TIMEOUT:-60}'; $PYTHON -m pytest tests -m gpu -q -p no:cacheprovider -rfEs \$TO --junitxml=$RESULTS/$STEM-gpu-tests.xml; rc=\$?; [ \$rc = 5 ] && { echo 'no gpu tests collected'; exit 0; }; exit \$rc"
 
 # --- 5. measurements the issue asks for (spills, launch configs, C=40 vs 48, compositing GB/s) ----
-step "measurements (bench/measure_gpu.py)" 40 30 \
-  "$PYTHON -m bench.measure_gpu --out $RESULTS/$STEM-measurements.md"
+step "measurements (bench/scripts/measure_gpu.py)" 40 30 \
+  "$PYTHON -m bench.scripts.measure_gpu --out $RESULTS/$STEM-measurements.md"
 
 # --- 6. the other benchmarks (image_to_triplane incl. base and paper presets, mesh, train) --------
 step "other benchmarks (image_to_triplane, mesh, train; LRM_FAST_BENCH=full)" 120 10 \
-  "LRM_FAST_BENCH=full $PYTHON -m bench.report bench/bench_image_to_triplane.py bench/bench_mesh.py bench/bench_train.py --out $RESULTS --name $STEM-rest ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.3 --time-budget \$(( BENCH_LIMIT - 20 ))"
+  "LRM_FAST_BENCH=full $PYTHON -m bench.report bench/suites/bench_image_to_triplane.py bench/suites/bench_mesh.py bench/suites/bench_train.py --out $RESULTS --name $STEM-rest ${SUITE_K:+-k \"$SUITE_K\"} --pytest-arg=--benchmark-max-time=0.3 --time-budget \$(( BENCH_LIMIT - 20 ))"
 # the achieved fraction of peak per case is already in the .md (bench.report); this adds the analytic work table
 step "roofline (analytic work and floors per stage, base + paper)" 15 0 \
-  "$PYTHON -m bench.roofline --preset base --preset paper --gpu $( [ $GPU = h200 ] && echo H200 || echo H100 ) > $RESULTS/$STEM-roofline.md"
+  "$PYTHON -m bench.lib.roofline --preset base --preset paper --gpu $( [ $GPU = h200 ] && echo H200 || echo H100 ) > $RESULTS/$STEM-roofline.md"
 
 # --- 7. summary: one JSON + one table from both benchmark runs; copy everything to $OUT --------
 if [ "$DRY" = 1 ]; then

@@ -11,7 +11,7 @@
 
 Usage in a benchmark::
 
-    from bench._mem import peak_memory_mb
+    from bench.lib.mem import peak_memory_mb
     benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(lambda: op(*args), device)
 """
 from __future__ import annotations

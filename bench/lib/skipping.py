@@ -1,11 +1,11 @@
 """Empty-space skipping: accuracy against the exact render and speed, exact vs skipping, in ONE run.
 
-    python -m bench.skipping                          # the table of docs/readme/bench.md
-    python -m bench.skipping --taus 1e-4,1e-3,1e-2   # the accuracy rule at other budgets
-    python -m bench.skipping --quick                  # tiny sizes (seconds; what the tests run)
+    python -m bench.lib.skipping                          # the table of docs/readme/bench.md
+    python -m bench.lib.skipping --taus 1e-4,1e-3,1e-2   # the accuracy rule at other budgets
+    python -m bench.lib.skipping --quick                  # tiny sizes (seconds; what the tests run)
 
 Fields: the shipped demo model on the shipped sample (a trained field), the fitted base-size field
-(``bench/fitted_field.py``, when present), and the parity checkpoints (``tests/parity/fixtures``:
+(``bench/lib/fitted_field.py``, when present), and the parity checkpoints (``tests/parity/fixtures``:
 small OpenLRM v1.1 / v1.0 models with random weights, rendered from their recorded input image;
 TripoSR's uniform-bin renderer does not skip, so its render is the exact one by construction).
 
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,9 +40,9 @@ def demo():
 
 
 def fitted():
-    """The fitted base-size field of bench/fitted_field.py (mesh16), or None where it is not there."""
+    """The fitted base-size field of bench/lib/fitted_field.py (mesh16), or None where it is not there."""
     try:
-        from bench.fitted_field import load_fitted_field
+        from bench.lib.fitted_field import load_fitted_field
     except ImportError:
         return None
     from lrm_fast.api import Reconstruction

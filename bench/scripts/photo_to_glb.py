@@ -1,12 +1,12 @@
 """Photo -> GLB wall time and peak RSS of one process, dense grid vs coarse-to-fine (issue 16, item 3).
 
 ``--case fitted``: the base preset (random weights) reconstructs the sample photo (encoder + decoder:
-the real cost of that stage), then the fitted-field fixture (bench/fitted_field.py) stands in for a
+the real cost of that stage), then the fitted-field fixture (bench/lib/fitted_field.py) stands in for a
 trained base model's triplane and field: mesh at ``--resolution`` with its level 3.0, vertex colours,
 GLB written. ``--case demo``: the shipped demo model, end to end on the sample. One process per
 measurement (peak RSS is the process's high-water mark), e.g.
 
-    python -m bench.photo_to_glb --case fitted --resolution 256 [--dense]
+    python -m bench.scripts.photo_to_glb --case fitted --resolution 256 [--dense]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dense", action="store_true", help="query every grid point (coarse_to_fine=False)")
     args = ap.parse_args(argv)
     if args.case == "fitted":
-        from bench.fitted_field import load_fitted_field
+        from bench.lib.fitted_field import load_fitted_field
 
         model = lrm_fast.load_model("base", device="cpu", dtype="float32")
         planes_f, fitted = load_fitted_field()

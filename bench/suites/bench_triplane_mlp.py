@@ -32,8 +32,8 @@ import os
 import pytest
 import torch
 
-from bench._mem import peak_memory_mb
-from bench.conftest import DEVICE, MODE, record, sizes
+from bench.lib.mem import peak_memory_mb
+from bench.suites.conftest import DEVICE, MODE, record, sizes
 from lrm_fast.config import LRMConfig
 from lrm_fast.ops import _dispatch, triplane_mlp
 from lrm_fast.ops.triplane_mlp import _cpp_probe
@@ -71,7 +71,7 @@ def _field(C: int, res: int, n: int, dtype: torch.dtype, grad: bool):
 
 
 def _in_forked_child_safe(fn):
-    """On CPU bench._mem runs fn in a forked child; a child that enters an OpenMP region the
+    """On CPU bench.lib.mem runs fn in a forked child; a child that enters an OpenMP region the
     parent already used hangs forever in libgomp (measured here), so go single-threaded first.
     (Only the child's thread count changes; timings in the parent are untouched.)"""
     if DEVICE != "cpu":
@@ -154,8 +154,8 @@ def _inputs(preset: str, n_points: int, dtype: torch.dtype, grad: bool):
 
 
 def _work(cfg, n_points: int) -> dict:
-    """flops/bytes of one forward query (bench/roofline.py's field model)."""
-    from bench.roofline import field_query
+    """flops/bytes of one forward query (bench/lib/roofline.py's field model)."""
+    from bench.lib.roofline import field_query
 
     w = field_query(cfg, n_points)
     return {"flops": w.flops, "bytes": w.bytes}

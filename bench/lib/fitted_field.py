@@ -20,7 +20,7 @@ Adam, ``STEPS`` steps, fixed seeds, one thread (deterministic on one machine); a
 one CPU core. Stored as fp16 safetensors (~1.2 MB) with the fit's facts in its metadata (PSNR of
 our renderer against the generator's renders at 3 views). Regenerate:
 
-    python -m bench.fitted_field --out bench/fixtures/fitted_field.safetensors
+    python -m bench.lib.fitted_field --out bench/lib/fixtures/fitted_field.safetensors
 
 Use: ``planes, model = load_fitted_field()``; ``model`` has ``cfg`` (the base preset's
 ``LRMConfig``), ``field`` and ``renderer``, so ``lrm_fast.mesh.extract_mesh(model, planes)`` and
@@ -201,7 +201,7 @@ def load_fitted_field(path: str = FIXTURE, device=None, dtype=torch.float32):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"fitted-field fixture {path} not found; regenerate it with "
-                                f"python -m bench.fitted_field --out {path}")
+                                f"python -m bench.lib.fitted_field --out {path}")
     t = load_file(path)
     if "planes" not in t:
         raise KeyError(f"{path}: no 'planes' tensor (keys {sorted(t)[:6]}...)")

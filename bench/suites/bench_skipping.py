@@ -1,20 +1,20 @@
 """Empty-space skipping: the exact render vs the skipping render (occupancy grid, packed samples),
 same field, same cameras, in one run.
 
-Fields: the fitted base-size field (``bench/fitted_field.py``: a trained-like field with empty
+Fields: the fitted base-size field (``bench/lib/fitted_field.py``: a trained-like field with empty
 space and a surface) and the shipped demo model on the shipped sample. Cases: one view (the grid
 built inside the timed call: what one render of a fresh reconstruction costs) and a turntable
 (grid built once). ``exact`` is recorded as the reference of each pair, ``skip`` as the fast path.
 Sizes: smoke 16x16 (2 views), full 288x288 (one view) and 12 views at 256x256. Accuracy (PSNR
-against the exact render) and samples per ray: ``python -m bench.skipping``.
+against the exact render) and samples per ray: ``python -m bench.lib.skipping``.
 
-Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_skipping.py -p no:cacheprovider``.
+Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/suites/bench_skipping.py -p no:cacheprovider``.
 """
 import pytest
 import torch
 
-from bench.conftest import record, sizes
-from bench.skipping import demo, fitted
+from bench.suites.conftest import record, sizes
+from bench.lib.skipping import demo, fitted
 
 VIEW = sizes(smoke=[16], full=[288], gpu=[512])
 TURNTABLE = sizes(smoke=[(2, 16)], full=[(12, 256)], gpu=[(36, 256)])
@@ -25,7 +25,7 @@ FIELDS = {"fitted": fitted, "demo": demo}
 def rec(request):
     got = FIELDS[request.param]()
     if got is None:
-        pytest.skip("bench/fitted_field.py not present")
+        pytest.skip("bench/lib/fitted_field.py not present")
     return request.param, got[1]
 
 

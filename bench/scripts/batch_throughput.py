@@ -1,7 +1,7 @@
 """Images/s of ``reconstruct_many`` at batch 1 vs batch N, same process, same images.
 
-    python -m bench.batch_throughput                        # demo (shipped) and base (random weights)
-    python -m bench.batch_throughput --presets demo --images 8 --batch 1,8 --rounds 2
+    python -m bench.scripts.batch_throughput                        # demo (shipped) and base (random weights)
+    python -m bench.scripts.batch_throughput --presets demo --images 8 --batch 1,8 --rounds 2
 
 Per preset: one warm-up image, then ``rounds`` alternating runs of each batch size over the same
 ``images`` inputs (copies of the shipped sample under different names, decoded by the DataLoader

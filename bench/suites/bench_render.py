@@ -13,14 +13,14 @@ Two pairings:
   (rays, samples, merge, compositing and the C++ CPU field). This is what a user switches.
 * ``render_fwd_samefield`` / ``render_fwdbwd_samefield``: the field is pinned to the fast path in
   both, so the ratio is what the ray-marching and compositing kernels alone buy.
-Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/bench_render.py -p no:cacheprovider``.
+Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/suites/bench_render.py -p no:cacheprovider``.
 """
 import pytest
 import torch
 
 
-from bench._mem import peak_memory_mb, saved_tensors_mb
-from bench.conftest import record, sizes
+from bench.lib.mem import peak_memory_mb, saved_tensors_mb
+from bench.suites.conftest import record, sizes
 from lrm_fast.config import LRMConfig, RenderConfig
 from lrm_fast.model.camera import default_intrinsics, orbit_cameras
 from lrm_fast.ops.raymarch import load_extension

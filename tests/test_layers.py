@@ -20,7 +20,6 @@ PKG = "lrm_fast"
 LAYERS = {
     "lrm_fast._C": 0, "lrm_fast.kernels": 0,          # kernels: the fast code (csrc/, kernels/)
     "lrm_fast.ops": 1,                                # one file per op, twins, dispatch, extension plumbing
-    "lrm_fast.kernels.compile_check": 1,              # a developer tool: compiles kernels with the ops' launch config
     "lrm_fast.config": 2, "lrm_fast.cameras": 2,      # configs; camera geometry (data, model, api share it)
     "lrm_fast.model": 3, "lrm_fast.render": 3,        # the network and the renderer
     "lrm_fast.io": 4, "lrm_fast.data": 4, "lrm_fast.mesh": 4,  # files, datasets, meshing

@@ -54,7 +54,7 @@ def test_noisy_untrained_field_is_still_exact(tiny_model):
 
 
 def test_fitted_field_c2f_is_exact_and_cheaper():
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     frac = _same_mesh_dense_and_c2f(model, planes, 64, model.cfg.render.mesh_threshold)

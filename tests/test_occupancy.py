@@ -410,7 +410,7 @@ def test_packed_cuda_matches_cpu():
 def test_bounded_grid_is_conservative_and_cheaper_on_the_fitted_field():
     """build_occupancy(bounds=...): blocks proven empty skip their lattice queries and store the proven
     max instead, so the grid is >= the plain lattice grid everywhere and marks the same cells at tau."""
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
     from lrm_fast.api import occupancy_grid
     from lrm_fast.render.occupancy import build_occupancy
 

@@ -213,7 +213,7 @@ def test_field_bounds_with_chunks_of_different_footprints():
     cells do not, and the per-chunk breakpoint counts did not concatenate ("Expected size 9 but got
     size 6", ``extract_mesh`` at 1000^3). Here: 4096 thin boxes across texel centres, then 4096 between
     two centres; the bounds must still contain the field at the boxes' corners."""
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     W = planes.shape[-1]
@@ -251,7 +251,7 @@ def _same_faces(m0, m1):
 def test_slab_meshing_is_the_whole_grid_mesh(slab):
     """Large grids are made and meshed a slab of rows at a time (1024^3 in a few hundred MB): the same
     mesh as the whole grid in one marching cubes, coarse-to-fine and dense, open and watertight."""
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     th = model.cfg.render.mesh_threshold

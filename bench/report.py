@@ -22,9 +22,9 @@ Regression checks on absolute times, same machine only, are pytest-benchmark's o
     LRM_FAST_BENCH=full python -m pytest bench --benchmark-compare --benchmark-compare-fail=median:10%
 
 One module per job: this file is the CLI and the runner (pytest with pytest-benchmark, in a
-child process); ``bench/_results.py`` parses a run into cases and fast/reference pairs and writes
-result files; ``bench/_format.py`` makes the tables; ``bench/_gate.py`` is the regression gate
-(``--fail-below``, ``--max-drop``); ``bench/_readme.py`` writes the README's Performance section.
+child process); ``bench/lib/results.py`` parses a run into cases and fast/reference pairs and writes
+result files; ``bench/lib/format.py`` makes the tables; ``bench/lib/gate.py`` is the regression gate
+(``--fail-below``, ``--max-drop``); ``bench/lib/readme.py`` writes the README's Performance section.
 Their public names stay importable from here. Parsing and formatting import nothing heavy (no
 torch), so ``--from-json`` is instant.
 """
@@ -38,16 +38,16 @@ import sys
 import tempfile
 
 # the jobs live in one module each; their public names stay importable from here
-from bench._format import full_report, machine_line, markdown  # noqa: F401
-from bench._gate import failures
-from bench._readme import ANCHORS, PERF_END, PERF_START, latest_results, perf_section, update_readme  # noqa: F401
-from bench._results import (RESULTS_DIR, ROOT, Case, Row, cases, load, pair, result_stem,  # noqa: F401
+from bench.lib.format import full_report, machine_line, markdown  # noqa: F401
+from bench.lib.gate import failures
+from bench.lib.readme import ANCHORS, PERF_END, PERF_START, latest_results, perf_section, update_readme  # noqa: F401
+from bench.lib.results import (RESULTS_DIR, ROOT, Case, Row, cases, load, pair, result_stem,  # noqa: F401
                             strip_raw_timings, write_atomic)
 
 
 # ---- running ---------------------------------------------------------------------------------
 def pytest_command(json_path: str, smoke: bool, targets: list[str], k: str | None, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", *(targets or [os.path.join(ROOT, "bench")]), "-q",
+    cmd = [sys.executable, "-m", "pytest", *(targets or [os.path.join(ROOT, "bench", "suites")]), "-q",
            "-p", "no:cacheprovider", f"--benchmark-json={json_path}", "--benchmark-enable",
            "--benchmark-sort=name"]
     if smoke:  # timed, but as little as possible: the point is checking the pipeline
@@ -62,7 +62,7 @@ def pytest_command(json_path: str, smoke: bool, targets: list[str], k: str | Non
 
 def run_suites(json_path: str, smoke: bool, targets=(), k=None, extra=(), time_budget: float | None = None) -> int:
     env = {**os.environ, "LRM_FAST_BENCH": "smoke" if smoke else "full", "HF_HUB_OFFLINE": "1"}
-    if time_budget:  # bench/conftest.py skips the cases that would start after this
+    if time_budget:  # bench/suites/conftest.py skips the cases that would start after this
         import time
 
         env["LRM_FAST_BENCH_DEADLINE"] = str(time.time() + time_budget)
@@ -85,7 +85,7 @@ def run_suites(json_path: str, smoke: bool, targets=(), k=None, extra=(), time_b
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m bench.report",
                                      description="Run the benchmarks; print fast/reference ratios.")
-    p.add_argument("targets", nargs="*", help="benchmark files (default: all of bench/)")
+    p.add_argument("targets", nargs="*", help="benchmark files (default: all of bench/suites/)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, minimal timing (seconds; checks the pipeline)")
     p.add_argument("-k", default=None, help="pytest -k expression to select cases")
     p.add_argument("--from-json", action="append", default=None,

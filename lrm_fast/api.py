@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .config import LRMConfig, PRESETS
+from .io.export import check_formats, format_names, kinds_of, write_kind
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .field.occupancy import OccupancyGrid, proven_occupancy
@@ -32,7 +33,7 @@ DEFAULT_MODEL = "assets/demo"
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-FORMATS = ("glb", "obj", "ply", "mp4", "gif", "png")
+FORMATS = format_names()  # the output formats ``save`` writes (the registry ``io.export.EXPORTERS``)
 
 
 def _device(device) -> torch.device:
@@ -318,7 +319,8 @@ class Reconstruction:
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
              largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,
-             texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None):
+             texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None,
+             watertight: bool = False):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
@@ -328,7 +330,8 @@ class Reconstruction:
         ``faces``: decimate to at most this many faces first (vertex colors re-queried at the new
         vertices). ``texture=True``: UV atlas (xatlas) and a ``texture_size``^2 (power of two, >= 16)
         colour texture baked from the field at each texel's surface point (``TextureVisuals`` with a
-        PBR ``baseColorTexture``); see ``lrm_fast.texture``."""
+        PBR ``baseColorTexture``); see ``lrm_fast.texture``. ``watertight=True``: where the object
+        reaches the box, the box's faces close it (``extract_mesh``), so the mesh has no open boundary."""
         from .mesh import extract_mesh
 
         if not -self.batch_size <= index < self.batch_size:
@@ -339,7 +342,7 @@ class Reconstruction:
         planes = self.triplane[index:index + 1] if index >= 0 else self.triplane[index:][:1]
         mesh = extract_mesh(self.model, planes, resolution=resolution,
                             threshold=threshold, largest_component=largest_component,
-                            coarse_to_fine=coarse_to_fine, progress=progress)
+                            coarse_to_fine=coarse_to_fine, progress=progress, watertight=watertight)
         if texture or faces is not None:
             mesh = texture_mesh(mesh, field_color_fn(self.model, planes), texture_size, faces, texture=bool(texture))
         return mesh
@@ -348,45 +351,40 @@ class Reconstruction:
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
              elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
              progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
-             faces: int | None = None) -> list[str]:
+             faces: int | None = None, model_name: str | None = None) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 
-        ``formats``: any of ``glb obj ply`` (mesh), ``mp4`` (turntable video; gif if ffmpeg is
-        missing), ``gif``, ``png`` (turntable frames ``<name>_viewNNN.png`` + ``<name>_input.png``).
+        ``formats``: any of the registered formats (``lrm_fast.io.export.EXPORTERS``): ``glb obj ply``
+        (mesh), ``mp4`` (turntable video; gif if ffmpeg is missing), ``gif``, ``png`` (turntable frames
+        ``<name>_viewNNN.png`` + ``<name>_input.png``), ``triplane`` (``<name>.triplane.safetensors``
+        for ``lrm-fast render``, recording ``model_name``, default the config's name).
         ``names``: one file stem per reconstruction (default ``object00``, ``object01``, ...).
         ``texture=True`` (glb/obj only): UV-textured meshes (see ``mesh``); glb embeds the PNG, obj
         writes ``<name>.mtl`` and ``<name>_texture.png`` beside it. ``faces``: face budget.
-        Returns the written paths."""
-        from .io.export import save_frames, save_image, save_mesh, save_textured_mesh, save_video
-
-        formats = tuple(f.lower().lstrip(".") for f in ([formats] if isinstance(formats, str) else formats))
-        bad = [f for f in formats if f not in FORMATS]
-        if bad or not formats:
-            raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+        Returns the written paths (per reconstruction: meshes, frames, videos, the triplane)."""
+        formats = check_formats(formats, texture=texture)
         texture_size, faces = check_texture_args(texture_size, faces)
-        if texture and "ply" in formats:
-            raise ValueError("a textured mesh cannot be written as ply (no texture there); use glb or obj")
         names = [f"object{b:02d}" for b in range(self.batch_size)] if names is None else list(names)
         if len(names) != self.batch_size:
             raise ValueError(f"{len(names)} names for {self.batch_size} reconstructions")
+        kinds = kinds_of(formats)
         os.makedirs(out_dir, exist_ok=True)
         written: list[str] = []
         frames = None
-        if any(f in formats for f in ("mp4", "gif", "png")):
+        if kinds & {"frames", "video"}:
             frames = self.turntable(n_views, resolution, elevation, progress=progress)
+        model_name = self.model.cfg.name if model_name is None else model_name
         for b, name in enumerate(names):
             stem = os.path.join(out_dir, name)
-            mesh_formats = [f for f in ("glb", "obj", "ply") if f in formats]
-            if mesh_formats:
+            if "mesh" in kinds:
                 mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress,
                                  texture=texture, texture_size=texture_size, faces=faces)
-                for f in mesh_formats:
-                    written += save_textured_mesh(mesh, f"{stem}.{f}") if texture else [save_mesh(mesh, f"{stem}.{f}")]
-            if "png" in formats:
-                written += save_frames(frames[b], stem)
-                if self.inputs is not None:
-                    written.append(save_image(self.inputs[b].permute(1, 2, 0), stem + "_input.png"))
-            for f in ("mp4", "gif"):
-                if f in formats:
-                    written.append(save_video(frames[b], f"{stem}.{f}", fps=fps))
+                written += write_kind(formats, "mesh", mesh, stem, texture=texture)
+            if "frames" in kinds:
+                inp = None if self.inputs is None else self.inputs[b].permute(1, 2, 0)
+                written += write_kind(formats, "frames", frames[b], stem, input=inp)
+            if "video" in kinds:
+                written += write_kind(formats, "video", frames[b], stem, fps=fps)
+            if "triplane" in kinds:
+                written += write_kind(formats, "triplane", self.triplane[b], stem, model=model_name)
         return written

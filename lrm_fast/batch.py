@@ -38,15 +38,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import FORMATS, Reconstruction, input_spec, prepare_image, reconstruct_prepared
+from .api import Reconstruction, input_spec, prepare_image, reconstruct_prepared
 from .dist import dist_info
-from .io.export import atomic_path, save_triplane
+from .io.export import atomic_path, check_formats
 from .model.lrm import LRM
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 LIST_EXTENSIONS = (".txt",)
 RECORD_SUFFIX = ".done.json"
-FORMATS_ALL = FORMATS + ("triplane",)
 
 
 def read_list(path: str) -> list[str]:
@@ -228,7 +227,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
 
     Args:
         inputs: an image file, a folder, a ``.txt`` list, or a list of those (``list_inputs``).
-        formats: any of ``glb obj ply mp4 gif png`` (``Reconstruction.save``) and ``triplane``.
+        formats: any of ``lrm_fast.io.export.EXPORTERS`` (``Reconstruction.save``): ``glb obj ply mp4 gif
+            png triplane``.
         texture, texture_size, faces: a textured GLB/OBJ (``Reconstruction.save(texture=True)``).
         batch_size: images per encoder/decoder call.
         workers: processes that decode and preprocess images (default: 2, or 0 for a single image).
@@ -238,10 +238,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         verbose: one line per image on stdout; failures always go to stderr.
     Returns a ``BatchSummary``; ``summary.ok`` is False when any input failed.
     """
-    formats = tuple(f.lower().lstrip(".") for f in ([formats] if isinstance(formats, str) else formats))
-    bad = [f for f in formats if f not in FORMATS_ALL]
-    if bad or not formats:
-        raise ValueError(f"unknown output format(s) {bad or formats}; choose from {', '.join(FORMATS_ALL)}")
+    formats = check_formats(formats, texture=texture)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = list_inputs(inputs)
@@ -275,7 +272,6 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         loader = torch.utils.data.DataLoader(
             _Prepared([paths[i] for i in todo], size, bg, ratio), batch_size=int(batch_size), shuffle=False,
             num_workers=n_workers, collate_fn=_as_list, persistent_workers=False)
-        media = tuple(f for f in formats if f != "triplane")
 
         def fail(i: int, err: tuple[str, str]) -> None:
             if stop_on_error:
@@ -305,16 +301,11 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                 name, item_dir = names[i], os.path.join(out_dir, names[i])
                 try:
                     one = Reconstruction(model, rec.triplane[b:b + 1], rec.inputs[b:b + 1])
-                    files = []
-                    if media:
-                        files += one.save(item_dir, formats=media, n_views=n_views, resolution=resolution,
-                                          mc_resolution=mc_resolution, threshold=threshold, names=[name],
-                                          elevation=elevation, fps=fps, coarse_to_fine=coarse_to_fine,
-                                          progress=progress, texture=texture, texture_size=texture_size,
-                                          faces=faces)
-                    if "triplane" in formats:
-                        files.append(save_triplane(rec.triplane[b], os.path.join(item_dir, name + ".triplane.safetensors"),
-                                                   model=settings["model"]))
+                    files = one.save(item_dir, formats=formats, n_views=n_views, resolution=resolution,
+                                     mc_resolution=mc_resolution, threshold=threshold, names=[name],
+                                     elevation=elevation, fps=fps, coarse_to_fine=coarse_to_fine,
+                                     progress=progress, texture=texture, texture_size=texture_size,
+                                     faces=faces, model_name=settings["model"])
                     _write_record(paths[i], out_dir, name, settings, files)
                 except Exception as e:  # noqa: BLE001 - one image's outputs failed; the run goes on
                     if stop_on_error:

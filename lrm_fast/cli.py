@@ -24,6 +24,9 @@ COMMANDS = {
     "pictures": ("lrm_fast.commands.pictures", "input, novel views vs truth and mesh for the sample + held-out objects"),
     "demo": ("lrm_fast.commands.demo", "web demo in the browser (gradio; the [demo] extra)"),
 }
+# Commands that hand every argument as given to the program they run (their module's ``run_argv``):
+# ``bench`` runs ``python -m bench.report`` of a source checkout.
+PASS_THROUGH = ("bench",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        args = argparse.Namespace(command=argv[0], _module=COMMANDS[argv[0]][0], argv=argv[1:])
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        module = importlib.import_module(args._module)
+        return int((module.run_argv(args.argv) if args.command in PASS_THROUGH else module.run(args)) or 0)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         if os.environ.get("LRM_FAST_DEBUG"):
             raise

@@ -36,6 +36,8 @@ from .field.bounds import field_density_bounds
 COARSE_STRIDE = 4
 # what ``extract_mesh`` does when not told (``coarse_to_fine=None``); see the module docstring's speed note
 COARSE_TO_FINE_DEFAULT = True
+# largest float32 density grid meshed in one piece; larger grids go slab by slab (``marching_cubes_slabs``)
+MESH_SLAB_BYTES = 256 << 20
 
 
 def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> torch.Tensor:
@@ -58,10 +60,14 @@ def _query_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], axes, out: t
             progress.update(f.shape[0])
 
 
-def _cells_to_points(cells: torch.Tensor, s: int, R: int) -> torch.Tensor:
+def _cells_to_points(cells: torch.Tensor, s: int, R: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Cell mask ``[Rc-1]^3`` -> point mask ``[R]^3``: a fine point is set when any closed coarse cell
-    containing it is (cell ``c`` holds fine indices ``c*s .. c*s+s`` along each axis)."""
-    x = cells
+    containing it is (cell ``c`` holds fine indices ``c*s .. c*s+s`` along each axis). ``rows=(i0, i1)``:
+    only fine rows ``i0 <= i < i1`` of the first axis (``[i1 - i0, R, R]``), from the cell rows they need."""
+    i0, i1 = (0, R) if rows is None else rows
+    c0 = max(0, i0 // s - 1)                      # fine row i needs cell rows i // s and, at i = k s, k - 1
+    c1 = min(cells.shape[0], (i1 - 1) // s + 1)
+    x = cells[c0:c1]
     for d in range(3):
         x = x.repeat_interleave(s, dim=d)                         # index i -> cell i // s
         one = list(x.shape)
@@ -72,7 +78,9 @@ def _cells_to_points(cells: torch.Tensor, s: int, R: int) -> torch.Tensor:
         shape = [1, 1, 1]
         shape[d] = -1
         shared = ((i % s == 0) & (i > 0)).view(shape)              # i = s, 2s, ..: also cell i//s - 1
-        x = (x | (prev & shared)).narrow(d, 0, R)
+        x = x | (prev & shared)
+        # first axis: local index 0 is fine row c0 * s, below i0 whenever c0 > 0 (its cell c0 - 1 is not here)
+        x = x.narrow(d, i0 - c0 * s, i1 - i0) if d == 0 else x.narrow(d, 0, R)
     return x.contiguous()
 
 
@@ -112,12 +120,14 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
             bar.close()
 
 
-def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+def _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold):
     """Cells of ``s^3`` fine cubes (corners on every s-th fine point), per cell a conservative density
     bound (blocks of cells first); fine points of cells whose bound contains the threshold are queried
     exactly, the others take the float just above or below the threshold, the side their cells' bound
     proves. Every fine cube with a surface crossing lies in a refined cell, so marching cubes gives the
-    dense result (the values away from the surface are not the field's)."""
+    dense result (the values away from the surface are not the field's).
+
+    This pass decides the cells: ``(above, active)`` bool ``[nc]^3``; ``_c2f_rows`` makes fine rows from them."""
     s = COARSE_STRIDE
     device = ax.device
     # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
@@ -153,6 +163,8 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
             ck = (2 * pk[:, None, None, None] + o[None, None, :]).expand(-1, 2, 2, 2)
             keep = (ci < nb) & (cj < nb) & (ck < nb)
             cand = ((ci * nb + cj) * nb + ck)[keep]
+        if cand.numel() == 0:                       # every block was decided a level up (e.g. no surface)
+            break
         i, j, k = cand // (nb * nb), (cand // nb) % nb, cand % nb
         last = torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)
         blo, bhi = lo_ax[::B], hi_ax[last]
@@ -173,51 +185,153 @@ def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold,
                 kk = (k[sel, None] * B + o).clamp(max=nc - 1)
                 out[ii[:, :, None, None], jj[:, None, :, None], kk[:, None, None, :]] = True
         todo = cand[~(up | dn)]
-    active = ~(above | below)
-    # points only in cells entirely above (below) the level take the float just above (below) it: marching
-    # cubes reads a cube's corners only to find crossings, and no such cube has a crossing (a point cannot
-    # be in both kinds of cells: a shared face would hold values above and below)
+    return above, ~(above | below)
+
+
+def _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar, rows=None):
+    """Fine rows ``i0 <= i < i1`` (default all) of the coarse-to-fine grid: ``([i1 - i0, R, R] float32, number
+    of points queried)``. Points only in cells entirely above (below) the level take the float just above
+    (below) it: marching cubes reads a cube's corners only to find crossings, and no such cube has a
+    crossing (a point cannot be in both kinds of cells: a shared face would hold values above and below)."""
+    s = COARSE_STRIDE
+    device = ax.device
+    i0, i1 = (0, R) if rows is None else rows
     up = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(np.inf, dtype=torch.float32))
     dn = torch.nextafter(torch.tensor(threshold, dtype=torch.float32), torch.tensor(-np.inf, dtype=torch.float32))
-    fine = torch.where(_cells_to_points(above, s, R), up.to(device), dn.to(device))
-    pts_active = _cells_to_points(active, s, R)
+    fine = torch.where(_cells_to_points(above, s, R, (i0, i1)), up.to(device), dn.to(device))
+    pts_active = _cells_to_points(active, s, R, (i0, i1))
     n_active = int(pts_active.sum())
     if bar is not None:
-        bar.total = n_active
-    rows = max(1, chunk // (R * R))
-    for i0 in range(0, R, rows):
-        m = pts_active[i0:i0 + rows]
+        bar.total = (bar.total or 0) + n_active
+    step = max(1, chunk // (R * R))
+    for r0 in range(0, i1 - i0, step):
+        m = pts_active[r0:r0 + step]
         idx = m.nonzero()
         if not idx.shape[0]:
             continue
         for c0 in range(0, idx.shape[0], chunk):
             ijk = idx[c0:c0 + chunk]
-            pts = torch.stack([ax[ijk[:, 0] + i0], ax[ijk[:, 1]], ax[ijk[:, 2]]], -1)
-            fine[ijk[:, 0] + i0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
+            pts = torch.stack([ax[ijk[:, 0] + i0 + r0], ax[ijk[:, 1]], ax[ijk[:, 2]]], -1)
+            fine[ijk[:, 0] + r0, ijk[:, 1], ijk[:, 2]] = density_fn(pts).float().reshape(-1)
             if bar is not None:
                 bar.update(ijk.shape[0])
+    return fine, n_active
+
+
+def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+    """The whole coarse-to-fine grid (``_c2f_cells``, then every row with ``_c2f_rows``) as numpy."""
+    above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold)
+    fine, n_active = _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar)
     return fine.cpu().numpy(), n_active
 
 
-def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: float):
-    """(vertices ``[V, 3]`` world fp32, faces ``[F, 3]`` int64, outward winding) of the level set."""
+def _close_at_box(grid: np.ndarray, threshold: float, start: bool = True, end: bool = True) -> np.ndarray:
+    """``grid [n, R, R]`` padded by one layer of points outside the box whose values put every level
+    crossing on a boundary edge halfway out: ``2 * threshold - value`` of the neighbouring boundary
+    point where that point is above the level, else the float just below the level (no crossing).
+    ``start`` / ``end``: pad the first axis before / after too (a slab inside the grid is not)."""
+    below = np.nextafter(np.float32(threshold), np.float32(-np.inf))
+    a0 = (int(start), int(end))
+    out = np.pad(grid, (a0, (1, 1), (1, 1)), mode="edge")
+    mirrored = np.minimum(np.float32(2 * threshold) - out, below).astype(np.float32)
+    inner = np.zeros(out.shape, dtype=bool)
+    inner[a0[0]:out.shape[0] - a0[1], 1:-1, 1:-1] = True
+    return np.where(inner, out, mirrored)
+
+
+def _check_level(gmin: float, gmax: float, threshold: float, close: bool) -> None:
+    if gmax <= threshold:
+        raise ValueError(f"empty mesh: the density never exceeds the threshold {threshold:g} (max {gmax:.3g}); "
+                         "the object is empty at this threshold, try a lower one")
+    if gmin >= threshold and not close:
+        raise ValueError(f"full mesh: the density is above the threshold {threshold:g} everywhere in the box "
+                         f"(min {gmin:.3g}); try a higher threshold")
+
+
+def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: float, close: bool = False):
+    """(vertices ``[V, 3]`` world fp32, faces ``[F, 3]`` int64, outward winding) of the level set.
+
+    ``close=True``: where the object reaches the box, the surface is closed by the box's faces (the
+    grid is padded by one outside layer, ``_close_at_box``, and the vertices are clamped back onto
+    the box), so the mesh is watertight; a density above the level everywhere meshes the box itself."""
     from skimage import measure
 
     if not np.isfinite(grid).all():
         raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
-    gmin, gmax = float(grid.min()), float(grid.max())
-    if gmax <= threshold:
-        raise ValueError(f"empty mesh: the density never exceeds the threshold {threshold:g} (max {gmax:.3g}); "
-                         "the object is empty at this threshold, try a lower one")
-    if gmin >= threshold:
-        raise ValueError(f"full mesh: the density is above the threshold {threshold:g} everywhere in the box "
-                         f"(min {gmin:.3g}); try a higher threshold")
-    verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, allow_degenerate=False)
+    _check_level(float(grid.min()), float(grid.max()), threshold, close)
     R = grid.shape[0]
-    verts = box_min + verts * ((box_max - box_min) / (R - 1))
+    h = (box_max - box_min) / (R - 1)
+    if close:
+        verts, faces, _, _ = measure.marching_cubes(_close_at_box(grid, threshold), level=threshold,
+                                                    allow_degenerate=False)
+        verts = np.clip(box_min + (verts - 1) * h, box_min, box_max)
+    else:
+        verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, allow_degenerate=False)
+        verts = box_min + verts * h
     # skimage winds faces with normals toward decreasing values' opposite; flip so they point outward
     # (from high density inside to low outside)
     return verts.astype(np.float32), np.ascontiguousarray(faces[:, ::-1]).astype(np.int64)
+
+
+def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, threshold: float, box_min: float,
+                         box_max: float, slab: int, close: bool = False):
+    """``marching_cubes`` of an ``[R, R, R]`` grid made ``slab`` rows at a time: ``rows_fn(i0, i1)`` gives
+    rows ``i0 <= i < i1`` (``[i1 - i0, R, R]`` float32). Slabs overlap by one row; the vertices on a
+    shared row come out of both slabs from the same values, so they are merged by position, and the
+    result is the whole grid's mesh (the same vertices up to order and the last bit of the first
+    coordinate, the same faces), in memory for ``slab + 1`` rows instead of ``R``."""
+    from skimage import measure
+
+    if slab < 1:
+        raise ValueError(f"mesh slab must be >= 1 rows, got {slab}")
+    h = (box_max - box_min) / (R - 1)
+    verts, faces = [], []
+    n_v = 0
+    gmin, gmax = np.inf, -np.inf
+    shared: dict = {}                    # (y, z) bytes -> vertex index, on the previous slab's last row
+    for i0 in range(0, R - 1, slab):
+        i1 = min(i0 + slab, R - 1)       # the slab's last row (the next slab's first)
+        g = np.ascontiguousarray(rows_fn(i0, i1 + 1), dtype=np.float32)
+        if not np.isfinite(g).all():
+            raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
+        lo, hi = float(g.min()), float(g.max())
+        gmin, gmax = min(gmin, lo), max(gmax, hi)
+        first, last = i0 == 0, i1 == R - 1
+        off = np.array([i0, 0, 0], np.float32)
+        if close:
+            g = _close_at_box(g, threshold, first, last)
+            off -= np.array([int(first), 1, 1], np.float32)
+        if not (g.min() < threshold < g.max()):
+            shared = {}
+            continue
+        v, f, _, _ = measure.marching_cubes(g, level=threshold, allow_degenerate=False)
+        v = v.astype(np.float32) + off
+        index = np.arange(len(v))
+        if shared:                        # this slab's first row was the previous slab's last
+            on = np.nonzero(v[:, 0] == i0)[0]
+            hit = [shared.get(v[j, 1:].tobytes(), -1) for j in on]
+            dup = np.array(hit, np.int64) >= 0 if len(on) else np.zeros(0, bool)
+            keep = np.ones(len(v), bool)
+            keep[on[dup]] = False
+            index = np.empty(len(v), np.int64)
+            index[keep] = n_v + np.arange(int(keep.sum()))
+            index[on[dup]] = np.array(hit, np.int64)[dup]
+            v = v[keep]
+        else:
+            index = index + n_v
+        faces.append(index[f])
+        verts.append(v)
+        n_v += len(v)
+        row = np.nonzero(verts[-1][:, 0] == i1)[0]
+        shared = {verts[-1][j, 1:].tobytes(): n_v - len(v) + j for j in row}
+    _check_level(gmin, gmax, threshold, close)
+    if not verts:
+        raise ValueError(f"empty mesh: no surface crosses the threshold {threshold:g}")
+    v = box_min + np.concatenate(verts) * np.float32(h)
+    if close:
+        v = np.clip(v, box_min, box_max)
+    f = np.concatenate(faces)
+    return v.astype(np.float32), np.ascontiguousarray(f[:, ::-1]).astype(np.int64)
 
 
 def _largest_component(mesh):
@@ -243,11 +357,56 @@ def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: 
     return grid
 
 
+def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: float, coarse_to_fine: bool = False,
+                       chunk: int = 262144, progress: bool = False) -> Callable[[int, int], np.ndarray]:
+    """``rows(i0, i1) -> [i1 - i0, R, R]`` float32 numpy: rows of ``field_density_grid``'s grid, made on
+    demand (the coarse-to-fine cell pass runs once, here), for ``marching_cubes_slabs``."""
+    rc, field = model.cfg.render, model.field
+    R = int(resolution)
+    ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
+
+    def density(pts: torch.Tensor) -> torch.Tensor:
+        return field.density(field(planes, pts[None])[..., 0].float())[0]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="mesh: density grid", unit="pt", unit_scale=True, leave=False)
+    if coarse_to_fine and R >= 8 * COARSE_STRIDE:
+        above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
+                                   float(threshold))
+
+        def rows(i0: int, i1: int) -> np.ndarray:
+            return _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar, (i0, i1))[0].cpu().numpy()
+    else:
+        def rows(i0: int, i1: int) -> np.ndarray:
+            out = torch.empty(i1 - i0, R, R, dtype=torch.float32, device=ax.device)
+            _query_grid(density, (ax[i0:i1], ax, ax), out, chunk, bar)
+            return out.cpu().numpy()
+    return rows
+
+
+def slab_rows(resolution: int, max_bytes: int | None = None) -> int | None:
+    """Rows per meshing slab so that a slab's float32 grid stays within ``max_bytes`` (default
+    ``MESH_SLAB_BYTES``), or None when the whole grid fits (one ``marching_cubes`` call)."""
+    R = int(resolution)
+    rows = max(4, int(MESH_SLAB_BYTES if max_bytes is None else max_bytes) // (4 * R * R))
+    return None if rows >= R - 1 else rows
+
+
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
                  largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT, chunk: int = 262144,
-                 progress: bool = False):
+                 progress: bool = False, watertight: bool = False, slab: int | None = None):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
+
+    ``watertight=True`` closes the surface with the box's faces where the object reaches the box
+    (``marching_cubes(close=True)``): the mesh then has no open boundary (``is_watertight``).
+
+    Grids larger than ``MESH_SLAB_BYTES`` (above 406^3) are made and meshed ``slab`` rows at a time
+    (default ``slab_rows(resolution)``; ``marching_cubes_slabs``: the same mesh), so 1024^3 needs a
+    few hundred MB for the grid instead of 4.3 GB. ``threshold="auto"`` needs the whole grid.
 
     ``threshold="auto"`` (used for untrained presets, whose densities have no meaningful scale) takes
     the 75th percentile of the dense grid's densities.
@@ -265,10 +424,16 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
     c2f = coarse_to_fine and not auto
-    grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
-    if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
-        threshold = float(np.quantile(grid, 0.75))
-    verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max)
+    slab = None if auto else (slab_rows(resolution) if slab is None else int(slab))
+    if slab is not None:
+        rows = field_density_rows(model, planes, resolution, threshold, c2f, chunk, progress)
+        verts, faces = marching_cubes_slabs(rows, resolution, threshold, rc.box_min, rc.box_max, slab,
+                                            close=watertight)
+    else:
+        grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
+        if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
+            threshold = float(np.quantile(grid, 0.75))
+        verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max, close=watertight)
     mesh = trimesh.Trimesh(verts, faces, process=False)
     if largest_component:
         mesh = _largest_component(mesh)
@@ -296,5 +461,6 @@ def sphere_density(radius: float = 0.5, peak: float = 10.0) -> Callable[[torch.T
     return f
 
 
-__all__ = ["extract_mesh", "density_grid", "field_density_grid", "marching_cubes", "sphere_density", "COARSE_STRIDE",
-           "COARSE_TO_FINE_DEFAULT"]
+__all__ = ["extract_mesh", "density_grid", "field_density_grid", "field_density_rows", "field_density_bounds",
+           "marching_cubes", "marching_cubes_slabs", "slab_rows", "sphere_density", "COARSE_STRIDE",
+           "COARSE_TO_FINE_DEFAULT", "MESH_SLAB_BYTES"]

@@ -33,10 +33,14 @@ import gradio as gr
 import trimesh
 
 from .api import DEFAULT_MODEL, load_model
-from .io.export import save_image
+from .io.export import check_formats, save_image
 from .io.images import has_foreground_alpha, load_image
 
 API_NAME = "reconstruct"
+# What the page writes and offers for download: names in the output-format registry (io/export.py),
+# checked there at import; the download buttons (dl-glb, dl-obj, dl-mp4) are made from them.
+VIDEO_FORMATS = check_formats("mp4", kinds=("video",))
+MESH_FORMATS = check_formats("glb,obj", kinds=("mesh",))
 KEEP_RUNS = 8
 # Errors the user can fix: the same classes the CLI turns into one line (lrm_fast/cli.py).
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
@@ -131,16 +135,17 @@ class Demo:
         stem = _stem(path)
         input_png = save_image(rec.inputs[0].permute(1, 2, 0), os.path.join(out, stem + "_input.png"))
         progress(0.3, desc="rendering the turntable")
-        (video,) = rec.save(out, formats=("mp4",), n_views=n_views, resolution=self.resolution,
+        (video,) = rec.save(out, formats=VIDEO_FORMATS, n_views=n_views, resolution=self.resolution,
                             elevation=self.elevation, names=[stem], progress=True)
         progress(0.6, desc="extracting the mesh")
-        glb, obj = rec.save(out, formats=("glb", "obj"), mc_resolution=mc, names=[stem], progress=True)
+        meshes = rec.save(out, formats=MESH_FORMATS, mc_resolution=mc, names=[stem], progress=True)
         progress(1.0, desc="done")
+        glb = meshes[0]  # the 3D view shows the first (glb)
         mesh = trimesh.load(glb, force="mesh")
         status = (f"Reconstructed **{os.path.basename(path)}** with `{name}` in "
                   f"{time.perf_counter() - t0:.1f} s: mesh {len(mesh.vertices)} vertices / {len(mesh.faces)} "
                   f"faces (marching cubes {mc}^3), turntable {n_views} frames at {self.resolution} px.")
-        return input_png, video, glb, glb, obj, video, "\n\n".join([status] + notes)
+        return (input_png, video, glb, *meshes, video, "\n\n".join([status] + notes))
 
 
 def build_app(demo: Demo) -> gr.Blocks:
@@ -169,10 +174,9 @@ def build_app(demo: Demo) -> gr.Blocks:
             with gr.Column(scale=1):
                 view3d = gr.Model3D(label="Mesh (drag to turn, scroll to zoom)", elem_id="mesh3d", height=320)
                 with gr.Row():
-                    dl_glb = gr.DownloadButton("GLB", elem_id="dl-glb", size="sm", min_width=60)
-                    dl_obj = gr.DownloadButton("OBJ", elem_id="dl-obj", size="sm", min_width=60)
-                    dl_mp4 = gr.DownloadButton("MP4", elem_id="dl-mp4", size="sm", min_width=60)
-        button.click(demo.run, [photo, model, mc, views], [inp, video, view3d, dl_glb, dl_obj, dl_mp4, status],
+                    downloads = [gr.DownloadButton(f.upper(), elem_id=f"dl-{f}", size="sm", min_width=60)
+                                 for f in MESH_FORMATS + VIDEO_FORMATS]
+        button.click(demo.run, [photo, model, mc, views], [inp, video, view3d, *downloads, status],
                      api_name=API_NAME)
     return app
 

@@ -1,6 +1,6 @@
 """The twin-test harness and the comparison helpers the twin and parity tests share. Import as
 ``from tests._twin import ...`` (the suite runs from the repository root, as ``bench/`` imports
-``bench.conftest``).
+``bench.suites.conftest``).
 
 The harness (docs/architecture.md section 5) compares a fast implementation with its twin on
 the same inputs, forward and backward:

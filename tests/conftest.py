@@ -9,7 +9,7 @@ import torch
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_suite.sh on the device machine)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/scripts/gpu_suite.sh on the device machine)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

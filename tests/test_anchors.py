@@ -1,7 +1,7 @@
-"""bench.anchors: the fitted base field in OpenLRM's own renderer renders what ours renders.
+"""bench.scripts.anchors: the fitted base field in OpenLRM's own renderer renders what ours renders.
 
-``bench.anchors --fitted`` times OpenLRM's ``TriplaneSynthesizer`` holding the fitted field
-(bench/fitted_field.py) against our renderer, so both must render the same field. OpenLRM's render
+``bench.scripts.anchors --fitted`` times OpenLRM's ``TriplaneSynthesizer`` holding the fitted field
+(bench/lib/fitted_field.py) against our renderer, so both must render the same field. OpenLRM's render
 of it (deterministic sampling, 24 x 24, two views) is stored in ``fixtures/anchors_fitted_openlrm.npz``
 (written by this file: ``PYTHONPATH=. python tests/test_anchors.py --openlrm PATH``, OpenLRM at
 3108b69); with ``LRM_FAST_OPENLRM=PATH`` the test also renders it live from that checkout.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import anchors
+from bench.scripts import anchors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "anchors_fitted_openlrm.npz"
 VIEWS = ((30.0, 20.0), (200.0, -10.0))   # (azimuth, elevation) degrees, distance 2
@@ -46,7 +46,7 @@ def openlrm_render(checkout: str) -> np.ndarray:
 
 
 def our_render(exact: bool = True) -> np.ndarray:
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     c2w, K, _ = _cameras()
@@ -130,3 +130,29 @@ def test_flop_floor_counts_attention_and_matmuls():
     mlp = 2 * 2 * L * d.dim * int(d.dim * d.mlp_ratio) * d.layers   # the decoder MLPs alone
     assert f["tflop"] * 1e12 > mlp and f["gemm_gflops"] > 0
     assert f["floor_s"] == pytest.approx(f["tflop"] * 1e3 / f["gemm_gflops"])
+
+
+def test_openlrm_deterministic_patch_is_the_parity_one():
+    """bench's ``openlrm_deterministic`` and the parity generator share ``tools/parity/_common.py``'s
+    patch: zero stratified jitter and ``sample_pdf(det=True)`` inside the block, the originals after."""
+    from tools.parity._common import deterministic_sampling
+
+    class Renderer:  # stands in for OpenLRM's ImportanceRenderer: the two methods the patch wraps
+        def sample_stratified(self, n):
+            return torch.arange(n, dtype=torch.float32) + torch.rand_like(torch.ones(n))
+
+        def sample_pdf(self, bins, weights, N_importance, det=False, eps=1e-5):
+            return det
+
+    class Synth:
+        renderer = Renderer()
+
+    strat, pdf = Renderer.sample_stratified, Renderer.sample_pdf
+    with anchors.openlrm_deterministic(Synth()) as synth:
+        assert torch.equal(synth.renderer.sample_stratified(4), torch.arange(4.0))
+        assert synth.renderer.sample_pdf(None, None, 8) is True
+    assert Renderer.sample_stratified is strat and Renderer.sample_pdf is pdf
+    undo = deterministic_sampling(Renderer)
+    assert Renderer().sample_pdf(None, None, 8, det=False) is True
+    undo()
+    assert Renderer.sample_pdf is pdf

@@ -141,7 +141,7 @@ def test_triposr_variant_api(tmp_path):
 def test_gpu_end_to_end_bf16(tmp_path):
     """On CUDA: dtype auto = bf16, the whole path (reconstruct, render, mesh, save) runs on the GPU, and
     the fast backend's mesh matches the reference backend's within a voxel."""
-    # the GPU machine may lack these (bench/prepare_gpu_wheels.sh carries trimesh / imageio-ffmpeg)
+    # the GPU machine may lack these (bench/scripts/prepare_gpu_wheels.sh carries trimesh / imageio-ffmpeg)
     for mod in ("skimage", "trimesh", "imageio"):
         pytest.importorskip(mod)
     m = lrm_fast.load_model("small", device="cuda")

@@ -1,5 +1,5 @@
 """bench/report.py on synthetic pytest-benchmark JSON, the README generator, `lrm-fast bench`, and
-bench/gpu_suite.sh --dry-run. No benchmark is run here (the suites run in smoke mode via bench/)."""
+bench/scripts/gpu_suite.sh --dry-run. No benchmark is run here (the suites run in smoke mode via bench/)."""
 import json
 import os
 import subprocess
@@ -151,28 +151,36 @@ def test_pytest_command_modes():
     smoke = report.pytest_command("/tmp/x.json", True, [], None, [])
     assert "--benchmark-enable" in smoke and "--benchmark-json=/tmp/x.json" in smoke
     assert "--benchmark-min-rounds=1" in smoke
-    full = report.pytest_command("/tmp/x.json", False, ["bench/bench_triplane_mlp.py"], "query", ["--x"])
+    full = report.pytest_command("/tmp/x.json", False, ["bench/suites/bench_triplane_mlp.py"], "query", ["--x"])
     assert "--benchmark-min-rounds=3" in full and full[-3:] == ["-k", "query", "--x"]
 
 
-def test_cli_bench_from_json(tmp_path, result, capsys):
+def test_cli_bench_from_json(tmp_path, result, capfd, monkeypatch):
+    """`lrm-fast bench ARGS` runs `python -m bench.report ARGS` of the checkout in a child process,
+    from the user's folder (a relative path means what it meant); outside a checkout, one line."""
     from lrm_fast.cli import main
+    from lrm_fast.commands import bench as bench_cmd
 
-    p = tmp_path / "r.json"
-    p.write_text(json.dumps(result))
-    assert main(["bench", "--from-json", str(p)]) == 0
-    assert "4.00x" in capsys.readouterr().out
-    assert main(["bench", "--from-json", str(p), "--fail-below", "1"]) == 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert main(["bench", "--from-json", "r.json"]) == 0
+    assert "4.00x" in capfd.readouterr().out
+    assert main(["bench", "--from-json", "r.json", "--fail-below", "1"]) == 1
+    capfd.readouterr()
+    monkeypatch.setattr(bench_cmd, "checkout", lambda: None)
+    assert main(["bench", "--smoke"]) == 2
+    err = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "source checkout" in err[0] and "python -m bench.report" in err[0], err
 
 
 def test_gpu_suite_dry_run():
-    r = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_suite.sh"), "--dry-run"],
+    r = subprocess.run(["bash", os.path.join(ROOT, "bench", "scripts", "gpu_suite.sh"), "--dry-run"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     for needle in ("pip install -q --no-index --no-deps --no-compile --target /tmp/site", "FORCE_CUDA", "TORCH_CUDA_ARCH_LIST=9.0",
                    "--no-build-isolation --no-deps", "-m gpu", "LRM_FAST_BENCH=full", "bench.report",
-                   "bench.roofline", "$OUT"):
+                   "bench.lib.roofline", "$OUT"):
         assert needle in out, (needle, out)
     assert not os.path.exists(os.path.join(ROOT, "bench", "results", "2026-11-26-gpu-suite.log"))
     # issue 18: imports + CUDA build checked first, then the kernel benchmarks before the gpu tests and the
@@ -182,25 +190,25 @@ def test_gpu_suite_dry_run():
     pos = [out.find(">>> " + name) for name in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), list(zip(order, pos))
     assert out.count("of 330s;") == len(order), out
-    assert "bench_raymarch.py bench/bench_render.py bench/bench_triplane_mlp.py" in out
+    assert "bench_raymarch.py bench/suites/bench_render.py bench/suites/bench_triplane_mlp.py" in out
     assert "--timeout=" in out and "_has_kernel" in out and "measure_gpu" in out
-    r = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_suite.sh"), "--bogus"],
+    r = subprocess.run(["bash", os.path.join(ROOT, "bench", "scripts", "gpu_suite.sh"), "--bogus"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "--bogus" in r.stderr
 
 
 def test_shell_scripts_parse():
     for s in ("gpu_suite.sh", "prepare_gpu_wheels.sh"):
-        r = subprocess.run(["bash", "-n", os.path.join(ROOT, "bench", s)], capture_output=True, text=True)
+        r = subprocess.run(["bash", "-n", os.path.join(ROOT, "bench", "scripts", s)], capture_output=True, text=True)
         assert r.returncode == 0, (s, r.stderr)
 
 
 def test_cpu_peak_memory_is_order_independent():
-    """bench/_mem.py: a case measured after a bigger one must not look smaller (heap reuse), and
+    """bench/lib/mem.py: a case measured after a bigger one must not look smaller (heap reuse), and
     the forked child must not hang once the parent has used its OpenMP pool."""
     import torch
 
-    from bench._mem import peak_memory_mb
+    from bench.lib.mem import peak_memory_mb
 
     def case(n):
         return lambda: (torch.randn(n, 64) @ torch.randn(64, 256)).sum()
@@ -215,7 +223,7 @@ def test_cpu_peak_memory_is_order_independent():
 
 
 def test_benchmark_fixture_timer_hook_exists():
-    """bench/conftest.py swaps pytest-benchmark's private ``_timer`` for a CUDA-synchronizing clock;
+    """bench/suites/conftest.py swaps pytest-benchmark's private ``_timer`` for a CUDA-synchronizing clock;
     fail loudly here if a pytest-benchmark upgrade renames it (GPU times would silently be wrong)."""
     import inspect
 
@@ -227,11 +235,11 @@ def test_benchmark_fixture_timer_hook_exists():
 @pytest.mark.gpu
 def test_gpu_timings_include_kernel_time(tmp_path):
     """A case that only launches a ~10 ms GPU sleep must be timed at >= 5 ms (synchronizing clock)."""
-    src = ("import torch\nfrom bench.conftest import record\n\n"
+    src = ("import torch\nfrom bench.suites.conftest import record\n\n"
            "def test_sleep(benchmark):\n"
            "    benchmark.pedantic(lambda: torch.cuda._sleep(int(2e7)), rounds=3, iterations=1)\n"
            "    record(benchmark, 'sleep', 'x', 'reference', False)\n")
-    path = os.path.join(ROOT, "bench", f"bench_tmp_sync_{os.getpid()}.py")
+    path = os.path.join(ROOT, "bench", "suites", f"bench_tmp_sync_{os.getpid()}.py")
     with open(path, "w") as f:
         f.write(src)
     try:
@@ -248,7 +256,7 @@ def test_gpu_timings_include_kernel_time(tmp_path):
 
 def test_time_budget_skips_remaining_cases():
     env = {**os.environ, "LRM_FAST_BENCH_DEADLINE": "0", "LRM_FAST_BENCH": "smoke"}
-    r = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "bench_triplane_mlp.py"), "-q",
+    r = subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "bench", "suites", "bench_triplane_mlp.py"), "-q",
                         "-p", "no:cacheprovider", "-rs"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "time budget used up" in r.stdout and " passed" not in r.stdout, r.stdout
@@ -257,18 +265,18 @@ def test_time_budget_skips_remaining_cases():
 def test_measure_gpu_uses_the_op_module_not_the_reexported_function():
     # the first GPU run lost every Triton measurement: `from lrm_fast.ops import triplane_mlp` is the
     # function that lrm_fast.ops re-exports, not the module holding triplane_mlp and _launch_cfg
-    from bench import measure_gpu
+    from bench.scripts import measure_gpu
     T = measure_gpu.triplane_mlp_module()
     assert callable(T.triplane_mlp) and callable(T._launch_cfg)
 
 
 def test_interrupted_benchmark_keeps_the_finished_cases(tmp_path):
     # a time limit's SIGINT inside a case left it with no rounds; pytest-benchmark then failed on
-    # min([]) and wrote no JSON at all (first GPU run). bench/conftest.py drops such cases first.
+    # min([]) and wrote no JSON at all (first GPU run). bench/suites/conftest.py drops such cases first.
     import json
     import subprocess
     import sys
-    (tmp_path / "conftest.py").write_text("from bench.conftest import pytest_sessionfinish  # noqa: F401\n")
+    (tmp_path / "conftest.py").write_text("from bench.suites.conftest import pytest_sessionfinish  # noqa: F401\n")
     (tmp_path / "test_b.py").write_text(
         "def test_a(benchmark):\n    benchmark(lambda: sum(range(10)))\n\n"
         "def test_b(benchmark):\n    def stop():\n        raise KeyboardInterrupt\n    benchmark(stop)\n")

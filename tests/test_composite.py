@@ -23,7 +23,7 @@ def _inputs(R, S, dtype, device="cpu", scale=3.0, seed=0, bg_shape=(3,)):
 
 def _compare(args, **kw):
     """cpp vs the twin, forward and backward (d rgb, d sigma, d background)."""
-    check_twin(lambda *a: composite(*a, backend="cpp", **kw), lambda *a: composite(*a, backend="reference"), args,
+    check_twin(lambda *a: composite(*a, backend="cpp", **kw), lambda *a: composite(*a, backend="reference", **kw), args,
                wrt=(0, 1, 4), tol=TOL, names=("color", "depth", "opacity", "v_rgb", "v_sigma", "v_bg"))
 
 
@@ -64,6 +64,37 @@ def test_non_contiguous_inputs():
     _compare((rgb_nc, sigma_nc, deltas[:, :], depths, bg))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("early_stop", [1e-3, 0.3])
+def test_early_stop_matches_twin(early_stop, dtype, device):
+    """The twin stops as the kernel does (module docstring of ops/composite.py): the same truncated
+    sums, forward and backward."""
+    args = _inputs(64, 32, dtype, device=device, scale=30.0)
+    _compare(args, early_stop=early_stop)
+    stopped = composite(*args, backend="reference", early_stop=early_stop)[2]
+    full = composite(*args, backend="reference")[2]
+    assert (stopped < full).any(), "the case should stop early on some rays"
+    assert ((full - stopped) <= early_stop).all()
+
+
+def test_early_stop_twin_keeps_the_stopping_interval():
+    """One ray by hand: T_1 = 0.5, T_2 = 0.05, T_3 = 0.0025; with early_stop 0.1 intervals 0 and 1
+    are used (interval 1 takes T below 0.1), interval 2 is not."""
+    dtype = torch.float64
+    alpha = torch.tensor([[0.5, 0.9, 0.95]], dtype=dtype)
+    deltas = torch.ones_like(alpha)
+    sigma = -torch.log1p(-alpha)
+    rgb = torch.rand(1, 3, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    depths = torch.tensor([[1.0, 2.0, 3.0]], dtype=dtype)
+    bg = torch.zeros(3, dtype=dtype)
+    color, depth, opacity = composite(rgb, sigma, deltas, depths, bg, backend="reference", early_stop=0.1)
+    w = torch.tensor([0.5, 0.5 * 0.9], dtype=dtype)  # T_EPS is below float64's resolution here
+    torch.testing.assert_close(opacity, w.sum()[None])
+    torch.testing.assert_close(color, (w[:, None] * rgb[0, :2]).sum(0)[None])
+    torch.testing.assert_close(depth, ((w * depths[0, :2]).sum() / w.sum())[None])
+
+
 def test_early_stop_is_bounded_and_backward_consistent():
     dtype = torch.float64
     rgb, sigma, deltas, depths, bg = _inputs(16, 32, dtype, scale=30.0)
@@ -93,14 +124,6 @@ def test_weights_match_twin():
     _, sigma, deltas, _, _ = _inputs(9, 11, torch.float64)
     torch.testing.assert_close(composite_weights(sigma, deltas, backend="cpp"),
                                composite_weights(sigma, deltas, backend="reference"))
-
-
-def test_opcheck():
-    rgb, sigma, deltas, depths, bg = _inputs(4, 6, torch.float32)
-    bg = bg.expand(4, 3).contiguous()
-    torch.library.opcheck(torch.ops.lrm_fast.composite_fwd,
-                          (rgb.requires_grad_(), sigma.requires_grad_(), deltas, depths, bg.requires_grad_(), 0.0))
-    torch.library.opcheck(torch.ops.lrm_fast.composite_weights, (sigma.detach(), deltas))
 
 
 def test_bad_inputs_name_the_problem():
@@ -183,15 +206,23 @@ def test_composite_samples_matches_twin(R, S, dtype, midpoint, act, device):
                lambda *a: composite_samples_weights(*a, backend="reference", **kw), (raw, t, o, d), tol=TOL)
 
 
-def test_composite_samples_gradcheck_and_opcheck():
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("midpoint", [True, False])
+def test_composite_samples_early_stop_matches_twin(midpoint, dtype, device):
+    args = _sample_inputs(64, 24, dtype, device=device)
+    args[0][..., 0] += 6.0  # denser, so rays stop inside the ray
+    kw = dict(midpoint=midpoint, early_stop=1e-2)
+    _compare_samples(args, **kw)
+    stopped = composite_samples(*args, backend="reference", **kw)[2]
+    assert (stopped < composite_samples(*args, backend="reference", midpoint=midpoint)[2]).any()
+
+
+def test_composite_samples_gradcheck():
+    """(opcheck of every lrm_fast op: tests/test_twin_signatures.py)"""
     raw, t, o, d, bg = _sample_inputs(3, 6, torch.float64)
     f = lambda r, b: composite_samples(r, t, o, d, b, backend="cpp")
     assert torch.autograd.gradcheck(f, (raw.requires_grad_(), bg.requires_grad_()))
-    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_fwd,
-                          (raw.detach().float().requires_grad_(), t.float(), o.float(), d.float(),
-                           bg.detach().float().expand(3, 3).contiguous(), -1.0, 1.0, -1.0, 0, True, 0.0))
-    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_weights,
-                          (raw.detach(), t, o, d, -1.0, 1.0, -1.0, 0, True))
 
 
 def test_composite_samples_edge_cases():

@@ -1,10 +1,10 @@
-"""The fitted-field benchmark fixture (bench/fitted_field.py): loads as the base preset's triplane and
+"""The fitted-field benchmark fixture (bench/lib/fitted_field.py): loads as the base preset's triplane and
 field, and is a real surface (density high inside the generator's object, ~0 outside; PSNR stored)."""
 import numpy as np
 import pytest
 import torch
 
-from bench.fitted_field import FIXTURE, fitted_object, fixture_facts, inside, load_fitted_field
+from bench.lib.fitted_field import FIXTURE, fitted_object, fixture_facts, inside, load_fitted_field
 
 
 def test_fixture_loads_as_base_field():
@@ -29,5 +29,5 @@ def test_fixture_density_follows_the_objects_occupancy():
 
 
 def test_missing_fixture_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m bench.fitted_field"):
+    with pytest.raises(FileNotFoundError, match="python -m bench.lib.fitted_field"):
         load_fitted_field(str(tmp_path / "nope.safetensors"))

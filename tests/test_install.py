@@ -82,3 +82,26 @@ def test_version_has_one_source():
     assert re.search(r'version\s*=\s*read_version\(\)', src) and '"0.' not in src.split("setup(")[-1]
     assert f"## [{lrm_fast.__version__}]" in open(os.path.join(ROOT, "CHANGELOG.md")).read()
     assert f"lrm_fast {lrm_fast.__version__} " in info_text(presets=[])
+
+
+def test_package_stands_alone():
+    """The installed package edits no ``sys.path`` and ships no developer tools: ``lrm_fast/`` and
+    ``kernels/`` (installed as ``lrm_fast.kernels``) hold only what the package runs."""
+    import ast
+
+    edits = []
+    for base in ("lrm_fast", "kernels"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, base)):
+            if os.path.islink(dirpath):  # a worktree's lrm_fast/kernels link: kernels/ is walked itself
+                continue
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, f)
+                for node in ast.walk(ast.parse(open(path).read())):
+                    if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                            isinstance(node.value, ast.Name) and node.value.id == "sys":
+                        edits.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not edits, f"sys.path used in the package: {edits}"
+    assert sorted(f for f in os.listdir(os.path.join(ROOT, "kernels")) if f.endswith(".py")) == \
+        ["__init__.py", "triplane_mlp.py"]

@@ -21,7 +21,6 @@ LAYERS = {
     "lrm_fast._C": 0, "lrm_fast.kernels": 0,          # kernels: the fast code (csrc/, kernels/)
     "lrm_fast.ops": 1,                                # one file per op, twins, dispatch, extension plumbing
     "lrm_fast.field.activations": 1,                  # the field's activation table (the ops' twins apply it)
-    "lrm_fast.kernels.compile_check": 1,              # a developer tool: compiles kernels with the ops' launch config
     "lrm_fast.config": 2, "lrm_fast.cameras": 2,      # configs; camera geometry (data, model, api share it)
     "lrm_fast.field": 3,                              # the triplane field, its occupancy grid and density bounds
     "lrm_fast.model": 3, "lrm_fast.render": 3,        # the network and the renderer

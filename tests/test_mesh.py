@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lrm_fast.field.bounds import field_density_bounds
-from lrm_fast.mesh import density_grid, extract_mesh, marching_cubes, sphere_density
+from lrm_fast.mesh import density_grid, extract_mesh, marching_cubes, marching_cubes_slabs, sphere_density
 
 
 @pytest.mark.parametrize("R", [33, 48, 64])
@@ -54,7 +54,7 @@ def test_noisy_untrained_field_is_still_exact(tiny_model):
 
 
 def test_fitted_field_c2f_is_exact_and_cheaper():
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
 
     planes, model = load_fitted_field()
     frac = _same_mesh_dense_and_c2f(model, planes, 64, model.cfg.render.mesh_threshold)
@@ -173,3 +173,105 @@ def test_extract_mesh_from_model_has_colors(tiny_model):
         extract_mesh(tiny_model, torch.randn(2, 3, 8, 8, 8))
     with pytest.raises(ValueError, match="empty mesh"):
         extract_mesh(tiny_model, planes, resolution=16, threshold=1e6)
+
+
+@pytest.mark.parametrize("radius,open_without", [(0.5, False), (2.0, True)])
+def test_watertight_closes_the_surface_at_the_box(radius, open_without):
+    """A ball that pokes out of the box is cut open by it; ``close=True`` lids it with the box's faces
+    (vertices stay in the box, volume = ball cap inside the box), and a ball inside stays as it was."""
+    import trimesh
+
+    g, _ = density_grid(sphere_density(radius, 10.0), 40, -1, 1, 3.0)
+    v0, f0 = marching_cubes(g, 3.0, -1, 1)
+    v1, f1 = marching_cubes(g, 3.0, -1, 1, close=True)
+    m0, m1 = trimesh.Trimesh(v0, f0, process=False), trimesh.Trimesh(v1, f1, process=False)
+    assert m0.is_watertight is not open_without
+    assert m1.is_watertight and m1.volume > 0 and np.abs(v1).max() <= 1.0
+    if not open_without:
+        assert len(f1) == len(f0) and abs(m1.volume - m0.volume) < 1e-5
+        np.testing.assert_allclose(np.sort(v1, 0), np.sort(v0, 0), atol=1e-6)
+    else:  # ball of radius 1.4 cut by the cube [-1, 1]^3 (Monte Carlo volume ~7.68)
+        assert abs(m1.volume - 7.68) < 0.15
+    full, _ = density_grid(sphere_density(3.0, 10.0), 16, -1, 1, 3.0)  # above the level everywhere
+    v2, f2 = marching_cubes(full, 3.0, -1, 1, close=True)
+    m2 = trimesh.Trimesh(v2, f2, process=False)
+    assert m2.is_watertight and abs(m2.volume - 8.0) < 1e-3
+
+
+def test_watertight_mesh_from_the_model(tiny_model):
+    torch.manual_seed(0)
+    planes = torch.randn(1, 3, 8, 8, 8)
+    with torch.no_grad():  # dense everywhere near the faces: the open mesh has a boundary
+        tiny_model.field.linears[-1].bias[0] = 3.0
+    m = extract_mesh(tiny_model, planes, resolution=24, threshold="auto", watertight=True)
+    assert m.is_watertight and np.abs(m.vertices).max() <= 1.0
+
+
+def test_field_bounds_with_chunks_of_different_footprints():
+    """The bound's footprint table is built in chunks of 4096 footprints; fine grids (R = 1000, 1024:
+    cells narrower than a texel) have chunks whose cells straddle a texel centre next to chunks whose
+    cells do not, and the per-chunk breakpoint counts did not concatenate ("Expected size 9 but got
+    size 6", ``extract_mesh`` at 1000^3). Here: 4096 thin boxes across texel centres, then 4096 between
+    two centres; the bounds must still contain the field at the boxes' corners."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    W = planes.shape[-1]
+    centres = (2 * torch.arange(W, dtype=torch.float64) + 1) / W - 1
+    straddle = centres[4:36].repeat_interleave(128) - 1e-3 + torch.linspace(0, 1e-3, 4096, dtype=torch.float64)
+    between = centres[40] + torch.linspace(1e-3, 0.02, 4096, dtype=torch.float64)
+    lo1 = torch.cat([straddle, between]).float()
+    lo, hi = lo1[:, None].expand(-1, 3), (lo1 + 0.004)[:, None].expand(-1, 3)
+    dmin, dmax = field_density_bounds(model.field, planes)(lo, hi)
+    assert dmin.shape == (8192,) and (dmin <= dmax).all()
+    with torch.no_grad():
+        for corner in (lo, hi):
+            d = model.field.density(model.field(planes, corner[None])[..., 0])[0]
+            assert (d >= dmin - 1e-5).all() and (d <= dmax + 1e-5).all()
+
+
+def test_c2f_with_no_surface_is_the_empty_mesh_error(tiny_model):
+    """Every block decided at the first level (no surface anywhere) used to crash on an empty list."""
+    planes = torch.zeros(1, 3, 8, 8, 8)
+    with torch.no_grad():
+        tiny_model.field.linears[-1].bias[0] = -50.0
+    with pytest.raises(ValueError, match="empty mesh"):
+        extract_mesh(tiny_model, planes, resolution=64, threshold=3.0)
+
+
+def _same_faces(m0, m1):
+    """Same mesh up to vertex order (and the last bit of a coordinate): same counts, volume, vertices."""
+    assert len(m0.faces) == len(m1.faces) and len(m0.vertices) == len(m1.vertices)
+    assert abs(m0.volume - m1.volume) < 1e-5 and m0.is_watertight == m1.is_watertight
+    np.testing.assert_allclose(np.sort(m0.vertices, 0), np.sort(m1.vertices, 0), atol=1e-6)
+    np.testing.assert_array_equal(np.sort(m0.visual.vertex_colors, 0), np.sort(m1.visual.vertex_colors, 0))
+
+
+@pytest.mark.parametrize("slab", [3, 16])
+def test_slab_meshing_is_the_whole_grid_mesh(slab):
+    """Large grids are made and meshed a slab of rows at a time (1024^3 in a few hundred MB): the same
+    mesh as the whole grid in one marching cubes, coarse-to-fine and dense, open and watertight."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    th = model.cfg.render.mesh_threshold
+    for c2f in (True, False):
+        whole = extract_mesh(model, planes, resolution=48, threshold=th, coarse_to_fine=c2f)
+        _same_faces(whole, extract_mesh(model, planes, resolution=48, threshold=th, coarse_to_fine=c2f, slab=slab))
+    g, _ = density_grid(sphere_density(2.0, 10.0), 33, -1, 1, 3.0)   # a ball cut open by the box
+    import trimesh
+    for close in (False, True):
+        m0 = trimesh.Trimesh(*marching_cubes(g, 3.0, -1, 1, close=close), process=False)
+        m1 = trimesh.Trimesh(*marching_cubes_slabs(lambda a, b: g[a:b], 33, 3.0, -1, 1, slab, close=close),
+                             process=False)
+        m0.visual.vertex_colors = m1.visual.vertex_colors = np.zeros(4, np.uint8)
+        _same_faces(m0, m1)
+
+
+def test_slab_rows_from_the_byte_budget():
+    from lrm_fast.mesh import MESH_SLAB_BYTES, slab_rows
+
+    assert slab_rows(256) is None and slab_rows(384) is None          # one piece: the mesh as before
+    assert slab_rows(1024) == MESH_SLAB_BYTES // (4 * 1024 ** 2) and slab_rows(1000, 1 << 20) == 4
+    with pytest.raises(ValueError, match="slab"):
+        marching_cubes_slabs(lambda a, b: np.zeros((b - a, 8, 8), np.float32), 8, 1.0, -1, 1, 0)

@@ -125,13 +125,16 @@ def test_packed_gradcheck_and_grads_match_twin():
 
 
 @needs_cpp
-def test_packed_ops_opcheck():
-    raw, t, off, o, d, bg = _packed_case([3, 0, 6, 1, 9])
-    composite_samples_packed(raw, t, off, o, d, bg, backend="cpp")  # registers the fakes / autograd
-    args = (raw.requires_grad_(True), t, off, o, d, bg, -1.0, 1.0, -1.0, 0, True, 0.0)
-    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_packed_fwd, args)
-    torch.library.opcheck(torch.ops.lrm_fast.composite_samples_packed_weights,
-                          (raw.detach(), t, off, o, d, -1.0, 1.0, -1.0, 0, True))
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_early_stop_matches_twin(dtype, device):
+    """early_stop on packed rays: the twin stops as the kernel does, forward and backward."""
+    args = _packed_case([0, 1, 2, 9, 40, 3, 64, 17], dtype=dtype, seed=5, device=device)
+    args[0][:, 0] += 6.0  # denser, so rays stop inside the ray
+    tol = GRAD_TOL if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-10)
+    _cpp_vs_twin(args, tol, wrt=(0, 5), early_stop=1e-2)
+    stopped = composite_samples_packed(*args, backend="reference", early_stop=1e-2)[2]
+    assert (stopped < composite_samples_packed(*args, backend="reference")[2]).any()
 
 
 @needs_cpp
@@ -407,7 +410,7 @@ def test_packed_cuda_matches_cpu():
 def test_bounded_grid_is_conservative_and_cheaper_on_the_fitted_field():
     """build_occupancy(bounds=...): blocks proven empty skip their lattice queries and store the proven
     max instead, so the grid is >= the plain lattice grid everywhere and marks the same cells at tau."""
-    from bench.fitted_field import load_fitted_field
+    from bench.lib.fitted_field import load_fitted_field
     from lrm_fast.api import occupancy_grid
     from lrm_fast.field.occupancy import build_occupancy
 

@@ -1,4 +1,4 @@
-"""bench/roofline.py: analytic FLOPs vs docs/architecture.md section 6 and vs torch's FlopCounterMode.
+"""bench/lib/roofline.py: analytic FLOPs vs docs/architecture.md section 6 and vs torch's FlopCounterMode.
 
 FlopCounterMode counts 2 FLOPs per multiply-add of matmuls/convolutions (what our analytic model
 counts); it does not count CPU fused SDPA, so timm's attention is switched to its explicit path
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import roofline as rf
+from bench.lib import roofline as rf
 from lrm_fast.config import LRMConfig
 
 

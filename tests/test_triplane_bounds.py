@@ -1,4 +1,4 @@
-"""Issue 18: the Triton field's kernels under a bounds-checking interpreter (``kernels/bounds_check.py``).
+"""Issue 18: the Triton field's kernels under a bounds-checking interpreter (``tests/bounds_check.py``).
 
 The first GPU run hit ``cudaErrorIllegalAddress`` after the fp32 field (``concat-L2-C80`` and the
 ``LRM_FAST_TRIPLANE_LAUNCH`` sweep). Here the forward and backward kernels run under Triton's
@@ -80,7 +80,7 @@ def _inputs(case: dict):
 
 def run_case(case: dict, inputs) -> dict:
     """Forward + backward through the Triton op under the checker; errors vs the twin (fp32)."""
-    from lrm_fast.kernels.bounds_check import checked_launches
+    from bounds_check import checked_launches
     from lrm_fast.ops.triplane_mlp import _triplane_mlp_ref, triplane_mlp
 
     planes, pts, ws, bs, v_out = inputs
@@ -125,7 +125,7 @@ def _negative_control() -> None:
     import triton
     import triton.language as tl
 
-    from lrm_fast.kernels.bounds_check import OutOfBounds, checked_launches
+    from bounds_check import OutOfBounds, checked_launches
 
     @triton.jit
     def off_by_one(x, y, n, BLOCK: tl.constexpr):
@@ -199,12 +199,12 @@ def test_field_kernels_stay_in_bounds(checked, cfg):
 
 
 def test_gpu_sanitize_script_runs_under_the_interpreter():
-    """bench/gpu_field_sanitize.py (the next GPU session's first step) launches the kernels itself,
+    """bench/scripts/gpu_field_sanitize.py (the next GPU session's first step) launches the kernels itself,
     with the output tile padded to 32 columns in its w8op32 variant: on CPU it must run and match."""
     pytest.importorskip("triton")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_field_sanitize", "--one", "tiny", "w8op32", "--repeat",
+    proc = subprocess.run([sys.executable, "-m", "bench.scripts.gpu_field_sanitize", "--one", "tiny", "w8op32", "--repeat",
                            "1", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300, cwd=root)
     res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert res is not None and proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

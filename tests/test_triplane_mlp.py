@@ -198,7 +198,7 @@ def test_interpreter_matches_twin(case, interpreter_results):
 
 def check_render(device: str) -> dict:
     """The renderer (coarse + importance queries, compositing) through TriplaneField with the
-    fused path ("auto" picks it) vs the reference backend: image and every gradient."""
+    fused path (auto picks it on CUDA; named on the CPU) vs the reference backend: image and every gradient."""
     from lrm_fast.config import FieldConfig, RenderConfig
     from lrm_fast.model.camera import canonical_pose, default_intrinsics
     from lrm_fast.ops import _dispatch
@@ -214,10 +214,14 @@ def check_render(device: str) -> dict:
     c2w = canonical_pose(2.0)[None, None].to(device)
     K = default_intrinsics()[None, None].to(device)
     planes = torch.randn(1, 3, 8, 6, 6, device=device, requires_grad=True)
-    assert _dispatch.resolve(OP, "auto", planes.detach(), c2w[..., :3])[0] == "triton"
+    # auto picks the fused kernel on CUDA; on the CPU it never picks the interpreter, so the field asks
+    # for it by name there (the renderer's other ops stay on auto)
+    fused = "auto" if device == "cuda" else "triton"
+    assert _dispatch.resolve(OP, fused, planes.detach(), c2w[..., :3])[0] == "triton"
     got = {}
     for be in ("auto", "reference"):
-        r.backend = field.backend = be
+        r.backend = be
+        field.backend = fused if be == "auto" else be
         o = r(planes, c2w, K, 6)
         g = torch.autograd.grad(o["rgb"].sum() + o["opacity"].sum(), [planes] + list(field.parameters()))
         got[be] = [o["rgb"]] + list(g)
@@ -316,6 +320,30 @@ def test_cpu_auto_uses_reference_and_triton_refuses():
         triplane_mlp(planes, pts, ws, bs, backend="triton")
 
 
+def test_auto_never_picks_the_interpreter():
+    """With TRITON_INTERPRET=1 on a CPU machine (set before triton's import, so in a child), auto and
+    fast resolve the field to a compiled path (C++ or the twin), never Triton's interpreter; only an
+    explicit backend="triton" runs it (what the interpreter tests do)."""
+    pytest.importorskip("triton")
+    code = ("import json, torch\n"
+            "from lrm_fast.ops import _dispatch\n"
+            "from lrm_fast.ops.triplane_mlp import OP\n"
+            "p, x = torch.randn(1, 3, 8, 4, 4), torch.rand(1, 5, 3) * 2 - 1\n"
+            "out = {b: _dispatch.resolve(OP, b, p, x)[0::2] for b in ('auto', 'fast', 'triton')}\n"
+            "out['describe'] = _dispatch.describe(OP, 'cpu')\n"
+            "print('RESULT ' + json.dumps(out))\n")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    out = json.loads(line[0][7:])
+    for b in ("auto", "fast"):
+        name, why = out[b]
+        assert name in ("cpp", "reference") and "interpreter" in why, out
+    assert out["triton"][0] == "triton" and "interpreter" in out["triton"][1]
+    assert "triton" not in out["describe"].split("(")[0], out
+
+
 def test_probe_reasons():
     from lrm_fast.ops.triplane_mlp import _triton_probe, _triton_supports_mlp
 
@@ -408,7 +436,7 @@ class _FakeT:
 
 def test_shared_memory_decision_matches_compiled_kernels(monkeypatch):
     """Issue 18 (1): the probe refuses exactly the shapes whose compiled kernels (sm_90, ptxas via
-    kernels/compile_check.py) need more shared memory than an H100/H200 allows, so ``auto`` falls
+    tools/compile_check.py) need more shared memory than an H100/H200 allows, so ``auto`` falls
     back instead of raising OutOfResources at the first launch. The estimate for shapes outside
     the table is never below a measured value."""
     pytest.importorskip("triton")

@@ -222,18 +222,6 @@ def _op_args(N=37, C=8, agg=0, grad=True):
     return planes, pts, ws, bs
 
 
-@pytest.mark.parametrize("agg", [0, 2])
-def test_opcheck_fwd_with_grads(agg):
-    planes, pts, ws, bs = _op_args(agg=agg)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_fwd, (planes, pts, ws, bs, agg, 1))
-
-
-def test_opcheck_bwd():
-    planes, pts, ws, bs = _op_args(grad=False)
-    v = torch.randn(2, 37, 4)
-    torch.library.opcheck(torch.ops.lrm_fast.triplane_mlp_bwd, (v, planes, pts, ws, bs, 0, 0))
-
-
 def test_autograd_saves_nothing_per_point_per_hidden_unit():
     """Saved for backward: the inputs only (planes, points, weights, biases), nothing O(N * hidden)."""
     N, hidden = 3000, 16
@@ -365,13 +353,13 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
 
     tm = importlib.import_module("lrm_fast.ops.triplane_mlp")  # the module (the package exports the function)
     calls = []
-    original = tm._triplane_mlp_cpp
+    impl = next(i for i in tm._dispatch.implementations(tm.OP) if i.name == "cpp")
 
     def spy(*args):
         calls.append("cpp")
-        return original(*args)
+        return impl.fn(*args)
 
-    tm._dispatch.register(tm.OP, "cpp", spy, tm._cpp_probe, prefer=tm._cpp_prefer)
+    tm._dispatch.register(tm.OP, "cpp", spy, impl.probe, prefer=impl.prefer, ext_ops=impl.ext_ops)
     try:
         planes = torch.randn(1, 3, 8, 32, 32, requires_grad=True)   # 24576 values
         w = [torch.randn(16, 24), torch.randn(4, 16)]
@@ -386,4 +374,4 @@ def test_auto_with_grad_and_few_points_takes_the_reference():
             tm.triplane_mlp(planes, few, w, b)
         assert calls == ["cpp", "cpp", "cpp"]
     finally:
-        tm._dispatch.register(tm.OP, "cpp", original, tm._cpp_probe, prefer=tm._cpp_prefer)
+        tm._dispatch.register(tm.OP, "cpp", impl.fn, impl.probe, prefer=impl.prefer, ext_ops=impl.ext_ops)

@@ -37,7 +37,7 @@ cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
 # without an install, lrm_fast.kernels (the Triton kernels, top-level kernels/) needs the link that the
-# editable install otherwise maps (git-ignored; bench/gpu_suite.sh makes the same one)
+# editable install otherwise maps (git-ignored; bench/scripts/gpu_suite.sh makes the same one)
 if [ "$DRY" != 1 ] && [ ! -e lrm_fast/kernels ]; then ln -s ../kernels lrm_fast/kernels 2>/dev/null || true; fi
 BACKEND=auto   # of the evaluation; training takes the config's (reference)
 if [ "$DRY" != 1 ] && ! "$PY" -c "import lrm_fast.kernels.triplane_mlp" >/dev/null 2>&1; then BACKEND=reference; fi

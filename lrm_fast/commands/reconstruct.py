@@ -12,6 +12,7 @@ DEFAULT_IMAGE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets
 
 def add_arguments(p):
     from ..api import DEFAULT_MODEL
+    from ..io.export import formats_help
 
     p.description = ("Reconstruct objects from single photos. For each IMAGE writes, under OUT/<image name>/, "
                      "a colored mesh and a turntable video (and optionally frames and the triplane). "
@@ -31,8 +32,7 @@ def add_arguments(p):
                         f"folder/file (ours, OpenLRM v1.0/v1.1, TripoSR); default: {DEFAULT_MODEL}")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--formats", default="glb,mp4",
-                   help="comma list of glb, obj, ply (mesh), mp4, gif (video), png (frames), triplane "
-                        "(for `lrm-fast render`); default glb,mp4")
+                   help=f"comma list of {formats_help()} (triplane: for `lrm-fast render`); default glb,mp4")
     p.add_argument("--mc-resolution", type=int, default=None,
                    help="marching-cubes grid points per axis (default: the model's, e.g. 384 OpenLRM, 256 TripoSR, 32 tiny)")
     p.add_argument("--mc-threshold", type=float, default=None,
@@ -71,22 +71,24 @@ def add_arguments(p):
 def run(args) -> int:
     import torch
 
-    from ..api import FORMATS, load_model
+    from ..api import load_model
     from ..batch import list_inputs, reconstruct_many
     from ..dist import dist_info, resolve_device
+    from ..io.export import check_formats, textured, untextured
     from ..texture import check_texture_args
 
     sources = args.images or [DEFAULT_IMAGE]
-    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
-    bad = [f for f in formats if f not in FORMATS + ("triplane",)]
-    if bad or not formats:
-        raise ValueError(f"unknown --formats {bad or args.formats!r}; choose from {', '.join(FORMATS + ('triplane',))}")
+    try:
+        formats = check_formats(args.formats)
+    except ValueError as e:
+        raise ValueError(f"--formats: {e}") from None
     if args.texture_size is not None and not args.texture:
         raise ValueError("--texture-size needs --texture")
     texture_size = 1024 if args.texture_size is None else args.texture_size
     check_texture_args(texture_size, args.faces)  # fail before loading a model
-    if args.texture and "ply" in formats:
-        raise ValueError("--texture cannot write ply (no texture there); use --formats glb or obj")
+    if args.texture and untextured(formats):
+        raise ValueError(f"--texture cannot write {', '.join(untextured(formats))} (no texture there); use "
+                         f"--formats {' or '.join(textured())}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths = list_inputs(sources)  # fail before loading a model: missing source, empty folder, empty list

@@ -4,7 +4,12 @@ from __future__ import annotations
 import os
 
 
+_KINDS = ("frames", "video")  # what a render writes (the registry's formats of these kinds)
+
+
 def add_arguments(p):
+    from ..io.export import formats_help
+
     p.description = ("Render new views of a reconstruction saved with `lrm-fast reconstruct --formats ...,triplane` "
                      "without re-running the image encoder. Cameras orbit the object: azimuth 0 is the input view.")
     p.add_argument("triplane", metavar="TRIPLANE", help="a .triplane.safetensors file written by `reconstruct`")
@@ -17,7 +22,7 @@ def add_arguments(p):
     p.add_argument("--elevation", type=float, default=15.0, help="degrees above the horizon (default 15)")
     p.add_argument("--distance", type=float, default=None, help="camera distance (default: the model's source camera)")
     p.add_argument("--resolution", type=int, default=128, help="pixels (default 128)")
-    p.add_argument("--formats", default="png,mp4", help="comma list of png, mp4, gif (default png,mp4)")
+    p.add_argument("--formats", default="png,mp4", help=f"comma list of {formats_help(_KINDS)} (default png,mp4)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--backend", default="auto")
@@ -30,8 +35,12 @@ def run(args) -> int:
     import numpy as np
 
     from ..api import Reconstruction, load_model
-    from ..io.export import load_triplane, save_frames, save_video
+    from ..io.export import check_formats, load_triplane, write_kind
 
+    try:
+        formats = check_formats(args.formats, kinds=_KINDS)
+    except ValueError as e:
+        raise ValueError(f"--formats: {e}") from None
     planes, meta = load_triplane(args.triplane)
     model_name = args.model or meta.get("model")
     if not model_name:
@@ -52,15 +61,8 @@ def run(args) -> int:
         az = list(np.linspace(0, 360, args.views, endpoint=False))
     rgb = rec.render(azimuths=az, elevations=args.elevation, distance=args.distance,
                      resolution=args.resolution)["rgb"][0]
-    formats = {f.strip() for f in args.formats.split(",") if f.strip()}
-    bad = formats - {"png", "mp4", "gif"}
-    if bad:
-        raise ValueError(f"unknown --formats {sorted(bad)} (png, mp4, gif)")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, os.path.basename(args.triplane).split(".")[0])
-    written = save_frames(rgb, stem) if "png" in formats else []
-    for f in ("mp4", "gif"):
-        if f in formats:
-            written.append(save_video(rgb, f"{stem}.{f}"))
+    written = [p for kind in _KINDS for p in write_kind(formats, kind, rgb, stem)]
     print(f"wrote {len(written)} files under {args.out}")
     return 0

@@ -161,8 +161,10 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
         tables = []
         for p, (a, b) in enumerate(PLANE_AXES):
             keys, inv = _unique_rows(torch.stack([lo[:, a], hi[:, a], lo[:, b], hi[:, b]], 1))
-            win = torch.cat([sample_q(p, breakpoints(k[:, 0], k[:, 1], W), breakpoints(k[:, 2], k[:, 3], H))
-                             for k in keys.split(4096)])
+            # breakpoints of all footprints at once: one width for every chunk (chunks of fine cells
+            # may straddle fewer texel centres than others; per-chunk widths did not concatenate)
+            bu, bv = breakpoints(keys[:, 0], keys[:, 1], W), breakpoints(keys[:, 2], keys[:, 3], H)
+            win = torch.cat([sample_q(p, u, v) for u, v in zip(bu.split(4096), bv.split(4096))])
             tables.append((win, win.amin(1).to(wt), win.amax(1).to(wt), inv.reshape(-1)))
         rl, rh = [], []
         for s in range(0, lo.shape[0], chunk):

@@ -1,8 +1,12 @@
-"""Writing outputs atomically (write to a temp file in the same folder, then rename)."""
+"""Writing outputs atomically (write to a temp file in the same folder, then rename), and the
+registry of output formats (``EXPORTERS``: name -> writer) that the API, the CLI, batches and the
+web demo all read."""
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -174,3 +178,127 @@ def load_triplane(path: str) -> tuple[torch.Tensor, dict]:
     if t.dim() != 4 or t.shape[0] != 3:
         raise ValueError(f"{path}: triplane must be [3, C, H, W], got {tuple(t.shape)}")
     return t, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The output formats: one registry, read by ``Reconstruction.save``, ``reconstruct_many``, the CLI
+# (``reconstruct --formats`` / ``render --formats`` and their help) and the web demo.
+# ---------------------------------------------------------------------------------------------
+
+# What a format writes, in the order ``write_kind`` callers write them (meshes, frames, videos, the
+# triplane). The data each kind's writers take:
+#   mesh:     a ``trimesh.Trimesh`` (vertex colours, or a UV texture with ``texture=True``);
+#   frames:   rgb ``[V, H, W, 3]`` in [0, 1] (the turntable), plus the encoder input ``[H, W, 3]`` or None;
+#   video:    rgb ``[V, H, W, 3]`` in [0, 1];
+#   triplane: one triplane ``[3, C, H, W]``.
+KINDS = ("mesh", "frames", "video", "triplane")
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One output format. ``write(data, stem, **options) -> written paths``: ``data`` is the kind's
+    (see ``KINDS``), ``stem`` the path without a suffix; a writer reads the options it knows
+    (``texture``, ``fps``, ``input``, ``model``) and ignores the rest. ``texture``: a mesh format
+    that can hold a UV texture."""
+    name: str
+    kind: str
+    write: Callable[..., "list[str]"]
+    texture: bool = False
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register(name: str, kind: str, write: Callable[..., "list[str]"], texture: bool = False) -> Exporter:
+    """Add (or replace) output format ``name``; the registry keeps the order of first registration."""
+    if kind not in KINDS:
+        raise ValueError(f"exporter {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    EXPORTERS[name] = Exporter(name, kind, write, texture)
+    return EXPORTERS[name]
+
+
+def format_names(kinds=KINDS) -> tuple[str, ...]:
+    """The registered format names (registry order) of these kinds."""
+    return tuple(n for n, e in EXPORTERS.items() if e.kind in kinds)
+
+
+def formats_help(kinds=KINDS) -> str:
+    """``"glb, obj, ply (mesh), mp4, gif (video), ..."``: the formats of these kinds, grouped by kind."""
+    groups: dict[str, list[str]] = {}
+    for n in format_names(kinds):
+        groups.setdefault(EXPORTERS[n].kind, []).append(n)
+    return ", ".join(f"{', '.join(ns)} ({k})" for k, ns in groups.items())
+
+
+def check_formats(formats, kinds=KINDS, texture: bool = False) -> tuple[str, ...]:
+    """``formats`` (a name, a comma list, or a sequence of names; case and a leading dot ignored) ->
+    the names, each once, in the order given. Raises a one-line ``ValueError`` for a name outside the
+    registry (or outside ``kinds``), for none at all, and, with ``texture=True``, for a mesh format
+    that holds no texture."""
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    names = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in formats if str(f).strip()))
+    known = format_names(kinds)
+    bad = [f for f in names if f not in known]
+    if bad or not names:
+        raise ValueError(f"unknown output format(s) {bad or list(names)}; choose from {', '.join(known)}")
+    flat = untextured(names)
+    if texture and flat:
+        raise ValueError(f"a textured mesh cannot be written as {', '.join(flat)} (no texture there); "
+                         f"use {' or '.join(textured())}")
+    return names
+
+
+def untextured(formats) -> list[str]:
+    """The mesh formats among ``formats`` that hold no UV texture (e.g. ply)."""
+    return [f for f in formats if f in EXPORTERS and EXPORTERS[f].kind == "mesh" and not EXPORTERS[f].texture]
+
+
+def textured() -> list[str]:
+    """The registered mesh formats that hold a UV texture (glb, obj)."""
+    return [n for n, e in EXPORTERS.items() if e.kind == "mesh" and e.texture]
+
+
+def kinds_of(formats) -> set[str]:
+    """The kinds these (checked) format names write."""
+    return {EXPORTERS[f].kind for f in formats}
+
+
+def write_kind(formats, kind: str, data, stem: str, **options) -> list[str]:
+    """Write ``data`` (one ``kind``'s) in each of ``formats`` of that kind, in registry order; the paths."""
+    written: list[str] = []
+    for name, e in EXPORTERS.items():
+        if e.kind == kind and name in formats:
+            written += e.write(data, stem, **options)
+    return written
+
+
+def _mesh_writer(ext: str):
+    def write(mesh, stem: str, texture: bool = False, **_) -> list[str]:
+        path = f"{stem}.{ext}"
+        return save_textured_mesh(mesh, path) if texture else [save_mesh(mesh, path)]
+    return write
+
+
+def _video_writer(ext: str):
+    def write(frames, stem: str, fps: int = 12, **_) -> list[str]:
+        return [save_video(frames, f"{stem}.{ext}", fps=fps)]
+    return write
+
+
+def _write_frames(frames, stem: str, input=None, **_) -> list[str]:  # noqa: A002 - the option's name
+    """``<stem>_viewNNN.png`` per frame, and ``<stem>_input.png`` when the encoder input is given."""
+    return save_frames(frames, stem) + ([] if input is None else [save_image(input, stem + "_input.png")])
+
+
+def _write_triplane(planes, stem: str, model: str | None = None, **_) -> list[str]:
+    return [save_triplane(planes, stem + ".triplane.safetensors", model=model)]
+
+
+register("glb", "mesh", _mesh_writer("glb"), texture=True)
+register("obj", "mesh", _mesh_writer("obj"), texture=True)
+register("ply", "mesh", _mesh_writer("ply"))
+register("mp4", "video", _video_writer("mp4"))
+register("gif", "video", _video_writer("gif"))
+register("png", "frames", _write_frames)
+register("triplane", "triplane", _write_triplane)

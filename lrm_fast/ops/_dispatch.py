@@ -1,7 +1,10 @@
 """Backend resolution shared by every op in ``lrm_fast.ops``.
 
-Each op registers its implementations in order of preference, each with a probe
-``probe(*tensors) -> (ok: bool, reason: str)``. ``backend`` values:
+Each op registers its twin (``register_reference``) and its implementations in order of
+preference, each with a probe ``probe(*tensors) -> (ok: bool, reason: str)``. Every implementation
+takes exactly its twin's arguments (names, order, defaults), so no option of a kernel lacks a
+reference, and names the ``torch.ops.lrm_fast`` ops it runs (``ext_ops``);
+``tests/test_twin_signatures.py`` holds both to it. ``backend`` values:
 
 * ``"reference"``: the pure-PyTorch twin, the spec.
 * an implementation's own name (``"sdpa"``, ``"xformers"``, ``"triton"``, ``"cpp"``): that one;
@@ -34,6 +37,7 @@ class Impl:
     fn: Callable
     probe: ProbeFn
     prefer: ProbeFn | None = None  # auto/fast only: False where the reference is faster for these inputs
+    ext_ops: tuple[str, ...] = ()  # the torch.ops.lrm_fast.* ops it calls, forward and backward
 
 
 _REGISTRY: dict[str, list[Impl]] = {}
@@ -47,9 +51,27 @@ def register_reference(op: str, fn: Callable) -> None:
     _REGISTRY.setdefault(op, [])
 
 
-def register(op: str, name: str, fn: Callable, probe: ProbeFn, prefer: ProbeFn | None = None) -> None:
+def register(op: str, name: str, fn: Callable, probe: ProbeFn, prefer: ProbeFn | None = None,
+             ext_ops: "tuple[str, ...]" = ()) -> None:
+    """``fn`` takes exactly the twin's arguments (names, order, defaults; tests/test_twin_signatures.py);
+    ``ext_ops`` names the ``torch.ops.lrm_fast`` ops it runs, so each one is opchecked."""
     impls = _REGISTRY.setdefault(op, [])
-    impls[:] = [i for i in impls if i.name != name] + [Impl(name, fn, probe, prefer)]
+    impls[:] = [i for i in impls if i.name != name] + [Impl(name, fn, probe, prefer, tuple(ext_ops))]
+
+
+def registered() -> "tuple[str, ...]":
+    """Every op registered so far, in registration order (``lrm_fast.ops.OPS`` after the import)."""
+    return tuple(_REGISTRY)
+
+
+def reference(op: str) -> Callable:
+    """The twin of ``op``."""
+    return _REFERENCE[op]
+
+
+def implementations(op: str) -> "list[Impl]":
+    """The fast implementations of ``op``, in order of preference."""
+    return list(_REGISTRY.get(op, []))
 
 
 def names(op: str) -> list[str]:

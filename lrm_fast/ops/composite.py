@@ -20,10 +20,17 @@ tests compare the gradients that both define).
 
 Backends: ``reference`` (torch cumprod under autograd, the spec), and ``cpp`` (lrm_fast._C: one
 pass per ray, no [R, S] intermediates; analytic backward with O(rays) saved state: the reverse walk
-recovers each T_k from the stored final transmittance, see csrc/composite.h). The ``cpp`` forward
-stops a ray once T < max(early_stop, 1e-20): with the default ``early_stop=0`` the skipped
-samples change each output by less than 1e-20 (absolute), far below float32 resolution; with
-``early_stop > 0`` by at most ``early_stop`` per channel. The reference never stops early.
+recovers each T_k from the stored final transmittance, see csrc/composite.h).
+
+Early stop: with ``early_stop > 0`` a ray stops compositing once its transmittance falls below it:
+interval ``k`` is used while ``T_1 .. T_k`` are all ``>= early_stop`` (the interval whose update
+takes T below the threshold is the last one used; the weights after it are 0, and the depth
+divides by the opacity of the used ones). The twin computes exactly that (``_used``), so the
+truncated function and its gradient have a reference; its outputs differ from the full sum by at
+most ``early_stop`` per channel. The ``cpp`` forward also stops, with the default
+``early_stop=0``, once T < 1e-20 (it keeps T a normal float for its reverse walk); the twin does
+not model that floor, which changes each output by less than 1e-20 (absolute), far below float32
+resolution.
 """
 from __future__ import annotations
 
@@ -34,15 +41,18 @@ from . import _dispatch, _ext, per_sample
 
 OP = "composite"
 T_EPS = 1e-10
+T_FLOOR = 1e-20  # csrc/composite.h's COMPOSITE_T_FLOOR: the kernels stop below max(early_stop, this)
 
 
-def _composite_ref(rgb, sigma, deltas, depths, background):
+def _composite_ref(rgb, sigma, deltas, depths, background, early_stop: float = 0.0):
     R, S = sigma.shape
     bg = background.expand(R, 3) if background.dim() == 1 else background
     if S == 0:
         zero = sigma.new_zeros(R)
         return bg.clone(), zero, zero.clone()
     w = _weights_ref(sigma, deltas)
+    if early_stop > 0:
+        w = torch.where(_used(sigma, deltas, early_stop), w, torch.zeros((), dtype=w.dtype, device=w.device))
     opacity = w.sum(-1)
     color = (w[..., None] * rgb).sum(-2) + (1.0 - opacity)[:, None] * bg
     num = (w * depths).sum(-1)
@@ -55,6 +65,16 @@ def _weights_ref(sigma, deltas):
     alpha = 1.0 - torch.exp(-sigma * deltas)
     shifted = torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + T_EPS], -1)
     return alpha * torch.cumprod(shifted, -1)[:, :-1]
+
+
+def _used(sigma, deltas, early_stop: float):
+    """``[R, S]`` bool: the intervals a ray composites before it stops (module docstring): interval
+    ``k`` while ``T_1 .. T_k >= max(early_stop, T_FLOOR)``, so the one that takes T below is used."""
+    with torch.no_grad():
+        alpha = 1.0 - torch.exp(-sigma * deltas)
+        trans = torch.cumprod(1.0 - alpha + T_EPS, -1)  # T_1 .. T_S
+        below = (trans[:, :-1] < max(early_stop, T_FLOOR)).cumsum(-1) > 0  # stopped before interval k + 1
+        return torch.cat([torch.ones_like(below[:, :1]), ~below], -1)
 
 
 _dispatch.register_reference(OP, _composite_ref)
@@ -96,13 +116,13 @@ def _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias, den
 
 
 def _composite_samples_ref(raw, t, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
-                           density_activation="softplus", midpoint=True):
+                           density_activation="softplus", midpoint=True, early_stop=0.0):
     """The twin of the fused op, written with the renderer's own steps (``per_sample``'s gate,
     activations and intervals, then ``composite``): raw ``[R, S, 4]``, t ``[R, S]``, origins/dirs
     ``[R, 3]``, background ``[R, 3]`` -> rgb ``[R, 3]``, depth, opacity ``[R]``."""
     rgb_i, sigma, deltas, depth_i = _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias,
                                                       density_activation, midpoint)
-    return _composite_ref(rgb_i, sigma, deltas, depth_i, background)
+    return _composite_ref(rgb_i, sigma, deltas, depth_i, background, early_stop)
 
 
 def _samples_setup_context(ctx, inputs, output):
@@ -129,6 +149,7 @@ def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor,
     Args:
         raw: ``[R, S, 4]`` raw field outputs (density logit, rgb logits). t: ``[R, S]`` sorted depths.
         origins, dirs: ``[R, 3]``. background: ``[3]`` or ``[R, 3]``.
+        early_stop: as ``composite`` (the module docstring), over the ``S - 1`` intervals.
     Returns:
         rgb ``[R, 3]``, depth ``[R]``, opacity ``[R]``, equal to ``_composite_samples_ref`` (the
         renderer's reference steps). Gradients flow to ``raw`` and ``background``.
@@ -140,14 +161,15 @@ def composite_samples(raw: torch.Tensor, t: torch.Tensor, origins: torch.Tensor,
     R = t.shape[0]
     if background.shape not in ((3,), (R, 3)) or origins.shape != (R, 3) or dirs.shape != (R, 3):
         raise ValueError(f"origins/dirs must be [R, 3] and background [3] or [R, 3] with R = {R}")
-    name, fn, _ = _dispatch.resolve("composite_samples", backend, t)
+    if early_stop < 0 or early_stop >= 1:
+        raise ValueError(f"early_stop must be in [0, 1), got {early_stop}")
+    _, fn, _ = _dispatch.resolve("composite_samples", backend, t)
     bg = background.to(t.dtype).expand(R, 3)
-    args = (raw, t, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint)
-    return fn(*args, early_stop) if name == "cpp" else fn(*args)
+    return fn(raw, t, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint, early_stop)
 
 
-def _composite_samples_cpp(raw, t, origins, dirs, background, box_min, box_max, density_bias, density_activation,
-                           midpoint, early_stop: float = 0.0):
+def _composite_samples_cpp(raw, t, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                           density_activation="softplus", midpoint=True, early_stop=0.0):
     color, depth, opacity, _, _ = torch.ops.lrm_fast.composite_samples_fwd(
         raw.to(t.dtype), t, origins.to(t.dtype), dirs.to(t.dtype), background, float(box_min), float(box_max),
         float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint), float(early_stop))
@@ -158,12 +180,20 @@ def composite_samples_weights(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, 
                               density_activation="softplus", midpoint=True, backend: str = "auto"):
     """The interval weights ``[R, S-1]`` of ``composite_samples`` (no gradient; they drive
     importance sampling)."""
-    name, _, _ = _dispatch.resolve("composite_samples", backend, t)
-    if name != "cpp":
-        with torch.no_grad():
-            _, sigma, deltas, _ = _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias,
-                                                    density_activation, midpoint)
-            return _weights_ref(sigma, deltas)
+    _, fn, _ = _dispatch.resolve("composite_samples_weights", backend, t)
+    return fn(raw, t, origins, dirs, box_min, box_max, density_bias, density_activation, midpoint)
+
+
+def _composite_samples_weights_ref(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                                   density_activation="softplus", midpoint=True):
+    with torch.no_grad():
+        _, sigma, deltas, _ = _sample_intervals(raw, t, origins, dirs, box_min, box_max, density_bias,
+                                                density_activation, midpoint)
+        return _weights_ref(sigma, deltas)
+
+
+def _composite_samples_weights_cpp(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                                   density_activation="softplus", midpoint=True):
     return torch.ops.lrm_fast.composite_samples_weights(
         raw.detach().to(t.dtype), t.detach(), origins.detach().to(t.dtype), dirs.detach().to(t.dtype), float(box_min),
         float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
@@ -221,10 +251,16 @@ def _(raw, t, origins, dirs, box_min, box_max, bias, act, midpoint):
 
 _ext.register_autograd("composite_fwd", _backward, setup_context=_setup_context)
 _ext.register_autograd("composite_samples_fwd", _samples_backward, setup_context=_samples_setup_context)
-_dispatch.register(OP, "cpp", _composite_cpp, _ext.cpp_probe("composite_fwd"))
-_dispatch.register("composite_weights", "cpp", _weights_cpp, _ext.cpp_probe("composite_weights"))
+_dispatch.register(OP, "cpp", _composite_cpp, _ext.cpp_probe("composite_fwd"),
+                   ext_ops=("composite_fwd", "composite_bwd"))
+_dispatch.register("composite_weights", "cpp", _weights_cpp, _ext.cpp_probe("composite_weights"),
+                   ext_ops=("composite_weights",))
 _dispatch.register_reference("composite_samples", _composite_samples_ref)
-_dispatch.register("composite_samples", "cpp", _composite_samples_cpp, _ext.cpp_probe("composite_samples_fwd"))
+_dispatch.register("composite_samples", "cpp", _composite_samples_cpp, _ext.cpp_probe("composite_samples_fwd"),
+                   ext_ops=("composite_samples_fwd", "composite_samples_bwd"))
+_dispatch.register_reference("composite_samples_weights", _composite_samples_weights_ref)
+_dispatch.register("composite_samples_weights", "cpp", _composite_samples_weights_cpp,
+                   _ext.cpp_probe("composite_samples_weights"), ext_ops=("composite_samples_weights",))
 
 
 def composite_weights(sigma: torch.Tensor, deltas: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -245,8 +281,8 @@ def composite(rgb: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, dept
         deltas: ``[R, S]`` interval lengths. depths: ``[R, S]`` interval depths (for the depth map).
         background: ``[3]`` or ``[R, 3]`` color behind the volume.
         backend: ``"reference" | "cpp" | "auto" | "fast"``.
-        early_stop: ``cpp`` only: stop a ray once its transmittance falls below this (the
-            reference ignores it; see the module docstring for the bound).
+        early_stop: stop a ray once its transmittance falls below this (0: never; the module
+            docstring gives the rule and the bound).
     Returns:
         rgb ``[R, 3]``, depth ``[R]``, opacity ``[R]``.
     """
@@ -260,7 +296,5 @@ def composite(rgb: torch.Tensor, sigma: torch.Tensor, deltas: torch.Tensor, dept
         raise ValueError(f"background must be [3] or [R, 3], got {tuple(background.shape)}")
     if early_stop < 0 or early_stop >= 1:
         raise ValueError(f"early_stop must be in [0, 1), got {early_stop}")
-    name, fn, _ = _dispatch.resolve(OP, backend, sigma)
-    if name == "cpp":
-        return fn(rgb, sigma, deltas, depths, background, early_stop)
-    return fn(rgb, sigma, deltas, depths, background)
+    _, fn, _ = _dispatch.resolve(OP, backend, sigma)
+    return fn(rgb, sigma, deltas, depths, background, early_stop)

@@ -11,6 +11,7 @@ ray) and ``raw [N, 4]``; ``offsets [R + 1]`` int64 starts at 0 and ends at ``N``
 activations, midpoint intervals, compositing) applied to each ray's own samples: a ray with ``S_i``
 samples has the ``S_i - 1`` intervals between them. A ray with fewer than 2 samples has no
 interval: background, depth 0, opacity 0. Gradients flow to ``raw`` and ``background``.
+``early_stop`` stops a ray as in ``composite`` (``ops/composite.py``'s docstring), twin included.
 
 Backends: ``reference`` (the twin: rays padded to the longest one with samples that add exactly
 nothing, then ``composite.py``'s own twin), and ``cpp`` (lrm_fast._C, CPU and CUDA: one ray per
@@ -76,15 +77,16 @@ def _pad(raw, t, offsets):
 
 
 def _packed_ref(raw, t, offsets, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
-                density_activation="softplus", midpoint=True):
+                density_activation="softplus", midpoint=True, early_stop=0.0):
     """The twin: each ray padded (``_pad``), ``composite.py``'s twin of the dense fused op, and the
     one output padding changes fixed (the depth of a ray without weight: the depth of its own last
-    interval, or 0 for a ray with fewer than 2 samples)."""
+    interval, or 0 for a ray with fewer than 2 samples). Padding never stops a ray early (its
+    intervals leave T as it is, times 1 + 1e-10)."""
     raw_d, t_d, counts, _ = _pad(raw, t, offsets)
     R = counts.shape[0]
     bg = background.expand(R, 3)
     color, depth, opacity = _composite_samples_ref(raw_d, t_d, origins, dirs, bg, box_min, box_max, density_bias,
-                                                   density_activation, midpoint)
+                                                   density_activation, midpoint, early_stop)
     if t_d.shape[1] >= 2:
         k = (counts - 2).clamp_min(0)[:, None]  # the ray's last interval
         a, b = t_d.gather(1, k)[:, 0], t_d.gather(1, k + 1)[:, 0]
@@ -169,9 +171,11 @@ def _packed_weights_cpp(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.
 
 
 _dispatch.register_reference(OP, _packed_ref)
-_dispatch.register(OP, "cpp", _packed_cpp, _ext.cpp_probe("composite_samples_packed_fwd"))
+_dispatch.register(OP, "cpp", _packed_cpp, _ext.cpp_probe("composite_samples_packed_fwd"),
+                   ext_ops=("composite_samples_packed_fwd", "composite_samples_packed_bwd"))
 _dispatch.register_reference(OP + "_weights", _packed_weights_ref)
-_dispatch.register(OP + "_weights", "cpp", _packed_weights_cpp, _ext.cpp_probe("composite_samples_packed_weights"))
+_dispatch.register(OP + "_weights", "cpp", _packed_weights_cpp, _ext.cpp_probe("composite_samples_packed_weights"),
+                   ext_ops=("composite_samples_packed_weights",))
 
 
 def composite_samples_packed(raw: torch.Tensor, t: torch.Tensor, offsets: torch.Tensor, origins: torch.Tensor,
@@ -186,12 +190,10 @@ def composite_samples_packed(raw: torch.Tensor, t: torch.Tensor, offsets: torch.
         raise ValueError(f"unknown density activation {density_activation!r} ({sorted(DENSITY_ACTS)})")
     if early_stop < 0 or early_stop >= 1:
         raise ValueError(f"early_stop must be in [0, 1), got {early_stop}")
-    name, fn, _ = _dispatch.resolve(OP, backend, t)
+    _, fn, _ = _dispatch.resolve(OP, backend, t)
     bg = background.to(t.dtype).expand(R, 3)
-    if name == "cpp":
-        return fn(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint,
-                  early_stop)
-    return fn(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint)
+    return fn(raw, t, offsets, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint,
+              early_stop)
 
 
 def composite_samples_packed_weights(raw, t, offsets, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
@@ -284,11 +286,72 @@ def _gather_ref(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
     return t[keep], raw_p, pts[~have], (~have).nonzero().squeeze(1)
 
 
-_STEPS = {"occupancy_mark": _mark_ref, "occupancy_pack": _pack_ref, "occupancy_unpack": _unpack_ref,
-          "occupancy_merge": _merge_ref, "occupancy_gather": _gather_ref}
-for _op, _fn in _STEPS.items():
-    _dispatch.register_reference(_op, _fn)
-    _dispatch.register(_op, "cpp", lambda *args, _op=_op: getattr(torch.ops.lrm_fast, _op)(*args), _ext.cpp_probe(_op))
+# the kernels, with the twins' signatures (the ops have no backward: indices and depths only)
+
+def _mark_cpp(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_max: float):
+    return torch.ops.lrm_fast.occupancy_mark(origins, dirs, t, grid, rays_per_item, box_min, box_max)
+
+
+def _pack_cpp(origins, dirs, t, keep, offsets):
+    return torch.ops.lrm_fast.occupancy_pack(origins, dirs, t, keep, offsets)
+
+
+def _unpack_cpp(values, keep, offsets):
+    return torch.ops.lrm_fast.occupancy_unpack(values, keep, offsets)
+
+
+def _merge_cpp(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item: int, box_min: float,
+               box_max: float):
+    return torch.ops.lrm_fast.occupancy_merge(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item,
+                                              box_min, box_max)
+
+
+def _gather_cpp(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
+    return torch.ops.lrm_fast.occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c)
+
+
+# fake kernels (torch.compile, opcheck); the packed lengths N = offsets[-1] are data, so they are
+# new dynamic sizes
+
+
+@_ext.register_fake("occupancy_mark")
+def _(origins, dirs, t, grid, rays_per_item, box_min, box_max):
+    R, S = t.shape
+    return (t.new_empty(R, S, dtype=torch.bool), t.new_empty(R, S, dtype=torch.bool),
+            t.new_empty(R, dtype=torch.long))
+
+
+@_ext.register_fake("occupancy_pack")
+def _(origins, dirs, t, keep, offsets):
+    n = torch.library.get_ctx().new_dynamic_size()
+    return t.new_empty(n), t.new_empty(n, 3)
+
+
+@_ext.register_fake("occupancy_unpack")
+def _(values, keep, offsets):
+    return values.new_empty(keep.shape)
+
+
+@_ext.register_fake("occupancy_merge")
+def _(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item, box_min, box_max):
+    R, n = t_c.shape[0], t_c.shape[1] + t_f.shape[1]
+    return (t_c.new_empty(R, n), t_c.new_empty(R, n, dtype=torch.bool), t_c.new_empty(R, n, dtype=torch.long),
+            t_c.new_empty(R, dtype=torch.long), t_c.new_empty(R, dtype=torch.long))
+
+
+@_ext.register_fake("occupancy_gather")
+def _(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
+    ctx = torch.library.get_ctx()
+    n, n_need = ctx.new_dynamic_size(), ctx.new_dynamic_size()
+    return t.new_empty(n), t.new_empty(n, 4), t.new_empty(n_need, 3), t.new_empty(n_need, dtype=torch.long)
+
+
+_STEPS = {"occupancy_mark": (_mark_ref, _mark_cpp), "occupancy_pack": (_pack_ref, _pack_cpp),
+          "occupancy_unpack": (_unpack_ref, _unpack_cpp), "occupancy_merge": (_merge_ref, _merge_cpp),
+          "occupancy_gather": (_gather_ref, _gather_cpp)}
+for _op, (_ref, _cpp) in _STEPS.items():
+    _dispatch.register_reference(_op, _ref)
+    _dispatch.register(_op, "cpp", _cpp, _ext.cpp_probe(_op), ext_ops=(_op,))
 
 
 def _step(op: str, backend: str, *args):

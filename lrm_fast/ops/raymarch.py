@@ -367,4 +367,5 @@ def _importance_cpp(depths, weights, n: int, det: bool, generator=None):
 for _op, _fn in (("generate_rays", _generate_rays_cpp), ("ray_box", _ray_box_cpp),
                  ("stratified", _stratified_cpp), ("importance", _importance_cpp),
                  ("merge_samples", _merge_samples_cpp), ("ray_points", _ray_points_cpp)):
-    _dispatch.register(_op, "cpp", _fn, cpp_probe(_op))
+    _dispatch.register(_op, "cpp", _fn, cpp_probe(_op),
+                       ext_ops=(_op, "merge_samples_bwd") if _op == "merge_samples" else (_op,))

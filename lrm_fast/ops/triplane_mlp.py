@@ -157,7 +157,7 @@ def _triton_probe(planes, points=None, *params):
 
 
 # Shared memory of the compiled kernels (bytes, ``metadata.shared``), measured by compiling for sm_90
-# (``python -m lrm_fast.kernels.compile_check --shared``; triton 3.8 here, and the two refused fp32
+# (``python tools/compile_check.py --shared``; triton 3.8 here, and the two refused fp32
 # shapes agree with triton 3.6's 327,680 / 262,144 B). Key: (kernel, element bytes, CP, HP, BLOCK_N).
 # Each (padded C, padded hidden) is one compile; NUM_MID (depth) and out width did not change it.
 SMEM_MEASURED = {
@@ -299,12 +299,12 @@ def _pack_mlp_cached(weights, biases, C: int, aggregate: str, dtype: torch.dtype
 def _launch_cfg(backward: bool) -> tuple[int, int]:
     """(BLOCK_N, num_warps). Fixed heuristics, no autotune (the interpreter cannot autotune, and
     every autotune config is another compile). Chosen from ptxas register/spill reports for sm_90
-    (``python -m lrm_fast.kernels.compile_check``, no GPU needed; not yet timed), base field:
+    (``python tools/compile_check.py``, no GPU needed; not yet timed), base field:
     forward 64 points x 8 warps: no spills in fp32/bf16 (4 warps: ~750 B/thread spilled);
     backward 64 x 8: 56 B (bf16) / ~0.9 KB (fp32, TF32x3) spilled, less than 16 warps or 128
     points. ``LRM_FAST_TRIPLANE_LAUNCH="fwd_block,fwd_warps,bwd_block,bwd_warps"`` overrides them
     (tuning on a GPU without editing code; honoured by the interpreter too, so the GPU's blocks can be
-    bounds-checked on a CPU, see ``kernels/bounds_check.py``); blocks must be powers of two >= 16."""
+    bounds-checked on a CPU, see ``tests/bounds_check.py``); blocks must be powers of two >= 16."""
     env = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
     if env:
         try:
@@ -461,7 +461,15 @@ def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", ac
         return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
 
 
-_dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe)
+def _triton_prefer(planes, points=None, *_):
+    """auto/fast never pick an interpreter: on the CPU the Triton kernels only run under
+    ``TRITON_INTERPRET=1`` (numpy, for tests), so only ``backend="triton"`` runs them there."""
+    if planes.device.type == "cpu":
+        return False, "CPU tensors run Triton only in its interpreter (TRITON_INTERPRET=1), which auto never picks"
+    return True, ""
+
+
+_dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe, prefer=_triton_prefer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,4 +568,5 @@ def _cpp_prefer(planes, points=None, *params):
     return True, ""
 
 
-_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe, prefer=_cpp_prefer)
+_dispatch.register(OP, "cpp", _triplane_mlp_cpp, _cpp_probe, prefer=_cpp_prefer,
+                   ext_ops=("triplane_mlp_fwd", "triplane_mlp_bwd"))

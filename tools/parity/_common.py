@@ -1,5 +1,6 @@
 """What the parity generators (``openlrm.py``, ``triposr.py``) share: stubbing modules an original
-imports but the recording does not use, the seeded synthetic weights' common rules, the pinned
+imports but the recording does not use, OpenLRM's renderer made deterministic (also used by
+``bench/scripts/anchors.py``, which imports this file as ``tools.parity._common``), the seeded synthetic weights' common rules, the pinned
 versions and checkout commit, and writing ``stages.npz`` + ``meta.json``. Ours, like the
 generators; nothing here comes from the originals."""
 from __future__ import annotations
@@ -66,6 +67,33 @@ def synthetic_weights(model: torch.nn.Module, seed: int, *, is_norm: Callable[[s
                 else:
                     v = 0.2 * n
             p.copy_(v.to(p.dtype))
+
+
+def deterministic_sampling(renderer_cls) -> Callable[[], None]:
+    """OpenLRM's ``ImportanceRenderer`` (``renderer_cls``) without its inference-time randomness: it
+    jitters its stratified depths (``torch.rand_like``) and draws its importance samples at random CDF
+    levels, even at inference. Patched in place: zero jitter (its own ``depths + rand * delta`` with
+    rand = 0) and its own ``sample_pdf(det=True)``, which is what our renderer computes. Returns the
+    function that puts the originals back. Used by the parity generator (``openlrm.py``, for the whole
+    run) and by ``bench/scripts/anchors.py`` (``openlrm_deterministic``, inside a block)."""
+    strat, pdf = renderer_cls.sample_stratified, renderer_cls.sample_pdf
+
+    def sample_stratified(self, *a, **k):
+        rand_like = torch.rand_like
+        torch.rand_like = torch.zeros_like
+        try:
+            return strat(self, *a, **k)
+        finally:
+            torch.rand_like = rand_like
+
+    def sample_pdf(self, bins, weights, N_importance, det=False, eps=1e-5):
+        return pdf(self, bins, weights, N_importance, det=True, eps=eps)
+
+    renderer_cls.sample_stratified, renderer_cls.sample_pdf = sample_stratified, sample_pdf
+
+    def undo() -> None:
+        renderer_cls.sample_stratified, renderer_cls.sample_pdf = strat, pdf
+    return undo
 
 
 def versions(modules=()) -> dict:

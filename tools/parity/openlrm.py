@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import commit, stub_missing, synthetic_weights, to_numpy, write_fixture  # noqa: E402
+from _common import commit, deterministic_sampling, stub_missing, synthetic_weights, to_numpy, write_fixture  # noqa: E402
 from _common import versions as common_versions  # noqa: E402
 
 COMMITS = {"1.1": "3108b6902d27912e1dcdce76970eab51436f5b21",   # 3108b69, main past v1.1.1
@@ -173,27 +173,6 @@ def _points(g: torch.Generator) -> torch.Tensor:
     return torch.cat([inside, outside, faces]).float()
 
 
-def _deterministic_sampling(renderer_mod) -> None:
-    """OpenLRM's ImportanceRenderer jitters its stratified depths (``torch.rand_like``) and draws its
-    importance samples at random CDF levels, even at inference. For a reproducible record: zero
-    jitter (its own ``depths + rand * delta`` with rand = 0) and its own ``sample_pdf(det=True)``."""
-    cls = renderer_mod.ImportanceRenderer
-    strat, pdf = cls.sample_stratified, cls.sample_pdf
-
-    def sample_stratified(self, *a, **k):
-        rand_like = torch.rand_like
-        torch.rand_like = torch.zeros_like
-        try:
-            return strat(self, *a, **k)
-        finally:
-            torch.rand_like = rand_like
-
-    def sample_pdf(self, bins, weights, N_importance, det=False, eps=1e-5):
-        return pdf(self, bins, weights, N_importance, det=True, eps=eps)
-
-    cls.sample_stratified, cls.sample_pdf = sample_stratified, sample_pdf
-
-
 def _camera_parts(cameras: torch.Tensor):
     """OpenLRM's 25-number render camera (4x4 c2w + 3x3 normalized K) -> c2w [.., 4, 4], [fx, fy, cx, cy]."""
     c2w = cameras[..., :16].reshape(*cameras.shape[:-1], 4, 4)
@@ -224,7 +203,7 @@ def _build_v11(out: str):
     vits.vit_small = small_vit
     hub_fn = backbones.dinov2_vits14_reg
     backbones.dinov2_vits14_reg = lambda **kw: hub_fn(**{**kw, "pretrained": False})   # never download
-    _deterministic_sampling(renderer_mod)
+    deterministic_sampling(renderer_mod.ImportanceRenderer)
 
     config = {**MODEL_KW, **V11_ENCODER}
     HfModel = wrap_model_hub(ModelLRM)
@@ -307,7 +286,7 @@ def _build_v10(out: str):
         def from_pretrained(name, **kw):
             return ViTModel(ViTConfig.from_pretrained(name), **kw)
     dino_wrapper.ViTModel = LocalViT
-    _deterministic_sampling(renderer_mod)
+    deterministic_sampling(renderer_mod.ImportanceRenderer)
 
     kwargs = {**MODEL_KW, **V10_ENCODER}
     cwd = os.getcwd()

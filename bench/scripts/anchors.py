@@ -1,0 +1,553 @@
+"""Time the anchors' own code next to lrm_fast, in the same run, same config, random weights.
+
+    python -m bench.scripts.anchors --openlrm /path/to/OpenLRM [--preset small] [--resolution 64] [--grid 64]
+    python -m bench.scripts.anchors --openlrm /tmp/OpenLRM --preset base --resolution 288 --grid 384 --repeat 1
+
+Nothing is downloaded and nothing of theirs is copied here: the checkout given on the command line is
+imported as it is, patched only in this process, at run time:
+
+* ``torch.compile`` is replaced by the identity while their modules are imported (their
+  ``forward_planes``, DINOv2 wrapper and ``OSGDecoder`` are decorated with it; compiling would
+  time the compiler, and it needs a C toolchain on CPU);
+* the DINOv2 backbone is built with ``pretrained=False`` (their wrapper hard-codes
+  ``pretrained=True``, a download);
+* ``XFORMERS_DISABLED=1`` while importing: their DINOv2 layers pick xformers whenever it imports,
+  and xformers has no CPU kernel (their own fallback is plain attention, which is what a CPU runs);
+* ``accelerate.logging.get_logger`` is stubbed with ``logging.getLogger`` when accelerate is not
+  installed (it is their only use of accelerate in the model code).
+
+Cases (each: median wall time of ``--repeat`` calls after one warm-up call, fp32, batch 1):
+``image->triplane`` (their ``forward_planes`` vs our ``LRM.forward_planes``), ``one view`` at
+``--resolution`` (their ``synthesizer`` vs our ``LRM.render``, same camera), ``mesh grid`` (their
+``synthesizer.forward_grid`` vs our field queried densely on the same grid^3 points). Ratios =
+their time / our time (> 1: lrm_fast is faster). ``--memory`` also measures peak RSS per case
+(bench/lib/mem.py; a forked child, single-threaded, so it takes a while).
+
+TripoSR (``--triposr PATH``): its own code from a checkout (``tsr/``), its released ``config.yaml``'s
+facts (``TRIPOSR_RELEASED_CONFIG``; the ViT config it would fetch is ``facebook/dino-vitb16``'s, built
+in), random weights from its own initialisers (seed 0), ``renderer.set_chunk_size(8192)`` (its
+``run.py`` default), next to lrm_fast's ``triposr`` preset. Its settings, not OpenLRM's:
+image -> triplane on a 512 px image (tokenizer + backbone + post-processor; its image preprocessing
+is not timed on either side), one view at ``--triposr-resolution`` (256, ``run.py``'s renders; their
+``renderer`` on ``get_spherical_cameras`` rays vs our render of the same camera) and the mesh grid
+at ``--triposr-grid`` (256^3, its ``extract_mesh``: ``query_triplane`` on every grid vertex vs our
+field). TripoSR pins ``transformers==4.35.0`` (and ``omegaconf``, ``einops``): give a folder that
+holds them with ``--triposr-site`` unless this environment has them; its ``huggingface_hub`` is
+swapped in only while TripoSR's modules import. ``rembg`` / ``torchmcubes`` (not used here) are
+stubbed when missing.
+
+Fitted field (``--fitted``): the cases that depend on the field also run on the fitted base field
+(``bench/lib/fitted_field.py``: a trained-like field with empty space and a surface; random weights
+have neither). Its planes and MLP are loaded into OpenLRM's own ``TriplaneSynthesizer`` (base: 48
+channels, 48 + 48 samples; the field MLP maps one to one, ``field.net.*`` ->
+``synthesizer.decoder.net.*``, the planes are the same tensor; ``tests/test_anchors.py`` checks
+that OpenLRM's code then renders what ours renders with ``exact=True``). lrm_fast runs its defaults:
+the one view skips empty space (the occupancy grid is built inside every timed call, as a fresh
+reconstruction's first render does); the mesh grid is ``lrm_fast.mesh.density_grid`` with the
+default of ``extract_mesh`` (coarse-to-fine or dense, the ``case`` column says which).
+
+Floor (``image->triplane`` rows): image -> triplane is GEMMs and attention, the same arithmetic on
+both sides, so no fp32 code can run it faster than its FLOPs at this CPU's matrix-multiply rate.
+Each such row also gets ``tflop`` (our forward, counted by ``torch.utils.flop_counter`` with SDPA
+added), ``gemm_gflops`` (the best of 3 ``torch.mm`` of the decoder's MLP shape, measured in the same
+run), ``floor_s`` = tflop / gemm rate and ``max_ratio`` = their time / floor_s: the most any fp32
+implementation could reach against them on this machine.
+
+``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``).
+
+Warm-up: a case whose first call takes more than ``WARMUP_LIMIT_S`` counts that call as a sample
+(a second warm-up call of a minute would only double the run).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+import types
+
+import torch
+
+# Our presets -> OpenLRM ModelLRM kwargs (its configs/*.yaml and model cards; see lrm_fast/config.py).
+OPENLRM_ARGS = {
+    "small": dict(transformer_dim=512, transformer_layers=12, transformer_heads=8, triplane_dim=32,
+                  encoder_model_name="dinov2_vits14_reg", encoder_feat_dim=384, rendering_samples_per_ray=96),
+    "base": dict(transformer_dim=768, transformer_layers=12, transformer_heads=12, triplane_dim=48,
+                 encoder_model_name="dinov2_vitb14_reg", encoder_feat_dim=768, rendering_samples_per_ray=96),
+    "large": dict(transformer_dim=1024, transformer_layers=16, transformer_heads=16, triplane_dim=80,
+                  encoder_model_name="dinov2_vitb14_reg", encoder_feat_dim=768, rendering_samples_per_ray=128),
+}
+
+
+@contextlib.contextmanager
+def _patched_import_env(checkout: str):
+    """sys.path + identity torch.compile + accelerate stub, only while their modules import."""
+    if not os.path.isdir(os.path.join(checkout, "openlrm")):
+        raise FileNotFoundError(f"{checkout}: not an OpenLRM checkout (no openlrm/ folder)")
+    saved_compile, added = torch.compile, []
+
+    def no_compile(fn=None, *args, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+    torch.compile = no_compile
+    saved_xf = os.environ.get("XFORMERS_DISABLED")
+    if not torch.cuda.is_available():
+        os.environ["XFORMERS_DISABLED"] = "1"
+    sys.path.insert(0, os.path.abspath(checkout))
+    try:
+        importlib.import_module("accelerate.logging")
+    except ImportError:
+        acc, acc_log = types.ModuleType("accelerate"), types.ModuleType("accelerate.logging")
+        acc_log.get_logger = logging.getLogger
+        acc.logging = acc_log
+        sys.modules.update({"accelerate": acc, "accelerate.logging": acc_log})
+        added += ["accelerate", "accelerate.logging"]
+    try:
+        yield
+    finally:
+        torch.compile = saved_compile
+        if saved_xf is None:
+            os.environ.pop("XFORMERS_DISABLED", None)
+        sys.path.remove(os.path.abspath(checkout))
+        for name in added:  # their modules hold the logger already; a stub left behind (no __spec__)
+            sys.modules.pop(name, None)  # breaks importlib.util.find_spec in later imports (TripoSR's transformers)
+
+
+def build_openlrm(checkout: str, preset: str):
+    if preset not in OPENLRM_ARGS:
+        raise ValueError(f"no OpenLRM config for preset {preset!r}; choose one of {sorted(OPENLRM_ARGS)}")
+    with _patched_import_env(checkout):
+        modeling = importlib.import_module("openlrm.models.modeling_lrm")
+        wrapper = importlib.import_module("openlrm.models.encoders.dinov2_wrapper")
+        original = wrapper.Dinov2Wrapper._build_dinov2
+
+        def build_random(model_name, modulation_dim=None, pretrained=True):
+            return original(model_name, modulation_dim=modulation_dim, pretrained=False)
+
+        wrapper.Dinov2Wrapper._build_dinov2 = staticmethod(build_random)
+        try:
+            torch.manual_seed(0)
+            model = modeling.ModelLRM(camera_embed_dim=1024, triplane_low_res=32, triplane_high_res=64,
+                                      encoder_freeze=False, encoder_type="dinov2", **OPENLRM_ARGS[preset])
+        finally:
+            wrapper.Dinov2Wrapper._build_dinov2 = staticmethod(original)
+    return model.eval()
+
+
+WARMUP_LIMIT_S = 10.0
+
+
+def _time(fn, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls after one warm-up call (allocator, lazy init); a first
+    call over ``WARMUP_LIMIT_S`` counts as the first sample instead."""
+    with torch.inference_mode():
+        t = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t
+        ts = [first] if first > WARMUP_LIMIT_S else []
+        while len(ts) < max(1, repeat):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def _grid_points(grid: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+    ax = torch.linspace(lo, hi, grid)
+    return torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3)
+
+
+ONLY: str | None = None   # main's --only: time only the cases whose name contains it
+
+
+def _sdpa_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one CPU SDPA call (flop_counter has no formula for the CPU flash kernel): Q K^T and P V."""
+    B, H, L, d = q
+    return 2 * B * H * L * k[2] * d + 2 * B * H * L * k[2] * v[3]
+
+
+def flop_floor(model, *inputs) -> dict:
+    """The fp32 floor of ``model.forward_planes(*inputs)`` on this CPU: its FLOPs (matmuls, convolutions,
+    attention) over the best ``torch.mm`` rate measured now on the decoder's MLP shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}) as fc:
+        model.requires_grad_(False).forward_planes(*inputs)   # (flop_counter's module hooks need no grads)
+    D = model.cfg.decoder.dim
+    L = 3 * model.cfg.triplane.low_res ** 2
+    a, b = torch.randn(L, D), torch.randn(D, int(D * model.cfg.decoder.mlp_ratio))
+    out = torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t)
+    tflop = fc.get_total_flops() / 1e12
+    gemm = 2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9
+    return {"tflop": tflop, "gemm_gflops": gemm, "floor_s": tflop * 1e3 / gemm}
+
+
+def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str, memory: bool,
+               floor=None) -> list[dict]:
+    """Time each case's two sides; ``floor`` (a no-argument callable returning ``flop_floor``'s dict) adds
+    the fp32 floor to the ``image->triplane`` row."""
+    from bench.lib.mem import peak_memory_mb
+
+    rows = []
+    for name, (t_fn, o_fn) in cases.items():
+        if ONLY and ONLY not in name:
+            continue
+        print(f"  timing {anchor} {name} ...", flush=True)
+        row = {"anchor": anchor, "preset": preset, "case": name, "theirs_s": _time(t_fn, repeat),
+               "ours_s": _time(o_fn, repeat), "backend": backend}
+        if memory:
+            with torch.inference_mode():
+                row["theirs_mb"], row["ours_mb"] = peak_memory_mb(t_fn), peak_memory_mb(o_fn)
+        row["ratio"] = row["theirs_s"] / row["ours_s"]
+        print(f"    {row['theirs_s']:.3f} s vs {row['ours_s']:.3f} s: {row['ratio']:.2f}x", flush=True)
+        if floor and name == "image->triplane":
+            row.update(floor())
+            row["max_ratio"] = row["theirs_s"] / row["floor_s"]
+            print(f"    floor: {row['tflop']:.2f} TFLOP at {row['gemm_gflops']:.0f} GFLOP/s (torch.mm, now) = "
+                  f"{row['floor_s']:.2f} s: no fp32 code can pass {row['max_ratio']:.2f}x here", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _openlrm_camera(resolution: int):
+    """(our c2w [1, 1, 4, 4], our K [1, 1, 4], OpenLRM's 25-number render camera [1, 1, 25]) of one view."""
+    from lrm_fast.model.camera import default_intrinsics, orbit_cameras
+
+    c2w = orbit_cameras([30.0], 20.0)[None]                        # [1, 1, 4, 4], OpenGL c2w (same as theirs)
+    K = default_intrinsics().expand(1, 1, 4)
+    fx, fy, cx, cy = K[0, 0].tolist()
+    std_cam = torch.cat([c2w.reshape(1, 1, 16),
+                         torch.tensor([fx, 0, cx, 0, fy, cy, 0, 0, 1.0]).reshape(1, 1, 9)], -1)
+    return c2w, K, std_cam
+
+
+def openlrm_synthesizer(checkout: str, triplane_dim: int = 48, samples_per_ray: int = 96):
+    """OpenLRM's own ``TriplaneSynthesizer`` (renderer + OSG decoder) alone, its base sizes by default."""
+    with _patched_import_env(checkout):
+        synth = importlib.import_module("openlrm.models.rendering.synthesizer")
+        return synth.TriplaneSynthesizer(triplane_dim=triplane_dim, samples_per_ray=samples_per_ray).eval()
+
+
+def load_fitted_into_openlrm(checkout: str):
+    """(planes, OpenLRM synthesizer holding the fitted field, our fitted model): the fitted base field
+    (bench/lib/fitted_field.py) in OpenLRM's own renderer. The mapping is the inverse of our OpenLRM
+    converter's (``synthesizer.decoder.net.*`` -> ``field.net.*``, planes as they are)."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    rc = model.cfg.render
+    synth = openlrm_synthesizer(checkout, model.cfg.triplane.channels, rc.samples_per_ray)
+    synth.decoder.net.load_state_dict(model.field.net.state_dict())
+    return planes, synth, model
+
+
+@contextlib.contextmanager
+def openlrm_deterministic(synth):
+    """OpenLRM's ImportanceRenderer without its inference-time randomness (zero stratified jitter, its
+    own ``sample_pdf(det=True)``; ``tools/parity/_common.py``), only inside the block: what our
+    renderer computes."""
+    from tools.parity._common import deterministic_sampling
+
+    undo = deterministic_sampling(type(synth.renderer))
+    try:
+        yield synth
+    finally:
+        undo()
+
+
+def render_default(model, planes, c2w, K, resolution: int):
+    """Our render with lrm_fast's defaults, the occupancy grid built in the call (a fresh
+    reconstruction's first render): skip empty space where ``Reconstruction._grid_for_render``'s rule
+    allows it, else the exact render."""
+    from lrm_fast.api import occupancy_grid
+
+    rc, fc = model.cfg.render, model.field.cfg
+    occ = None
+    if rc.skip_empty and not planes.is_cuda and model.renderer.can_skip(planes):
+        occ = occupancy_grid(model, planes)
+        if occ.occupied_fraction(rc.occupancy_tau, fc.density_bias, fc.density_activation) > rc.skip_max_occupied:
+            occ = None
+    return model.renderer(planes, c2w, K, resolution, occupancy=occ)
+
+
+def fitted_cases(checkout: str, resolution: int, grid: int) -> dict:
+    """The field-dependent cases on the fitted base field: OpenLRM's synthesizer vs our defaults."""
+    from lrm_fast.mesh import COARSE_TO_FINE_DEFAULT, field_density_grid
+
+    planes, synth, model = load_fitted_into_openlrm(checkout)
+    c2w, K, std_cam = _openlrm_camera(resolution)
+    rc = model.cfg.render
+    how = "coarse-to-fine" if COARSE_TO_FINE_DEFAULT else "dense"
+    return {
+        f"one view {resolution}x{resolution}, fitted field (ours: skipping, grid built in the call)": (
+            lambda: synth(planes, std_cam, torch.zeros(1, 1, 2), torch.full((1, 1, 1), float(resolution)),
+                          torch.ones(1, 1, 1), resolution),
+            lambda: render_default(model, planes, c2w, K, resolution)),
+        f"mesh grid {grid}^3, fitted field (ours: {how} density)": (
+            lambda: synth.forward_grid(planes, grid),
+            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT)),
+    }
+
+
+def compare_openlrm(checkout: str, preset: str, resolution: int, grid: int, repeat: int, backend: str,
+                    memory: bool, fitted: bool = False) -> list[dict]:
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import LRM
+
+    theirs = build_openlrm(checkout, preset)
+    torch.manual_seed(0)
+    ours = LRM(LRMConfig.preset(preset), backend=backend).eval()
+    S = ours.cfg.encoder.image_size
+    image = torch.rand(1, 3, S, S)
+    source = ours.default_source_camera(1)
+    c2w, K, std_cam = _openlrm_camera(resolution)
+    with torch.inference_mode():
+        planes_t = theirs.forward_planes(image, source)
+        planes_o = ours.forward_planes(image, source)
+    pts = _grid_points(grid)
+
+    def our_grid():
+        for s in range(0, pts.shape[1], 2 ** 20):
+            ours.field.query(planes_o, pts[:, s:s + 2 ** 20])
+
+    cases = {
+        "image->triplane": (lambda: theirs.forward_planes(image, source), lambda: ours.forward_planes(image, source)),
+        f"one view {resolution}x{resolution}": (
+            lambda: theirs.synthesizer(planes_t, std_cam, torch.zeros(1, 1, 2), torch.full((1, 1, 1), float(resolution)),
+                                       torch.ones(1, 1, 1), resolution),
+            lambda: ours.render(planes_o, c2w, K, resolution)),
+        f"mesh grid {grid}^3": (lambda: theirs.synthesizer.forward_grid(planes_t, grid), our_grid),
+    }
+    if fitted:
+        cases.update(fitted_cases(checkout, resolution, grid))
+    return _run_cases("OpenLRM", preset, cases, repeat, backend, memory, lambda: flop_floor(ours, image, source))
+
+
+# stabilityai/TripoSR's config.yaml (the released checkpoint's): its keys and values, nothing else
+TRIPOSR_RELEASED_CONFIG = {
+    "cond_image_size": 512,
+    "image_tokenizer_cls": "tsr.models.tokenizers.image.DINOSingleImageTokenizer",
+    "image_tokenizer": {"pretrained_model_name_or_path": "facebook/dino-vitb16"},
+    "tokenizer_cls": "tsr.models.tokenizers.triplane.Triplane1DTokenizer",
+    "tokenizer": {"plane_size": 32, "num_channels": 1024},
+    "backbone_cls": "tsr.models.transformer.transformer_1d.Transformer1D",
+    "backbone": {"in_channels": "${tokenizer.num_channels}", "num_attention_heads": 16, "attention_head_dim": 64,
+                 "num_layers": 16, "cross_attention_dim": 768},
+    "post_processor_cls": "tsr.models.network_utils.TriplaneUpsampleNetwork",
+    "post_processor": {"in_channels": 1024, "out_channels": 40},
+    "decoder_cls": "tsr.models.network_utils.NeRFMLP",
+    "decoder": {"in_channels": 120, "n_neurons": 64, "n_hidden_layers": 9, "activation": "silu"},
+    "renderer_cls": "tsr.models.nerf_renderer.TriplaneNeRFRenderer",
+    "renderer": {"radius": 0.87, "feature_reduction": "concat", "density_activation": "exp", "density_bias": -1.0,
+                 "num_samples_per_ray": 128},
+}
+TRIPOSR_CHUNK = 8192   # its run.py's --chunk-size default
+
+
+def _is_hub(name: str) -> bool:
+    return name == "huggingface_hub" or name.startswith("huggingface_hub.")
+
+
+def build_triposr(checkout: str, site: str | None = None):
+    """TripoSR's ``TSR`` from its released config's facts, random weights (its own initialisers, seed 0).
+
+    Imports ``tsr`` from ``checkout`` with ``site`` (transformers 4.35, omegaconf, einops and the
+    huggingface_hub they go with) first on ``sys.path``; the ``huggingface_hub`` modules already loaded
+    here are set aside while TripoSR's imports run and put back after (TripoSR keeps the version it
+    imported). The ViT config it would download is written to a temporary folder."""
+    import tempfile
+
+    if not os.path.isdir(os.path.join(checkout, "tsr")):
+        raise FileNotFoundError(f"{checkout}: not a TripoSR checkout (no tsr/ folder)")
+    if site is not None and not os.path.isdir(site):
+        raise FileNotFoundError(f"--triposr-site {site}: no such folder")
+    from lrm_fast.io.checkpoint import DINO_VITB16_CONFIG
+
+    saved = {k: v for k, v in sys.modules.items() if _is_hub(k)}
+    paths = [os.path.abspath(checkout)] + ([os.path.abspath(site)] if site else [])
+    stubbed = []
+    if site:
+        for k in saved:
+            del sys.modules[k]
+    sys.path[:0] = paths
+    try:
+        for name in ("rembg", "torchmcubes"):   # imported at module level, used only for features not timed
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                mod = types.ModuleType(name)
+
+                def _unavailable(*a, _n=name, **k):
+                    raise RuntimeError(f"{_n} is stubbed in bench.scripts.anchors")
+                mod.remove = mod.new_session = mod.marching_cubes = _unavailable
+                sys.modules[name] = mod
+                stubbed.append(name)
+        try:
+            tok_mod = importlib.import_module("tsr.models.tokenizers.image")
+            system = importlib.import_module("tsr.system")
+            omegaconf = importlib.import_module("omegaconf")
+            transformers = importlib.import_module("transformers")
+        except ImportError as e:
+            raise ImportError(f"TripoSR's code needs transformers==4.35.0, omegaconf and einops ({e}); "
+                              "give a folder holding them with --triposr-site") from e
+        vit_dir = tempfile.mkdtemp(prefix="triposr-vit-")
+        transformers.ViTConfig(**DINO_VITB16_CONFIG).save_pretrained(vit_dir)
+        hub = tok_mod.hf_hub_download
+        tok_mod.hf_hub_download = lambda repo_id, filename, **kw: os.path.join(vit_dir, filename)
+        try:
+            cfg = omegaconf.OmegaConf.create(TRIPOSR_RELEASED_CONFIG)
+            omegaconf.OmegaConf.resolve(cfg)
+            torch.manual_seed(0)
+            model = system.TSR(cfg).eval()
+        finally:
+            tok_mod.hf_hub_download = hub
+        model.renderer.set_chunk_size(TRIPOSR_CHUNK)
+        utils = importlib.import_module("tsr.utils")
+        einops = importlib.import_module("einops")
+    finally:
+        for p in paths:
+            sys.path.remove(p)
+        if site:
+            for k in [k for k in sys.modules if _is_hub(k)]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+    return model, utils, einops
+
+
+def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int, repeat: int, backend: str,
+                    memory: bool) -> list[dict]:
+    from lrm_fast.cameras import default_intrinsics, orbit_cameras
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import LRM
+
+    theirs, tsr_utils, einops = build_triposr(checkout, site)
+    torch.manual_seed(0)
+    ours = LRM(LRMConfig.preset("triposr"), backend=backend).eval()
+    S = ours.cfg.encoder.image_size
+    image = torch.rand(1, 3, S, S)
+
+    def their_planes():
+        tok = theirs.image_tokenizer(image[:, None])
+        tok = einops.rearrange(tok, "B Nv C Nt -> B (Nv Nt) C", Nv=1)
+        return theirs.post_processor(theirs.tokenizer.detokenize(
+            theirs.backbone(theirs.tokenizer(1), encoder_hidden_states=tok)))
+
+    with torch.inference_mode():
+        planes_t = their_planes()
+        planes_o = ours.forward_planes(image)
+    # run.py's renders: get_spherical_cameras(n, 0 deg, 1.9, fov 40); view 0 sits on +x, our azimuth
+    # front_azimuth (90) puts our camera there too
+    cam = ours.cfg.camera
+    rays_o, rays_d = tsr_utils.get_spherical_cameras(1, 0.0, cam.source_distance, 40.0, resolution, resolution)
+    c2w = orbit_cameras([cam.front_azimuth], 0.0, cam.source_distance)[None]
+    K = default_intrinsics(cam.source_focal).expand(1, 1, 4)
+    rc = ours.cfg.render
+    pts = _grid_points(grid, rc.box_min, rc.box_max)
+
+    def their_grid():   # its extract_mesh's query: every grid vertex through query_triplane
+        theirs.renderer.query_triplane(theirs.decoder, pts[0], planes_t[0])["density_act"]
+
+    def our_grid():
+        for s in range(0, pts.shape[1], 2 ** 20):
+            ours.field.query(planes_o, pts[:, s:s + 2 ** 20])
+
+    cases = {
+        "image->triplane": (their_planes, lambda: ours.forward_planes(image)),
+        f"one view {resolution}x{resolution}": (
+            lambda: theirs.renderer(theirs.decoder, planes_t[0], rays_o[0], rays_d[0]),
+            lambda: ours.render(planes_o, c2w, K, resolution)),
+        f"mesh grid {grid}^3": (their_grid, our_grid),
+    }
+    return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory, lambda: flop_floor(ours, image))
+
+
+def table(rows: list[dict]) -> str:
+    mem = any("theirs_mb" in r for r in rows)
+    lines = ["| anchor | preset | case | theirs | lrm_fast | ratio (theirs / ours) |" + (" theirs peak | our peak |" if mem else ""),
+             "|---|---|---|---:|---:|---:|" + ("---:|---:|" if mem else "")]
+    for r in rows:
+        line = (f"| {r['anchor']} | {r['preset']} | {r['case']} | {r['theirs_s']:.3f} s | {r['ours_s']:.3f} s | "
+                f"{r['ratio']:.2f}x |")
+        if mem:
+            line += f" {r.get('theirs_mb', -1) / 1024:.2f} GiB | {r.get('ours_mb', -1) / 1024:.2f} GiB |"
+        lines.append(line)
+    lines += [f"\n{r['anchor']} {r['preset']} image -> triplane floor: {r['tflop']:.2f} TFLOP at {r['gemm_gflops']:.0f} "
+              f"GFLOP/s (torch.mm, same run) = {r['floor_s']:.2f} s; no fp32 code passes {r['max_ratio']:.2f}x here"
+              for r in rows if "floor_s" in r]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scripts.anchors", description=__doc__.split("\n\n")[0])
+    p.add_argument("--openlrm", help="path to an OpenLRM checkout (github.com/3DTopia/OpenLRM)")
+    p.add_argument("--triposr", help="path to a TripoSR checkout (github.com/VAST-AI-Research/TripoSR)")
+    p.add_argument("--triposr-site", help="folder with TripoSR's pinned packages (transformers 4.35.0, omegaconf, "
+                   "einops) when this environment lacks them")
+    p.add_argument("--triposr-resolution", type=int, default=256, help="TripoSR view size (its run.py: 256)")
+    p.add_argument("--triposr-grid", type=int, default=256, help="TripoSR mesh grid (its run.py: 256)")
+    p.add_argument("--fitted", action="store_true", help="also the field-dependent OpenLRM cases on the fitted "
+                   "base field (bench/lib/fitted_field.py)")
+    p.add_argument("--preset", default="small", choices=sorted(OPENLRM_ARGS))
+    p.add_argument("--resolution", type=int, default=64, help="view size (OpenLRM's demo: 288 base, 192 small)")
+    p.add_argument("--grid", type=int, default=64, help="mesh grid size (OpenLRM's default: 384)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--backend", default="fast", help="lrm_fast backend (fast | reference)")
+    p.add_argument("--memory", action="store_true", help="also peak memory per case (slow)")
+    p.add_argument("--json", help="write the rows to this JSON file")
+    p.add_argument("--only", help="time only the cases whose name contains this text")
+    a = p.parse_args(argv)
+    global ONLY
+    ONLY = a.only
+    if not a.openlrm and not a.triposr:
+        p.error("give --openlrm PATH and/or --triposr PATH (local checkouts; nothing is downloaded)")
+    if a.fitted and not a.openlrm:
+        p.error("--fitted needs --openlrm PATH (the fitted field runs in OpenLRM's renderer)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    try:
+        if a.openlrm:
+            print(f"OpenLRM {a.preset} from {a.openlrm} vs lrm_fast ({a.backend}), torch threads "
+                  f"{torch.get_num_threads()}", flush=True)
+            rows += compare_openlrm(a.openlrm, a.preset, a.resolution, a.grid, a.repeat, a.backend, a.memory,
+                                    a.fitted)
+        if a.triposr:
+            print(f"TripoSR from {a.triposr} vs lrm_fast triposr ({a.backend})", flush=True)
+            rows += compare_triposr(a.triposr, a.triposr_site, a.triposr_resolution, a.triposr_grid, a.repeat,
+                                    a.backend, a.memory)
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, NotImplementedError) as e:
+        print(f"bench.scripts.anchors: error: {type(e).__name__}: {e}", file=sys.stderr)
+        if rows:
+            print(table(rows))
+        return 2
+    print(table(rows))
+    if a.json:
+        from bench.report import write_atomic
+
+        import platform
+
+        meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "args": vars(a),
+                "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        write_atomic(a.json, json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_atomic(os.path.splitext(a.json)[0] + ".md",
+                     f"# Anchors vs lrm_fast ({meta['when_utc']} UTC)\n\n{meta['cpu_count']} cores, torch "
+                     f"{meta['torch']} ({meta['torch_threads']} threads), fp32, random weights (rows marked fitted field: "
+                     f"bench/lib/fitted_field.py), "
+                     f"lrm_fast backend {a.backend!r}; `python -m bench.scripts.anchors {' '.join(argv or sys.argv[1:])}`\n\n"
+                     + table(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,8 +30,8 @@ exactly what the reference computes for them), on a GPU every ray of the batch a
 
 Outputs ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity [B, V, H, W]``. Everything here is
 a pure function of (planes, field weights, cameras): reconstruct once, render many views.
-``early_stop`` (default 0: exact) lets the compositing kernels stop a ray once its transmittance is
-below it.
+``early_stop`` (default 0: exact) stops a ray's compositing once its transmittance is below it, on
+every marcher (the compositing twins implement the kernels' rule, ``ops/composite.py``).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
 
 class Renderer(nn.Module):
     backend = "auto"
-    early_stop = 0.0  # fast path only: transmittance below which a ray stops compositing
+    early_stop = 0.0  # transmittance below which a ray stops compositing (0: exact; every marcher)
     compact_misses = "auto"  # fast path only: see _compacts
     skip_stats: dict | None = None  # set to a dict to count the samples empty-space skipping evaluates
 

@@ -12,6 +12,9 @@ of three background kinds, then blurred and saved as JPEG:
 The ground truth is the object's alpha > 0.5; a photo's score is the IoU of the cut-out's alpha > 0.5
 with it. ``python bench/bench_background.py [--size 1024] [--n 12]`` prints IoU per background kind
 and the time per photo; ``pytest bench/bench_background.py`` runs a small version (CI).
+
+Results (the table ``__main__`` prints; 2-core CPU shared with other jobs, so the times are upper
+bounds): see the README's background-removal note.
 """
 from __future__ import annotations
 
@@ -124,11 +127,13 @@ def evaluate(n: int, size: int, kinds=KINDS, method: str = "builtin"):
 GOALS = {"plain": 0.95, "gradient": 0.95, "textured": 0.85}
 
 
-def test_background_small(benchmark=None):
-    """CI smoke: 4 photos per kind at 256 px; plain and gradient reach their mean-IoU goal."""
-    res = evaluate(4, 256)
-    for kind in ("plain", "gradient"):
-        assert res[kind][0].mean() >= GOALS[kind], (kind, res[kind][0])
+def test_background_smoke():
+    """CI smoke (no timing): 2 photos per background kind at 128 px go through the built-in cut-out.
+    The accuracy goals are checked by tests/test_background.py; this file's ``__main__`` prints the
+    full-size table."""
+    res = evaluate(2, 128)
+    assert set(res) == set(KINDS) and all(len(v[0]) == 2 for v in res.values())
+    assert all(v[0].max() > 0.5 for v in res.values()), {k: v[0] for k, v in res.items()}
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,10 @@ from .images import has_foreground_alpha, load_image
 METHODS = ("auto", "rembg", "builtin", "none")
 WORK_SIDE = 256          # the built-in method works on the image downscaled to this longer side
 NO_FOREGROUND = "no foreground object found"
+TEXTURED = 8.0           # border residual (Lab, 90th percentile) above which the backdrop counts as textured
+EDGE = 12.0              # a sharp edge: Lab gradient per working pixel above this
+SOFT_FRAC = 0.4          # textured backdrop: drop a part whose contact with the background is > this soft
+ROUNDS = 2                # colour classification rounds (step 3 of builtin_alpha)
 
 
 # ------------------------------------------------------------------------------------------ rembg
@@ -189,6 +193,9 @@ def builtin_alpha(rgb: np.ndarray, work_side: int = WORK_SIDE, seed: int = 0) ->
         r = np.linalg.norm(Lb - Pb @ coef, axis=-1)
         use = r <= np.quantile(r, 0.8)
     d_surf = np.linalg.norm(lab - P @ coef, axis=-1)
+    # a border that a smooth surface does not explain (a textured backdrop) may hide backdrop colours
+    # that never reach the border: then soft-edged regions are dropped (step 2)
+    textured = float(np.quantile(d_surf[border], 0.9)) > TEXTURED
     sample = Lb[rng.choice(len(Lb), min(len(Lb), 2000), replace=False)]
     bg_c = _kmeans(sample, 8, rng)
     d_mix = _min_dist(lab, bg_c)
@@ -197,13 +204,31 @@ def builtin_alpha(rgb: np.ndarray, work_side: int = WORK_SIDE, seed: int = 0) ->
     # 2. threshold from the border's noise
     noise = float(np.quantile(d[border], 0.95))
     thr = max(8.0, 2.0 * noise)
-    fg = _clean(d > thr)
+    gy, gx = ndimage.sobel(lab, 0) / 8, ndimage.sobel(lab, 1) / 8
+    sharp = ndimage.binary_dilation(np.sqrt((gx * gx + gy * gy).sum(-1)) > EDGE, iterations=1)
+
+    def drop_soft(m):
+        """Drop the parts of ``m`` (between sharp edges) that meet the background mostly without one."""
+        if EDGE <= 0 or not textured:
+            return m
+        parts, n = ndimage.label(m & ~sharp)
+        if n == 0:
+            return m
+        near_bg = ndimage.binary_dilation(~m) & m & ~sharp
+        near_edge = ndimage.binary_dilation(sharp & m) & m & ~sharp
+        a = np.bincount(parts[near_bg], minlength=n + 1)
+        b = np.bincount(parts[near_edge | near_bg], minlength=n + 1)
+        soft = np.flatnonzero((a > SOFT_FRAC * np.maximum(b, 1)) & (a > 0))
+        soft = soft[soft > 0]
+        return m & ~np.isin(parts, soft) if len(soft) else m
+
+    fg = _clean(drop_soft(d > thr))
     if fg.sum() < 4:
         raise ValueError(f"{NO_FOREGROUND}: the image looks like background everywhere (the built-in "
                          "method compares it with the colours along the border)")
 
     # 3. colour classification rounds
-    for _ in range(2):
+    for _ in range(ROUNDS):
         inner = ndimage.binary_erosion(fg, iterations=2)
         if inner.sum() < 16:
             inner = fg
@@ -219,7 +244,7 @@ def builtin_alpha(rgb: np.ndarray, work_side: int = WORK_SIDE, seed: int = 0) ->
         db = np.minimum(_min_dist(lab, bgc), d_surf)
         df = _min_dist(lab, fg_c)
         score = ndimage.gaussian_filter(db - df, sigma=0.6)
-        fg = _clean(score > 0)
+        fg = _clean(drop_soft(score > 0))
         if fg.sum() < 4:
             break
     if fg.sum() < 4:
@@ -252,8 +277,7 @@ def remove_background(image, method: str = "auto") -> np.ndarray:
     ``rembg`` | ``builtin`` | ``none`` (module docstring). An image whose alpha already marks a
     foreground is returned as is. No foreground found -> ``ValueError``; ``rembg`` asked for but not
     usable here -> ``RuntimeError`` saying why."""
-    rgba = image if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 4 \
-        and image.dtype == np.float32 else load_image(image)
+    rgba = load_image(image)   # (a no-op on what load_image returned before)
     how = resolve_method(method)
     if how == "none" or has_foreground_alpha(rgba):
         return rgba

@@ -163,11 +163,16 @@ def builtin_alpha(rgb: np.ndarray, work_side: int = WORK_SIDE, seed: int = 0) ->
        gradient/vignetted backgrounds, and a k-means colour mixture of the border, for textured ones;
        a pixel's background distance is the smaller of the two residuals;
     2. foreground = distance above a threshold set from the border's own residuals (its noise level);
+       on a textured backdrop (the border's residual from the smooth surface is large) the parts of
+       the foreground between sharp edges that meet the background mostly without one are dropped:
+       blurred patches of the backdrop whose colours never reach the border (the object's own
+       outline is a sharp edge);
     3. two rounds of colour classification (GrabCut without the graph cut): nearest k-means centre of
        the current foreground vs of the background (border mixture + sure background), the score
-       blurred (a cheap smoothness prior) and thresholded;
-    4. cleanup: opening, the largest components, small holes filled; the soft mask is upsampled
-       bilinearly to the full size (edges antialiased).
+       blurred (a cheap smoothness prior) and thresholded (step 2's soft parts dropped again);
+    4. cleanup (after each step): the largest components, small holes filled; the mask, lightly
+       blurred, is upsampled bilinearly to the full size (edges antialiased). Deterministic
+       (``seed`` drives the k-means).
     """
     from scipy import ndimage
 

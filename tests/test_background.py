@@ -116,3 +116,43 @@ def test_cli_remove_bg_flag(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and "--remove-bg rembg" in err[0], err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reconstruct", "--remove-bg", "magic"])
+
+
+def test_rembg_from_disk_only(tmp_path, monkeypatch):
+    """With rembg installed and u2net.onnx on disk, ``auto`` picks rembg and opens that file as rembg's
+    ``u2net_custom`` model (which never downloads); a stand-in rembg module records the call."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from PIL import Image
+
+    from lrm_fast.io import background as bg
+
+    calls = []
+
+    class Session:
+        def predict(self, img):
+            a = np.zeros((img.size[1], img.size[0]), np.uint8)
+            a[8:-8, 8:-8] = 255
+            return [Image.fromarray(a)]
+
+    def new_session(name, **kw):
+        calls.append((name, kw))
+        return Session()
+
+    fake = types.ModuleType("rembg")
+    fake.__spec__ = importlib.machinery.ModuleSpec("rembg", None)
+    fake.new_session = new_session
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    monkeypatch.setattr(bg, "_REMBG_SESSION", None)
+    home = tmp_path / "u2"
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    assert "not on disk" in bg.rembg_status() and str(home / "u2net.onnx") in bg.rembg_status()
+    assert bg.resolve_method("auto") == "builtin"
+    home.mkdir()
+    (home / "u2net.onnx").write_bytes(b"onnx")
+    assert bg.rembg_status() is None and bg.resolve_method("auto") == "rembg"
+    out = remove_background(np.full((48, 40, 3), 100, np.uint8))   # auto -> rembg
+    assert calls == [("u2net_custom", {"model_path": str(home / "u2net.onnx")})]
+    assert out.shape == (48, 40, 4) and out[24, 20, 3] == 1.0 and out[0, 0, 3] == 0.0

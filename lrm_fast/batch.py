@@ -280,7 +280,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         size, bg, ratio = input_spec(model)
         n_workers = (2 if len(todo) > 1 else 0) if workers is None else max(0, int(workers))
         loader = torch.utils.data.DataLoader(
-            _Prepared([paths[i] for i in todo], size, bg, ratio, remove_background), batch_size=int(batch_size), shuffle=False,
+            _Prepared([paths[i] for i in todo], size, bg, ratio, remove_background), batch_size=int(batch_size),
+            shuffle=False,
             num_workers=n_workers, collate_fn=_as_list, persistent_workers=False)
         media = tuple(f for f in formats if f != "triplane")
 

@@ -13,15 +13,16 @@ not: it is the same three API calls with the page's settings.
   itself first, so a bad file would get gradio's error instead of ours, and RGBA / 16-bit
   details would be lost.
 * API: the endpoint is ``/reconstruct`` (``API_NAME``); ``Client(url).predict(handle_file(path),
-  model, mc_resolution, views, api_name="/reconstruct")`` returns (input png, video, glb, glb, obj,
-  mp4, status markdown).
+  model, mc_resolution, views[, remove_bg], api_name="/reconstruct")`` returns (input png, video, glb,
+  glb, obj, mp4, status markdown); ``remove_bg`` (the checkbox) defaults to True.
 * Background: an opaque photo is cut out first (``lrm_fast.remove_background``, the *Remove the
   background* checkbox, on by default); the preprocessed input shows the cut-out. A photo with an
   alpha channel is used as is.
 * Models: on a loopback host (the default 127.0.0.1) the *Model* box opens any preset or checkpoint
   path, as the CLI does. Served to the network (``--host 0.0.0.0``) or with ``--models DIR``, the page
   opens only the model it was started with and checkpoints under the ``--models`` folders (names
-  relative to them); anything else is refused, so a visitor cannot make the server read other paths.
+  relative to them); anything else (other paths, presets) is refused in one line that shows no server
+  path, so a visitor cannot make the server read other files.
 * Requests run one at a time (a queue of concurrency 1): a model uses all CPU threads or the GPU.
 * Outputs go to a private temporary folder (the last ``KEEP_RUNS`` runs are kept; removed at exit);
   gradio copies what it serves into its own cache, which it clears after an hour.
@@ -126,7 +127,7 @@ class Demo:
             p = os.path.realpath(os.path.join(d, name))
             if p != d and p.startswith(d + os.sep) and os.path.exists(p):
                 return p
-        where = f"checkpoints under --models {', '.join(self.model_dirs)}" if self.model_dirs else \
+        where = "checkpoints in its --models folders (by name)" if self.model_dirs else \
             "no other (start it with --models DIR to allow the checkpoints in DIR)"
         raise ValueError(f"model {name!r} is not allowed on this server: it opens {self.default_model!r} and {where}")
 

@@ -15,9 +15,10 @@ def add_arguments(p):
 
     p.description = ("Reconstruct objects from single photos. For each IMAGE writes, under OUT/<image name>/, "
                      "a colored mesh and a turntable video (and optionally frames and the triplane). "
-                     "The object is recentered from its alpha: the alpha of a PNG with a transparent background, or, for an opaque "
-                     "photo, the background cut out by --remove-bg (default auto: rembg when installed with "
-                     "its model file on disk, else the built-in method; nothing is downloaded). With no IMAGE, the shipped sample is used. "
+                     "The object is recentered from its alpha: the alpha of a PNG with a transparent "
+                     "background, or, for an opaque photo, the background cut out by --remove-bg (default auto: "
+                     "rembg when installed with its model file on disk, else the built-in method; nothing is "
+                     "downloaded). With no IMAGE, the shipped sample is used. "
                      "A FOLDER means every png/jpg/jpeg/webp in it (sorted), a LIST.txt one path per line "
                      "(relative to the list; # comments). Inputs whose outputs are already complete are "
                      "skipped (resumable after a kill; --overwrite redoes them); a bad file is reported in one "

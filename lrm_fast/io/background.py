@@ -10,7 +10,7 @@ A phone photo has a background; used as is the model reconstructs a slab. Method
 * ``"builtin"``: a classical cut-out that needs no model file (numpy + scipy; see ``builtin_alpha``).
   It assumes what a product-style photo has: the object does not cover the image border, and the
   border shows the background. Accuracy on the synthetic photo set of ``bench/bench_background.py``
-  is in its docstring; a cluttered scene is beyond it (use rembg there).
+  (mean IoU 0.95-0.98 per backdrop kind) is in docs/readme/api.md; a cluttered scene is beyond it (use rembg there).
 * ``"auto"``: rembg when usable, else the built-in one.
 * ``"none"``: the image as is.
 

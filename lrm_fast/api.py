@@ -146,7 +146,8 @@ def _as_image_list(images) -> list:
 
 
 @torch.inference_mode()
-def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Reconstruction":
+def reconstruct(model: LRM, images, camera=None, preprocess: bool = True,
+                remove_background: str = "auto") -> "Reconstruction":
     """Image(s) -> ``Reconstruction`` (triplanes ``[B, 3, C, H, W]``).
 
     Args:
@@ -156,10 +157,15 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
             or a ``(c2w, intrinsics)`` pair; see ``_source_camera``.
         preprocess: recenter/rescale the foreground (``lrm_fast.io.images.preprocess``); False only
             composites and resizes.
+        remove_background: how an opaque image's background is cut out first: ``"auto"`` (rembg
+            when installed with its model file on disk, else the built-in method), ``"rembg"``,
+            ``"builtin"`` or ``"none"`` (used as is); see ``lrm_fast.io.background``. An image with
+            a real alpha channel is always used as is.
     """
     items = _as_image_list(images)
     size, bg, ratio = input_spec(model)
-    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess else 0.0) for im in items])
+    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess else 0.0, remove_background)
+                         for im in items])
     return reconstruct_prepared(model, batch, camera)
 
 
@@ -171,11 +177,14 @@ def input_spec(model: LRM) -> tuple[int, float, float]:
     return int(enc.image_size), float(bg), float(enc.foreground_ratio)
 
 
-def prepare_image(image, size: int, background: float, foreground_ratio: float) -> torch.Tensor:
-    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32)."""
+def prepare_image(image, size: int, background: float, foreground_ratio: float,
+                  remove_background: str = "auto") -> torch.Tensor:
+    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32);
+    an opaque image's background is cut out first by ``remove_background`` (see ``reconstruct``)."""
+    from .io.background import remove_background as _cut
     from .io.images import load_image, preprocess as _prep
 
-    return _prep(load_image(image), size, background, foreground_ratio)
+    return _prep(_cut(load_image(image), remove_background), size, background, foreground_ratio)
 
 
 @torch.inference_mode()

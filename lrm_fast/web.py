@@ -13,8 +13,16 @@ not: it is the same three API calls with the page's settings.
   itself first, so a bad file would get gradio's error instead of ours, and RGBA / 16-bit
   details would be lost.
 * API: the endpoint is ``/reconstruct`` (``API_NAME``); ``Client(url).predict(handle_file(path),
-  model, mc_resolution, views, api_name="/reconstruct")`` returns (input png, video, glb, glb, obj,
-  mp4, status markdown).
+  model, mc_resolution, views[, remove_bg], api_name="/reconstruct")`` returns (input png, video, glb,
+  glb, obj, mp4, status markdown); ``remove_bg`` (the checkbox) defaults to True.
+* Background: an opaque photo is cut out first (``lrm_fast.remove_background``, the *Remove the
+  background* checkbox, on by default); the preprocessed input shows the cut-out. A photo with an
+  alpha channel is used as is.
+* Models: on a loopback host (the default 127.0.0.1) the *Model* box opens any preset or checkpoint
+  path, as the CLI does. Served to the network (``--host 0.0.0.0``) or with ``--models DIR``, the page
+  opens only the model it was started with and checkpoints under the ``--models`` folders (names
+  relative to them); anything else (other paths, presets) is refused in one line that shows no server
+  path, so a visitor cannot make the server read other files.
 * Requests run one at a time (a queue of concurrency 1): a model uses all CPU threads or the GPU.
 * Outputs go to a private temporary folder (the last ``KEEP_RUNS`` runs are kept; removed at exit);
   gradio copies what it serves into its own cache, which it clears after an hour.
@@ -33,6 +41,7 @@ import gradio as gr
 import trimesh
 
 from .api import DEFAULT_MODEL, load_model
+from .io.background import remove_background, resolve_method
 from .io.export import check_formats, save_image
 from .io.images import has_foreground_alpha, load_image
 
@@ -44,8 +53,22 @@ MESH_FORMATS = check_formats("glb,obj", kinds=("mesh",))
 KEEP_RUNS = 8
 # Errors the user can fix: the same classes the CLI turns into one line (lrm_fast/cli.py).
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
-OPAQUE_NOTE = ("This photo has no transparent background, so it is used as is (no background removal). "
+OPAQUE_NOTE = ("Background removal is off: this photo has no transparent background, so it is used as is. "
                "A PNG with an alpha channel around the object works best.")
+CUT_NOTE = ("This photo has no transparent background: it was cut out with the {method} method (see the "
+            "preprocessed input). If the cut is wrong, upload a PNG with an alpha channel around the object.")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _one_line(e: BaseException, path: str | None) -> str:
@@ -66,8 +89,16 @@ class Demo:
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                  backend: str = "auto", mc_resolution: int | None = None, views: int = 24,
-                 resolution: int = 96, elevation: float = 15.0, out_root: str | None = None):
+                 resolution: int = 96, elevation: float = 15.0, out_root: str | None = None,
+                 models: list[str] | None = None, restricted: bool | None = None):
+        """``models``: folders whose checkpoints the page may open; ``restricted`` (default: when
+        ``models`` is given) limits the *Model* box to ``model`` and checkpoints under ``models``."""
         self.default_model = model
+        self.model_dirs = [os.path.realpath(d) for d in (models or [])]
+        for d in self.model_dirs:
+            if not os.path.isdir(d):
+                raise FileNotFoundError(f"--models {d}: not a folder")
+        self.restricted = bool(self.model_dirs) if restricted is None else bool(restricted)
         self.device, self.dtype, self.backend = device, dtype, backend
         self.views, self.resolution, self.elevation = int(views), int(resolution), float(elevation)
         self._lock = threading.Lock()
@@ -84,12 +115,25 @@ class Demo:
 
     def model(self, name: str):
         """The loaded model for ``name`` (one model kept; switching folders reloads)."""
-        name = (name or "").strip() or self.default_model
+        name = self.allowed_model((name or "").strip() or self.default_model)
         with self._lock:
             if self._cached is None or self._cached[0] != name:
                 self._cached = None  # free the old one before loading the next
                 self._cached = (name, load_model(name, device=self.device, dtype=self.dtype, backend=self.backend))
             return self._cached[1]
+
+    def allowed_model(self, name: str) -> str:
+        """``name`` itself, or (restricted) the checkpoint it names under a ``--models`` folder; a
+        name outside them is refused with a one-line ``ValueError`` (whether or not it exists)."""
+        if not self.restricted or name == self.default_model:
+            return name
+        for d in self.model_dirs:
+            p = os.path.realpath(os.path.join(d, name))
+            if p != d and p.startswith(d + os.sep) and os.path.exists(p):
+                return p
+        where = "checkpoints in its --models folders (by name)" if self.model_dirs else \
+            "no other (start it with --models DIR to allow the checkpoints in DIR)"
+        raise ValueError(f"model {name!r} is not allowed on this server: it opens {self.default_model!r} and {where}")
 
     def _new_run_dir(self) -> str:
         d = tempfile.mkdtemp(prefix="run-", dir=self.out_root)
@@ -98,21 +142,22 @@ class Demo:
             shutil.rmtree(self._runs.pop(0), ignore_errors=True)
         return d
 
-    def run(self, photo, model_name, mc_resolution, views, progress=gr.Progress(track_tqdm=True)):
-        """photo (path) -> (input png, mp4, glb for the 3D view, glb, obj, mp4 downloads, status markdown)."""
+    def run(self, photo, model_name, mc_resolution, views, remove_bg=True, progress=gr.Progress(track_tqdm=True)):
+        """photo (path) -> (input png, mp4, glb for the 3D view, glb, obj, mp4 downloads, status markdown).
+        ``remove_bg``: cut an opaque photo's background out first (``lrm_fast.remove_background``)."""
         path = photo if isinstance(photo, str) or photo is None else getattr(photo, "path", None) or str(photo)
         if not path:
             raise gr.Error("no photo: upload an image file first", duration=None, print_exception=False)
         try:
-            return self._run(path, model_name, mc_resolution, views, progress)
+            return self._run(path, model_name, mc_resolution, views, remove_bg, progress)
         except USER_ERRORS as e:
             raise gr.Error(_one_line(e, path), duration=None, print_exception=False) from None
 
-    def _run(self, path, model_name, mc_resolution, views, progress):
+    def _run(self, path, model_name, mc_resolution, views, remove_bg, progress):
         t0 = time.perf_counter()
         progress(0.0, desc="loading the model")
-        model = self.model(model_name)
         name = (model_name or "").strip() or self.default_model
+        model = self.model(name)
         try:
             mc = int(mc_resolution) if mc_resolution not in (None, "") else self.mc_resolution
             n_views = int(views) if views not in (None, "") else self.views
@@ -125,12 +170,20 @@ class Demo:
             raise ValueError(f"turntable frames must be in [1, 360], got {n_views}")
         progress(0.05, desc="reading the photo")
         rgba = load_image(path)  # the CLI's checks and messages, before any model work
-        notes = [] if has_foreground_alpha(rgba) else [OPAQUE_NOTE]
+        notes = []
+        if not has_foreground_alpha(rgba):
+            if remove_bg in (None, True) or str(remove_bg).lower() == "true":
+                progress(0.07, desc="removing the background")
+                method = resolve_method("auto")
+                rgba = remove_background(rgba, method)
+                notes.append(CUT_NOTE.format(method=method))
+            else:
+                notes.append(OPAQUE_NOTE)
         if getattr(model, "untrained", False):
             notes.append(f"**`{name}` is a preset with random, untrained weights**: the output shows that the "
                          "pipeline works, not a real reconstruction.")
         progress(0.1, desc="image -> triplane")
-        rec = model.reconstruct(path)
+        rec = model.reconstruct(rgba, remove_background="none")  # the (cut-out) image loaded above
         out = self._new_run_dir()
         stem = _stem(path)
         input_png = save_image(rec.inputs[0].permute(1, 2, 0), os.path.join(out, stem + "_input.png"))
@@ -153,7 +206,7 @@ def build_app(demo: Demo) -> gr.Blocks:
     ``dl-obj``, ``dl-mp4``, ``status``) are what the browser test finds."""
     with gr.Blocks(title="lrm_fast demo", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown("## lrm_fast: one photo -> 3D\nUpload a photo of one object. A PNG with a transparent "
-                    "background works best; an opaque photo is used as is. With the shipped demo model "
+                    "background works best; an opaque photo gets its background cut out first. With the shipped demo model "
                     "(trained on a CPU on synthetic shapes) expect blurry blobs in the right place and "
                     "size; point *Model* at an OpenLRM or TripoSR checkpoint folder for real photos.")
         with gr.Row():
@@ -164,10 +217,12 @@ def build_app(demo: Demo) -> gr.Blocks:
                 mc = gr.Slider(8, 512, value=demo.mc_resolution, step=1, elem_id="mc",
                                label="Mesh resolution (marching-cubes points per axis)")
                 views = gr.Slider(1, 72, value=demo.views, step=1, label="Turntable frames", elem_id="views")
+                remove_bg = gr.Checkbox(value=True, label="Remove the background of an opaque photo",
+                                        elem_id="remove-bg")
                 button = gr.Button("Reconstruct", variant="primary", elem_id="run")
                 status = gr.Markdown(label="status", elem_id="status")
             with gr.Column(scale=1):
-                inp = gr.Image(label="Preprocessed input (what the encoder sees)", type="filepath",
+                inp = gr.Image(label="Preprocessed input (what the encoder sees: the cut-out object)", type="filepath",
                                interactive=False, elem_id="input", height=256)
                 video = gr.Video(label="Turntable", interactive=False, autoplay=True, loop=True,
                                  elem_id="video", height=256)
@@ -176,7 +231,7 @@ def build_app(demo: Demo) -> gr.Blocks:
                 with gr.Row():
                     downloads = [gr.DownloadButton(f.upper(), elem_id=f"dl-{f}", size="sm", min_width=60)
                                  for f in MESH_FORMATS + VIDEO_FORMATS]
-        button.click(demo.run, [photo, model, mc, views], [inp, video, view3d, *downloads, status],
+        button.click(demo.run, [photo, model, mc, views, remove_bg], [inp, video, view3d, *downloads, status],
                      api_name=API_NAME)
     return app
 

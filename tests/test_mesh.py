@@ -49,7 +49,7 @@ def test_noisy_untrained_field_is_still_exact(tiny_model):
     lost ~19% of the faces on the base preset): the proven bound refines where it must."""
     from lrm_fast.api import reconstruct
 
-    rec = reconstruct(tiny_model.eval(), np.full((40, 40, 3), 128, np.uint8))
+    rec = reconstruct(tiny_model.eval(), np.full((40, 40, 3), 128, np.uint8), remove_background="none")
     _same_mesh_dense_and_c2f(tiny_model, rec.triplane, 64, "auto")
 
 

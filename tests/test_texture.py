@@ -299,7 +299,7 @@ def test_api_mesh_and_save_textured(tiny_model, tmp_path):
     model.untrained = True
     with torch.no_grad():
         model.field.linears[-1].bias[0] = 3.0  # a real surface, as tests/test_mesh.py
-    rec = reconstruct(model, np.full((40, 40, 3), 128, np.uint8))
+    rec = reconstruct(model, np.full((40, 40, 3), 128, np.uint8), remove_background="none")
     with pytest.raises(ValueError, match="power of two"):
         rec.mesh(texture=True, texture_size=48)
     tm = rec.mesh(texture=True, texture_size=64, faces=300)

@@ -105,22 +105,82 @@ def test_endpoint_errors_are_the_cli_one_liners(demo, case, tmp_path, capsys, mo
 
 @needs_gradio
 def test_endpoint_outputs_and_opaque_note(demo, tmp_path):
-    """An opaque photo is used as is and the page says so; the outputs are the files the API writes."""
+    """An opaque photo is cut out by default (the preprocessed input shows the cut-out) and the page
+    says so; with the checkbox off it is used as is; the outputs are the files the API writes."""
     import trimesh
-    from lrm_fast.web import OPAQUE_NOTE
+    from PIL import Image
+    from lrm_fast.io.background import resolve_method
+    from lrm_fast.web import CUT_NOTE, OPAQUE_NOTE
 
     rng = np.random.default_rng(0)
-    img = np.full((64, 64, 3), 255, np.uint8)
+    img = np.full((64, 64, 3), 90, np.uint8)   # a gray backdrop
     img[16:48, 20:44] = rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)
     photo = _png(tmp_path / "opaque photo.png", img)
     inp, video, view, glb, obj, mp4, status = demo.run(photo, "", 16, 2)  # "" = the default model
-    assert OPAQUE_NOTE in status and "opaque photo.png" in status
+    assert CUT_NOTE.format(method=resolve_method("auto")) in status and "opaque photo.png" in status
     assert view == glb and mp4 == video and os.path.basename(glb) == "opaque_photo.glb"
     assert os.path.getsize(video) > 0 and obj.endswith(".obj") and inp.endswith("_input.png")
     mesh = trimesh.load(glb, force="mesh")
     assert len(mesh.faces) > 0 and f"{len(mesh.faces)} faces" in status
+    cut = np.asarray(Image.open(inp).convert("RGB"), np.float32)
+    inp_off, *_, status_off = demo.run(photo, "", 16, 2, False)
+    assert OPAQUE_NOTE in status_off and CUT_NOTE.split("{")[0] not in status_off
+    # the cut-out: the gray backdrop became the model's background; off: the photo as is
+    off = np.asarray(Image.open(inp_off).convert("RGB"), np.float32)
+    gray = lambda a: (np.abs(a - 90) < 6).all(-1).mean()   # noqa: E731
+    assert gray(off) > 0.5 and gray(cut) < 0.1, (gray(off), gray(cut))
     # the shipped sample has an alpha channel: no note
-    assert OPAQUE_NOTE not in demo.run(SAMPLE, "assets/demo", 16, 2)[-1]
+    st = demo.run(SAMPLE, "assets/demo", 16, 2)[-1]
+    assert OPAQUE_NOTE not in st and CUT_NOTE.split("{")[0] not in st
+    # a flat photo: nothing to cut out, the page says so in one line
+    import gradio as gr
+
+    flat = _png(tmp_path / "flat.png", np.full((64, 64, 3), 200, np.uint8))
+    with pytest.raises(gr.Error, match="no foreground object found"):
+        demo.run(flat, "", 16, 2)
+
+
+@needs_gradio
+def test_model_allowlist_off_loopback(tmp_path, monkeypatch):
+    """Served to the network (or with --models), the page opens only its start model and checkpoints
+    under --models; any other path is refused in one line, whether it exists or not."""
+    import gradio as gr
+    from lrm_fast.web import Demo, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.1.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+    models = tmp_path / "models"
+    models.mkdir()
+    d = Demo(mc_resolution=16, views=2, resolution=16, models=[str(models)], restricted=True)
+    assert d.allowed_model("assets/demo") == "assets/demo"       # the start model
+    outside = [str(tmp_path), "/etc", "tiny", "../models/x", os.path.join(str(models), "..", "elsewhere"),
+               str(models)]
+    for name in outside:
+        with pytest.raises(ValueError, match="not allowed on this server") as e:
+            d.allowed_model(name)
+        assert "\n" not in str(e.value)
+        with pytest.raises(gr.Error, match="not allowed on this server"):
+            d.run(SAMPLE, name, 16, 2)
+    (models / "ckpt").mkdir()
+    assert d.allowed_model("ckpt") == os.path.realpath(str(models / "ckpt"))
+    assert d.allowed_model(str(models / "ckpt")) == os.path.realpath(str(models / "ckpt"))
+    os.symlink(str(tmp_path), str(models / "escape"))             # a link out of the folder is refused
+    with pytest.raises(ValueError, match="not allowed"):
+        d.allowed_model("escape")
+    # loopback without --models: the page opens any preset or path, as before
+    assert Demo(mc_resolution=16, views=2, resolution=16).allowed_model("tiny") == "tiny"
+    # the command: not loopback -> restricted
+    from lrm_fast.commands import demo as cmd
+
+    seen = {}
+    monkeypatch.setattr("lrm_fast.web.launch", lambda demo, host, port: seen.update(demo=demo))
+    monkeypatch.setattr(cmd.signal, "signal", lambda *a: None)   # keep pytest's SIGTERM handler
+    from lrm_fast.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--host", "0.0.0.0", "--mc-resolution", "16"])
+    assert cmd.run(args) == 0 and seen["demo"].restricted and not seen["demo"].model_dirs
+    args = build_parser().parse_args(["demo", "--mc-resolution", "16"])
+    assert cmd.run(args) == 0 and not seen["demo"].restricted
 
 
 # ---------------------------------------------------------------- a real server

@@ -26,7 +26,11 @@ def add_arguments(p):
                         f"default: {DEFAULT_MODEL}")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 serves every network interface: "
-                        "anyone who can reach it can run models and read checkpoint folders by name)")
+                        "anyone who can reach it can run models, so then the page opens only --model and "
+                        "checkpoints under --models)")
+    p.add_argument("--models", action="append", default=None, metavar="DIR",
+                   help="a folder of checkpoints the page may open (names relative to it; repeatable). Given, "
+                        "or with a --host that is not loopback, the page opens only --model and these")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--mc-resolution", type=int, default=None,
                    help="initial mesh resolution on the page (default: the model's)")
@@ -41,15 +45,18 @@ def run(args) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise RuntimeError('the web demo needs gradio: pip install --no-build-isolation -e ".[demo]" '
                            '(or pip install "gradio>=6.31,<7")')
-    from ..web import Demo, launch
+    from ..web import Demo, is_loopback, launch
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in [1, 65535], got {args.port}")
     if args.resolution < 8 or args.views < 1:
         raise ValueError(f"--resolution must be >= 8 and --views >= 1, got {args.resolution} and {args.views}")
     demo = Demo(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                mc_resolution=args.mc_resolution, views=args.views, resolution=args.resolution)
-    print(f"lrm-fast demo: model {args.model}, serving http://{args.host}:{args.port} (Ctrl+C stops)",
+                mc_resolution=args.mc_resolution, views=args.views, resolution=args.resolution,
+                models=args.models, restricted=bool(args.models) or not is_loopback(args.host))
+    allow = "" if not demo.restricted else \
+        f"; models allowed: {args.model}" + "".join(f", {d}/*" for d in demo.model_dirs)
+    print(f"lrm-fast demo: model {args.model}, serving http://{args.host}:{args.port}{allow} (Ctrl+C stops)",
           file=sys.stderr, flush=True)
     # `kill` / a test's terminate() ends the server like Ctrl+C, so atexit removes its output folder
     signal.signal(signal.SIGTERM, _interrupt)

@@ -16,8 +16,10 @@ def add_arguments(p):
 
     p.description = ("Reconstruct objects from single photos. For each IMAGE writes, under OUT/<image name>/, "
                      "a colored mesh and a turntable video (and optionally frames and the triplane). "
-                     "Photos with a transparent background (RGBA PNG) work best: the object is recentered "
-                     "from its alpha; an opaque photo is used as is. With no IMAGE, the shipped sample is used. "
+                     "The object is recentered from its alpha: the alpha of a PNG with a transparent "
+                     "background, or, for an opaque photo, the background cut out by --remove-bg (default auto: "
+                     "rembg when installed with its model file on disk, else the built-in method; nothing is "
+                     "downloaded). With no IMAGE, the shipped sample is used. "
                      "A FOLDER means every png/jpg/jpeg/webp in it (sorted), a LIST.txt one path per line "
                      "(relative to the list; # comments). Inputs whose outputs are already complete are "
                      "skipped (resumable after a kill; --overwrite redoes them); a bad file is reported in one "
@@ -49,6 +51,11 @@ def add_arguments(p):
     p.add_argument("--faces", type=int, default=None,
                    help="decimate the mesh to at most N faces before colouring/unwrapping (fast-simplification); "
                         "unwrapping a full marching-cubes mesh takes long, e.g. --faces 20000")
+    p.add_argument("--remove-bg", default="auto", choices=("auto", "rembg", "builtin", "none"),
+                   help="cut the background out of opaque photos first: auto (default: rembg when it is installed "
+                        "and its model file u2net.onnx is in $U2NET_HOME or ~/.u2net, else builtin), rembg, "
+                        "builtin (a classical cut-out from the colours along the image border; no model file), "
+                        "none (use the photo as is). An image with a real alpha channel is always used as is")
     p.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
     p.add_argument("--resolution", type=int, default=96, help="render resolution in pixels (default 96)")
     p.add_argument("--elevation", type=float, default=15.0, help="turntable elevation in degrees (default 15)")
@@ -91,6 +98,12 @@ def run(args) -> int:
                          f"--formats {' or '.join(textured())}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.remove_bg == "rembg":
+        from ..io.background import rembg_status
+
+        why = rembg_status()
+        if why:  # fail before loading a model
+            raise RuntimeError(f"--remove-bg rembg: {why}")
     paths = list_inputs(sources)  # fail before loading a model: missing source, empty folder, empty list
     # one image named on the command line: its error is the command's error (exit 2), as before
     single = len(sources) == 1 and len(paths) == 1 and not os.path.isdir(sources[0]) \
@@ -113,7 +126,7 @@ def run(args) -> int:
         model, paths, args.out, formats, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, n_views=args.views, resolution=args.resolution, elevation=args.elevation,
         mc_resolution=args.mc_resolution, threshold=args.mc_threshold, coarse_to_fine=args.mc_coarse_to_fine,
-        texture=args.texture, texture_size=texture_size, faces=args.faces,
+        texture=args.texture, texture_size=texture_size, faces=args.faces, remove_background=args.remove_bg,
         model_name=name, stop_on_error=single, verbose=not args.quiet, progress=progress)
     print(f"{summary.line()}; outputs under {args.out} ({time.perf_counter() - t0:.1f} s with the model load)"
           + ("; the FAILED lines above say why" if summary.failed else ""))

@@ -360,7 +360,7 @@ class Reconstruction:
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
              elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
              progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
-             faces: int | None = None, model_name: str | None = None) -> list[str]:
+             faces: int | None = None, model_name: str | None = None, watertight: bool = False) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 
         ``formats``: any of the registered formats (``lrm_fast.io.export.EXPORTERS``): ``glb obj ply``
@@ -370,6 +370,7 @@ class Reconstruction:
         ``names``: one file stem per reconstruction (default ``object00``, ``object01``, ...).
         ``texture=True`` (glb/obj only): UV-textured meshes (see ``mesh``); glb embeds the PNG, obj
         writes ``<name>.mtl`` and ``<name>_texture.png`` beside it. ``faces``: face budget.
+        ``watertight``: close the mesh with the box's faces where the object reaches the box (``mesh``).
         Returns the written paths (per reconstruction: meshes, frames, videos, the triplane)."""
         formats = check_formats(formats, texture=texture)
         texture_size, faces = check_texture_args(texture_size, faces)
@@ -387,7 +388,7 @@ class Reconstruction:
             stem = os.path.join(out_dir, name)
             if "mesh" in kinds:
                 mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress,
-                                 texture=texture, texture_size=texture_size, faces=faces)
+                                 texture=texture, texture_size=texture_size, faces=faces, watertight=watertight)
                 written += write_kind(formats, "mesh", mesh, stem, texture=texture)
             if "frames" in kinds:
                 inp = None if self.inputs is None else self.inputs[b].permute(1, 2, 0)

@@ -223,7 +223,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                      batch_size: int = 1, workers: int | None = None, overwrite: bool = False,
                      n_views: int = 24, resolution: int = 96, elevation: float = 15.0,
                      mc_resolution: int | None = None, threshold: float | None = None,
-                     coarse_to_fine: bool = True, fps: int = 12, texture: bool = False,
+                     coarse_to_fine: bool = True, watertight: bool = False, fps: int = 12, texture: bool = False,
                      texture_size: int = 1024, faces: int | None = None, model_name: str | None = None,
                      remove_background: str = "auto",
                      rank: int | None = None, world: int | None = None, stop_on_error: bool = False,
@@ -235,6 +235,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         formats: any of ``lrm_fast.io.export.EXPORTERS`` (``Reconstruction.save``): ``glb obj ply mp4 gif
             png triplane``.
         texture, texture_size, faces: a textured GLB/OBJ (``Reconstruction.save(texture=True)``).
+        watertight: meshes closed by the box's faces where the object reaches it (``Reconstruction.mesh``).
         remove_background: how opaque photos are cut out (``auto | rembg | builtin | none``; see
             ``lrm_fast.reconstruct``); images with a real alpha channel are used as is.
         batch_size: images per encoder/decoder call.
@@ -257,6 +258,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
     settings = {"model": model_name or model.cfg.name, "formats": sorted(formats), "n_views": int(n_views),
                 "resolution": int(resolution), "elevation": float(elevation), "mc_resolution": mc_resolution,
                 "threshold": threshold, "coarse_to_fine": bool(coarse_to_fine), "fps": int(fps),
+                "watertight": bool(watertight),
                 "texture": bool(texture), "texture_size": int(texture_size) if texture else None,
                 "faces": faces, "remove_background": resolve_method(remove_background),
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -312,6 +314,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                     files = one.save(item_dir, formats=formats, n_views=n_views, resolution=resolution,
                                      mc_resolution=mc_resolution, threshold=threshold, names=[name],
                                      elevation=elevation, fps=fps, coarse_to_fine=coarse_to_fine,
+                                     watertight=watertight,
                                      progress=progress, texture=texture, texture_size=texture_size,
                                      faces=faces, model_name=settings["model"])
                     _write_record(paths[i], out_dir, name, settings, files)

@@ -27,10 +27,14 @@ def test_reconstruct_no_arguments_writes_glb_and_mp4(tmp_path):
 
 def test_reconstruct_formats_then_render_and_convert(tmp_path):
     r = _cli("reconstruct", os.path.join(ROOT, "lrm_fast", "assets", "sample.png"), "--out", str(tmp_path),
-             "--formats", "obj,png,triplane", "--views", "3", "--resolution", "16", "--mc-resolution", "20")
+             "--formats", "obj,png,triplane", "--views", "3", "--resolution", "16", "--mc-resolution", "20",
+             "--watertight")
     assert r.returncode == 0, r.stderr
     files = os.listdir(tmp_path / "sample")
     assert sum(f.endswith(".png") for f in files) == 4 and "sample.obj" in files  # 3 views + input
+    import trimesh
+
+    assert trimesh.load(str(tmp_path / "sample" / "sample.obj"), force="mesh").is_watertight
     tri = tmp_path / "sample" / "sample.triplane.safetensors"
     r = _cli("render", str(tri), "--out", str(tmp_path / "r"), "--azimuths", "0,45", "--resolution", "8",
              "--formats", "png,gif")

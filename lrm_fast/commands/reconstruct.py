@@ -43,6 +43,9 @@ def add_arguments(p):
                    help="query the density grid coarse-to-fine (default): the same mesh as the dense grid (only "
                         "cells whose proven density bound contains the level are refined); "
                         "--no-mc-coarse-to-fine queries every grid point")
+    p.add_argument("--watertight", action="store_true",
+                   help="close the mesh with the box's faces where the object reaches the box, so it has no open "
+                        "boundary (for 3D printing and volume)")
     p.add_argument("--texture", action="store_true",
                    help="UV-unwrap the mesh (xatlas) and bake the field's colours into a PNG texture: glb embeds "
                         "it, obj writes .mtl + _texture.png beside it (instead of vertex colours)")
@@ -126,6 +129,7 @@ def run(args) -> int:
         model, paths, args.out, formats, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, n_views=args.views, resolution=args.resolution, elevation=args.elevation,
         mc_resolution=args.mc_resolution, threshold=args.mc_threshold, coarse_to_fine=args.mc_coarse_to_fine,
+        watertight=args.watertight,
         texture=args.texture, texture_size=texture_size, faces=args.faces, remove_background=args.remove_bg,
         model_name=name, stop_on_error=single, verbose=not args.quiet, progress=progress)
     print(f"{summary.line()}; outputs under {args.out} ({time.perf_counter() - t0:.1f} s with the model load)"

@@ -146,7 +146,7 @@ def _as_image_list(images) -> list:
 
 
 @torch.inference_mode()
-def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Reconstruction":
+def reconstruct(model: LRM, images, camera=None, preprocess: bool | str = True) -> "Reconstruction":
     """Image(s) -> ``Reconstruction`` (triplanes ``[B, 3, C, H, W]``).
 
     Args:
@@ -154,12 +154,16 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True) -> "Re
             [0, 1]), tensor (``[3|4, H, W]``), a list of those, or a batch ``[B, 3|4, H, W]`` / ``[B, H, W, 3|4]``.
         camera: None (the canonical source camera, as OpenLRM's inference), a feature ``[B, 16|20]``
             or a ``(c2w, intrinsics)`` pair; see ``_source_camera``.
-        preprocess: recenter/rescale the foreground (``lrm_fast.io.images.preprocess``); False only
-            composites and resizes.
+        preprocess: True: the model family's own preprocessing (``preprocess_mode``: TripoSR's
+            ``run.py`` for TripoSR checkpoints, OpenLRM's inferrer for OpenLRM ones, else
+            ``lrm_fast.io.images.preprocess``); a name (``"default"``, ``"triposr"``, ``"openlrm"``)
+            picks one; False only composites and resizes (``"default"`` without recentering).
     """
     items = _as_image_list(images)
     size, bg, ratio = input_spec(model)
-    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess else 0.0) for im in items])
+    mode = preprocess_mode(model, preprocess)
+    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess is not False else 0.0, mode)
+                         for im in items])
     return reconstruct_prepared(model, batch, camera)
 
 
@@ -171,11 +175,28 @@ def input_spec(model: LRM) -> tuple[int, float, float]:
     return int(enc.image_size), float(bg), float(enc.foreground_ratio)
 
 
-def prepare_image(image, size: int, background: float, foreground_ratio: float) -> torch.Tensor:
-    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32)."""
-    from .io.images import load_image, preprocess as _prep
+def preprocess_mode(model: LRM, preprocess: bool | str = True) -> str:
+    """The preprocessing name (``lrm_fast.config.PREPROCESS``) that ``reconstruct(preprocess=...)``
+    uses: a name as given, True the model's family (``lrm_fast.config.preprocess_for``), False
+    ``"default"``."""
+    from .config import PREPROCESS, preprocess_for
 
-    return _prep(load_image(image), size, background, foreground_ratio)
+    if preprocess is True:
+        return preprocess_for(model.cfg)
+    if preprocess is False:
+        return "default"
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"unknown preprocess {preprocess!r}; choose True, False or one of {', '.join(PREPROCESS)}")
+    return preprocess
+
+
+def prepare_image(image, size: int, background: float, foreground_ratio: float,
+                  mode: str = "default") -> torch.Tensor:
+    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32), by
+    the preprocessing ``mode`` (``lrm_fast.io.images.prepare``)."""
+    from .io.images import load_image, prepare
+
+    return prepare(load_image(image), size, mode, background, foreground_ratio)
 
 
 @torch.inference_mode()

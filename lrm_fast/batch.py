@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import FORMATS, Reconstruction, input_spec, prepare_image, reconstruct_prepared
+from .api import FORMATS, Reconstruction, input_spec, prepare_image, preprocess_mode, reconstruct_prepared
 from .dist import dist_info
 from .io.export import atomic_path, save_triplane
 from .model.lrm import LRM
@@ -166,15 +166,17 @@ def _write_record(path: str, out_dir: str, name: str, settings: dict, files: lis
 class _Prepared(torch.utils.data.Dataset):
     """Item ``k``: ``(k, encoder input [3, S, S] or None, the exception or None)``; runs in workers."""
 
-    def __init__(self, paths: list[str], size: int, background: float, foreground_ratio: float):
+    def __init__(self, paths: list[str], size: int, background: float, foreground_ratio: float,
+                 mode: str = "default"):
         self.paths, self.size, self.background, self.ratio = paths, size, background, foreground_ratio
+        self.mode = mode
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, k: int):
         try:
-            return k, prepare_image(self.paths[k], self.size, self.background, self.ratio), None
+            return k, prepare_image(self.paths[k], self.size, self.background, self.ratio, self.mode), None
         except Exception as e:  # noqa: BLE001 - reported per file by the main process
             msg = str(e) if self.paths[k] in str(e) else f"{self.paths[k]}: {e}"
             return k, None, (type(e).__name__, msg)
@@ -222,6 +224,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                      mc_resolution: int | None = None, threshold: float | None = None,
                      coarse_to_fine: bool = True, fps: int = 12, texture: bool = False,
                      texture_size: int = 1024, faces: int | None = None, model_name: str | None = None,
+                     preprocess: bool | str = True,
                      rank: int | None = None, world: int | None = None, stop_on_error: bool = False,
                      verbose: bool = True, progress: bool = False) -> BatchSummary:
     """Reconstruct every input image into ``out_dir/<stem>/`` (see the module docstring).
@@ -230,6 +233,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         inputs: an image file, a folder, a ``.txt`` list, or a list of those (``list_inputs``).
         formats: any of ``glb obj ply mp4 gif png`` (``Reconstruction.save``) and ``triplane``.
         texture, texture_size, faces: a textured GLB/OBJ (``Reconstruction.save(texture=True)``).
+        preprocess: how each file becomes the encoder input (``lrm_fast.reconstruct``'s; default the
+            model family's own).
         batch_size: images per encoder/decoder call.
         workers: processes that decode and preprocess images (default: 2, or 0 for a single image).
         overwrite: redo inputs whose outputs are already complete (default: skip them).
@@ -254,7 +259,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                 "resolution": int(resolution), "elevation": float(elevation), "mc_resolution": mc_resolution,
                 "threshold": threshold, "coarse_to_fine": bool(coarse_to_fine), "fps": int(fps),
                 "texture": bool(texture), "texture_size": int(texture_size) if texture else None,
-                "faces": faces,
+                "faces": faces, "preprocess": preprocess_mode(model, preprocess),
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                 "skip_empty": bool(getattr(model.cfg.render, "skip_empty", False))}
     summary = BatchSummary(total=len(mine), rank=rank, world=world)
@@ -273,7 +278,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         size, bg, ratio = input_spec(model)
         n_workers = (2 if len(todo) > 1 else 0) if workers is None else max(0, int(workers))
         loader = torch.utils.data.DataLoader(
-            _Prepared([paths[i] for i in todo], size, bg, ratio), batch_size=int(batch_size), shuffle=False,
+            _Prepared([paths[i] for i in todo], size, bg, ratio if preprocess is not False else 0.0,
+                      preprocess_mode(model, preprocess)), batch_size=int(batch_size), shuffle=False,
             num_workers=n_workers, collate_fn=_as_list, persistent_workers=False)
         media = tuple(f for f in formats if f != "triplane")
 

@@ -77,10 +77,11 @@ PREPROCESS = ("default", "triposr", "openlrm")
 
 
 def preprocess_for(cfg: "LRMConfig") -> str:
-    """The preprocessing a model's checkpoints were made with: ``cfg.encoder.preprocess`` when set,
-    else by the family (configs saved before the field): TripoSR's block -> ``"triposr"``, a
-    converted OpenLRM checkpoint (named ``openlrm-*``) -> ``"openlrm"``, anything else ->
-    ``"default"``."""
+    """The preprocessing a model's checkpoints were made with: ``cfg.encoder.preprocess`` when set
+    (the ``triposr`` preset sets it), else by the family: TripoSR's block -> ``"triposr"``, an
+    OpenLRM checkpoint (``lrm_fast.io.openlrm`` names its config ``openlrm-<version>-<width>``;
+    its architecture is otherwise the small/base/large preset's, which our own training uses with
+    ``"default"``) -> ``"openlrm"``, anything else -> ``"default"``."""
     if cfg.encoder.preprocess is not None:
         return cfg.encoder.preprocess
     if cfg.decoder.block == "triposr":

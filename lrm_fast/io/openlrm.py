@@ -148,7 +148,6 @@ def _openlrm_config(kw: dict, version: str, image_size: int | None, enc_sd: dict
     if notes is not None:
         notes["image_size"] = f"{size} ({why})"
         notes["encoder_facts_from"] = vit_src
-    enc["preprocess"] = "openlrm"   # its inferrer's own: on white, bicubic, no recentering
     return LRMConfig.from_dict(dict(
         name=f"{version}-{D}",
         encoder=enc,

@@ -105,3 +105,36 @@ def test_planes_from_the_file(checkpoint, stem, recorded):
     with torch.inference_mode():
         theirs = model.forward_planes(want[None])
     assert float((rec.triplane - theirs).abs().max()) <= TOL_PLANES
+
+
+def test_cli_preprocess_flag(tmp_path, monkeypatch):
+    """``lrm-fast reconstruct --preprocess NAME`` reaches ``reconstruct_many`` (auto: the family's)."""
+    import lrm_fast.batch
+    from lrm_fast.cli import main
+
+    seen = []
+
+    def fake(model, paths, out, formats, **kw):
+        seen.append(kw["preprocess"])
+        return lrm_fast.batch.BatchSummary(total=0, rank=0, world=1)
+
+    monkeypatch.setattr(lrm_fast.batch, "reconstruct_many", fake)
+    png = str(FIXTURE / "tall.png")
+    for flag, want in ((["--preprocess", "openlrm"], "openlrm"), ([], True)):
+        assert main(["reconstruct", png, "--model", "tiny", "--out", str(tmp_path), "--quiet", *flag]) == 0
+        assert seen[-1] == want
+
+
+def test_batch_uses_the_family_preprocessing(tmp_path, recorded):
+    """``reconstruct_many`` (what the CLI runs) prepares files as ``reconstruct`` does."""
+    from lrm_fast.batch import reconstruct_many
+    from lrm_fast.io.export import load_triplane
+
+    model = lrm_fast.load_model(str(FIXTURES / "triposr"), device="cpu", dtype="float32", backend="reference")
+    summary = reconstruct_many(model, [str(FIXTURE / "offcentre.png")], str(tmp_path), ("triplane",), workers=0,
+                               verbose=False)
+    assert summary.ok
+    got, _ = load_triplane(str(tmp_path / "offcentre" / "offcentre.triplane.safetensors"))
+    with torch.inference_mode():
+        theirs = model.forward_planes(torch.from_numpy(recorded["triposr_offcentre_48"])[None])[0]
+    assert float((got - theirs).abs().max()) <= TOL_PLANES

@@ -7,8 +7,9 @@ Rules: every recorded input within 1/255 of ours (``lrm_fast.io.images.prepare``
 through the API with the mode a checkpoint of that family gets by default); then the planes the
 parity checkpoints (``fixtures/triposr``, ``fixtures/openlrm-v1.*``) make of the PNG through
 ``lrm_fast.reconstruct`` within the plane rule (3e-5, as ``test_triposr.py``/``test_openlrm.py``) of
-those they make of the original's recorded input. (The network itself is compared with the
-originals' by those two files, from the same tensor.)
+those they make of the original's recorded input (the network itself is compared with the
+originals' by those two files, from the same tensor), and, for TripoSR, the planes its own program
+makes of each file (``planes.npz``: ``run.py``'s loop + ``TSR.forward``) within the plane rule.
 """
 from __future__ import annotations
 
@@ -105,6 +106,24 @@ def test_planes_from_the_file(checkpoint, stem, recorded):
     with torch.inference_mode():
         theirs = model.forward_planes(want[None])
     assert float((rec.triplane - theirs).abs().max()) <= TOL_PLANES
+
+
+@pytest.mark.parametrize("stem", ["offcentre", "tall", "opaque"])
+def test_triposr_planes_from_the_file_end_to_end(stem):
+    """TripoSR's own program from the PNG to its triplanes (``run.py``'s loop + ``TSR.forward`` of
+    the parity checkpoint, recorded) against ``lrm_fast.reconstruct(model, png)``: the plane rule."""
+    model = lrm_fast.load_model(str(FIXTURES / "triposr"), device="cpu", dtype="float32", backend="reference")
+    with np.load(FIXTURE / "planes.npz") as z:
+        theirs = torch.from_numpy(z[f"triposr_{stem}"])
+
+    def planes(mode):
+        p = lrm_fast.reconstruct(model, str(FIXTURE / f"{stem}.png"), preprocess=mode).triplane
+        return torch.stack([p[:, 0], p[:, 1], p[:, 2].transpose(-1, -2)], 1)   # TripoSR's layout
+
+    ours = planes(True)
+    assert ours.shape == theirs.shape
+    assert float((ours - theirs).abs().max()) <= TOL_PLANES
+    assert float((planes("default") - theirs).abs().max()) > 100 * TOL_PLANES   # the rule bites
 
 
 def test_cli_preprocess_flag(tmp_path, monkeypatch):

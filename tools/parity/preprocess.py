@@ -22,10 +22,16 @@ copies none of it. It
    input) and stops there, and v1.0's ``LRMInferrer.infer`` (``lrm/inferrer.py``, the same steps)
    the same way, stopping at its ``infer_single``;
 4. saves ``inputs.npz`` (``triposr_<stem>_<size>``, ``openlrm_<stem>_<size>``,
-   ``openlrm10_<stem>_<size>``: float32 ``[3, S, S]``) and ``meta.json``.
+   ``openlrm10_<stem>_<size>``: float32 ``[3, S, S]``) and ``meta.json``;
+5. with ``--triposr-model tests/parity/fixtures/triposr``: TripoSR's whole path from each file to
+   its triplanes, ``run.py``'s loop then ``TSR.forward`` of that parity checkpoint (checking that
+   the input it prepared is the recorded one), saved as ``planes.npz`` (``triposr_<stem>``:
+   ``[1, 3, C, H, W]`` in TripoSR's layout). This step needs TripoSR's pinned ``transformers==4.35.0``:
+   put the folder ``tools/parity/README.md`` installs for ``triposr.py`` first on ``PYTHONPATH``
+   (``PYTHONPATH=/tmp/site-triposr:/tmp/site-prep``).
 
 TripoSR's ``tsr/utils.py`` imports ``rembg``, OpenLRM's inferrers ``mcubes`` and v1.0's models
-``transformers``: all are stubbed when missing (never called here). The rest (torch, numpy, pillow, trimesh, imageio, tqdm) comes from
+``transformers``, TripoSR's system ``torchmcubes``: all are stubbed when missing (never called here). The rest (torch, numpy, pillow, trimesh, imageio, tqdm) comes from
 the project's environment; ``omegaconf`` and ``accelerate`` (imported at module level by both) go
 in a throwaway folder:
 
@@ -121,6 +127,54 @@ def record_triposr(triposr: str, files: dict[str, str]) -> dict[str, np.ndarray]
     return out
 
 
+def record_triposr_planes(triposr: str, triposr_model: str, files: dict[str, str],
+                          inputs: dict[str, np.ndarray]) -> dict:
+    """TripoSR's whole ``run.py`` path, file to triplanes: its loop, then ``TSR.forward`` of the parity
+    checkpoint (``tests/parity/fixtures/triposr``, loaded by ``TSR.from_pretrained``; its tokenizer's
+    hub download of the ViT config pointed at the folder's ``vit/config.json``). Returns
+    ``{stem: scene_codes [1, 3, C, H, W]}``; checks that the input ``TSR.forward`` prepared is the one
+    recorded for that size."""
+    from PIL import Image
+
+    import tsr.models.tokenizers.image as tsr_image
+    from tsr.system import TSR
+    from tsr.utils import remove_background, resize_foreground
+
+    folder = os.path.abspath(triposr_model)
+
+    def local_hub(repo_id, filename, **kw):
+        return os.path.join(folder, repo_id, filename)
+    tsr_image.hf_hub_download = local_hub
+    torch.use_deterministic_algorithms(True)
+    model = TSR.from_pretrained(folder, config_name="config.yaml", weight_name="model.ckpt").eval()
+    size = int(model.cfg.cond_image_size)
+    loop = _triposr_loop(triposr)
+    seen = {}
+    orig = model.image_processor.__class__.__call__
+
+    def keep(self, image, size, _seen=seen):
+        _seen["input"] = orig(self, image, size)
+        return _seen["input"]
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for stem, path in files.items():
+            rgba = Image.open(path).mode == "RGBA"
+            ns = dict(args=types.SimpleNamespace(image=[path], no_remove_bg=not rgba, foreground_ratio=RATIO),
+                      rembg_session=None, output_dir=tmp, images=[], np=np, Image=Image, os=os,
+                      remove_background=remove_background, resize_foreground=resize_foreground)
+            exec(compile(loop, "run.py", "exec"), ns)
+            model.image_processor.__class__.__call__ = keep
+            try:
+                out[stem] = model(ns["images"], device="cpu").float().numpy()        # run.py: model([image])
+            finally:
+                model.image_processor.__class__.__call__ = orig
+            got = seen["input"][0].permute(2, 0, 1).numpy()
+            if not np.array_equal(got, inputs[f"triposr_{stem}_{size}"]):
+                raise SystemExit(f"TSR.forward prepared another input for {stem} than the recorded one")
+    return out
+
+
 class _Captured(Exception):
     pass
 
@@ -185,11 +239,14 @@ def main() -> None:
     ap.add_argument("--triposr", required=True, help="TripoSR checkout at d26e331")
     ap.add_argument("--openlrm", required=True, help="OpenLRM checkout at 3108b69")
     ap.add_argument("--openlrm10", required=True, help="OpenLRM checkout at v1.0.0 (d4caebb)")
+    ap.add_argument("--triposr-model", default=None,
+                    help="also record TripoSR's planes from each file with this checkpoint folder "
+                         "(tests/parity/fixtures/triposr; needs transformers==4.35.0 as tools/parity/triposr.py)")
     ap.add_argument("--out", default="tests/parity/fixtures/preprocess")
     a = ap.parse_args()
     from PIL import Image
 
-    stub_missing(["rembg", "mcubes"], attrs=("remove", "new_session", "marching_cubes"))
+    stub_missing(["rembg", "mcubes", "torchmcubes"], attrs=("remove", "new_session", "marching_cubes"))
     os.makedirs(a.out, exist_ok=True)
     files = {}
     for stem, arr in _images().items():
@@ -198,6 +255,9 @@ def main() -> None:
     arrays = {**record_triposr(a.triposr, files), **record_openlrm(a.openlrm, files),
               **record_openlrm10(a.openlrm10, files)}
     np.savez_compressed(os.path.join(a.out, "inputs.npz"), **arrays)
+    if a.triposr_model:
+        planes = record_triposr_planes(a.triposr, a.triposr_model, files, arrays)
+        np.savez_compressed(os.path.join(a.out, "planes.npz"), **{f"triposr_{k}": v for k, v in planes.items()})
     meta = {"generator": "tools/parity/preprocess.py",
             "triposr": {"original": "VAST-AI-Research/TripoSR", "commit": TRIPOSR_COMMIT,
                         "checkout_head": commit(a.triposr), "foreground_ratio": RATIO,
@@ -209,6 +269,9 @@ def main() -> None:
                           "checkout_head": commit(a.openlrm10), "sizes": list(OPENLRM10_SIZES),
                           "steps": "lrm/inferrer.py LRMInferrer.infer up to infer_single"},
             "files": sorted(os.path.basename(p) for p in files.values()),
+            "planes": ({"checkpoint": "tests/parity/fixtures/triposr", "steps": "run.py's image loop + TSR.forward",
+                        "stems": sorted(files), "transformers": sys.modules["transformers"].__version__}
+                       if a.triposr_model else None),
             "stats": {k: [float(v.min()), float(v.max())] for k, v in sorted(arrays.items())},
             "versions": versions(["PIL"])}
     with open(os.path.join(a.out, "meta.json"), "w") as f:

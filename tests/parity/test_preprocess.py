@@ -9,7 +9,8 @@ parity checkpoints (``fixtures/triposr``, ``fixtures/openlrm-v1.*``) make of the
 ``lrm_fast.reconstruct`` within the plane rule (3e-5, as ``test_triposr.py``/``test_openlrm.py``) of
 those they make of the original's recorded input (the network itself is compared with the
 originals' by those two files, from the same tensor), and, for TripoSR, the planes its own program
-makes of each file (``planes.npz``: ``run.py``'s loop + ``TSR.forward``) within the plane rule.
+makes of each file (``planes-triposr.npz``: ``run.py``'s loop + ``TSR.forward``) and OpenLRM v1.1's
+(``planes-openlrm.npz``: ``LRMInferrer.infer_single`` + ``infer_planes``) within the plane rule.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_triposr_planes_from_the_file_end_to_end(stem):
     """TripoSR's own program from the PNG to its triplanes (``run.py``'s loop + ``TSR.forward`` of
     the parity checkpoint, recorded) against ``lrm_fast.reconstruct(model, png)``: the plane rule."""
     model = lrm_fast.load_model(str(FIXTURES / "triposr"), device="cpu", dtype="float32", backend="reference")
-    with np.load(FIXTURE / "planes.npz") as z:
+    with np.load(FIXTURE / "planes-triposr.npz") as z:
         theirs = torch.from_numpy(z[f"triposr_{stem}"])
 
     def planes(mode):
@@ -157,3 +158,18 @@ def test_batch_uses_the_family_preprocessing(tmp_path, recorded):
     with torch.inference_mode():
         theirs = model.forward_planes(torch.from_numpy(recorded["triposr_offcentre_48"])[None])[0]
     assert float((got - theirs).abs().max()) <= TOL_PLANES
+
+
+@pytest.mark.parametrize("stem", ["offcentre", "tall", "opaque"])
+def test_openlrm_planes_from_the_file_end_to_end(stem):
+    """OpenLRM v1.1's own inferrer from the PNG to its triplanes (``LRMInferrer.infer_single`` and its
+    ``infer_planes`` on the v1.1 parity checkpoint, recorded) against ``lrm_fast.reconstruct(model,
+    png)`` with the canonical source camera: the plane rule (same layout)."""
+    model = lrm_fast.load_model(str(FIXTURES / "openlrm-v1.1"), device="cpu", dtype="float32", backend="reference")
+    with np.load(FIXTURE / "planes-openlrm.npz") as z:
+        theirs = torch.from_numpy(z[f"openlrm_{stem}"])
+    ours = lrm_fast.reconstruct(model, str(FIXTURE / f"{stem}.png")).triplane
+    assert ours.shape == theirs.shape
+    assert float((ours - theirs).abs().max()) <= TOL_PLANES
+    other = lrm_fast.reconstruct(model, str(FIXTURE / f"{stem}.png"), preprocess="default").triplane
+    assert float((other - theirs).abs().max()) > 100 * TOL_PLANES   # the rule bites

@@ -25,10 +25,18 @@ copies none of it. It
    ``openlrm10_<stem>_<size>``: float32 ``[3, S, S]``) and ``meta.json``;
 5. with ``--triposr-model tests/parity/fixtures/triposr``: TripoSR's whole path from each file to
    its triplanes, ``run.py``'s loop then ``TSR.forward`` of that parity checkpoint (checking that
-   the input it prepared is the recorded one), saved as ``planes.npz`` (``triposr_<stem>``:
+   the input it prepared is the recorded one), saved as ``planes-triposr.npz`` (``triposr_<stem>``:
    ``[1, 3, C, H, W]`` in TripoSR's layout). This step needs TripoSR's pinned ``transformers==4.35.0``:
    put the folder ``tools/parity/README.md`` installs for ``triposr.py`` first on ``PYTHONPATH``
-   (``PYTHONPATH=/tmp/site-triposr:/tmp/site-prep``).
+   (``PYTHONPATH=/tmp/site-triposr:/tmp/site-prep``);
+6. with ``--openlrm-planes``: OpenLRM v1.1's inferrer from each file to its triplanes
+   (``infer_single`` with its own ``infer_planes``) on the v1.1 parity checkpoint, rebuilt by
+   ``tools/parity/openlrm.py`` in a scratch folder (checked byte for byte against the fixture's),
+   saved as ``planes-openlrm.npz``. Needs that generator's pins: ``PYTHONPATH=/tmp/site-openlrm11``
+   (which has omegaconf added) and ``TORCH_COMPILE_DISABLE=1 XFORMERS_DISABLED=1``.
+
+Steps 5 and 6 need different ``huggingface_hub`` versions, so they are two runs (1-4 give the same
+bytes in each).
 
 TripoSR's ``tsr/utils.py`` imports ``rembg``, OpenLRM's inferrers ``mcubes`` and v1.0's models
 ``transformers``, TripoSR's system ``torchmcubes``: all are stubbed when missing (never called here). The rest (torch, numpy, pillow, trimesh, imageio, tqdm) comes from
@@ -234,6 +242,55 @@ def record_openlrm10(openlrm10: str, files: dict[str, str]) -> dict[str, np.ndar
     return out
 
 
+def record_openlrm_planes(openlrm: str, files: dict[str, str], inputs: dict[str, np.ndarray]) -> dict:
+    """OpenLRM v1.1's whole inferrer path, file to triplanes: ``LRMInferrer.infer_single`` with its own
+    ``infer_planes`` (``_default_source_camera``, ``model.forward_planes``) on the v1.1 parity
+    checkpoint, built by ``tools/parity/openlrm.py``'s ``_build_v11`` in a scratch folder (its bytes
+    checked against ``tests/parity/fixtures/openlrm-v1.1/model.safetensors``). Returns
+    ``{stem: planes [1, 3, C, H, W]}``; checks that the input it prepared is the recorded one."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("parity_openlrm", os.path.join(here, "openlrm.py"))
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    sys.path.insert(0, openlrm)
+    torch.use_deterministic_algorithms(True)
+    fixture = os.path.join(here, "..", "..", "tests", "parity", "fixtures", "openlrm-v1.1", "model.safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = gen._build_v11(tmp)
+        with open(os.path.join(tmp, "model.safetensors"), "rb") as f, open(fixture, "rb") as g:
+            if f.read() != g.read():
+                raise SystemExit("the rebuilt OpenLRM v1.1 checkpoint differs from the parity fixture's")
+    from openlrm.runners.infer.lrm import LRMInferrer
+
+    runner = types.SimpleNamespace(model=model, device=torch.device("cpu"))
+    runner._default_source_camera = types.MethodType(LRMInferrer._default_source_camera, runner)
+    size = gen.V11_SOURCE
+    out = {}
+    for stem, path in files.items():
+        got = {}
+
+        def infer_planes(image, source_cam_dist, _got=got):
+            _got["image"] = image
+            _got["planes"] = LRMInferrer.infer_planes(runner, image, source_cam_dist)
+            raise _Captured
+
+        me = types.SimpleNamespace(
+            cfg=types.SimpleNamespace(source_size=size, render_size=16, render_views=1, render_fps=1, mesh_size=16,
+                                      mesh_thres=3.0, frame_size=1, source_cam_dist=2.0),   # infer-*.yaml's 2.0
+            device=torch.device("cpu"), infer_planes=infer_planes)
+        try:
+            LRMInferrer.infer_single(me, path, source_cam_dist=None, export_video=False, export_mesh=False,
+                                     dump_video_path="", dump_mesh_path="")
+        except _Captured:
+            pass
+        if not np.array_equal(got["image"][0].numpy(), inputs[f"openlrm_{stem}_{size}"]):
+            raise SystemExit(f"OpenLRM's inferrer prepared another input for {stem} than the recorded one")
+        out[stem] = got["planes"].float().numpy()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--triposr", required=True, help="TripoSR checkout at d26e331")
@@ -242,6 +299,9 @@ def main() -> None:
     ap.add_argument("--triposr-model", default=None,
                     help="also record TripoSR's planes from each file with this checkpoint folder "
                          "(tests/parity/fixtures/triposr; needs transformers==4.35.0 as tools/parity/triposr.py)")
+    ap.add_argument("--openlrm-planes", action="store_true",
+                    help="also record OpenLRM v1.1's planes from each file with its parity checkpoint "
+                         "(needs huggingface_hub==0.23.0 accelerate==0.29.3 as tools/parity/openlrm.py)")
     ap.add_argument("--out", default="tests/parity/fixtures/preprocess")
     a = ap.parse_args()
     from PIL import Image
@@ -257,7 +317,10 @@ def main() -> None:
     np.savez_compressed(os.path.join(a.out, "inputs.npz"), **arrays)
     if a.triposr_model:
         planes = record_triposr_planes(a.triposr, a.triposr_model, files, arrays)
-        np.savez_compressed(os.path.join(a.out, "planes.npz"), **{f"triposr_{k}": v for k, v in planes.items()})
+        np.savez_compressed(os.path.join(a.out, "planes-triposr.npz"), **{f"triposr_{k}": v for k, v in planes.items()})
+    if a.openlrm_planes:
+        planes = record_openlrm_planes(a.openlrm, files, arrays)
+        np.savez_compressed(os.path.join(a.out, "planes-openlrm.npz"), **{f"openlrm_{k}": v for k, v in planes.items()})
     meta = {"generator": "tools/parity/preprocess.py",
             "triposr": {"original": "VAST-AI-Research/TripoSR", "commit": TRIPOSR_COMMIT,
                         "checkout_head": commit(a.triposr), "foreground_ratio": RATIO,
@@ -269,9 +332,14 @@ def main() -> None:
                           "checkout_head": commit(a.openlrm10), "sizes": list(OPENLRM10_SIZES),
                           "steps": "lrm/inferrer.py LRMInferrer.infer up to infer_single"},
             "files": sorted(os.path.basename(p) for p in files.values()),
-            "planes": ({"checkpoint": "tests/parity/fixtures/triposr", "steps": "run.py's image loop + TSR.forward",
-                        "stems": sorted(files), "transformers": sys.modules["transformers"].__version__}
-                       if a.triposr_model else None),
+            # the planes files (each from its own run, in the environment its family's generator pins)
+            "planes": {k: v for k, v in {
+                "planes-triposr.npz": {"checkpoint": "tests/parity/fixtures/triposr", "with": "transformers==4.35.0",
+                                       "steps": "run.py's image loop + TSR.forward"},
+                "planes-openlrm.npz": {"checkpoint": "tests/parity/fixtures/openlrm-v1.1",
+                                       "with": "huggingface_hub==0.23.0 accelerate==0.29.3",
+                                       "steps": "LRMInferrer.infer_single + its infer_planes"},
+            }.items() if os.path.exists(os.path.join(a.out, k))},
             "stats": {k: [float(v.min()), float(v.max())] for k, v in sorted(arrays.items())},
             "versions": versions(["PIL"])}
     with open(os.path.join(a.out, "meta.json"), "w") as f:

@@ -146,7 +146,7 @@ def _as_image_list(images) -> list:
 
 
 @torch.inference_mode()
-def reconstruct(model: LRM, images, camera=None, preprocess: bool = True,
+def reconstruct(model: LRM, images, camera=None, preprocess: bool | str = True,
                 remove_background: str = "auto") -> "Reconstruction":
     """Image(s) -> ``Reconstruction`` (triplanes ``[B, 3, C, H, W]``).
 
@@ -155,8 +155,10 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True,
             [0, 1]), tensor (``[3|4, H, W]``), a list of those, or a batch ``[B, 3|4, H, W]`` / ``[B, H, W, 3|4]``.
         camera: None (the canonical source camera, as OpenLRM's inference), a feature ``[B, 16|20]``
             or a ``(c2w, intrinsics)`` pair; see ``_source_camera``.
-        preprocess: recenter/rescale the foreground (``lrm_fast.io.images.preprocess``); False only
-            composites and resizes.
+        preprocess: True: the model family's own preprocessing (``preprocess_mode``: TripoSR's
+            ``run.py`` for TripoSR checkpoints, OpenLRM's inferrer for OpenLRM ones, else
+            ``lrm_fast.io.images.preprocess``); a name (``"default"``, ``"triposr"``, ``"openlrm"``)
+            picks one; False only composites and resizes (``"default"`` without recentering).
         remove_background: how an opaque image's background is cut out first: ``"auto"`` (rembg
             when installed with its model file on disk, else the built-in method), ``"rembg"``,
             ``"builtin"`` or ``"none"`` (used as is); see ``lrm_fast.io.background``. An image with
@@ -164,7 +166,9 @@ def reconstruct(model: LRM, images, camera=None, preprocess: bool = True,
     """
     items = _as_image_list(images)
     size, bg, ratio = input_spec(model)
-    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess else 0.0, remove_background)
+    mode = preprocess_mode(model, preprocess)
+    batch = torch.stack([prepare_image(im, size, bg, ratio if preprocess is not False else 0.0, mode,
+                                       remove_background)
                          for im in items])
     return reconstruct_prepared(model, batch, camera)
 
@@ -177,14 +181,30 @@ def input_spec(model: LRM) -> tuple[int, float, float]:
     return int(enc.image_size), float(bg), float(enc.foreground_ratio)
 
 
-def prepare_image(image, size: int, background: float, foreground_ratio: float,
-                  remove_background: str = "auto") -> torch.Tensor:
-    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32);
-    an opaque image's background is cut out first by ``remove_background`` (see ``reconstruct``)."""
-    from .io.background import remove_background as _cut
-    from .io.images import load_image, preprocess as _prep
+def preprocess_mode(model: LRM, preprocess: bool | str = True) -> str:
+    """The preprocessing name (``lrm_fast.config.PREPROCESS``) that ``reconstruct(preprocess=...)``
+    uses: a name as given, True the model's family (``lrm_fast.config.preprocess_for``), False
+    ``"default"``."""
+    from .config import PREPROCESS, preprocess_for
 
-    return _prep(_cut(load_image(image), remove_background), size, background, foreground_ratio)
+    if preprocess is True:
+        return preprocess_for(model.cfg)
+    if preprocess is False:
+        return "default"
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"unknown preprocess {preprocess!r}; choose True, False or one of {', '.join(PREPROCESS)}")
+    return preprocess
+
+
+def prepare_image(image, size: int, background: float, foreground_ratio: float,
+                  mode: str = "default", remove_background: str = "auto") -> torch.Tensor:
+    """One image (path, PIL, array, tensor) -> the encoder input ``[3, size, size]`` (CPU fp32): an
+    opaque image's background is cut out first by ``remove_background`` (see ``reconstruct``), then
+    the preprocessing ``mode`` (``lrm_fast.io.images.prepare``) makes the input."""
+    from .io.background import remove_background as _cut
+    from .io.images import load_image, prepare
+
+    return prepare(_cut(load_image(image), remove_background), size, mode, background, foreground_ratio)
 
 
 @torch.inference_mode()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import Reconstruction, input_spec, prepare_image, reconstruct_prepared
+from .api import Reconstruction, input_spec, prepare_image, preprocess_mode, reconstruct_prepared
 from .io.background import resolve_method
 from .dist import dist_info
 from .io.export import atomic_path, check_formats
@@ -167,16 +167,16 @@ class _Prepared(torch.utils.data.Dataset):
     """Item ``k``: ``(k, encoder input [3, S, S] or None, the exception or None)``; runs in workers."""
 
     def __init__(self, paths: list[str], size: int, background: float, foreground_ratio: float,
-                 remove_background: str = "auto"):
+                 mode: str = "default", remove_background: str = "auto"):
         self.paths, self.size, self.background, self.ratio = paths, size, background, foreground_ratio
-        self.remove_background = remove_background
+        self.mode, self.remove_background = mode, remove_background
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, k: int):
         try:
-            return k, prepare_image(self.paths[k], self.size, self.background, self.ratio,
+            return k, prepare_image(self.paths[k], self.size, self.background, self.ratio, self.mode,
                                     self.remove_background), None
         except Exception as e:  # noqa: BLE001 - reported per file by the main process
             msg = str(e) if self.paths[k] in str(e) else f"{self.paths[k]}: {e}"
@@ -225,7 +225,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                      mc_resolution: int | None = None, threshold: float | None = None,
                      coarse_to_fine: bool = True, watertight: bool = False, fps: int = 12, texture: bool = False,
                      texture_size: int = 1024, faces: int | None = None, model_name: str | None = None,
-                     remove_background: str = "auto",
+                     remove_background: str = "auto", preprocess: bool | str = True,
                      rank: int | None = None, world: int | None = None, stop_on_error: bool = False,
                      verbose: bool = True, progress: bool = False) -> BatchSummary:
     """Reconstruct every input image into ``out_dir/<stem>/`` (see the module docstring).
@@ -238,6 +238,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         watertight: meshes closed by the box's faces where the object reaches it (``Reconstruction.mesh``).
         remove_background: how opaque photos are cut out (``auto | rembg | builtin | none``; see
             ``lrm_fast.reconstruct``); images with a real alpha channel are used as is.
+        preprocess: how each file becomes the encoder input (``lrm_fast.reconstruct``'s; default the
+            model family's own).
         batch_size: images per encoder/decoder call.
         workers: processes that decode and preprocess images (default: 2, or 0 for a single image).
         overwrite: redo inputs whose outputs are already complete (default: skip them).
@@ -261,6 +263,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                 "watertight": bool(watertight),
                 "texture": bool(texture), "texture_size": int(texture_size) if texture else None,
                 "faces": faces, "remove_background": resolve_method(remove_background),
+                "preprocess": preprocess_mode(model, preprocess),
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                 "skip_empty": bool(getattr(model.cfg.render, "skip_empty", False))}
     summary = BatchSummary(total=len(mine), rank=rank, world=world)
@@ -279,7 +282,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         size, bg, ratio = input_spec(model)
         n_workers = (2 if len(todo) > 1 else 0) if workers is None else max(0, int(workers))
         loader = torch.utils.data.DataLoader(
-            _Prepared([paths[i] for i in todo], size, bg, ratio, remove_background), batch_size=int(batch_size),
+            _Prepared([paths[i] for i in todo], size, bg, ratio if preprocess is not False else 0.0,
+                      preprocess_mode(model, preprocess), remove_background), batch_size=int(batch_size),
             shuffle=False,
             num_workers=n_workers, collate_fn=_as_list, persistent_workers=False)
 

@@ -58,11 +58,37 @@ class EncoderConfig:
                                    # recenter border 0.2; TripoSR 0.85); 0 = no recentering
     input_background: float | None = None  # RGBA inputs are composited on this (None: the render
                                            # background; TripoSR: gray 0.5, though it renders on white)
+    # how a file becomes the encoder input (PREPROCESS below): "default" (this project's),
+    # "triposr" / "openlrm" (the originals' own programs); None: by the family (``preprocess_for``)
+    preprocess: str | None = None
     freeze: bool = False
     overrides: dict = _field(default_factory=dict)
     # LayerNorm eps of every norm in the ViT; None = timm's (1e-6). Hugging Face ViTs (DINO v1 as
     # TripoSR and OpenLRM v1.0 load it) use their config's ``layer_norm_eps`` (1e-12).
     norm_eps: float | None = None
+
+    def __post_init__(self):
+        if self.preprocess is not None and self.preprocess not in PREPROCESS:
+            raise ValueError(f"unknown encoder preprocess {self.preprocess!r} ({', '.join(PREPROCESS)})")
+
+
+# how a file becomes the encoder input (lrm_fast.io.images.prepare)
+PREPROCESS = ("default", "triposr", "openlrm")
+
+
+def preprocess_for(cfg: "LRMConfig") -> str:
+    """The preprocessing a model's checkpoints were made with: ``cfg.encoder.preprocess`` when set
+    (the ``triposr`` preset sets it), else by the family: TripoSR's block -> ``"triposr"``, an
+    OpenLRM checkpoint (``lrm_fast.io.openlrm`` names its config ``openlrm-<version>-<width>``;
+    its architecture is otherwise the small/base/large preset's, which our own training uses with
+    ``"default"``) -> ``"openlrm"``, anything else -> ``"default"``."""
+    if cfg.encoder.preprocess is not None:
+        return cfg.encoder.preprocess
+    if cfg.decoder.block == "triposr":
+        return "triposr"
+    if str(cfg.name).startswith("openlrm-"):
+        return "openlrm"
+    return "default"
 
 
 BLOCKS = ("openlrm", "triposr")
@@ -401,7 +427,7 @@ def _triposr() -> dict:
     return dict(
         name="triposr",
         encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
-                     foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12),
+                     foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12, preprocess="triposr"),
         decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, block="triposr", in_norm_groups=32),
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",

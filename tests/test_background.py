@@ -80,7 +80,7 @@ def test_api_cuts_opaque_photos_out(tmp_path):
     torch.testing.assert_close(a.triplane, b.triplane, rtol=0, atol=0)
     size, bgc, ratio = input_spec(model)
     plain = preprocess(load_image(rgb), size, bgc, ratio)
-    assert torch.equal(prepare_image(rgb, size, bgc, ratio, "none"), plain)
+    assert torch.equal(prepare_image(rgb, size, bgc, ratio, remove_background="none"), plain)
     assert not torch.equal(a.inputs[0], plain)
     with pytest.raises(ValueError, match="no foreground"):
         model.reconstruct(np.full((40, 40, 3), 128, np.uint8))

@@ -110,3 +110,43 @@ def test_non_square_is_padded_not_stretched():
     rgba[..., :3] = 0                           # black, opaque, 2:1
     t = preprocess(rgba, 32, background=1.0)
     assert t[:, 0, 16].tolist() == pytest.approx([1, 1, 1], abs=1e-3) and t[:, 16, 16].sum() < 1e-3
+
+
+def test_the_originals_preprocessing_by_name():
+    """``prepare(..., mode)``: TripoSR's and OpenLRM's file-to-input steps (their parity from the
+    same files: tests/parity/test_preprocess.py); their errors are one line."""
+    from lrm_fast.config import EncoderConfig
+    from lrm_fast.io.images import prepare, preprocess_openlrm, preprocess_triposr
+
+    rgba = np.zeros((40, 80, 4), np.float32)
+    rgba[10:20, 50:70] = [0.2, 0.4, 0.6, 1.0]
+    t = preprocess_triposr(rgba, 32)            # recentered on gray: the corners are 127/255
+    assert t.shape == (3, 32, 32) and t[:, 0, 0].tolist() == pytest.approx([127 / 255] * 3, abs=1e-6)
+    o = preprocess_openlrm(rgba, 32)            # no recentering, stretched, on white
+    assert o.shape == (3, 32, 32) and o[:, 0, 0].tolist() == pytest.approx([1, 1, 1])
+    assert o[:, 12, 24].tolist() == pytest.approx([0.2, 0.4, 0.6], abs=2e-3)
+    assert torch.equal(prepare(rgba, 32, "default", 1.0, 0.0), preprocess(rgba, 32, 1.0, 0.0))
+    opaque = np.ones((40, 80, 4), np.float32)   # TripoSR's --no-remove-bg path: stretched as is
+    assert preprocess_triposr(opaque, 32).shape == (3, 32, 32)
+    called = {}
+
+    def matting(x):
+        called["n"] = called.get("n", 0) + 1
+        a = np.zeros(x.shape[:2], np.float32)
+        a[5:30, 5:30] = 1
+        return a
+
+    preprocess_triposr(opaque, 32, matting=matting), preprocess_openlrm(opaque, 32, matting=matting)
+    assert called["n"] == 2
+    with pytest.raises(ValueError, match="alpha channel is empty"):
+        preprocess_triposr(np.zeros((40, 40, 4), np.float32), 32)
+    line = np.zeros((40, 40, 4), np.float32)
+    line[10, 5:30, 3] = 1
+    with pytest.raises(ValueError, match="single row or column"):
+        preprocess_triposr(line, 32)
+    with pytest.raises(ValueError, match="foreground_ratio"):
+        preprocess_triposr(rgba, 32, foreground_ratio=1.5)
+    with pytest.raises(ValueError, match="unknown preprocess 'tripo'"):
+        prepare(rgba, 32, "tripo")
+    with pytest.raises(ValueError, match="unknown encoder preprocess"):
+        EncoderConfig(preprocess="tripo")

@@ -59,6 +59,11 @@ def add_arguments(p):
                         "and its model file u2net.onnx is in $U2NET_HOME or ~/.u2net, else builtin), rembg, "
                         "builtin (a classical cut-out from the colours along the image border; no model file), "
                         "none (use the photo as is). An image with a real alpha channel is always used as is")
+    p.add_argument("--preprocess", default="auto", choices=("auto", "default", "triposr", "openlrm"),
+                   help="how a file becomes the encoder input: auto (default: the model family's own), default "
+                        "(this project's: recenter from the alpha, composite, pad to a square), triposr (TripoSR's "
+                        "run.py: resize_foreground 0.85 on alpha > 0, gray 0.5, bilinear), openlrm (OpenLRM's "
+                        "inferrer: white, bicubic, no recentering)")
     p.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
     p.add_argument("--resolution", type=int, default=96, help="render resolution in pixels (default 96)")
     p.add_argument("--elevation", type=float, default=15.0, help="turntable elevation in degrees (default 15)")
@@ -131,6 +136,7 @@ def run(args) -> int:
         mc_resolution=args.mc_resolution, threshold=args.mc_threshold, coarse_to_fine=args.mc_coarse_to_fine,
         watertight=args.watertight,
         texture=args.texture, texture_size=texture_size, faces=args.faces, remove_background=args.remove_bg,
+        preprocess=True if args.preprocess == "auto" else args.preprocess,
         model_name=name, stop_on_error=single, verbose=not args.quiet, progress=progress)
     print(f"{summary.line()}; outputs under {args.out} ({time.perf_counter() - t0:.1f} s with the model load)"
           + ("; the FAILED lines above say why" if summary.failed else ""))

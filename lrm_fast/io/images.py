@@ -26,6 +26,14 @@
 An image without alpha is used as is (no foreground detection): pass ``matting=`` a local
 callable ``rgb [H, W, 3] float -> alpha [H, W]`` (e.g. a rembg session you created yourself) to
 cut the background out; nothing is ever downloaded.
+
+That is the ``"default"`` preprocessing (this project's own models). ``prepare(rgba, size, mode,
+...)`` picks one of ``PREPROCESS`` by name; the other two reproduce the originals' own programs
+from the file, step for step (their uint8 round trips included), so a checkpoint of that family
+sees what it saw there (``tests/parity/test_preprocess.py`` checks both within 1/255):
+
+* ``"triposr"`` (``preprocess_triposr``): TripoSR's ``run.py``; see that function.
+* ``"openlrm"`` (``preprocess_openlrm``): OpenLRM's ``LRMInferrer.infer_single``; see that function.
 """
 from __future__ import annotations
 
@@ -35,6 +43,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..config import PREPROCESS
 
 MIN_SIDE = 32
 MAX_SIDE = 4096
@@ -193,3 +203,108 @@ def preprocess(rgba: np.ndarray, size: int, background: float = 1.0, foreground_
     t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return t[0].clamp(0, 1)
+
+
+
+def _to_u8(rgba: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> the uint8 values PIL decodes (``load_image`` divided them by 255, so
+    rounding gives them back exactly)."""
+    return np.round(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _matte(rgba: np.ndarray, matting) -> np.ndarray:
+    if matting is not None and not has_foreground_alpha(rgba):
+        alpha = np.asarray(matting(rgba[..., :3]), dtype=np.float32)
+        if alpha.shape != rgba.shape[:2]:
+            raise ValueError(f"matting returned alpha of shape {alpha.shape}, expected {rgba.shape[:2]}")
+        rgba = np.concatenate([rgba[..., :3], np.clip(alpha, 0, 1)[..., None]], -1)
+    return rgba
+
+
+def preprocess_triposr(rgba: np.ndarray, size: int, background: float = 0.5, foreground_ratio: float = 0.85,
+                       matting: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """RGBA ``[H, W, 4]`` in [0, 1] -> RGB ``[3, size, size]`` as TripoSR's ``run.py`` (at d26e331)
+    prepares a file for ``TSR.forward``. Its steps, each reproduced here in the same arithmetic:
+
+    1. ``tsr.utils.remove_background``: an RGBA file with some alpha < 255 is used as is; any other
+       file goes to rembg. Here: an image with such alpha takes steps 2-3; an opaque one is cut out
+       by ``matting`` when given (its alpha quantized to uint8, as rembg's PIL output), else it takes
+       ``run.py``'s ``--no-remove-bg`` path (``Image.convert("RGB")``, no recentering, no composite).
+    2. ``tsr.utils.resize_foreground(image, ratio)`` on the uint8 array: the bounding box of
+       alpha > 0 as ``[min, max)`` (its slice drops the last row and column), padded with zeros
+       (transparent) to a square, top/left getting the smaller half, then padded on both sides to
+       ``int(side / ratio)``, the smaller half first again.
+    3. ``run.py``'s composite: ``/ 255`` in float32, ``rgb * a + (1 - a) * 0.5`` (``background``),
+       then ``(x * 255).astype(uint8)``: truncated, not rounded.
+    4. ``tsr.utils.ImagePreprocessor.convert_and_resize``: ``/ 255`` in float32, then
+       ``F.interpolate`` to ``(cond_image_size, cond_image_size)`` (``size``), bilinear,
+       ``align_corners=False``, ``antialias=True``: a non-square image is stretched.
+    """
+    if rgba.ndim != 3 or rgba.shape[-1] != 4:
+        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
+    if not 0 < foreground_ratio <= 1:
+        raise ValueError(f"foreground_ratio must be in (0, 1] for TripoSR's preprocessing, got {foreground_ratio}")
+    img = _to_u8(_matte(rgba, matting))
+    if (img[..., 3] < 255).any():                       # 1. remove_background: alpha present
+        ys, xs = np.nonzero(img[..., 3] > 0)            # 2. resize_foreground
+        if ys.size == 0:
+            raise ValueError("the image's alpha channel is empty: no foreground object to reconstruct")
+        fg = img[ys.min():ys.max(), xs.min():xs.max()]
+        if fg.size == 0:
+            raise ValueError("the image's foreground is a single row or column of pixels: nothing to reconstruct")
+        side = max(fg.shape[0], fg.shape[1])
+        h0, w0 = (side - fg.shape[0]) // 2, (side - fg.shape[1]) // 2
+        sq = np.zeros((side, side, 4), np.uint8)
+        sq[h0:h0 + fg.shape[0], w0:w0 + fg.shape[1]] = fg
+        new = int(sq.shape[0] / foreground_ratio)
+        p0 = (new - side) // 2
+        img = np.zeros((new, new, 4), np.uint8)
+        img[p0:p0 + side, p0:p0 + side] = sq
+        f = img.astype(np.float32) / 255.0              # 3. run.py's composite, uint8 again
+        f = f[:, :, :3] * f[:, :, 3:4] + (1 - f[:, :, 3:4]) * background
+        img = (f * 255.0).astype(np.uint8)
+    else:                                               # --no-remove-bg: convert("RGB")
+        img = img[..., :3]
+    t = torch.from_numpy(img.astype(np.float32) / 255.0)  # 4. ImagePreprocessor
+    t = F.interpolate(t[None].permute(0, 3, 1, 2), (size, size), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return t[0].contiguous()
+
+
+def preprocess_openlrm(rgba: np.ndarray, size: int, background: float = 1.0,
+                       matting: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """RGBA ``[H, W, 4]`` in [0, 1] -> RGB ``[3, size, size]`` as OpenLRM's inferrer prepares a
+    file (v1.1 ``openlrm/runners/infer/lrm.py`` ``LRMInferrer.infer_single``; v1.0
+    ``lrm/inferrer.py`` ``LRMInferrer.infer`` does the same). Its steps, reproduced here:
+
+    1. ``np.array(Image.open(path))`` -> uint8 tensor, ``/ 255.0`` (float32);
+    2. an RGBA file: ``rgb * a + (1 - a)``, i.e. composited on white (``background``, 1.0 for its
+       models); an RGB file has no alpha (here alpha 1: the same numbers);
+    3. ``F.interpolate`` to ``(source_size, source_size)`` (``size``), bicubic,
+       ``align_corners=True``, no antialias: a non-square image is stretched;
+    4. ``clamp(0, 1)``.
+
+    No recentering and no background removal (its inferrer has neither; ``matting``, when given,
+    cuts an opaque image out first).
+    """
+    if rgba.ndim != 3 or rgba.shape[-1] != 4:
+        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
+    t = torch.from_numpy(_to_u8(_matte(rgba, matting))).permute(2, 0, 1)[None] / 255.0
+    t = t[:, :3] * t[:, 3:] + background * (1 - t[:, 3:])
+    t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=True)
+    return torch.clamp(t, 0, 1)[0].contiguous()
+
+
+def prepare(rgba: np.ndarray, size: int, mode: str = "default", background: float = 1.0,
+            foreground_ratio: float = 0.0, matting: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
+    """RGBA -> encoder input ``[3, size, size]`` by the preprocessing named ``mode`` (``PREPROCESS``):
+    ``"default"`` is ``preprocess`` (``foreground_ratio`` 0 skips recentering), ``"triposr"`` is
+    ``preprocess_triposr`` (with ``foreground_ratio``), ``"openlrm"`` is ``preprocess_openlrm``
+    (which never recenters)."""
+    if mode == "default":
+        return preprocess(rgba, size, background, foreground_ratio, matting)
+    if mode == "triposr":
+        return preprocess_triposr(rgba, size, background, foreground_ratio or 0.85, matting)
+    if mode == "openlrm":
+        return preprocess_openlrm(rgba, size, background, matting)
+    raise ValueError(f"unknown preprocess {mode!r}; choose one of {', '.join(PREPROCESS)}")

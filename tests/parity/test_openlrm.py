@@ -461,7 +461,7 @@ def _camera_column_major(model, mp, version):
 
 def _stratified_step(model, mp, version):
     """Stratified bins of span / n (not span / (n - 1)): the last coarse sample stops short of far."""
-    from lrm_fast.render import renderer
+    from lrm_fast.render import marching as renderer   # the marchers place the samples
 
     def strat(near, far, n, jitter=False, generator=None, backend="auto"):
         steps = torch.arange(n, dtype=near.dtype) / n

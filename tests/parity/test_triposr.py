@@ -342,7 +342,7 @@ def _final_layernorm_kept(model, mp):
 
 def _step_scaled_by_span(model, mp):
     """delta = (far - near) / S, as a textbook NeRF would, instead of TripoSR's 1 / S."""
-    from lrm_fast.render import renderer
+    from lrm_fast.render import marching as renderer   # the uniform marcher composites
 
     comp = renderer.composite
 

@@ -20,6 +20,7 @@ DOCS = ["README.md"] + sorted(
 # names in the docs that are not files of this repository, on purpose
 NOT_OURS = {
     "configs/infer-s.yaml",       # OpenLRM's own inference config
+    "run.py",                     # TripoSR's own script
     "x/y/photo.png",              # an example path
     "curves.png", "eval.json", "pictures.png",   # files `lrm-fast train` writes into its run folder
     "stages.npz", "preprocessor_config.json",    # files of a checkpoint / fixture folder, by role

@@ -78,7 +78,7 @@ PREPROCESS = ("default", "triposr", "openlrm")
 
 def preprocess_for(cfg: "LRMConfig") -> str:
     """The preprocessing a model's checkpoints were made with: ``cfg.encoder.preprocess`` when set
-    (the ``triposr`` preset sets it), else by the family: TripoSR's block -> ``"triposr"``, an
+    (a config may name one), else by the family: TripoSR's block -> ``"triposr"``, an
     OpenLRM checkpoint (``lrm_fast.io.openlrm`` names its config ``openlrm-<version>-<width>``;
     its architecture is otherwise the small/base/large preset's, which our own training uses with
     ``"default"``) -> ``"openlrm"``, anything else -> ``"default"``."""
@@ -427,7 +427,7 @@ def _triposr() -> dict:
     return dict(
         name="triposr",
         encoder=dict(kind="dino", timm_name="vit_base_patch16_224.dino", image_size=512, feat_dim=768,
-                     foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12, preprocess="triposr"),
+                     foreground_ratio=0.85, input_background=0.5, norm_eps=1e-12),
         decoder=dict(dim=1024, layers=16, heads=16, eps=1e-5, block="triposr", in_norm_groups=32),
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",

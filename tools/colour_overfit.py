@@ -62,40 +62,10 @@ def module_grad_norms(model) -> dict:
     return {k: v ** 0.5 for k, v in groups.items()}
 
 
-@torch.no_grad()
 def evaluate_colours(trainer, root: str, res: int) -> dict:
-    """Every view of every object, rendered whole on white from the object's view 0 as source."""
-    from lrm_fast.data.openlrm import MultiViewDataset, list_objects
-    from lrm_fast.train.trainer import input_background
+    from lrm_fast.train.evaluate import training_view_colours
 
-    model = trainer.model
-    model.eval()
-    mc = trainer.model_cfg
-    n_views = len([f for f in os.listdir(os.path.join(root, list_objects(root)[0], "rgba"))])
-    ds = MultiViewDataset(root, side_views=n_views - 1, source_size=mc.encoder.image_size, render_size=res,
-                          patch=None, seed=0, backgrounds=(1.0,), camera_feature=mc.camera.feature,
-                          distance=mc.camera.source_distance, source_view=0,
-                          source_background=input_background(mc), foreground_ratio=mc.encoder.foreground_ratio)
-    out = {"objects": []}
-    sq, n = 0.0, 0
-    for i in range(len(ds)):
-        it = ds[i]
-        r = model(it["source_image"][None], it["source_camera"][None], it["c2w"][None], it["intrinsics"][None],
-                  res, background=1.0)
-        pred = r["rgb"][0].reshape(-1, res * res, 3)                        # [V, R, 3]
-        gt, fg = it["rgb"], it["alpha"] > 0.5
-        op = r["opacity"][0].reshape(-1, res * res)[fg]                     # [N]
-        own = (pred[fg] - (1 - op)[:, None]).sum(0) / op.sum().clamp_min(1e-6)  # colour without the white
-        sq += float((pred - gt).square().sum())
-        n += gt.numel()
-        out["objects"].append({"uid": it["uid"], "pred": pred[fg].mean(0).tolist(), "true": gt[fg].mean(0).tolist(),
-                               "err": float((pred[fg].mean(0) - gt[fg].mean(0)).abs().max()),
-                               "psnr": float(-10 * torch.log10((pred - gt).square().mean())),
-                               "opacity": float(op.mean()), "own": own.tolist()})
-    out["psnr"] = float(-10 * torch.log10(torch.tensor(sq / n)))
-    out["max_colour_err"] = max(o["err"] for o in out["objects"])
-    model.train()
-    return out
+    return training_view_colours(trainer.model, root, res)
 
 
 def run(steps: int, res: int, views: int, train_set: dict, model_set: dict, every: int, seed: int = 0,

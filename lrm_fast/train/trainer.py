@@ -123,8 +123,10 @@ def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
 
 
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: weight decay on matrices only (not on biases, norms, ``pos_embed``), and the lr
-    of each top-level module times ``cfg.lr_scale[module]`` (default 1). Only non-empty groups."""
+    """AdamW groups: weight decay on matrices only (not on vectors, ``pos_embed`` or any parameter
+    whose name holds "norm", which includes the adaLN modulation MLPs ``normN.mlp``), and the lr of
+    each top-level module times ``cfg.lr_scale[module]`` (default 1). Only non-empty groups. A
+    resumed checkpoint must use the same ``lr_scale`` (its optimizer state has these groups)."""
     names = {n for n, _ in model.named_children()} | {n for n, _ in model.named_parameters(recurse=False)}
     unknown = sorted(set(cfg.lr_scale) - names)
     if unknown:

@@ -11,7 +11,8 @@ clipping; the field's last layer split into its density row and its three rgb ro
 on every training view of every object rendered whole on white: PSNR, and per object the mean
 predicted colour of the true foreground against the true mean colour.
 
-The measurements of docs/demo/colour.md were made with this script.
+The training runs of docs/demo/colour.md's table were made with this script (the free-triplane
+run and the initialisation measurements there came from one-off scripts).
 """
 from __future__ import annotations
 
@@ -142,8 +143,10 @@ def main(argv=None) -> int:
     ev = run(a.steps, a.res, a.views, _nested(a.set), _nested(a.model_set), a.every, root=a.data,
              colors=DISTINCT_COLORS[:a.objects])
     if a.json:
-        with open(a.json, "w") as f:
+        tmp = f"{a.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             json.dump(ev, f, indent=1)
+        os.replace(tmp, a.json)
     return 0
 
 

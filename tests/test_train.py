@@ -305,3 +305,28 @@ def test_init_from_a_file_with_tied_field_copies(data_root, tmp_path):
     tr = Trainer(_cfg(data_root, tmp_path / "run", steps=1, init_from=str(d)))
     for k, v in m.state_dict().items():
         torch.testing.assert_close(tr.model.state_dict()[k], v, msg=k)
+
+
+def test_lr_scale_groups():
+    """lr_scale: one lr multiplier per top-level module; without it the two groups of before (decay on
+    matrices, none on biases / norms / pos_embed), so old configs and optimizer states are unchanged."""
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import LRM
+    from lrm_fast.train.trainer import param_groups
+
+    model = LRM(LRMConfig.preset("tiny"))
+    n = sum(p.numel() for p in model.parameters())
+    plain = param_groups(model, TrainConfig.from_dict({"lr": 1e-3, "weight_decay": 0.05}))
+    assert [(g["lr"], g["weight_decay"]) for g in plain] == [(1e-3, 0.05), (1e-3, 0.0)]
+    assert sum(p.numel() for g in plain for p in g["params"]) == n
+    scaled = param_groups(model, TrainConfig.from_dict({"lr": 1e-3, "weight_decay": 0.05,
+                                                        "lr_scale": {"field": 10, "pos_embed": 30}}))
+    assert sum(p.numel() for g in scaled for p in g["params"]) == n
+    lr_of = {id(p): g["lr"] for g in scaled for p in g["params"]}
+    assert lr_of[id(model.pos_embed)] == pytest.approx(3e-2)
+    assert all(lr_of[id(p)] == pytest.approx(1e-2) for p in model.field.parameters())
+    assert all(lr_of[id(p)] == pytest.approx(1e-3) for p in model.transformer.parameters())
+    with pytest.raises(ValueError, match="not modules of the model"):
+        param_groups(model, TrainConfig.from_dict({"lr_scale": {"feild": 10}}))
+    with pytest.raises(ValueError, match="lr_scale"):
+        TrainConfig.from_dict({"lr_scale": {"field": -1}})

@@ -510,3 +510,41 @@ def _progress(it, total, on):
     from tqdm import tqdm
 
     return tqdm(it, total=total, desc="objects", unit="obj")
+
+
+# ------------------------------------------------------------------------------------------------
+# a small set of single-colour objects (the colour overfit test, tools/colour_overfit.py)
+
+# clearly different colours, each far from gray and from each other (red, green, blue, yellow)
+DISTINCT_COLORS = ((0.9, 0.15, 0.1), (0.1, 0.8, 0.2), (0.15, 0.25, 0.95), (0.95, 0.85, 0.1))
+
+
+def recolor(prims: list[Primitive], color) -> list[Primitive]:
+    """The object with every primitive painted one solid ``color`` (new primitives)."""
+    c = np.asarray(color, np.float32)
+    if c.shape != (3,) or not np.all((c >= 0) & (c <= 1)):
+        raise ValueError(f"color must be 3 numbers in [0, 1], got {color!r}")
+    return [Primitive(p.kind, p.center, p.rot, p.size, c, c, "solid", p.freq) for p in prims]
+
+
+def make_color_set(root: str, colors=DISTINCT_COLORS, n_views: int = 8, resolution: int = 64, seed: int = 0,
+                   recipe: Recipe | str = "demo", focal: float = 0.75) -> list[str]:
+    """One object per colour in ``colors`` under ``root`` (OpenLRM layout, ``meta.json`` last): object
+    ``i`` is object ``i`` of ``seed`` under ``recipe`` (shape and cameras) painted solid ``colors[i]``.
+    Returns the uids (``c{i}``)."""
+    recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    os.makedirs(root, exist_ok=True)
+    uids = []
+    for i, color in enumerate(colors):
+        rng = object_rng(seed, i)
+        prims = recolor(random_object(rng, recipe.max_primitives, recipe.radius), color)
+        c2w = recipe_cameras(rng, n_views, recipe)
+        rgba, depth = render_object(prims, c2w, resolution, focal)
+        uid = f"c{i}"
+        write_object(root, uid, c2w, rgba, depth, focal)
+        uids.append(uid)
+    tmp = os.path.join(root, "meta.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(uids, f)
+    os.replace(tmp, os.path.join(root, "meta.json"))
+    return uids

@@ -37,6 +37,9 @@ class TrainConfig:
     batch_size: int = 8
     steps: int = 1000
     lr: float = 4e-4
+    # lr multiplier per top-level module of the model ("field", "upsampler", "transformer", "encoder",
+    # "camera_embedder", "pos_embed"); unnamed modules train at lr. {} = one lr for all (OpenLRM)
+    lr_scale: dict = field(default_factory=dict)
     min_lr_ratio: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.05
@@ -107,6 +110,9 @@ class TrainConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.patch is not None and not 1 <= self.patch <= self.render_size:
             raise ValueError(f"patch must be in [1, render_size={self.render_size}], got {self.patch}")
+        if not isinstance(self.lr_scale, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in self.lr_scale.values()):
+            raise ValueError(f"lr_scale must map module names to positive numbers, got {self.lr_scale!r}")
         if self.lpips_weight > 0 and self.lpips_weights is None and not self.lpips_random:
             raise ValueError("lpips_weight > 0 needs lpips_weights (local backbone file) or lpips_random")
         if self.lpips_weight > 0 and (self.patch or self.render_size) < 16:

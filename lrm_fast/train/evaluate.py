@@ -112,6 +112,56 @@ def _lpips_fn(weights: str | None):
 
 
 # ------------------------------------------------------------------------------------------------
+# training views (the colour overfit test, tools/colour_overfit.py)
+
+
+@torch.no_grad()
+def training_view_colours(model, root: str, resolution: int, source_view: int = 0) -> dict:
+    """Every view of every object of a folder (OpenLRM layout), rendered whole on white from the
+    object's ``source_view`` as the input, against the folder's own images.
+
+    Returns ``psnr`` (over all views and objects) and per object (``objects``): ``psnr``, the mean
+    colour of the true foreground (``alpha > 0.5``) predicted (``pred``) and true (``true``), ``err``
+    (the largest channel difference), ``opacity`` (mean predicted opacity there) and ``own`` (the
+    predicted colour with the white that shows through removed: sum(rgb - (1 - opacity)) / sum(opacity),
+    i.e. the colour of the field itself, whatever its opacity). ``max_colour_err`` over the objects.
+    """
+    from ..data.openlrm import MultiViewDataset, list_objects
+    from .trainer import input_background
+
+    was_training = model.training
+    model.eval()
+    mc = model.cfg
+    first = os.path.join(root, list_objects(root)[0], "rgba")
+    n_views = len([f for f in os.listdir(first) if f.endswith(".png")])
+    ds = MultiViewDataset(root, side_views=n_views - 1, source_size=mc.encoder.image_size, render_size=resolution,
+                          patch=None, seed=0, backgrounds=(1.0,), camera_feature=mc.camera.feature,
+                          distance=mc.camera.source_distance, source_view=source_view,
+                          source_background=input_background(mc), foreground_ratio=mc.encoder.foreground_ratio)
+    dev = next(model.parameters()).device
+    out: dict = {"objects": []}
+    sq, n = 0.0, 0
+    for i in range(len(ds)):
+        it = ds[i]
+        r = model(it["source_image"][None].to(dev), it["source_camera"][None].to(dev), it["c2w"][None].to(dev),
+                  it["intrinsics"][None].to(dev), resolution, background=1.0)
+        pred = r["rgb"][0].reshape(n_views, -1, 3).float().cpu()             # [V, R, 3]
+        op = r["opacity"][0].reshape(n_views, -1).float().cpu()
+        gt, fg = it["rgb"], it["alpha"] > 0.5
+        sq += float((pred - gt).square().sum())
+        n += gt.numel()
+        p_fg, g_fg, o_fg = pred[fg].mean(0), gt[fg].mean(0), op[fg]
+        own = (pred[fg] - (1 - o_fg)[:, None]).sum(0) / o_fg.sum().clamp_min(1e-6)
+        out["objects"].append({"uid": it["uid"], "pred": p_fg.tolist(), "true": g_fg.tolist(),
+                               "err": float((p_fg - g_fg).abs().max()), "opacity": float(o_fg.mean()),
+                               "own": own.tolist(), "psnr": float(-10 * torch.log10((pred - gt).square().mean()))})
+    out["psnr"] = float(-10 * np.log10(max(sq / n, 1e-10)))
+    out["max_colour_err"] = max(o["err"] for o in out["objects"])
+    model.train(was_training)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # the benchmark
 
 

@@ -122,6 +122,27 @@ def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
     save_checkpoint(model, out_dir, dtype)
 
 
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: weight decay on matrices only (not on vectors, ``pos_embed`` or any parameter
+    whose name holds "norm", which includes the adaLN modulation MLPs ``normN.mlp``), and the lr of
+    each top-level module times ``cfg.lr_scale[module]`` (default 1). Only non-empty groups. A
+    resumed checkpoint must use the same ``lr_scale`` (its optimizer state has these groups)."""
+    names = {n for n, _ in model.named_children()} | {n for n, _ in model.named_parameters(recurse=False)}
+    unknown = sorted(set(cfg.lr_scale) - names)
+    if unknown:
+        raise ValueError(f"lr_scale names {unknown} are not modules of the model ({sorted(names)})")
+    groups: dict = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = not (p.dim() < 2 or "pos_embed" in name or "norm" in name)
+        scale = float(cfg.lr_scale.get(name.split(".")[0], 1.0))
+        groups.setdefault((scale != 1.0, scale, not decay), []).append(p)
+    # lr 1 first, decay before no decay: a config without lr_scale builds the two groups it always had
+    return [{"params": groups[k], "weight_decay": 0.0 if k[2] else cfg.weight_decay, "lr": cfg.lr * k[1]}
+            for k in sorted(groups)]
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -177,14 +198,7 @@ class Trainer:
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.world > 1 else self.model)
 
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.dim() < 2 or "pos_embed" in name or "norm" in name else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=tuple(cfg.betas))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.warmup, cfg.steps, cfg.min_lr_ratio))
 

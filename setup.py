@@ -130,7 +130,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "torch>=2.4", "timm>=1.0", "safetensors", "numpy", "pillow", "imageio", "imageio-ffmpeg",
-        "trimesh", "scikit-image", "tqdm", "pyyaml",
+        "trimesh", "scikit-image", "scipy", "tqdm", "pyyaml",  # scipy: the built-in background cut-out
         "xatlas", "fast-simplification",  # textured meshes (--texture / --faces), lazily imported
     ],
     # A plain install is what the API and `lrm-fast reconstruct` need; the rest is opt-in.

@@ -253,24 +253,10 @@ def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: 
 
     ``close=True``: where the object reaches the box, the surface is closed by the box's faces (the
     grid is padded by one outside layer, ``_close_at_box``, and the vertices are clamped back onto
-    the box), so the mesh is watertight; a density above the level everywhere meshes the box itself."""
-    from skimage import measure
-
-    if not np.isfinite(grid).all():
-        raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
-    _check_level(float(grid.min()), float(grid.max()), threshold, close)
+    the box), so the mesh is watertight; a density above the level everywhere meshes the box itself.
+    The whole grid is one slab of ``marching_cubes_slabs``."""
     R = grid.shape[0]
-    h = (box_max - box_min) / (R - 1)
-    if close:
-        verts, faces, _, _ = measure.marching_cubes(_close_at_box(grid, threshold), level=threshold,
-                                                    allow_degenerate=False)
-        verts = np.clip(box_min + (verts - 1) * h, box_min, box_max)
-    else:
-        verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, allow_degenerate=False)
-        verts = box_min + verts * h
-    # skimage winds faces with normals toward decreasing values' opposite; flip so they point outward
-    # (from high density inside to low outside)
-    return verts.astype(np.float32), np.ascontiguousarray(faces[:, ::-1]).astype(np.int64)
+    return marching_cubes_slabs(lambda i0, i1: grid[i0:i1], R, threshold, box_min, box_max, max(1, R - 1), close)
 
 
 def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, threshold: float, box_min: float,
@@ -279,7 +265,9 @@ def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, thre
     rows ``i0 <= i < i1`` (``[i1 - i0, R, R]`` float32). Slabs overlap by one row; the vertices on a
     shared row come out of both slabs from the same values, so they are merged by position, and the
     result is the whole grid's mesh (the same vertices up to order and the last bit of the first
-    coordinate, the same faces), in memory for ``slab + 1`` rows instead of ``R``."""
+    coordinate, the same faces), in memory for ``slab + 1`` rows instead of ``R``. skimage winds faces
+    with normals toward increasing values; they are flipped to point outward (from high density inside
+    to low outside)."""
     from skimage import measure
 
     if slab < 1:
@@ -341,18 +329,21 @@ def _largest_component(mesh):
     return max(parts, key=lambda m: len(m.faces))
 
 
+def _field_density_fn(field, planes: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``density(points [N, 3]) -> [N]``: the field's activated density on one triplane ``[1, 3, C, H, W]``."""
+    def density(pts: torch.Tensor) -> torch.Tensor:
+        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
+        return field.density(field(planes, pts[None])[..., 0].float())[0]
+
+    return density
+
+
 def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: float,
                        coarse_to_fine: bool = False, chunk: int = 262144, progress: bool = False) -> np.ndarray:
     """The activated density of ``model.field`` on the mesh grid ``[R, R, R]`` of the render box (what
     ``extract_mesh`` meshes): dense, or coarse-to-fine with ``field_density_bounds``."""
     rc, field = model.cfg.render, model.field
-
-    def density(pts: torch.Tensor) -> torch.Tensor:
-        # points stay fp32 (bf16 would quantize coordinates to ~1/128 of the box); the op decides
-        raw = field(planes, pts[None])
-        return field.density(raw[..., 0].float())[0]
-
-    grid, _ = density_grid(density, resolution, rc.box_min, rc.box_max, threshold, planes.device, coarse_to_fine,
+    grid, _ = density_grid(_field_density_fn(field, planes), resolution, rc.box_min, rc.box_max, threshold, planes.device, coarse_to_fine,
                            chunk, progress, bounds_fn=field_density_bounds(field, planes) if coarse_to_fine else None)
     return grid
 
@@ -364,10 +355,7 @@ def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: 
     rc, field = model.cfg.render, model.field
     R = int(resolution)
     ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
-
-    def density(pts: torch.Tensor) -> torch.Tensor:
-        return field.density(field(planes, pts[None])[..., 0].float())[0]
-
+    density = _field_density_fn(field, planes)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -187,6 +187,21 @@ class _Captured(Exception):
     pass
 
 
+def _openlrm_infer_single(LRMInferrer, path: str, size: int, infer_planes) -> None:
+    """Run OpenLRM v1.1's ``LRMInferrer.infer_single`` on ``path`` with a stand-in ``self`` at
+    ``source_size=size`` whose ``infer_planes`` is the given one (it raises ``_Captured`` once it has
+    what it needs: the run stops there)."""
+    me = types.SimpleNamespace(
+        cfg=types.SimpleNamespace(source_size=size, render_size=16, render_views=1, render_fps=1, mesh_size=16,
+                                  mesh_thres=3.0, frame_size=1, source_cam_dist=2.0),   # infer-*.yaml's 2.0
+        device=torch.device("cpu"), infer_planes=infer_planes)
+    try:
+        LRMInferrer.infer_single(me, path, source_cam_dist=None, export_video=False, export_mesh=False,
+                                 dump_video_path="", dump_mesh_path="")
+    except _Captured:
+        pass
+
+
 def record_openlrm(openlrm: str, files: dict[str, str]) -> dict[str, np.ndarray]:
     os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
     os.environ.setdefault("XFORMERS_DISABLED", "1")
@@ -202,15 +217,7 @@ def record_openlrm(openlrm: str, files: dict[str, str]) -> dict[str, np.ndarray]
                 _got["image"] = image
                 raise _Captured
 
-            me = types.SimpleNamespace(
-                cfg=types.SimpleNamespace(source_size=size, render_size=16, render_views=1, render_fps=1,
-                                          mesh_size=16, mesh_thres=3.0, frame_size=1, source_cam_dist=2.0),
-                device=torch.device("cpu"), infer_planes=infer_planes)
-            try:
-                LRMInferrer.infer_single(me, path, source_cam_dist=None, export_video=False, export_mesh=False,
-                                         dump_video_path="", dump_mesh_path="")
-            except _Captured:
-                pass
+            _openlrm_infer_single(LRMInferrer, path, size, infer_planes)
             out[f"openlrm_{stem}_{size}"] = got["image"][0].contiguous().numpy().astype(np.float32)
     return out
 
@@ -276,15 +283,7 @@ def record_openlrm_planes(openlrm: str, files: dict[str, str], inputs: dict[str,
             _got["planes"] = LRMInferrer.infer_planes(runner, image, source_cam_dist)
             raise _Captured
 
-        me = types.SimpleNamespace(
-            cfg=types.SimpleNamespace(source_size=size, render_size=16, render_views=1, render_fps=1, mesh_size=16,
-                                      mesh_thres=3.0, frame_size=1, source_cam_dist=2.0),   # infer-*.yaml's 2.0
-            device=torch.device("cpu"), infer_planes=infer_planes)
-        try:
-            LRMInferrer.infer_single(me, path, source_cam_dist=None, export_video=False, export_mesh=False,
-                                     dump_video_path="", dump_mesh_path="")
-        except _Captured:
-            pass
+        _openlrm_infer_single(LRMInferrer, path, size, infer_planes)
         if not np.array_equal(got["image"][0].numpy(), inputs[f"openlrm_{stem}_{size}"]):
             raise SystemExit(f"OpenLRM's inferrer prepared another input for {stem} than the recorded one")
         out[stem] = got["planes"].float().numpy()

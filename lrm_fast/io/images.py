@@ -184,13 +184,7 @@ def recenter(rgba: np.ndarray, foreground_ratio: float) -> np.ndarray:
 def preprocess(rgba: np.ndarray, size: int, background: float = 1.0, foreground_ratio: float = 0.0,
                matting: Callable[[np.ndarray], np.ndarray] | None = None) -> torch.Tensor:
     """RGBA ``[H, W, 4]`` in [0, 1] -> RGB ``[3, size, size]`` for the encoder (see module docstring)."""
-    if rgba.ndim != 3 or rgba.shape[-1] != 4:
-        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
-    if matting is not None and not has_foreground_alpha(rgba):
-        alpha = np.asarray(matting(rgba[..., :3]), dtype=np.float32)
-        if alpha.shape != rgba.shape[:2]:
-            raise ValueError(f"matting returned alpha of shape {alpha.shape}, expected {rgba.shape[:2]}")
-        rgba = np.concatenate([rgba[..., :3], np.clip(alpha, 0, 1)[..., None]], -1)
+    rgba = _matte(_check_rgba(rgba), matting)
     if foreground_ratio and has_foreground_alpha(rgba):
         rgba = recenter(rgba, foreground_ratio)
     rgb = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
@@ -205,6 +199,11 @@ def preprocess(rgba: np.ndarray, size: int, background: float = 1.0, foreground_
     return t[0].clamp(0, 1)
 
 
+def _check_rgba(rgba: np.ndarray) -> np.ndarray:
+    if rgba.ndim != 3 or rgba.shape[-1] != 4:
+        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
+    return rgba
+
 
 def _to_u8(rgba: np.ndarray) -> np.ndarray:
     """float [0, 1] -> the uint8 values PIL decodes (``load_image`` divided them by 255, so
@@ -213,6 +212,7 @@ def _to_u8(rgba: np.ndarray) -> np.ndarray:
 
 
 def _matte(rgba: np.ndarray, matting) -> np.ndarray:
+    """An opaque image cut out by ``matting`` (``rgb [H, W, 3] -> alpha [H, W]``), when one is given."""
     if matting is not None and not has_foreground_alpha(rgba):
         alpha = np.asarray(matting(rgba[..., :3]), dtype=np.float32)
         if alpha.shape != rgba.shape[:2]:
@@ -240,8 +240,7 @@ def preprocess_triposr(rgba: np.ndarray, size: int, background: float = 0.5, for
        ``F.interpolate`` to ``(cond_image_size, cond_image_size)`` (``size``), bilinear,
        ``align_corners=False``, ``antialias=True``: a non-square image is stretched.
     """
-    if rgba.ndim != 3 or rgba.shape[-1] != 4:
-        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
+    _check_rgba(rgba)
     if not 0 < foreground_ratio <= 1:
         raise ValueError(f"foreground_ratio must be in (0, 1] for TripoSR's preprocessing, got {foreground_ratio}")
     img = _to_u8(_matte(rgba, matting))
@@ -287,9 +286,7 @@ def preprocess_openlrm(rgba: np.ndarray, size: int, background: float = 1.0,
     No recentering and no background removal (its inferrer has neither; ``matting``, when given,
     cuts an opaque image out first).
     """
-    if rgba.ndim != 3 or rgba.shape[-1] != 4:
-        raise ValueError(f"preprocess expects RGBA [H, W, 4], got {rgba.shape}")
-    t = torch.from_numpy(_to_u8(_matte(rgba, matting))).permute(2, 0, 1)[None] / 255.0
+    t = torch.from_numpy(_to_u8(_matte(_check_rgba(rgba), matting))).permute(2, 0, 1)[None] / 255.0
     t = t[:, :3] * t[:, 3:] + background * (1 - t[:, 3:])
     t = F.interpolate(t, size=(size, size), mode="bicubic", align_corners=True)
     return torch.clamp(t, 0, 1)[0].contiguous()

@@ -141,19 +141,10 @@ class Renderer(nn.Module):
             return "skipping"
         return "exact" if self._fusable(t) else "reference"
 
-    def _render_rays_fast(self, march, ctx, origins, dirs, bg):
-        """The fast path of ``_render_rays`` (same outputs): per batch item, only the rays that hit the
-        box are marched, or, where ``_compacts`` says no, every ray of every item at once, misses
-        masked after."""
-        cfg = self.cfg
+    def _march_hits(self, march, ctx, origins, dirs, near, far, hit, bg):
+        """The CPU fast path's compaction (``_compacts``): per batch item, only the rays that hit the
+        box are marched; a missed ray is (background, 0, 0) without a sample."""
         B, R, _ = origins.shape
-        near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
-        if not self._compacts(origins):
-            # a missed ray has near = far = 0: its samples sit at its origin, outside the box, and
-            # are gated out; the mask makes its outputs exactly (background, 0, 0)
-            c, dep, op = march(ctx, origins, dirs, near, far, bg)
-            return (torch.where(hit[..., None], c, bg.to(c.dtype)), torch.where(hit, dep, 0.0),
-                    torch.where(hit, op, 0.0))
         colors, depths_out, opacities = [], [], []
         for b in range(B):
             idx = hit[b].nonzero().squeeze(1)
@@ -181,17 +172,19 @@ class Renderer(nn.Module):
 
     def _render_rays(self, ctx: MarchContext, origins, dirs, bg):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``:
-        the marcher of ``marcher_name`` on these rays (all of them, or the CPU fast path's hits)."""
+        the marcher of ``marcher_name`` on these rays (all of them, or, on the CPU fast path, each
+        item's hits: ``_march_hits``)."""
         march = MARCHERS[self.marcher_name(origins, ctx.mask is not None)]
         if march.name == "uniform":  # its own ray-box test (a shrunk box); misses gated inside
             return march(ctx, origins, dirs, None, None, bg)
-        if self._use_fast(origins):
-            return self._render_rays_fast(march, ctx, origins, dirs, bg)
         cfg = self.cfg
         near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
+        if self._use_fast(origins) and self._compacts(origins):
+            return self._march_hits(march, ctx, origins, dirs, near, far, hit, bg)
         color, depth, opacity = march(ctx, origins, dirs, near, far, bg)
-        # a missed ray's samples all sit at its origin, outside the box, so it already renders as
-        # (background, 0, 0); the mask makes that exact even for an origin on a box face
+        # a missed ray has near = far = 0: its samples sit at its origin, outside the box, and are
+        # gated out, so it already renders as (background, 0, 0); the mask makes that exact even for
+        # an origin on a box face
         return (torch.where(hit[..., None], color, bg.to(color.dtype)), torch.where(hit, depth, 0.0),
                 torch.where(hit, opacity, 0.0))
 

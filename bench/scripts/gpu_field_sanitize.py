@@ -122,9 +122,9 @@ def run_one(case_name: str, variant: str, repeat: int, device: str) -> dict:
 SWEEP_CONFIGS = ("64,8,64,8", "64,4,64,4")
 
 
-def run_sweep(repeat: int, device: str) -> dict:
+def run_sweep(repeat: int, device: str, points: int = 1 << 18) -> dict:
     """Replay of ``measure_gpu``'s failing launch-configuration sweep through the public op (base field
-    C=48, 2^18 points, fwd + ``.float().sum().backward()``, bf16 then fp32 per configuration), with a
+    C=48, ``points`` = 2^18 points, fwd + ``.float().sum().backward()``, bf16 then fp32 per configuration), with a
     device synchronize and a CUDA-checked call (``torch.Generator(device=...)``, the call that raised
     in the H200 run) after every step: ``steps`` lists what completed, so the first step after which
     the context is broken is named even where the fault is reported late."""
@@ -139,7 +139,7 @@ def run_sweep(repeat: int, device: str) -> dict:
                 step = f"{cfg} {str(dtype)[6:]} inputs"
                 g = torch.Generator(device=device).manual_seed(0)
                 planes = torch.randn(1, 3, 48, 64, 64, device=device, generator=g).to(dtype).requires_grad_()
-                pts = torch.rand(1, 1 << 18, 3, device=device, generator=g) * 2 - 1
+                pts = torch.rand(1, points, 3, device=device, generator=g) * 2 - 1
                 dims = [3 * 48, 64, 64, 64, 4]
                 ws = [(torch.randn(dims[i + 1], dims[i], device=device, generator=g) / dims[i] ** 0.5).requires_grad_()
                       for i in range(4)]
@@ -189,6 +189,7 @@ def main(argv=None):
     ap.add_argument("--one", nargs=2, metavar=("CASE", "VARIANT"), help="one run in this process")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--points", type=int, default=1 << 18, help="points of the sweep replay (a CPU test: few)")
     ap.add_argument("--cases", default="c80,base,base16", help="matrix cases (tiny: a CPU smoke test)")
     ap.add_argument("--no-sanitizer", action="store_true", help="plain runs only")
     ap.add_argument("--out", help="markdown file for the matrix's table")
@@ -197,7 +198,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.one:
         try:
-            res = run_sweep(a.repeat, a.device) if a.one[0] == "sweep" else run_one(*a.one, a.repeat, a.device)
+            res = (run_sweep(a.repeat, a.device, a.points) if a.one[0] == "sweep"
+                   else run_one(*a.one, a.repeat, a.device))
         except Exception as e:  # noqa: BLE001 - reported, then the exit code says it
             res = dict(case=a.one[0], variant=a.one[1], ok=False, error=f"{type(e).__name__}: {e}"[:600])
         print("RESULT " + json.dumps(res), flush=True)

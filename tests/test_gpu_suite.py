@@ -128,3 +128,11 @@ def test_peak_memory_in_process():
     if m.mb < 0:
         pytest.skip("no /proc/self/clear_refs here")
     assert 14 <= m.mb < 200, m.mb
+
+
+def test_gpu_suite_arguments():
+    script = os.path.join(ROOT, "bench", "scripts", "gpu_suite.sh")
+    r = subprocess.run(["bash", script, "--bogus"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "--bogus" in r.stderr
+    r = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and "--dry-run" in r.stdout and r.stdout.rstrip().endswith("kernel benchmarks).")

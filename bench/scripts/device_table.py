@@ -59,6 +59,7 @@ DEMO_RECIPE = os.path.join(ROOT, "configs", "demo-gpu.yaml")
 # an error after which the CUDA context is unusable: every later CUDA call fails the same way
 POISON = ("illegal memory access", "illegal address", "CUDA error", "device-side assert", "unspecified launch failure")
 MAX_RESTARTS = 4
+TIMED_S = 6.0   # seconds of timed calls per row, at most (at least one call)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,7 +396,9 @@ def measure(ctx: Ctx, case: str, impl: str, dtype_name: str, limit: float) -> di
             fn()                      # warm-up: allocator, lazy kernel loads, autotuning
             ctx.sync()
             ts = []
-            deadline = t0 + limit * 0.7   # leave time for the counted call
+            # at most reps calls, and no new one past TIMED_S of timing or 70% of the limit (the counted
+            # call comes after): a seconds-long case (photo -> GLB, a dense mesh) times fewer calls
+            deadline = min(t0 + limit * 0.7, time.perf_counter() + TIMED_S)
             while len(ts) < ctx.sizes.reps and (not ts or time.perf_counter() + ts[-1] < deadline):
                 t = time.perf_counter()
                 fn()
@@ -587,8 +590,8 @@ def main(argv=None) -> int:
         for case, impl, dt in plan(a.cases.split(","), a.impls.split(","), a.dtypes.split(",")):
             if (case, impl, dt) in done:
                 continue
-            if case != last_case:          # free the last case's models before the next one's
-                ctx.cache = {k: v for k, v in ctx.cache.items() if k[0] in ("image", "train-data")}
+            if case != last_case:   # free the last case's originals and runners; our models serve every case
+                ctx.cache = {k: v for k, v in ctx.cache.items() if k[0] in ("image", "train-data", "model", "planes")}
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 last_case = case

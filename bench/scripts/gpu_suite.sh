@@ -33,7 +33,7 @@ DRY=0
 for a in "$@"; do
   case "$a" in
     --dry-run|-n) DRY=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $a (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -141,16 +141,17 @@ DEV=cuda; [ "$DRY" = 1 ] && DEV=cpu
 summary
 
 # --- 1. wheels (no network: carried in .whl/) -------------------------------------------------
-# shares are ceilings (the H200 built in 34 s with 16 jobs); reserves keep the later steps' minimum
+# shares are ceilings, wheels + build <= 90 s (the H200: 1 s + 34 s with 16 jobs); each reserve is the time
+# kept for the steps after it (typical run: ~40 + 10 + 90 + 80 s before the table, which gets ~190 s)
 if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
-  step wheels "install carried wheels (.whl/ -> $SITE)" 30 440 0 \
+  step wheels "install carried wheels (.whl/ -> $SITE)" 15 440 0 \
     "$PYTHON -m pip install -q --no-index --no-deps --no-compile --target $SITE $ROOT/.whl/*.whl"
 else
   say "no .whl/*.whl: xformers/lpips/trimesh/imageio-ffmpeg stay unavailable (bench/scripts/prepare_gpu_wheels.sh makes them)"
 fi
 
 # --- 2. build + install the package with CUDA (setup.py fails loudly if CUDA cannot be built) ----
-step build "build lrm_fast._C with CUDA (pip install -e .)" 120 320 1 \
+step build "build lrm_fast._C with CUDA (pip install -e .)" 75 360 1 \
   "PIP_BREAK_SYSTEM_PACKAGES=1 $PYTHON -m pip install --no-build-isolation --no-deps --no-index -e . || { echo 'pip install -e failed; building in place'; $PYTHON setup.py build_ext --inplace; }"
 
 # --- 3. imports, the device, the compiled kernels registered for it (a CPU-only build fails here) ----
@@ -162,7 +163,7 @@ step sanitize "Triton field illegal-address matrix (compute-sanitizer, bench/scr
   "$PYTHON -m bench.scripts.gpu_field_sanitize --out $RESULTS/$STEM-sanitize.md"
 
 # --- 5. gpu-marked tests, each with a time limit (pytest-timeout, on the GPU machine) -------------
-step tests "gpu tests (pytest -m gpu, ${SUITE_TEST_TIMEOUT:-60}s per test)" 75 130 0 \
+step tests "gpu tests (pytest -m gpu, ${SUITE_TEST_TIMEOUT:-60}s per test)" 90 130 0 \
   "TO=''; $PYTHON -c 'import pytest_timeout' 2>/dev/null && TO='--timeout=${SUITE_TEST_TIMEOUT:-60}'; $PYTHON -m pytest ${SUITE_GPU_TESTS:-tests} -m gpu -q -p no:cacheprovider -rfEs \$TO --junitxml=$RESULTS/$STEM-gpu-tests.xml; rc=\$?; [ \$rc = 5 ] && { echo 'no gpu tests collected'; exit 0; }; exit \$rc"
 
 # --- 6. the device table: one row per (case, implementation, dtype), written as each finishes ----

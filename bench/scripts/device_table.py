@@ -78,7 +78,7 @@ FULL = Sizes("base", "triposr", 512, 256, dict(batch_size=8), 5, "inductor", Tru
 # the demo recipe's code path at test size: the tiny model, 8x8 patches of 16 px views, 8 samples per ray
 TINY = Sizes("tiny", "tiny", 32, 32, dict(batch_size=2, model="tiny", model_overrides={}, render_size=16, patch=8,
                                           side_views=1, source_views=2, train_samples_per_ray=8,
-                                          train_chunk_rays=4096), 2, "eager", False)
+                                          train_chunk_rays=4096), 1, "eager", False)
 
 
 class NotApplicable(Exception):
@@ -93,7 +93,10 @@ class RowTimeout(Exception):
 def _original(name: str) -> tuple[str | None, str]:
     """(checkout, '') or (None, why not)."""
     env, folder = {"openlrm": ("LRM_FAST_OPENLRM", "OpenLRM"), "triposr": ("LRM_FAST_TRIPOSR", "TripoSR")}[name]
-    path = os.environ.get(env) or os.path.join(ROOT, ".originals", folder)
+    path = os.environ.get(env)
+    if path and not os.path.isdir(path):
+        return None, f"not available: {env}={path} is not a folder"
+    path = path or os.path.join(ROOT, ".originals", folder)
     if not os.path.isdir(path):
         return None, f"not available: no checkout ({env} unset and no .originals/{folder})"
     return path, ""
@@ -104,7 +107,8 @@ def _triposr_site() -> str | None:
     return site if os.path.isdir(site) else None
 
 
-# ---- the cases: build(ctx, impl, dtype) -> a no-argument callable (one call = one measured unit) ----
+# ---- the cases: build(ctx, case, impl, dtype) -> (a no-argument callable: one call = one measured unit,
+# a note for the table); NotApplicable where the row has no meaning ----------------------------------
 class Ctx:
     def __init__(self, device: torch.device, sizes: Sizes, tmp: str, fail_case: str | None = None):
         self.device, self.sizes, self.tmp, self.fail_case = device, sizes, tmp, fail_case
@@ -261,7 +265,8 @@ def case_view(ctx: Ctx, impl: str, dtype: torch.dtype):
     from lrm_fast.config import LRMConfig
 
     cam = LRMConfig.preset("triposr").camera
-    rays_o, rays_d = (t.to(ctx.device) for t in utils.get_spherical_cameras(1, 0.0, cam.source_distance, 40.0, res, res))
+    rays = utils.get_spherical_cameras(1, 0.0, cam.source_distance, 40.0, res, res)
+    rays_o, rays_d = (t.to(ctx.device) for t in rays)
 
     def run():
         with torch.inference_mode(), ctx.autocast(dtype):
@@ -368,7 +373,8 @@ def build(ctx: Ctx, case: str, impl: str, dtype: torch.dtype):
 def size_label(case: str, s: Sizes) -> str:
     return {"image_to_triplane/base": f"{s.base}, batch 1", "image_to_triplane/triposr": f"{s.triposr}, batch 1",
             "view": f"{s.base}, {s.view}^2", "mesh": f"{s.base}, {s.mesh}^3", "photo_to_glb": f"{s.base}, {s.mesh}^3",
-            "train_step": f"demo-gpu.yaml, batch {s.train['batch_size']}" + (", tiny" if "model" in s.train else "")}[case]
+            "train_step": f"demo-gpu.yaml, batch {s.train['batch_size']}" + (", tiny" if "model" in s.train else ""),
+            }[case]
 
 
 # ---- measuring one row ----------------------------------------------------------------------------
@@ -468,7 +474,7 @@ def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "Time: median ms of the timed calls (x: the reference's time / this one's, same dtype); "
              "peak: MiB above what was allocated before the call; ops / syncs: what one call dispatched "
-             "(`bench/lib/launches.py`; a CUDA-graph replay is one op).", "",
+             "(`bench/lib/launches.py`; a CUDA-graph replay is no op: only the copies in and out count).", "",
              "| case | size | implementation | bf16 ms | bf16 peak MiB | bf16 ops / syncs | fp32 ms | fp32 peak MiB "
              "| fp32 ops / syncs |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     notes = []

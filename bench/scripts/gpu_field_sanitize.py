@@ -169,7 +169,8 @@ def _matrix(repeat: int, cases=("c80", "base", "base16")):
     sanitizer = shutil.which("compute-sanitizer") or next(
         (p for p in ("/usr/local/cuda/bin/compute-sanitizer", "/usr/local/cuda/compute-sanitizer/compute-sanitizer")
          if os.path.exists(p)), None)
-    memcheck = [sanitizer, "--tool", "memcheck", "--print-limit", "20", "--show-backtrace", "device"] if sanitizer else None
+    memcheck = ([sanitizer, "--tool", "memcheck", "--print-limit", "20", "--show-backtrace", "device"]
+                if sanitizer else None)
     first = cases[0]
     runs = [([], first, "w8", repeat, 60)]
     if first != "tiny":

@@ -4,6 +4,7 @@ going past a failing or slow row, writing every finished row at once."""
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -23,7 +24,7 @@ def _table_lines(md: str) -> list[list[str]]:
 def test_gpu_suite_dry_run_end_to_end(tmp_path):
     """The whole script on CPU (two cases, fp32, the first deliberately failing): every step runs or says
     why not, the table has its rows and numbers, the failing case did not stop the ones after it."""
-    env = dict(os.environ, OUT=str(tmp_path), PYTHON=os.environ.get("PYTHON", "python3"),
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable,
                SUITE_GPU_TESTS="tests/test_launches.py",
                SUITE_TABLE_ARGS="--cases view,image_to_triplane/base --impls fast,reference,openlrm --dtypes float32 "
                                 "--fail-case view")

@@ -586,7 +586,7 @@ def main(argv=None) -> int:
     done = {(r["case"], r["impl"], r["dtype"]) for r in rows}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     header = (f"# Device table ({gpu}, torch {torch.__version__}{', --tiny' if a.tiny else ''}; "
-              f"{sizes.reps} timed calls per row, {limit:.0f} s per row)")
+              f"up to {sizes.reps} timed call(s) per row, {limit:.0f} s per row)")
     torch.manual_seed(0)
     with LaunchCounter():   # its first use imports the dispatch-mode machinery (seconds): not inside a row's limit
         torch.zeros(1).add_(1)

@@ -133,8 +133,9 @@ fi
 SITE=/tmp/site
 [ "$DRY" = 1 ] && SITE="$(mktemp -d /tmp/gpu-suite-site.XXXXXX)"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# without the editable install, lrm_fast.kernels (top-level kernels/) needs the link it maps (git-ignored)
-[ -e lrm_fast/kernels ] || ln -s ../kernels lrm_fast/kernels 2>/dev/null || true
+# without the editable install, lrm_fast.kernels (top-level kernels/) needs the link it maps (the GPU
+# machine's copy only: a dry run leaves the checkout as it is)
+[ "$DRY" = 1 ] || [ -e lrm_fast/kernels ] || ln -s ../kernels lrm_fast/kernels 2>/dev/null || true
 say "lrm_fast GPU suite: $GPU_NAME -> $RESULTS/$STEM-*  (budget ${BUDGET}s)"
 [ "$DRY" = 0 ] && say "FORCE_CUDA=$FORCE_CUDA CUDA_HOME=${CUDA_HOME:-not found} TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS PYTHON=$PYTHON"
 DEV=cuda; [ "$DRY" = 1 ] && DEV=cpu

@@ -211,6 +211,20 @@ def test_gpu_sanitize_script_runs_under_the_interpreter():
     assert res["ok"] and res["OP"] == 32 and res["out_rel_err"] < 1e-5, res
 
 
+def test_gpu_sanitize_sweep_replay_runs_under_the_interpreter():
+    """The matrix's ``sweep`` run (measure_gpu's failing launch-configuration sequence replayed through
+    the public op, a check after every step) at 70 points on CPU: every step completes and is listed."""
+    pytest.importorskip("triton")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "bench.scripts.gpu_field_sanitize", "--one", "sweep", "w8", "--repeat",
+                           "1", "--device", "cpu", "--points", "70"], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=root)
+    res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert res is not None and proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert res["ok"] and len(res["steps"]) == 4 and res["steps"][0] == "64,8,64,8 bfloat16 x1", res
+
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     torch.set_num_threads(1)
     _negative_control()

@@ -112,3 +112,42 @@ def saved_tensors_mb(fn) -> float:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return total / 2**20
+
+
+class PeakMemory:
+    """Peak extra memory (MiB) of the code inside ``with PeakMemory(device) as m: ...`` -> ``m.mb``,
+    measured in this process (no fork, so it cannot hang like ``peak_memory_mb``'s child on CPU).
+
+    CUDA: ``max_memory_allocated`` minus what was allocated before (tensors only). CPU: the kernel's
+    RSS high-water mark, reset first (``/proc/self/clear_refs`` = 5), minus the RSS before: the
+    resident memory the code added, whatever allocated it; -1.0 where ``/proc`` cannot say."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.mb = -1.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._base = -1
+            if os.path.exists("/proc/self/clear_refs"):
+                _release_free_heap()
+                try:
+                    with open("/proc/self/clear_refs", "w") as f:
+                        f.write("5")
+                    self._base = _status_kb("VmRSS")
+                except OSError:  # not permitted here: no CPU number
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif self._base >= 0:
+            self.mb = max(0.0, (_status_kb("VmHWM") - self._base) / 1024)

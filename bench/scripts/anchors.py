@@ -425,6 +425,15 @@ def build_triposr(checkout: str, site: str | None = None):
     return model, utils, einops
 
 
+def triposr_planes(theirs, einops, image: torch.Tensor) -> torch.Tensor:
+    """TripoSR's own image -> triplane for ``image [1, 3, S, S]`` (its ``TSR.forward`` without the image
+    preprocessing): tokenizer, backbone, post-processor."""
+    tok = theirs.image_tokenizer(image[:, None])
+    tok = einops.rearrange(tok, "B Nv C Nt -> B (Nv Nt) C", Nv=1)
+    return theirs.post_processor(theirs.tokenizer.detokenize(
+        theirs.backbone(theirs.tokenizer(1), encoder_hidden_states=tok)))
+
+
 def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int, repeat: int, backend: str,
                     memory: bool) -> list[dict]:
     from lrm_fast.cameras import default_intrinsics, orbit_cameras
@@ -438,10 +447,7 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
     image = torch.rand(1, 3, S, S)
 
     def their_planes():
-        tok = theirs.image_tokenizer(image[:, None])
-        tok = einops.rearrange(tok, "B Nv C Nt -> B (Nv Nt) C", Nv=1)
-        return theirs.post_processor(theirs.tokenizer.detokenize(
-            theirs.backbone(theirs.tokenizer(1), encoder_hidden_states=tok)))
+        return triposr_planes(theirs, einops, image)
 
     with torch.inference_mode():
         planes_t = their_planes()

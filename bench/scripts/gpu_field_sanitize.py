@@ -21,9 +21,12 @@ context), fp32 unless named:
   ``w8op32`` = 8 warps with the output tile padded to 32 columns (no n8 wgmma);
 * cases: ``c80`` = the failing test's shape (concat, 2 layers, C=80, 64x64 planes, 5000 points),
   ``base`` = the base field (concat, 4 layers, C=48, 2^16 points), ``base16`` = its bf16 (control);
-* first ``compute-sanitizer --tool memcheck`` on ``c80``/``base`` x ``w8`` (names the faulting
-  kernel, instruction and address space: global vs shared), then plain runs of every
-  case x variant, each forward + backward ``--repeat`` times with a synchronize after every launch.
+* ``sweep``: ``measure_gpu``'s failing sequence replayed through the public op (``run_sweep``), a
+  synchronize and a CUDA-checked call after every step;
+* in value order (``_matrix``): ``c80`` x ``w8`` plain, the sweep, ``compute-sanitizer --tool
+  memcheck`` on ``c80`` x ``w8`` (names the faulting kernel, instruction and address space: global vs
+  shared), the other variants and cases plain (forward + backward ``--repeat`` times with a
+  synchronize after every launch), memcheck on ``base`` and on the other variants last.
 
 Each run prints ``RESULT {json}``: ok, the error, max errors vs the reference, and the wgmma shapes
 of the compiled kernels. The markdown table goes to ``--out``.
@@ -31,6 +34,7 @@ of the compiled kernels. The markdown table goes to ``--out``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -115,18 +119,69 @@ def run_one(case_name: str, variant: str, repeat: int, device: str) -> dict:
     return res
 
 
+SWEEP_CONFIGS = ("64,8,64,8", "64,4,64,4")
+
+
+def run_sweep(repeat: int, device: str, points: int = 1 << 18) -> dict:
+    """Replay of ``measure_gpu``'s failing launch-configuration sweep through the public op (base field
+    C=48, ``points`` = 2^18 points, fwd + ``.float().sum().backward()``, bf16 then fp32 per configuration), with a
+    device synchronize and a CUDA-checked call (``torch.Generator(device=...)``, the call that raised
+    in the H200 run) after every step: ``steps`` lists what completed, so the first step after which
+    the context is broken is named even where the fault is reported late."""
+    T = importlib.import_module("lrm_fast.ops.triplane_mlp")
+    res = dict(case="sweep", variant="+".join(SWEEP_CONFIGS), steps=[])
+    old = os.environ.get("LRM_FAST_TRIPLANE_LAUNCH")
+    step = "start"
+    try:
+        for cfg in SWEEP_CONFIGS:
+            os.environ["LRM_FAST_TRIPLANE_LAUNCH"] = cfg
+            for dtype in (torch.bfloat16, torch.float32):
+                step = f"{cfg} {str(dtype)[6:]} inputs"
+                g = torch.Generator(device=device).manual_seed(0)
+                planes = torch.randn(1, 3, 48, 64, 64, device=device, generator=g).to(dtype).requires_grad_()
+                pts = torch.rand(1, points, 3, device=device, generator=g) * 2 - 1
+                dims = [3 * 48, 64, 64, 64, 4]
+                ws = [(torch.randn(dims[i + 1], dims[i], device=device, generator=g) / dims[i] ** 0.5).requires_grad_()
+                      for i in range(4)]
+                bs = [torch.zeros(dims[i + 1], device=device).requires_grad_() for i in range(4)]
+                for r in range(repeat):
+                    step = f"{cfg} {str(dtype)[6:]} fwd+bwd #{r}"
+                    T.triplane_mlp(planes, pts, ws, bs, backend="triton").float().sum().backward()
+                    if device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                        torch.Generator(device=device)
+                res["steps"].append(f"{cfg} {str(dtype)[6:]} x{repeat}")
+        res["ok"] = True
+    except Exception as e:  # noqa: BLE001 - the point of the replay
+        res.update(ok=False, error=f"at '{step}': {type(e).__name__}: {e}"[:600])
+    finally:
+        if old is None:
+            os.environ.pop("LRM_FAST_TRIPLANE_LAUNCH", None)
+        else:
+            os.environ["LRM_FAST_TRIPLANE_LAUNCH"] = old
+    return res
+
+
 def _matrix(repeat: int, cases=("c80", "base", "base16")):
+    """The runs in value order (the suite gives the matrix ~80 s; the first runs must be the telling
+    ones): the failing test's shape plain, the sweep's replay, memcheck on that shape, then the launch
+    variants and the other cases, memcheck of the base field last."""
     sanitizer = shutil.which("compute-sanitizer") or next(
         (p for p in ("/usr/local/cuda/bin/compute-sanitizer", "/usr/local/cuda/compute-sanitizer/compute-sanitizer")
          if os.path.exists(p)), None)
-    runs = []
-    if sanitizer:
-        runs += [([sanitizer, "--tool", "memcheck", "--print-limit", "20", "--show-backtrace", "device"],
-                  c, "w8", 1, 180) for c in cases[:2]]
-    runs += [([], c, v, repeat, 120) for c in cases for v in VARIANTS]
-    if sanitizer:
-        runs += [([sanitizer, "--tool", "memcheck", "--print-limit", "20"], cases[0], v, 1, 180)
-                 for v in ("w4", "w8op32")]
+    memcheck = ([sanitizer, "--tool", "memcheck", "--print-limit", "20", "--show-backtrace", "device"]
+                if sanitizer else None)
+    first = cases[0]
+    runs = [([], first, "w8", repeat, 60)]
+    if first != "tiny":
+        runs.append(([], "sweep", "w8", 5, 90))
+    if memcheck:
+        runs.append((memcheck, first, "w8", 1, 180))
+    runs += [([], first, v, repeat, 60) for v in VARIANTS if v != "w8"]
+    runs += [([], c, v, repeat, 60) for c in cases[1:] for v in VARIANTS]
+    if memcheck:
+        runs += [(memcheck, c, "w8", 1, 180) for c in cases[1:2]]
+        runs += [(memcheck, first, v, 1, 180) for v in VARIANTS if v != "w8"]
     return sanitizer, runs
 
 
@@ -135,6 +190,7 @@ def main(argv=None):
     ap.add_argument("--one", nargs=2, metavar=("CASE", "VARIANT"), help="one run in this process")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--points", type=int, default=1 << 18, help="points of the sweep replay (a CPU test: few)")
     ap.add_argument("--cases", default="c80,base,base16", help="matrix cases (tiny: a CPU smoke test)")
     ap.add_argument("--no-sanitizer", action="store_true", help="plain runs only")
     ap.add_argument("--out", help="markdown file for the matrix's table")
@@ -143,7 +199,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.one:
         try:
-            res = run_one(*a.one, a.repeat, a.device)
+            res = (run_sweep(a.repeat, a.device, a.points) if a.one[0] == "sweep"
+                   else run_one(*a.one, a.repeat, a.device))
         except Exception as e:  # noqa: BLE001 - reported, then the exit code says it
             res = dict(case=a.one[0], variant=a.one[1], ok=False, error=f"{type(e).__name__}: {e}"[:600])
         print("RESULT " + json.dumps(res), flush=True)

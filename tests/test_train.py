@@ -370,3 +370,24 @@ def test_fit_reads_the_host_only_at_log_steps(data_root, tmp_path, monkeypatch):
     assert [r["step"] for r in recs] == [2, 4, 5]
     assert {"loss", "mse", "psnr", "grad_norm", "lr", "items_per_s", "s_per_step", "peak_mem_mb"} <= set(recs[0])
     assert res["loss"] == recs[-1]["loss"] and isinstance(res["loss"], float)
+
+
+def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
+    """``compile: true`` wraps the forward in torch.compile (here with the eager backend: inductor
+    takes minutes on a small CPU) and trains the same steps as the uncompiled trainer. Jitter off: its
+    generator is not traced, so with it the renderer's sampling runs eagerly between graphs (slow to trace)."""
+    from lrm_fast.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "compile_options", lambda device: {"backend": "eager"})
+    torch._dynamo.reset()
+    try:
+        runs = []
+        for compiled in (False, True):
+            tr = Trainer(_cfg(data_root, tmp_path / str(compiled), compile=compiled, jitter=False))
+            tr.model.renderer.compact_misses = "never"
+            assert isinstance(tr.ddp, torch._dynamo.eval_frame.OptimizedModule) == compiled
+            batch = next(tr.batches())
+            runs.append([float(tr.train_step(batch)["loss"]) for _ in range(2)])
+    finally:
+        torch._dynamo.reset()
+    assert runs[1] == pytest.approx(runs[0], rel=1e-5)

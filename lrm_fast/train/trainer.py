@@ -13,7 +13,8 @@ Checkpoints (``<out>/checkpoint/last.pt``, written to a temp file and renamed) e
 steps, at the end, on SIGTERM/SIGINT and when ``max_minutes`` is reached; each also exports the
 model (``<out>/model/``: ``model.safetensors`` + ``config.json``, loadable by ``load_model``).
 The log is ``<out>/log.jsonl``: one JSON object per ``log_every`` steps (loss, mse, psnr, lr,
-items/s, peak memory) plus ``start``/``checkpoint``/``end`` events.
+items/s, peak memory) plus ``start``/``checkpoint``/``end`` events. A step reads nothing on the host:
+the logged means are summed on the device and read once per ``log_every`` steps (``read_host``).
 """
 from __future__ import annotations
 
@@ -149,6 +150,13 @@ def read_host(t: torch.Tensor) -> list[float]:
     return t.detach().cpu().tolist()
 
 
+def compile_options(device: torch.device) -> dict:
+    """``torch.compile`` arguments of the trainer's forward (``TrainConfig.compile``): CUDA graphs on a
+    GPU (``"reduce-overhead"``: the step's hundreds of small launches replayed as one graph; the
+    exact render has static shapes), inductor's default mode elsewhere."""
+    return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+
+
 class _StopVote:
     """Every rank stops at the same step when any rank wants to (a signal, ``max_minutes``), without a
     host sync per step: the vote of step ``s`` is summed over ranks and copied to the host while step
@@ -230,6 +238,9 @@ class Trainer:
         self.ddp = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.world > 1 else self.model)
+        if cfg.compile:
+            self.ddp = torch.compile(self.ddp, **compile_options(self.device))
+        self._generator = torch.Generator(device=self.device)
 
         # fused: one kernel per group, and the step counts live on the parameters' device, so a step reads
         # nothing on the host (the default CPU loop and CUDA's foreach loop read each step count with .item())
@@ -305,8 +316,8 @@ class Trainer:
         dev = self.device
         b = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         gen = None
-        if cfg.jitter:
-            gen = torch.Generator(device=dev)
+        if cfg.jitter:  # one generator, reseeded: a compiled forward sees the same object every step
+            gen = self._generator
             gen.manual_seed(cfg.seed * 1_000_003 + step * 1009 + self.rank)
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.ddp(b["source_image"], b["source_camera"], b["c2w"], b["intrinsics"], cfg.render_size,

@@ -391,3 +391,19 @@ def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
     finally:
         torch._dynamo.reset()
     assert runs[1] == pytest.approx(runs[0], rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_train_step_has_no_host_sync(data_root, tmp_path):
+    """What the CPU count stands for, checked by CUDA itself: a bf16 training step with jitter, on the
+    renderer's GPU path, makes no synchronizing CUDA call (``set_sync_debug_mode("error")`` raises)."""
+    tr = Trainer(_cfg(data_root, tmp_path, device="cuda", threads=None))
+    batch = next(tr.batches())
+    tr.train_step(batch)  # the first step makes the optimizer state and warms the caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = tr.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(stats["loss"])

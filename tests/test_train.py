@@ -374,11 +374,12 @@ def test_fit_reads_the_host_only_at_log_steps(data_root, tmp_path, monkeypatch):
 
 def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
     """``compile: true`` wraps the forward in torch.compile (here with the eager backend: inductor
-    takes minutes on a small CPU) and trains the same steps as the uncompiled trainer. Jitter off: its
+    takes minutes on a small CPU), as one graph (fullgraph: image -> planes -> exact render of the
+    sampled rays, with gradients), and trains the same steps as the uncompiled trainer. Jitter off: its
     generator is not traced, so with it the renderer's sampling runs eagerly between graphs (slow to trace)."""
     from lrm_fast.train import trainer as trainer_mod
 
-    monkeypatch.setattr(trainer_mod, "compile_options", lambda device: {"backend": "eager"})
+    monkeypatch.setattr(trainer_mod, "compile_options", lambda device: {"backend": "eager", "fullgraph": True})
     torch._dynamo.reset()
     try:
         runs = []

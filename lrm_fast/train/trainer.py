@@ -234,6 +234,7 @@ class Trainer:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, samples_per_ray=cfg.train_samples_per_ray)
         if cfg.train_chunk_rays:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, chunk_rays=int(cfg.train_chunk_rays))
+        model.check_cameras = False  # (a host sync per step; load_pose checked the dataset's poses)
         self.model = model.to(self.device)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -1,5 +1,6 @@
 """Trainer: loss goes down, resume-after-kill equivalence, AMP paths, LPIPS, export, config errors."""
 import json
+import math
 import os
 
 import pytest
@@ -374,17 +375,17 @@ def test_fit_reads_the_host_only_at_log_steps(data_root, tmp_path, monkeypatch):
 
 def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
     """``compile: true`` wraps the forward in torch.compile (here with the eager backend: inductor
-    takes minutes on a small CPU), as one graph (fullgraph: image -> planes -> exact render of the
-    sampled rays, with gradients), and trains the same steps as the uncompiled trainer. Jitter off: its
-    generator is not traced, so with it the renderer's sampling runs eagerly between graphs (slow to trace)."""
+    takes minutes on a small CPU) as one graph (fullgraph: image -> planes -> exact render of the
+    sampled rays, with gradients) and trains the same steps as the uncompiled trainer; with jitter too
+    (drawn from the default generator: another stream than the eager run's, so only finite here)."""
     from lrm_fast.train import trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod, "compile_options", lambda device: {"backend": "eager", "fullgraph": True})
     torch._dynamo.reset()
     try:
         runs = []
-        for compiled in (False, True):
-            tr = Trainer(_cfg(data_root, tmp_path / str(compiled), compile=compiled, jitter=False))
+        for compiled, jitter in ((False, False), (True, False), (True, True)):
+            tr = Trainer(_cfg(data_root, tmp_path / f"{compiled}{jitter}", compile=compiled, jitter=jitter))
             tr.model.renderer.compact_misses = "never"
             assert isinstance(tr.ddp, torch._dynamo.eval_frame.OptimizedModule) == compiled
             batch = next(tr.batches())
@@ -392,6 +393,7 @@ def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
     finally:
         torch._dynamo.reset()
     assert runs[1] == pytest.approx(runs[0], rel=1e-5)
+    assert all(math.isfinite(x) for x in runs[2])
 
 
 @pytest.mark.gpu

@@ -317,9 +317,13 @@ class Trainer:
         dev = self.device
         b = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         gen = None
-        if cfg.jitter:  # one generator, reseeded: a compiled forward sees the same object every step
-            gen = self._generator
-            gen.manual_seed(cfg.seed * 1_000_003 + step * 1009 + self.rank)
+        if cfg.jitter:
+            seed = cfg.seed * 1_000_003 + step * 1009 + self.rank
+            if cfg.compile:  # torch.compile does not trace a generator: the device's default one, seeded alike
+                (torch.cuda.manual_seed if dev.type == "cuda" else torch.manual_seed)(seed)
+            else:
+                gen = self._generator
+                gen.manual_seed(seed)
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.ddp(b["source_image"], b["source_camera"], b["c2w"], b["intrinsics"], cfg.render_size,
                            pixels=b["pixels"], background=b["bg"], jitter=cfg.jitter, generator=gen)

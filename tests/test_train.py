@@ -1,5 +1,6 @@
 """Trainer: loss goes down, resume-after-kill equivalence, AMP paths, LPIPS, export, config errors."""
 import json
+import math
 import os
 
 import pytest
@@ -330,3 +331,82 @@ def test_lr_scale_groups():
         param_groups(model, TrainConfig.from_dict({"lr_scale": {"feild": 10}}))
     with pytest.raises(ValueError, match="lr_scale"):
         TrainConfig.from_dict({"lr_scale": {"field": -1}})
+
+
+def test_train_step_has_no_host_sync(data_root, tmp_path):
+    """One training step on the path a GPU takes (no per-item compaction, jitter on) reads nothing on
+    the host: the fused AdamW keeps its step counts on the device, GradScaler is off, clipping,
+    PSNR and the loss stay tensors (the GPU issue's budget: 0 syncs per step)."""
+    from bench.lib.launches import LaunchCounter
+
+    tr = Trainer(_cfg(data_root, tmp_path))
+    tr.model.renderer.compact_misses = "never"
+    batch = next(tr.batches())
+    for _ in range(2):  # the first step (optimizer state made) and a later one
+        with LaunchCounter() as c:
+            stats = tr.train_step(batch)
+        assert c.syncs == 0, dict(c.sync_ops)
+    assert c.ops > 0 and all(isinstance(v, torch.Tensor) for v in stats.values())
+
+
+def test_fit_reads_the_host_only_at_log_steps(data_root, tmp_path, monkeypatch):
+    """fit sums the stats on the device and reads them in one copy (``read_host``) per logged step;
+    nothing else in the loop (progress bar, stop and checkpoint logic, the final save) syncs."""
+    from bench.lib.launches import LaunchCounter
+    from lrm_fast.train import trainer as trainer_mod
+
+    tr = Trainer(_cfg(data_root, tmp_path, steps=5, log_every=2, progress=True))
+    tr.model.renderer.compact_misses = "never"
+    batches = list(tr.batches())  # data loading checks its host tensors: not part of the step
+    tr.batches = lambda: iter(batches)
+    reads = []
+    read = trainer_mod.read_host
+    monkeypatch.setattr(trainer_mod, "read_host", lambda t: (reads.append(tr.step), read(t))[1])
+    with LaunchCounter() as c:
+        res = tr.fit()
+    assert c.syncs == 0, dict(c.sync_ops)       # (a copy to the host is not an op the counter sees)
+    assert reads == [2, 4, 5]
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    recs = [r for r in log if "loss" in r]
+    assert [r["step"] for r in recs] == [2, 4, 5]
+    assert {"loss", "mse", "psnr", "grad_norm", "lr", "items_per_s", "s_per_step", "peak_mem_mb"} <= set(recs[0])
+    assert res["loss"] == recs[-1]["loss"] and isinstance(res["loss"], float)
+
+
+def test_compiled_forward_trains_like_eager(data_root, tmp_path, monkeypatch):
+    """``compile: true`` wraps the forward in torch.compile (here with the eager backend: inductor
+    takes minutes on a small CPU) as one graph (fullgraph: image -> planes -> exact render of the
+    sampled rays, with gradients) and trains the same steps as the uncompiled trainer; with jitter too
+    (drawn from the default generator: another stream than the eager run's, so only finite here)."""
+    from lrm_fast.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "compile_options", lambda device: {"backend": "eager", "fullgraph": True})
+    torch._dynamo.reset()
+    try:
+        runs = []
+        for compiled, jitter in ((False, False), (True, False), (True, True)):
+            tr = Trainer(_cfg(data_root, tmp_path / f"{compiled}{jitter}", compile=compiled, jitter=jitter))
+            tr.model.renderer.compact_misses = "never"
+            assert isinstance(tr.ddp, torch._dynamo.eval_frame.OptimizedModule) == compiled
+            batch = next(tr.batches())
+            runs.append([float(tr.train_step(batch)["loss"]) for _ in range(2)])
+    finally:
+        torch._dynamo.reset()
+    assert runs[1] == pytest.approx(runs[0], rel=1e-5)
+    assert all(math.isfinite(x) for x in runs[2])
+
+
+@pytest.mark.gpu
+def test_gpu_train_step_has_no_host_sync(data_root, tmp_path):
+    """What the CPU count stands for, checked by CUDA itself: a bf16 training step with jitter, on the
+    renderer's GPU path, makes no synchronizing CUDA call (``set_sync_debug_mode("error")`` raises)."""
+    tr = Trainer(_cfg(data_root, tmp_path, device="cuda", threads=None))
+    batch = next(tr.batches())
+    tr.train_step(batch)  # the first step makes the optimizer state and warms the caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = tr.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(stats["loss"])

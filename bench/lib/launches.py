@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 # ops whose output the host must read before it can go on (a sync on a GPU)
 SYNC_OPS = {
-    "aten::_local_scalar_dense",   # .item(), .tolist(), int(t), bool(t), float(t)
+    "aten::_local_scalar_dense",   # .item(), int(t), bool(t), float(t); not .tolist() or .cpu() (unseen on CPU)
     "aten::nonzero", "aten::nonzero_static", "aten::masked_select", "aten::unique_dim", "aten::_unique2",
     "aten::unique_consecutive", "aten::unique", "aten::argwhere",
     "aten::_assert_async", "aten::equal", "aten::is_nonzero", "aten::repeat_interleave",

@@ -43,8 +43,11 @@ def defined(op: str) -> bool:
         return False
 
 
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, key: str) -> bool:
-    """Whether ``lrm_fast::<op>`` has a kernel for dispatch key ``key`` ("CPU", "CUDA")."""
+    """Whether ``lrm_fast::<op>`` has a kernel for dispatch key ``key`` ("CPU", "CUDA"). Fixed for the
+    process (the library loads once, at import): torch.compile reads it while tracing and keeps the
+    answer, so a probe inside a compiled render is no graph break."""
     return defined(op) and torch._C._dispatch_has_kernel_for_dispatch_key(LIB + op, key)
 
 

@@ -58,6 +58,10 @@ class TrainConfig:
     # the demo's 8192 and a batch of 24 that is ~340 rays per march, ~460 tiny marches per step.
     train_chunk_rays: int | None = None
     jitter: bool = True
+    # torch.compile the forward (image -> planes -> rendered rays) as one graph: CUDA graphs on a GPU
+    # ("reduce-overhead"), inductor elsewhere (minutes of compiling on a small CPU). The jitter then
+    # draws from the device's default generator, seeded per step (a generator object is not traced)
+    compile: bool = False
     # precision / device
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     device: str = "auto"

@@ -13,7 +13,8 @@ Checkpoints (``<out>/checkpoint/last.pt``, written to a temp file and renamed) e
 steps, at the end, on SIGTERM/SIGINT and when ``max_minutes`` is reached; each also exports the
 model (``<out>/model/``: ``model.safetensors`` + ``config.json``, loadable by ``load_model``).
 The log is ``<out>/log.jsonl``: one JSON object per ``log_every`` steps (loss, mse, psnr, lr,
-items/s, peak memory) plus ``start``/``checkpoint``/``end`` events.
+items/s, peak memory) plus ``start``/``checkpoint``/``end`` events. A step reads nothing on the host:
+the logged means are summed on the device and read once per ``log_every`` steps (``read_host``).
 """
 from __future__ import annotations
 
@@ -143,6 +144,46 @@ def param_groups(model, cfg: TrainConfig) -> list[dict]:
             for k in sorted(groups)]
 
 
+def read_host(t: torch.Tensor) -> list[float]:
+    """The values of a small device tensor on the host: the trainer's only host sync, once per
+    ``log_every`` steps (one copy for all the logged stats; tests count its calls)."""
+    return t.detach().cpu().tolist()
+
+
+def compile_options(device: torch.device) -> dict:
+    """``torch.compile`` arguments of the trainer's forward (``TrainConfig.compile``): CUDA graphs on a
+    GPU (``"reduce-overhead"``: the step's hundreds of small launches replayed as one graph; the
+    exact render has static shapes), inductor's default mode elsewhere."""
+    return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+
+
+class _StopVote:
+    """Every rank stops at the same step when any rank wants to (a signal, ``max_minutes``), without a
+    host sync per step: the vote of step ``s`` is summed over ranks and copied to the host while step
+    ``s + 1`` runs, and read after it (a stop lands one step late). On CPU (gloo) the copy is free."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pending = None  # (the summed vote on its way to the host, the event that says it is there)
+
+    def step(self, wants_stop: bool) -> bool:
+        stop = False
+        if self.pending is not None:
+            votes, done = self.pending
+            if done is not None:
+                done.synchronize()  # queued a step ago: the device has moved on to this step's work
+            stop = bool(votes[0] > 0)
+        flag, done = torch.tensor([float(wants_stop)]), None
+        if self.device.type == "cuda":  # (a copy from pageable memory would wait for the device)
+            flag = flag.pin_memory().to(self.device, non_blocking=True)
+        torch.distributed.all_reduce(flag)
+        if self.device.type == "cuda":
+            flag, done = flag.to("cpu", non_blocking=True), torch.cuda.Event()
+            done.record()
+        self.pending = (flag, done)
+        return stop
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -193,12 +234,19 @@ class Trainer:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, samples_per_ray=cfg.train_samples_per_ray)
         if cfg.train_chunk_rays:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, chunk_rays=int(cfg.train_chunk_rays))
+        model.check_cameras = False  # (a host sync per step; load_pose checked the dataset's poses)
         self.model = model.to(self.device)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.world > 1 else self.model)
+        if cfg.compile:
+            self.ddp = torch.compile(self.ddp, **compile_options(self.device))
+        self._generator = torch.Generator(device=self.device)
 
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
+        # fused: one kernel per group, and the step counts live on the parameters' device, so a step reads
+        # nothing on the host (the default CPU loop and CUDA's foreach loop read each step count with .item())
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas),
+                                           fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.warmup, cfg.steps, cfg.min_lr_ratio))
 
@@ -270,8 +318,12 @@ class Trainer:
         b = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         gen = None
         if cfg.jitter:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(cfg.seed * 1_000_003 + step * 1009 + self.rank)
+            seed = cfg.seed * 1_000_003 + step * 1009 + self.rank
+            if cfg.compile:  # torch.compile does not trace a generator: the device's default one, seeded alike
+                (torch.cuda.manual_seed if dev.type == "cuda" else torch.manual_seed)(seed)
+            else:
+                gen = self._generator
+                gen.manual_seed(seed)
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.ddp(b["source_image"], b["source_camera"], b["c2w"], b["intrinsics"], cfg.render_size,
                            pixels=b["pixels"], background=b["bg"], jitter=cfg.jitter, generator=gen)
@@ -324,7 +376,9 @@ class Trainer:
     def batches(self):
         loader = torch.utils.data.DataLoader(StepBatches(self.dataset, self.cfg, self.step, self.rank, self.world),
                                              batch_size=None, shuffle=False, num_workers=self.cfg.num_workers,
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             # pinned: loss_fn's non_blocking copies then do not wait for the GPU
+                                             pin_memory=self.device.type == "cuda")
         return iter(loader)
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -349,35 +403,32 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", mininterval=5)
         t_start = self._t_start = time.perf_counter()
-        t_log, n_items, acc = time.perf_counter(), 0, {}
+        t_log, n_items, acc, n_acc = time.perf_counter(), 0, {}, 0
         last = {}
+        vote = _StopVote(self.device) if self.world > 1 else None
         try:
             for batch in self.batches():
                 stats = self.train_step(batch)
                 n_items += batch["source_image"].shape[0] * self.world
+                # summed on the device: the host reads them once per log_every steps, not once per step
                 for k, v in stats.items():
-                    acc[k] = acc.get(k, 0.0) + float(v)
-                acc["_n"] = acc.get("_n", 0) + 1
+                    acc[k] = acc[k] + v.float() if k in acc else v.float()
+                n_acc += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(stats['loss']):.4f}", psnr=f"{float(stats['psnr']):.1f}",
-                                    refresh=False)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     dt = time.perf_counter() - t_log
-                    n = acc.pop("_n")
-                    last = {k: v / n for k, v in acc.items()}
+                    last = dict(zip(acc, read_host(torch.stack(list(acc.values())) / n_acc)))
                     self._log({"step": self.step, **last, "lr": self.optimizer.param_groups[0]["lr"],
-                               "items_per_s": n_items / max(dt, 1e-9), "s_per_step": dt / n,
+                               "items_per_s": n_items / max(dt, 1e-9), "s_per_step": dt / n_acc,
                                "peak_mem_mb": _peak_memory_mb(self.device), "skipped": self.dataset.skipped,
                                "elapsed_s": time.perf_counter() - t_start})
-                    t_log, n_items, acc = time.perf_counter(), 0, {}
+                    if bar is not None:  # the last logged means (a per-step value would cost a read)
+                        bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last['psnr']:.1f}", refresh=False)
+                    t_log, n_items, acc, n_acc = time.perf_counter(), 0, {}, 0
                 out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
-                if self.world > 1:  # every rank must agree to stop at the same step
-                    flag = torch.tensor([float(self._stop is not None or out_of_time)], device=self.device)
-                    torch.distributed.all_reduce(flag)
-                    stop_now = flag.item() > 0
-                else:
-                    stop_now = self._stop is not None or out_of_time
+                wants_stop = self._stop is not None or out_of_time
+                stop_now = vote.step(wants_stop) if vote is not None else wants_stop
                 if stop_now:
                     self.save(self._stop or "max_minutes")
                     break

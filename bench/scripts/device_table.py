@@ -335,8 +335,6 @@ def case_train_step(ctx: Ctx, impl: str, dtype: torch.dtype):
     from lrm_fast.train.config import TrainConfig
     from lrm_fast.train.trainer import Trainer
 
-    if impl == "compile":
-        raise NotApplicable("the Trainer has no torch.compile switch")
     if impl in ("openlrm", "triposr"):
         raise NotApplicable("the originals' training code is not part of their inference checkouts")
     over = dict(ctx.sizes.train)
@@ -350,10 +348,13 @@ def case_train_step(ctx: Ctx, impl: str, dtype: torch.dtype):
     ctx.cached(("train-data",), make_data)
     cfg = TrainConfig.load(DEMO_RECIPE, dict(over, data_root=root, out_dir=os.path.join(ctx.tmp, "train-run"),
                                              num_workers=0, backend="auto" if impl == "fast" else "reference",
+                                             compile=impl == "compile",
                                              precision="bf16" if dtype == torch.bfloat16 else "fp32",
                                              device=ctx.device.type, max_minutes=None, time_schedule=False,
                                              progress=False))
     tr = Trainer(cfg)
+    if impl == "compile":  # TrainConfig.compile's forward, with this table's compile backend
+        tr.ddp = ctx.compiled(tr.ddp._orig_mod)
     batch = next(tr.batches())
     return (lambda: tr.train_step(batch)), f"batch {cfg.batch_size}, {cfg.side_views + 1} views of {cfg.patch}^2 rays"
 

@@ -107,3 +107,47 @@ def test_benchmark_reports_colour_mae_and_baselines(tmp_path):
                  "--resolution", "8", "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["recipe"] == "rich" and "mean_colour" in res["in_distribution"]
+
+
+def test_heldout_psnr_while_training(tmp_path):
+    # eval_every: a held-out PSNR in log.jsonl and on the bar's description, every k steps and at the
+    # end, without changing the training losses (its RNG use is forked away)
+    from lrm_fast.data.synthetic import make_dataset
+    from lrm_fast.train.config import TrainConfig
+    from lrm_fast.train.heldout import heldout_progress
+    from lrm_fast.train.trainer import Trainer
+
+    data = str(tmp_path / "d")
+    make_dataset(data, 2, n_views=4, resolution=16, seed=0, workers=1, recipe="rich", depth=False)
+
+    def run(out, **kw):
+        cfg = TrainConfig.from_dict(dict(model="tiny", data_root=data, side_views=1, render_size=16, patch=8,
+                                         batch_size=2, steps=3, warmup=1, out_dir=str(tmp_path / out), log_every=1,
+                                         ckpt_every=100, progress=False, threads=1, eval_objects=1, eval_views=1,
+                                         eval_resolution=8, eval_recipe="rich",
+                                         model_overrides={"encoder": {"foreground_ratio": 0.0}}, **kw))
+        Trainer(cfg).fit()
+        with open(tmp_path / out / "log.jsonl") as f:
+            recs = [json.loads(line) for line in f]
+        return {r["step"]: r["loss"] for r in recs if "loss" in r}, [r for r in recs if r.get("event") == "heldout"]
+
+    plain, none = run("plain", eval_every=0)
+    watched, held = run("watched", eval_every=2)
+    assert none == [] and [r["step"] for r in held] == [2, 3]                 # every 2 steps + the last
+    assert all(0 < r["psnr"] < 100 and 0 <= r["colour_mae"] <= 1 and r["recipe"] == "rich" for r in held)
+    assert watched == pytest.approx(plain, rel=1e-6)
+
+    class Bar:
+        desc = None
+
+        def set_description(self, d, refresh=True):
+            self.desc = d
+    bar = Bar()
+    tr = Trainer(TrainConfig.from_dict(dict(model="tiny", data_root=data, render_size=16, patch=8, progress=False,
+                                            eval_every=5, eval_objects=1, eval_views=1, eval_resolution=8,
+                                            out_dir=str(tmp_path / "b"))))
+    assert heldout_progress(tr, bar) is not None and bar.desc.startswith("train (held-out ")   # step 0
+    tr.step = 3
+    assert heldout_progress(tr, bar) is None
+    with pytest.raises(ValueError, match="eval_recipe"):
+        TrainConfig.from_dict(dict(eval_every=10, eval_recipe="default"))

@@ -13,7 +13,8 @@ Checkpoints (``<out>/checkpoint/last.pt``, written to a temp file and renamed) e
 steps, at the end, on SIGTERM/SIGINT and when ``max_minutes`` is reached; each also exports the
 model (``<out>/model/``: ``model.safetensors`` + ``config.json``, loadable by ``load_model``).
 The log is ``<out>/log.jsonl``: one JSON object per ``log_every`` steps (loss, mse, psnr, lr,
-items/s, peak memory) plus ``start``/``checkpoint``/``end`` events.
+items/s, peak memory) plus ``start``/``checkpoint``/``end`` events, and ``heldout`` events every
+``eval_every`` steps (``heldout.py``: held-out PSNR, also shown on the progress bar).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from ..dist import dist_info as _dist_info, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .config import TrainConfig
+from .heldout import heldout_progress
 from .losses import LPIPSLoss, psnr
 
 
@@ -371,6 +373,7 @@ class Trainer:
                                "peak_mem_mb": _peak_memory_mb(self.device), "skipped": self.dataset.skipped,
                                "elapsed_s": time.perf_counter() - t_start})
                     t_log, n_items, acc = time.perf_counter(), 0, {}
+                heldout_progress(self, bar)
                 out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
                 if self.world > 1:  # every rank must agree to stop at the same step
                     flag = torch.tensor([float(self._stop is not None or out_of_time)], device=self.device)

@@ -17,7 +17,7 @@ def add_arguments(p):
                    help="object/camera distribution: default (1-4 primitives, all views at distance 2), demo "
                         "(1-3 primitives in a 0.8 ball; views 0-3 at distance 2, view 0 the canonical source "
                         "camera; other views at 1.9-2.6, elevations -20..55) or rich (1-5 parts of different "
-                        "colours, thin rods/plates/rings, scaled 0.7-1.2x and off-centre; source views as demo, "
+                        "colours, thin rods/plates/rings, scaled 0.8-1.5x and off-centre; source views as demo, "
                         "other views at 1.8-3.2, elevations -20..60; docs/demo/recipe.md)")
     p.add_argument("--no-depth", action="store_true", help="do not write depth maps (smaller, faster)")
 

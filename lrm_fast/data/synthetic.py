@@ -488,11 +488,11 @@ DEMO_RECIPE = Recipe(max_primitives=3, radius=0.8, canonical_source=True, source
                      side_distance=(1.9, 2.6), elevation_range=(-20.0, 55.0))
 # what users show a demo (the demo-model issue, item 3): 1-5 parts of clearly different colours
 # (max-channel distance >= 0.35; a one-part object is striped or checkered), a third of the extra parts
-# thin (rods, plates, rings), the whole object scaled 0.7-1.2x and moved off-centre by up to 0.45;
+# thin (rods, plates, rings), the whole object scaled 0.8-1.5x (clipped to the box) and moved off-centre by up to 0.45;
 # source views as the demo recipe's (canonical camera at distance 2), side views at distance 1.8-3.2
 RICH_RECIPE = Recipe(max_primitives=5, radius=0.8, canonical_source=True, source_views=4,
                      side_distance=(1.8, 3.2), elevation_range=(-20.0, 60.0), min_primitives=1,
-                     min_color_distance=0.35, thin_prob=0.35, scale_range=(0.7, 1.2), max_offset=0.45)
+                     min_color_distance=0.35, thin_prob=0.35, scale_range=(0.8, 1.5), max_offset=0.45)
 RECIPES = {"default": Recipe(), "demo": DEMO_RECIPE, "rich": RICH_RECIPE}
 
 

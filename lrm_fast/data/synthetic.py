@@ -90,7 +90,7 @@ def random_object(rng: np.random.Generator, max_primitives: int = 4, radius: flo
     for _ in range(n):
         kind = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
         scale = rng.uniform(0.3, 0.6) if n > 1 else rng.uniform(0.5, 0.8)
-        size = random_object_size(rng, kind, scale)
+        size = _random_size(rng, kind, scale)
         p = Primitive(kind, np.zeros(3, np.float32), _random_rotation(rng), size.astype(np.float32),
                       rng.uniform(0.05, 0.95, size=3).astype(np.float32),
                       rng.uniform(0.05, 0.95, size=3).astype(np.float32),
@@ -117,8 +117,8 @@ def _distinct_color(rng: np.random.Generator, taken: list, min_dist: float, trie
 
 def _thin_primitive(rng: np.random.Generator, scale: float) -> tuple[str, np.ndarray]:
     """(kind, size) of a thin part: a rod (cylinder of radius 0.03-0.06), a plate (box 0.02-0.04 thick)
-    or a ring (torus whose tube is 0.08-0.15 of its radius). Sizes are absolute in the object's frame
-    (a rod's radius is 1.5-3 px at 64 px from distance 2), lengths scale with ``scale``."""
+    or a ring (torus whose tube is 0.08-0.15 of its radius). Thicknesses are absolute, before the whole
+    object's scaling (a rod's radius is 1.5-3 px at 64 px from distance 2); lengths scale with ``scale``."""
     k = int(rng.integers(3))
     if k == 0:
         return "cylinder", np.array([rng.uniform(0.03, 0.06), scale * rng.uniform(0.8, 1.3)])
@@ -149,7 +149,7 @@ def rich_object(rng: np.random.Generator, recipe: "Recipe") -> list[Primitive]:
             kind, size = _thin_primitive(rng, scale)
         else:
             kind = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
-            size = random_object_size(rng, kind, scale)
+            size = _random_size(rng, kind, scale)
         color = _distinct_color(rng, colors, recipe.min_color_distance)
         colors.append(color)
         color2 = _distinct_color(rng, [color], recipe.min_color_distance)
@@ -166,7 +166,7 @@ def rich_object(rng: np.random.Generator, recipe: "Recipe") -> list[Primitive]:
     return transform_object(prims, s, d)
 
 
-def random_object_size(rng: np.random.Generator, kind: str, scale: float) -> np.ndarray:
+def _random_size(rng: np.random.Generator, kind: str, scale: float) -> np.ndarray:
     """Size of a random ``kind`` primitive of about ``scale`` (``Primitive.size``'s layout)."""
     if kind == "sphere":
         return np.array([scale])

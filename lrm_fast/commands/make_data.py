@@ -13,10 +13,12 @@ def add_arguments(p):
     p.add_argument("--start", type=int, default=0, help="first object index (to extend a dataset)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--focal", type=float, default=0.75, help="normalized focal length (default 0.75, OpenLRM)")
-    p.add_argument("--recipe", default="default", choices=("default", "demo"),
-                   help="object/camera distribution: default (1-4 primitives, all views at distance 2) or demo "
+    p.add_argument("--recipe", default="default", choices=("default", "demo", "rich"),
+                   help="object/camera distribution: default (1-4 primitives, all views at distance 2), demo "
                         "(1-3 primitives in a 0.8 ball; views 0-3 at distance 2, view 0 the canonical source "
-                        "camera; other views at 1.9-2.6, elevations -20..55)")
+                        "camera; other views at 1.9-2.6, elevations -20..55) or rich (1-5 parts of different "
+                        "colours, thin rods/plates/rings, scaled 0.8-1.5x and off-centre; source views as demo, "
+                        "other views at 1.8-3.2, elevations -20..60; docs/demo/recipe.md)")
     p.add_argument("--no-depth", action="store_true", help="do not write depth maps (smaller, faster)")
 
 

@@ -5,7 +5,9 @@ box, cylinder, cone, torus) with a random center, size and rotation, each with a
 texture (solid, stripes, checker) defined in the primitive's own frame (so it moves with it). It is
 rendered by *exact* ray casting: closed-form ray/quadric and ray/slab intersections for sphere, box,
 cylinder and cone, sphere tracing of the exact torus SDF (a quartic has no cheap closed form). Never
-our NeRF renderer: the data must not share its bugs.
+our NeRF renderer: the data must not share its bugs. A ``Recipe`` (named in ``RECIPES``) sets how
+objects and cameras are drawn; recipe ``rich`` makes objects of several clearly different colours with
+thin parts, their own scale and an off-centre placement (``rich_object``).
 
 Shading is Lambertian under a light fixed in the world (plus ambient), so a surface point has the
 same color from every view: the NeRF's view-independent color can represent it exactly.
@@ -88,28 +90,103 @@ def random_object(rng: np.random.Generator, max_primitives: int = 4, radius: flo
     for _ in range(n):
         kind = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
         scale = rng.uniform(0.3, 0.6) if n > 1 else rng.uniform(0.5, 0.8)
-        if kind == "sphere":
-            size = np.array([scale])
-        elif kind == "box":
-            size = scale * rng.uniform(0.5, 1.0, size=3)
-        elif kind in ("cylinder", "cone"):
-            size = np.array([scale * rng.uniform(0.5, 1.0), scale * rng.uniform(0.6, 1.0)])
-        else:
-            R = scale * rng.uniform(0.6, 0.9)
-            size = np.array([R, R * rng.uniform(0.25, 0.5)])
+        size = _random_size(rng, kind, scale)
         p = Primitive(kind, np.zeros(3, np.float32), _random_rotation(rng), size.astype(np.float32),
                       rng.uniform(0.05, 0.95, size=3).astype(np.float32),
                       rng.uniform(0.05, 0.95, size=3).astype(np.float32),
                       TEXTURES[int(rng.integers(len(TEXTURES)))], float(rng.uniform(2.0, 5.0)))
-        if p.bound_radius() > radius:  # boxes and tori can outgrow the ball: shrink to fit
-            p.size = (p.size * (radius / p.bound_radius())).astype(np.float32)
-        # place the center so the whole primitive stays inside the ball
-        room = max(radius - p.bound_radius(), 0.0)
-        offset = rng.normal(size=3)
-        offset *= rng.uniform(0, min(room, 0.45)) / max(np.linalg.norm(offset), 1e-8)
-        p.center = offset.astype(np.float32)
+        _place_inside(rng, p, radius)
         prims.append(p)
     return prims
+
+
+def _distinct_color(rng: np.random.Generator, taken: list, min_dist: float, tries: int = 24) -> np.ndarray:
+    """A colour in [0.05, 0.95]^3 at least ``min_dist`` (max over channels) from every colour in ``taken``:
+    rejection sampling with a bounded number of draws (the farthest candidate wins when none is far
+    enough), so the draw stays deterministic and cheap."""
+    best, best_d = None, -1.0
+    for _ in range(tries):
+        c = rng.uniform(0.05, 0.95, size=3).astype(np.float32)
+        d = min((float(np.abs(c - t).max()) for t in taken), default=np.inf)
+        if d >= min_dist:
+            return c
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def _thin_primitive(rng: np.random.Generator, scale: float) -> tuple[str, np.ndarray]:
+    """(kind, size) of a thin part: a rod (cylinder of radius 0.03-0.06), a plate (box 0.02-0.04 thick)
+    or a ring (torus whose tube is 0.08-0.15 of its radius). Thicknesses are absolute, before the whole
+    object's scaling (a rod's radius is 1.5-3 px at 64 px from distance 2); lengths scale with ``scale``."""
+    k = int(rng.integers(3))
+    if k == 0:
+        return "cylinder", np.array([rng.uniform(0.03, 0.06), scale * rng.uniform(0.8, 1.3)])
+    if k == 1:
+        hx, hy = scale * rng.uniform(0.5, 1.0, size=2)
+        return "box", np.array([hx, hy, rng.uniform(0.02, 0.04)])
+    R = scale * rng.uniform(0.6, 1.0)
+    return "torus", np.array([R, R * rng.uniform(0.08, 0.15)])
+
+
+def rich_object(rng: np.random.Generator, recipe: "Recipe") -> list[Primitive]:
+    """An object of a recipe with parts (``Recipe.thin_prob`` etc., e.g. ``RECIPES["rich"]``).
+
+    ``min_primitives..max_primitives`` parts inside the ball of ``recipe.radius``, each part with a
+    colour at least ``min_color_distance`` from the other parts' (so a multi-part object shows several
+    colours) and a two-colour texture's second colour as far from its first; a one-part object is
+    always striped or checkered (two colours). Each part after the first is thin (rod, plate, ring:
+    ``_thin_primitive``) with probability ``thin_prob``. Then the whole object is scaled about the
+    origin by a factor from ``scale_range`` and moved off-centre by a distance uniform in
+    ``[0, max_offset]``; every point stays within radius 0.97 of the origin (inside the renderer's
+    box): a scale that would leave it is clipped.
+    """
+    n = int(rng.integers(recipe.min_primitives, recipe.max_primitives + 1))
+    prims, colors = [], []
+    for i in range(n):
+        scale = rng.uniform(0.3, 0.6) if n > 1 else rng.uniform(0.5, 0.8)
+        if i > 0 and rng.uniform() < recipe.thin_prob:
+            kind, size = _thin_primitive(rng, scale)
+        else:
+            kind = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
+            size = _random_size(rng, kind, scale)
+        color = _distinct_color(rng, colors, recipe.min_color_distance)
+        colors.append(color)
+        color2 = _distinct_color(rng, [color], recipe.min_color_distance)
+        texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if n > 1 else TEXTURES[1 + int(rng.integers(2))]
+        p = Primitive(kind, np.zeros(3, np.float32), _random_rotation(rng), size.astype(np.float32), color, color2,
+                      texture, float(rng.uniform(2.0, 5.0)))
+        _place_inside(rng, p, recipe.radius)
+        prims.append(p)
+    extent = max(float(np.linalg.norm(p.center)) + p.bound_radius() for p in prims)   # <= recipe.radius
+    s = float(rng.uniform(*recipe.scale_range)) if recipe.scale_range else 1.0
+    d = rng.normal(size=3)
+    d *= rng.uniform(0.0, recipe.max_offset) / max(np.linalg.norm(d), 1e-8)
+    s = min(s, (0.97 - float(np.linalg.norm(d))) / extent)          # the offset wins over the scale
+    return transform_object(prims, s, d)
+
+
+def _random_size(rng: np.random.Generator, kind: str, scale: float) -> np.ndarray:
+    """Size of a random ``kind`` primitive of about ``scale`` (``Primitive.size``'s layout)."""
+    if kind == "sphere":
+        return np.array([scale])
+    if kind == "box":
+        return scale * rng.uniform(0.5, 1.0, size=3)
+    if kind in ("cylinder", "cone"):
+        return np.array([scale * rng.uniform(0.5, 1.0), scale * rng.uniform(0.6, 1.0)])
+    R = scale * rng.uniform(0.6, 0.9)
+    return np.array([R, R * rng.uniform(0.25, 0.5)])
+
+
+def _place_inside(rng: np.random.Generator, p: Primitive, radius: float) -> None:
+    """Shrink ``p`` to fit the ball of ``radius`` if it outgrows it, then move its center at random so
+    the whole primitive stays inside (in place)."""
+    if p.bound_radius() > radius:  # boxes and tori can outgrow the ball: shrink to fit
+        p.size = (p.size * (radius / p.bound_radius())).astype(np.float32)
+    room = max(radius - p.bound_radius(), 0.0)
+    offset = rng.normal(size=3)
+    offset *= rng.uniform(0, min(room, 0.45)) / max(np.linalg.norm(offset), 1e-8)
+    p.center = offset.astype(np.float32)
 
 
 def look_at_np(positions: np.ndarray) -> np.ndarray:
@@ -376,7 +453,14 @@ class Recipe:
       can be a source view after camera normalization; with ``canonical_source`` view 0 is exactly
       OpenLRM's canonical source camera (what inference assumes);
     * the other views are at a distance drawn from ``side_distance`` (a range; None = ``distance``)
-      and elevations in ``elevation_range`` degrees.
+      and elevations in ``elevation_range`` degrees;
+    * ``min_primitives``, ``min_color_distance``, ``thin_prob``, ``scale_range``, ``max_offset``: an
+      object with several colours, thin parts and its own scale and placement (``rich_object``);
+      left at their defaults, objects are ``random_object``'s (the original draws, bit for bit).
+
+    Source views stay at ``distance`` whatever the recipe: the model is conditioned on the source
+    camera normalized to OpenLRM's canonical pose at the model's ``source_distance``, and inference
+    assumes that camera, so variety of scale and distance comes from the object and the side views.
     """
     max_primitives: int = 4
     radius: float = 0.95
@@ -385,13 +469,38 @@ class Recipe:
     source_views: int = 0
     side_distance: tuple | None = None
     elevation_range: tuple = (-20.0, 60.0)
+    min_primitives: int = 1
+    min_color_distance: float = 0.0
+    thin_prob: float = 0.0
+    scale_range: tuple | None = None
+    max_offset: float = 0.0
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether objects come from ``rich_object`` (any of its knobs set) or ``random_object``."""
+        return (self.min_primitives != 1 or self.min_color_distance > 0 or self.thin_prob > 0
+                or self.scale_range is not None or self.max_offset > 0)
 
 
 # the issue's benchmark: 1-3 primitives inside [-0.8, 0.8]^3 (a ball of radius 0.8), source from the
 # canonical camera at distance 2, side views at distance 1.9-2.6 and elevations -20..55 degrees
 DEMO_RECIPE = Recipe(max_primitives=3, radius=0.8, canonical_source=True, source_views=4,
                      side_distance=(1.9, 2.6), elevation_range=(-20.0, 55.0))
-RECIPES = {"default": Recipe(), "demo": DEMO_RECIPE}
+# what users show a demo (the demo-model issue, item 3): 1-5 parts of clearly different colours
+# (max-channel distance >= 0.35; a one-part object is striped or checkered), a third of the extra parts
+# thin (rods, plates, rings), the whole object scaled 0.8-1.5x (clipped to the box) and moved off-centre by up to 0.45;
+# source views as the demo recipe's (canonical camera at distance 2), side views at distance 1.8-3.2
+RICH_RECIPE = Recipe(max_primitives=5, radius=0.8, canonical_source=True, source_views=4,
+                     side_distance=(1.8, 3.2), elevation_range=(-20.0, 60.0), min_primitives=1,
+                     min_color_distance=0.35, thin_prob=0.35, scale_range=(0.8, 1.5), max_offset=0.45)
+RECIPES = {"default": Recipe(), "demo": DEMO_RECIPE, "rich": RICH_RECIPE}
+
+
+def recipe_object(rng: np.random.Generator, recipe: Recipe) -> list[Primitive]:
+    """The primitives of one object under ``recipe`` (``rich_object`` or ``random_object``)."""
+    if recipe.has_parts:
+        return rich_object(rng, recipe)
+    return random_object(rng, recipe.max_primitives, recipe.radius)
 
 
 def recipe_cameras(rng: np.random.Generator, n_views: int, recipe: Recipe) -> np.ndarray:
@@ -419,7 +528,7 @@ def make_object(seed: int, index: int, n_views: int, resolution: int, focal: flo
         prims = random_object(rng)
         c2w = random_cameras(rng, n_views, distance)
     else:
-        prims = random_object(rng, recipe.max_primitives, recipe.radius)
+        prims = recipe_object(rng, recipe)
         c2w = recipe_cameras(rng, n_views, recipe)
     rgba, depth = render_object(prims, c2w, resolution, focal)
     return prims, c2w, rgba, depth
@@ -537,7 +646,7 @@ def make_color_set(root: str, colors=DISTINCT_COLORS, n_views: int = 8, resoluti
     uids = []
     for i, color in enumerate(colors):
         rng = object_rng(seed, i)
-        prims = recolor(random_object(rng, recipe.max_primitives, recipe.radius), color)
+        prims = recolor(recipe_object(rng, recipe), color)
         c2w = recipe_cameras(rng, n_views, recipe)
         rgba, depth = render_object(prims, c2w, resolution, focal)
         uid = f"c{i}"

@@ -75,6 +75,13 @@ class TrainConfig:
     time_schedule: bool = False           # cosine LR over max_minutes of wall time instead of over steps
     export_dtype: str = "float32"         # dtype of the exported model/ folder
     progress: bool = True
+    # held-out PSNR while training (lrm_fast/train/heldout.py): every eval_every steps (0 = never),
+    # eval_objects objects of eval_recipe, eval_views side views each at eval_resolution px
+    eval_every: int = 0
+    eval_objects: int = 8
+    eval_recipe: str = "demo"
+    eval_views: int = 2
+    eval_resolution: int = 64
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +119,14 @@ class TrainConfig:
         for k in ("batch_size", "steps", "render_size", "log_every", "ckpt_every"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.eval_every < 0 or (self.eval_every and min(self.eval_objects, self.eval_views, self.eval_resolution) < 1):
+            raise ValueError(f"eval_every must be >= 0 and eval_objects, eval_views, eval_resolution >= 1, got "
+                             f"{self.eval_every}, {self.eval_objects}, {self.eval_views}, {self.eval_resolution}")
+        if self.eval_every:
+            from .evaluate import EVAL_RECIPES
+
+            if self.eval_recipe not in EVAL_RECIPES:
+                raise ValueError(f"eval_recipe must be one of {list(EVAL_RECIPES)}, got {self.eval_recipe!r}")
         if self.patch is not None and not 1 <= self.patch <= self.render_size:
             raise ValueError(f"patch must be in [1, render_size={self.render_size}], got {self.patch}")
         if not isinstance(self.lr_scale, dict) or not all(

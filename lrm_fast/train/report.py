@@ -1,7 +1,7 @@
 """After a training run: weights, evaluation against the shipped model and the baselines, pictures,
 curves, in one folder of at most 7 files (what ``tools/train_demo_gpu.sh`` hands back).
 
-    python -m lrm_fast.train.report RUN_DIR OUT_DIR [--objects 100 --shifted 50 --compare lrm_fast/assets/demo]
+    python -m lrm_fast.train.report RUN_DIR OUT_DIR [--objects 100 --shifted 50 --compare lrm_fast/assets/demo] [--recipe rich]
 
 ``OUT_DIR`` gets ``model.safetensors`` + ``config.json`` (the run's exported model), ``eval.json``
 (``{"new": benchmark, "compare": benchmark of the compared model, "better": "new" | "compare"}``),
@@ -26,7 +26,7 @@ import torch
 
 from ..api import load_model
 from ..io.export import atomic_path
-from .evaluate import benchmark, format_table, write_json
+from .evaluate import EVAL_RECIPES, benchmark, format_table, write_json
 from .pictures import make_pictures, plot_curves
 
 
@@ -43,7 +43,8 @@ def better_of(new: dict, old: dict) -> str:
 
 
 def report(run_dir: str, out_dir: str, objects: int = 100, shifted: int = 50, compare: str | None = None,
-           device: str = "auto", lpips_weights: str | None = None, backend: str = "auto") -> dict:
+           device: str = "auto", lpips_weights: str | None = None, backend: str = "auto",
+           recipe: str = "demo") -> dict:
     os.makedirs(out_dir, exist_ok=True)
     res: dict = {"run": run_dir, "errors": []}
     extras: dict[str, bytes] = {}
@@ -66,15 +67,16 @@ def report(run_dir: str, out_dir: str, objects: int = 100, shifted: int = 50, co
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     model = step("load new model", lambda: load_model(out_dir, device=dev, dtype="fp32", backend=backend))
     if model is not None:
-        res["new"] = step("evaluate new model", lambda: benchmark(model, objects, shifted,
-                                                                  lpips_weights=lpips_weights, progress=True))
+        res["new"] = step("evaluate new model", lambda: benchmark(model, objects, shifted, lpips_weights=lpips_weights,
+                                                                  progress=True, recipe=recipe))
         step("pictures", lambda: make_pictures(model, os.path.join(out_dir, "pictures.png"),
                                                title=f"new model ({run_dir})"))
     if compare:
         old = step("load compared model", lambda: load_model(compare, device=dev, dtype="fp32", backend=backend))
         if old is not None:
             res["compare"] = step("evaluate compared model",
-                                  lambda: benchmark(old, objects, shifted, lpips_weights=lpips_weights, progress=True))
+                                  lambda: benchmark(old, objects, shifted, lpips_weights=lpips_weights, progress=True,
+                                                    recipe=recipe))
             res["compare_model"] = compare
             tmp = os.path.join(out_dir, ".compare-pictures.png")
             if step("compared model's pictures", lambda: make_pictures(old, tmp, title=f"compared: {compare}")):
@@ -118,11 +120,13 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", type=int, default=100)
     ap.add_argument("--shifted", type=int, default=50)
     ap.add_argument("--compare", default=None, help="another model to evaluate the same way (e.g. the shipped one)")
+    ap.add_argument("--recipe", default="demo", choices=EVAL_RECIPES, help="held-out recipe (lrm-fast eval --recipe)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backend", default="auto", help="auto | fast | reference (ops backend of the models)")
     ap.add_argument("--lpips-weights", default=os.environ.get("LRM_LPIPS_WEIGHTS"))
     args = ap.parse_args(argv)
-    res = report(args.run, args.out, args.objects, args.shifted, args.compare, args.device, args.lpips_weights, args.backend)
+    res = report(args.run, args.out, args.objects, args.shifted, args.compare, args.device, args.lpips_weights, args.backend,
+                 args.recipe)
     return 0 if not res["errors"] else 1
 
 

@@ -13,8 +13,10 @@ Checkpoints (``<out>/checkpoint/last.pt``, written to a temp file and renamed) e
 steps, at the end, on SIGTERM/SIGINT and when ``max_minutes`` is reached; each also exports the
 model (``<out>/model/``: ``model.safetensors`` + ``config.json``, loadable by ``load_model``).
 The log is ``<out>/log.jsonl``: one JSON object per ``log_every`` steps (loss, mse, psnr, lr,
-items/s, peak memory) plus ``start``/``checkpoint``/``end`` events. A step reads nothing on the host:
-the logged means are summed on the device and read once per ``log_every`` steps (``read_host``).
+items/s, peak memory) plus ``start``/``checkpoint``/``end`` events, and ``heldout`` events every
+``eval_every`` steps (``heldout.py``: held-out PSNR, also shown on the progress bar). A step reads
+nothing on the host: the logged means are summed on the device and read once per ``log_every`` steps
+(``read_host``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 
 from ..dist import dist_info as _dist_info, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .config import TrainConfig
+from .heldout import heldout_progress
 from .losses import LPIPSLoss, psnr
 
 
@@ -426,6 +429,7 @@ class Trainer:
                     if bar is not None:  # the last logged means (a per-step value would cost a read)
                         bar.set_postfix(loss=f"{last['loss']:.4f}", psnr=f"{last['psnr']:.1f}", refresh=False)
                     t_log, n_items, acc, n_acc = time.perf_counter(), 0, {}, 0
+                heldout_progress(self, bar)
                 out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
                 wants_stop = self._stop is not None or out_of_time
                 stop_now = vote.step(wants_stop) if vote is not None else wants_stop

@@ -26,6 +26,7 @@ model (docs/readme/bench.md).
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Callable
 
 import numpy as np
@@ -412,6 +413,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
     c2f = coarse_to_fine and not auto
+    if not auto and not watertight and slab is None and _mesh_on_device(planes.device):
+        return _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, c2f, chunk, progress)
     slab = None if auto else (slab_rows(resolution) if slab is None else int(slab))
     if slab is not None:
         rows = field_density_rows(model, planes, resolution, threshold, c2f, chunk, progress)
@@ -430,6 +433,76 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)
+    return mesh
+
+
+def _mesh_on_device(device) -> bool:
+    """Whether ``extract_mesh`` meshes on the planes' device (``_extract_mesh_on_device``): the default
+    on CUDA; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off (CPU tests run it with ``1``)."""
+    env = os.environ.get("LRM_FAST_MESH_DEVICE", "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"LRM_FAST_MESH_DEVICE must be 0 or 1, got {env!r}")
+    return env == "1" if env else torch.device(device).type == "cuda"
+
+
+# generous bytes per point of one field query (sampled features, MLP activations, outputs): the colour
+# pass is one batch unless the memory budget says otherwise
+_FIELD_BYTES_PER_POINT = 4096
+
+
+def _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, coarse_to_fine, chunk, progress):
+    """``extract_mesh`` with the grid, marching cubes (``ops.marching_cubes``, the twin of skimage's
+    Lorensen) and the vertex colours all on the planes' device: only the finished mesh is copied to the
+    host. The same vertices (world, float32) and faces (outward) as the host path's skimage Lorensen;
+    the host path's Lewiner differs only in ambiguous cubes. Not for ``watertight`` / ``"auto"``."""
+    import trimesh
+
+    from .memory import MemoryBudget
+    from .ops.marching_cubes import marching_cubes as mc
+
+    rc, field = model.cfg.render, model.field
+    R = int(resolution)
+    if R < 2:
+        raise ValueError(f"mesh resolution must be >= 2, got {resolution}")
+    ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
+    density = _field_density_fn(field, planes)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="mesh: density grid", unit="pt", unit_scale=True, leave=False)
+    try:
+        if coarse_to_fine and R >= 8 * COARSE_STRIDE:
+            above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
+                                       float(threshold))
+            grid = _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar)[0]
+        else:
+            if bar is not None:
+                bar.total = R ** 3
+            grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
+            _query_grid(density, (ax, ax, ax), grid, chunk, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    gmin, gmax = (float(x) for x in torch.aminmax(grid))               # one sync; NaN propagates
+    if not (np.isfinite(gmin) and np.isfinite(gmax)):
+        raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
+    _check_level(gmin, gmax, threshold, False)
+    v, f = mc(grid, threshold)
+    del grid
+    if v.shape[0] == 0:
+        raise ValueError(f"empty mesh: no surface crosses the threshold {threshold:g}")
+    h = np.float32((rc.box_max - rc.box_min) / (R - 1))
+    v = rc.box_min + v * torch.tensor(h, device=v.device)                # as the host path rounds it
+    f = f.flip(1)                                                        # skimage's winding -> outward
+    mesh = trimesh.Trimesh(v.cpu().numpy(), f.cpu().numpy(), process=False)
+    if largest_component:
+        mesh = _largest_component(mesh)
+        v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
+    n = MemoryBudget.resolve(None, planes.device).chunks(_FIELD_BYTES_PER_POINT, v.shape[0])
+    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + n]).float())[0] for s in range(0, v.shape[0], n)], 0)
+    colors = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)
     return mesh
 

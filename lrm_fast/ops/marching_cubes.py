@@ -8,7 +8,7 @@ where it is and returns only the mesh.
 The algorithm is Lorensen & Cline's, table driven and vectorized over all cells at once:
 
 1. corner signs ``b = volume > level`` (exactly as skimage decides them: a value equal to the level
-   counts as outside); per cell the 8-bit case ``sum_n b[corner_n] << n``;
+   counts as outside); per cell the 8-bit case of its corners' signs;
 2. the cells whose case is neither 0 nor 255 (every other classic case has triangles); per cell up
    to 5 triangles from the classic triangle table, each corner a local edge 0..11;
 3. every triangle corner names a lattice edge, ``key = axis * N + (lower end's flat index)``; one
@@ -39,7 +39,7 @@ import torch
 
 # skimage's FLT_EPSILON: np.spacing(1.0), a float64 epsilon despite the name
 _EPS = float(np.spacing(1.0))
-# cube corner n (bit n of the case) as (di, dj, dk) offsets in the volume's [X, Y, Z] index order;
+# skimage's cube corner n (bit n of its case) as (di, dj, dk) offsets in the volume's [X, Y, Z] index order;
 # skimage's Cython loop calls the last axis x and the first z, corner n = (x, y, z) offsets
 # (0,0,0) (1,0,0) (1,1,0) (0,1,0) then the same at z + 1
 _CORNERS = ((0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 1, 1), (1, 1, 0))
@@ -47,14 +47,20 @@ _TABLES: dict = {}
 
 
 def _tables(device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(triangle table ``[256, 5, 3]`` int64 of local edges, -1 padded; per local edge the lower end's
-    offset ``[12, 3]`` (di, dj, dk); per local edge its axis ``[12]`` in [X, Y, Z] order), on ``device``."""
+    """(triangle table ``[256, 5, 3]`` int64 of local edges, -1 padded, indexed by ``marching_cubes``'s
+    case bits; per local edge the lower end's offset ``[12, 3]`` (di, dj, dk); per local edge its axis
+    ``[12]`` in [X, Y, Z] order), on ``device``."""
     key = str(device)
     if key not in _TABLES:
         from skimage.measure import _marching_cubes_lewiner as mcl
         from skimage.measure import _marching_cubes_lewiner_luts as luts
 
         tri = np.asarray(mcl._to_array(luts.CASESCLASSIC), np.int64)[:, :15].reshape(256, 5, 3)
+        # the case is built with corner (di, dj, dk) at bit 4 di + 2 dj + dk (three passes, see
+        # marching_cubes); skimage's corner n sits at bit n: reorder the table's rows to match
+        sep = [4 * di + 2 * dj + dk for di, dj, dk in _CORNERS]
+        codes = np.arange(256)
+        tri = tri[sum(((codes >> s) & 1) << n for n, s in enumerate(sep))]
         # per edge, its two corners as Cython (x, y, z); the lower end and the axis in [X, Y, Z] order
         rel = np.stack([mcl.EDGETORELATIVEPOSZ, mcl.EDGETORELATIVEPOSY, mcl.EDGETORELATIVEPOSX], -1)  # [12, 2, 3]
         lower = rel.min(1).astype(np.int64)
@@ -96,11 +102,12 @@ def marching_cubes(volume: torch.Tensor, level: float) -> tuple[torch.Tensor, to
     N = X * Y * Z
     tri_table, lower, axis_of = _tables(device)
 
-    b = _above(vol, level)
-    case = torch.zeros(X - 1, Y - 1, Z - 1, dtype=torch.uint8, device=device)
-    for n, (di, dj, dk) in enumerate(_CORNERS):
-        case |= b[di:di + X - 1, dj:dj + Y - 1, dk:dk + Z - 1].to(torch.uint8) << n
-    del b
+    # per cell the 8 corner signs as bits 4 di + 2 dj + dk: pairs along k, then j, then i (three passes
+    # over shrinking arrays instead of eight over the whole grid)
+    case = _above(vol, level).to(torch.uint8)
+    case = case[:, :, :-1] | (case[:, :, 1:] << 1)
+    case = case[:, :-1] | (case[:, 1:] << 2)
+    case = case[:-1] | (case[1:] << 4)
     cells = ((case != 0) & (case != 255)).view(-1).nonzero()[:, 0]          # sync: active cells
     tris = tri_table[case.view(-1)[cells].long()]                              # [C, 5, 3] local edges
     del case

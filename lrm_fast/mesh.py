@@ -4,8 +4,13 @@ The grid spans the render box ``[box_min, box_max]^3`` (OpenLRM [-1, 1], TripoSR
 ``resolution`` points per axis; the surface is the ``threshold`` level set of the *activated*
 density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; defaults come from
 ``RenderConfig.mesh_resolution`` / ``mesh_threshold``). Marching cubes: scikit-image's
-``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
-out of the object (from high to low density).
+``measure.marching_cubes`` (Lewiner) on the host; on CUDA (a numeric level, not watertight, no explicit
+``slab``, the grid within the memory budget) the grid never leaves the device: ``ops.marching_cubes``
+(Lorensen's tables, skimage's Lorensen vertex for vertex) meshes it there and the colours are one batched
+field pass (``_extract_mesh_on_device``; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off). Lewiner
+and Lorensen differ only in ambiguous cubes (Lewiner resolves them, Lorensen's fixed triangulation can
+leave a hole there). Vertices are in world coordinates; faces wind so normals point out of the object
+(from high to low density).
 
 Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine
 cubes; for each cell a
@@ -413,7 +418,7 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
     c2f = coarse_to_fine and not auto
-    if not auto and not watertight and slab is None and _mesh_on_device(planes.device):
+    if not auto and not watertight and slab is None and _mesh_on_device(planes.device, resolution):
         return _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, c2f, chunk, progress)
     slab = None if auto else (slab_rows(resolution) if slab is None else int(slab))
     if slab is not None:
@@ -437,18 +442,26 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     return mesh
 
 
-def _mesh_on_device(device) -> bool:
-    """Whether ``extract_mesh`` meshes on the planes' device (``_extract_mesh_on_device``): the default
-    on CUDA; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off (CPU tests run it with ``1``)."""
-    env = os.environ.get("LRM_FAST_MESH_DEVICE", "").strip()
-    if env not in ("", "0", "1"):
-        raise ValueError(f"LRM_FAST_MESH_DEVICE must be 0 or 1, got {env!r}")
-    return env == "1" if env else torch.device(device).type == "cuda"
-
-
 # generous bytes per point of one field query (sampled features, MLP activations, outputs): the colour
 # pass is one batch unless the memory budget says otherwise
 _FIELD_BYTES_PER_POINT = 4096
+# bytes per grid point the device path holds at its peak: the float32 grid, the coarse-to-fine point
+# masks or the corner signs and cube cases (uint8), their temporaries
+_DEVICE_MESH_BYTES_PER_POINT = 12
+
+
+def _mesh_on_device(device, resolution: int) -> bool:
+    """Whether ``extract_mesh`` meshes on the planes' device (``_extract_mesh_on_device``): on CUDA when
+    the grid fits the memory budget (else the host path, slab by slab); ``LRM_FAST_MESH_DEVICE=1`` /
+    ``0`` forces it on / off (CPU tests run it with ``1``)."""
+    from .memory import MemoryBudget
+
+    env = os.environ.get("LRM_FAST_MESH_DEVICE", "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"LRM_FAST_MESH_DEVICE must be 0 or 1, got {env!r}")
+    if env or torch.device(device).type != "cuda":
+        return env == "1"
+    return MemoryBudget.resolve(None, device).count(_DEVICE_MESH_BYTES_PER_POINT) >= int(resolution) ** 3
 
 
 def _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, coarse_to_fine, chunk, progress):

@@ -8,8 +8,8 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 ``slab``, the grid within the memory budget) the grid never leaves the device: ``ops.marching_cubes``
 (Lorensen's tables, skimage's Lorensen vertex for vertex) meshes it there and the colours are one batched
 field pass (``_extract_mesh_on_device``; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off). Lewiner
-and Lorensen differ only in ambiguous cubes (Lewiner resolves them, Lorensen's fixed triangulation can
-leave a hole there). Vertices are in world coordinates; faces wind so normals point out of the object
+and Lorensen differ only in ambiguous cubes (Lewiner decides their topology with its tests, Lorensen's
+table one fixed way; both close the surface: tests/test_marching_cubes.py). Vertices are in world coordinates; faces wind so normals point out of the object
 (from high to low density).
 
 Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine

@@ -65,6 +65,17 @@ def test_random_and_smooth_fields_of_any_shape_match_the_twin(shape):
     _check(smooth.astype(np.float32), 0.1)
 
 
+def test_noise_surface_is_closed():
+    """Every ambiguous case at once (white noise, walled in below the level): Lorensen's table still
+    leaves no open edge, like Lewiner (whose triangles differ in those cubes)."""
+    g = np.random.default_rng(3).standard_normal((16, 16, 16)).astype(np.float32)
+    g[[0, -1]] = g[:, [0, -1]] = g[:, :, [0, -1]] = -5.0
+    v, f = marching_cubes(torch.from_numpy(g), 0.0)
+    edges = np.sort(f.numpy()[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), 1)
+    _, count = np.unique(edges, axis=0, return_counts=True)
+    assert len(f) > 1000 and (count == 2).all()
+
+
 def test_values_exactly_at_the_level_give_merged_vertices_and_no_degenerate_faces():
     """A corner at the level puts the vertices of all its edges on it: one vertex there, and the
     triangles that collapse are dropped (skimage keeps some duplicate vertices; the positions agree)."""

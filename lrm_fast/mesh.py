@@ -9,8 +9,8 @@ density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; default
 (Lorensen's tables, skimage's Lorensen vertex for vertex) meshes it there and the colours are one batched
 field pass (``_extract_mesh_on_device``; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off). Lewiner
 and Lorensen differ only in ambiguous cubes (Lewiner decides their topology with its tests, Lorensen's
-table one fixed way; both close the surface: tests/test_marching_cubes.py). Vertices are in world coordinates; faces wind so normals point out of the object
-(from high to low density).
+table one fixed way; both close the surface: tests/test_marching_cubes.py). Vertices are in world
+coordinates; faces wind so normals point out of the object (from high to low density).
 
 Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine
 cubes; for each cell a
@@ -498,7 +498,7 @@ def _extract_mesh_on_device(model, planes, resolution, threshold, largest_compon
     finally:
         if bar is not None:
             bar.close()
-    gmin, gmax = (float(x) for x in torch.aminmax(grid))               # one sync; NaN propagates
+    gmin, gmax = torch.stack(torch.aminmax(grid)).tolist()              # one sync; NaN propagates
     if not (np.isfinite(gmin) and np.isfinite(gmax)):
         raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
     _check_level(gmin, gmax, threshold, False)
@@ -506,8 +506,8 @@ def _extract_mesh_on_device(model, planes, resolution, threshold, largest_compon
     del grid
     if v.shape[0] == 0:
         raise ValueError(f"empty mesh: no surface crosses the threshold {threshold:g}")
-    h = np.float32((rc.box_max - rc.box_min) / (R - 1))
-    v = rc.box_min + v * torch.tensor(h, device=v.device)                # as the host path rounds it
+    h = float(np.float32((rc.box_max - rc.box_min) / (R - 1)))         # float32 math, as the host path
+    v = rc.box_min + v * h
     f = f.flip(1)                                                        # skimage's winding -> outward
     mesh = trimesh.Trimesh(v.cpu().numpy(), f.cpu().numpy(), process=False)
     if largest_component:

@@ -195,7 +195,8 @@ def test_mesh_on_device(benchmark, monkeypatch, preset, res, backend):
                        warmup_rounds=0 if MODE == "full" and DEVICE == "cpu" else 1)
     if "mesh" not in out:
         run()
-    record(benchmark, "mesh-on-device", f"{preset}-{res}", backend="host-skimage" if backend == "reference" else "device-mc",
+    record(benchmark, "mesh-on-device", f"{preset}-{res}",
+           backend="host-skimage" if backend == "reference" else "device-mc",
            fast=backend == "fast", peak_mem_mb=peak_memory_mb(run, DEVICE) if DEVICE == "cuda" else None,
            faces=int(len(out["mesh"].faces)))
     assert len(out["mesh"].faces) > 0

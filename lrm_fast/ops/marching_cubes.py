@@ -126,7 +126,7 @@ def marching_cubes(volume: torch.Tensor, level: float) -> tuple[torch.Tensor, to
 
     # positions: skimage's center-of-mass interpolation in float64, rounded once to float32
     ax, p = ekeys // N, ekeys % N
-    stride = torch.tensor([Y * Z, Z, 1], device=device)[ax]
+    stride = torch.where(ax == 0, Y * Z, torch.where(ax == 1, Z, 1))          # no host-to-device copy
     q = p + stride
     flat = vol.view(-1)
     w_lo = 1.0 / (_EPS + (flat[p].double() - level).abs())

@@ -4,8 +4,13 @@ The grid spans the render box ``[box_min, box_max]^3`` (OpenLRM [-1, 1], TripoSR
 ``resolution`` points per axis; the surface is the ``threshold`` level set of the *activated*
 density (OpenLRM extracts at 384^3 with 3.0, TripoSR at 256^3 with 25.0; defaults come from
 ``RenderConfig.mesh_resolution`` / ``mesh_threshold``). Marching cubes: scikit-image's
-``measure.marching_cubes`` (Lewiner). Vertices are in world coordinates; faces wind so normals point
-out of the object (from high to low density).
+``measure.marching_cubes`` (Lewiner) on the host; on CUDA (a numeric level, not watertight, no explicit
+``slab``, the grid within the memory budget) the grid never leaves the device: ``ops.marching_cubes``
+(Lorensen's tables, skimage's Lorensen vertex for vertex) meshes it there and the colours are one batched
+field pass (``_extract_mesh_on_device``; ``LRM_FAST_MESH_DEVICE=1`` / ``0`` forces it on / off). Lewiner
+and Lorensen differ only in ambiguous cubes (Lewiner decides their topology with its tests, Lorensen's
+table one fixed way; both close the surface: tests/test_marching_cubes.py). Vertices are in world
+coordinates; faces wind so normals point out of the object (from high to low density).
 
 Coarse-to-fine (``coarse_to_fine=True``, the default ``COARSE_TO_FINE_DEFAULT``): cells of 4^3 fine
 cubes; for each cell a
@@ -26,6 +31,7 @@ model (docs/readme/bench.md).
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Callable
 
 import numpy as np
@@ -412,6 +418,8 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
     c2f = coarse_to_fine and not auto
+    if not auto and not watertight and slab is None and _mesh_on_device(planes.device, resolution):
+        return _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, c2f, chunk, progress)
     slab = None if auto else (slab_rows(resolution) if slab is None else int(slab))
     if slab is not None:
         rows = field_density_rows(model, planes, resolution, threshold, c2f, chunk, progress)
@@ -430,6 +438,84 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)
+    return mesh
+
+
+# generous bytes per point of one field query (sampled features, MLP activations, outputs): the colour
+# pass is one batch unless the memory budget says otherwise
+_FIELD_BYTES_PER_POINT = 4096
+# bytes per grid point the device path holds at its peak: the float32 grid, the coarse-to-fine point
+# masks or the corner signs and cube cases (uint8), their temporaries
+_DEVICE_MESH_BYTES_PER_POINT = 12
+
+
+def _mesh_on_device(device, resolution: int) -> bool:
+    """Whether ``extract_mesh`` meshes on the planes' device (``_extract_mesh_on_device``): on CUDA when
+    the grid fits the memory budget (else the host path, slab by slab); ``LRM_FAST_MESH_DEVICE=1`` /
+    ``0`` forces it on / off (CPU tests run it with ``1``)."""
+    from .memory import MemoryBudget
+
+    env = os.environ.get("LRM_FAST_MESH_DEVICE", "").strip()
+    if env not in ("", "0", "1"):
+        raise ValueError(f"LRM_FAST_MESH_DEVICE must be 0 or 1, got {env!r}")
+    if env or torch.device(device).type != "cuda":
+        return env == "1"
+    return MemoryBudget.resolve(None, device).count(_DEVICE_MESH_BYTES_PER_POINT) >= int(resolution) ** 3
+
+
+def _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, coarse_to_fine, chunk, progress):
+    """``extract_mesh`` with the grid, marching cubes (``ops.marching_cubes``, the twin of skimage's
+    Lorensen) and the vertex colours all on the planes' device: only the finished mesh is copied to the
+    host. The same vertices (world, float32) and faces (outward) as the host path's skimage Lorensen;
+    the host path's Lewiner differs only in ambiguous cubes. Not for ``watertight`` / ``"auto"``."""
+    import trimesh
+
+    from .memory import MemoryBudget
+    from .ops.marching_cubes import marching_cubes as mc
+
+    rc, field = model.cfg.render, model.field
+    R = int(resolution)
+    if R < 2:
+        raise ValueError(f"mesh resolution must be >= 2, got {resolution}")
+    ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
+    density = _field_density_fn(field, planes)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="mesh: density grid", unit="pt", unit_scale=True, leave=False)
+    try:
+        if coarse_to_fine and R >= 8 * COARSE_STRIDE:
+            above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
+                                       float(threshold))
+            grid = _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar)[0]
+        else:
+            if bar is not None:
+                bar.total = R ** 3
+            grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
+            _query_grid(density, (ax, ax, ax), grid, chunk, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    gmin, gmax = torch.stack(torch.aminmax(grid)).tolist()              # one sync; NaN propagates
+    if not (np.isfinite(gmin) and np.isfinite(gmax)):
+        raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
+    _check_level(gmin, gmax, threshold, False)
+    v, f = mc(grid, threshold)
+    del grid
+    if v.shape[0] == 0:
+        raise ValueError(f"empty mesh: no surface crosses the threshold {threshold:g}")
+    h = float(np.float32((rc.box_max - rc.box_min) / (R - 1)))         # float32 math, as the host path
+    v = rc.box_min + v * h
+    f = f.flip(1)                                                        # skimage's winding -> outward
+    mesh = trimesh.Trimesh(v.cpu().numpy(), f.cpu().numpy(), process=False)
+    if largest_component:
+        mesh = _largest_component(mesh)
+        v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
+    n = MemoryBudget.resolve(None, planes.device).chunks(_FIELD_BYTES_PER_POINT, v.shape[0])
+    rgb = torch.cat([field.rgb(field(planes, v[None, s:s + n]).float())[0] for s in range(0, v.shape[0], n)], 0)
+    colors = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)
     return mesh
 

@@ -22,6 +22,7 @@ LAYERS = {
     "lrm_fast.ops": 1,                                # one file per op, twins, dispatch, extension plumbing
     "lrm_fast.field.activations": 1,                  # the field's activation table (the ops' twins apply it)
     "lrm_fast.config": 2, "lrm_fast.cameras": 2,      # configs; camera geometry (data, model, api share it)
+    "lrm_fast.memory": 2,                             # the memory budget every chunked loop sizes from
     "lrm_fast.field": 3,                              # the triplane field, its occupancy grid and density bounds
     "lrm_fast.model": 3, "lrm_fast.render": 3,        # the network and the renderer
     "lrm_fast.io": 4, "lrm_fast.data": 4, "lrm_fast.mesh": 4,  # files, datasets, meshing

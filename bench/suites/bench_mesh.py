@@ -2,6 +2,11 @@
 vertex colors): reference (``backend="reference"``) vs fast (``backend="auto"``), both on the dense
 grid (the default). Group ``mesh-smooth-field``: the field on a smooth synthetic triplane, dense
 reference vs coarse-to-fine (the default), to measure what coarse-to-fine saves where it is exact.
+Group ``marching-cubes``: marching cubes alone on a sphere grid on the device (``ops.marching_cubes``
+there vs the copy to the host and skimage); group ``mesh-on-device``: the smooth field's whole mesh with
+everything on the device vs the host path (``LRM_FAST_MESH_DEVICE``), at 256^3 and 512^3 on a GPU.
+On CUDA, ``extract_mesh`` with a numeric level takes the device path by default, so the groups above
+measure it there too.
 
 Sizes: smoke = tiny preset at 32^3; full = base preset (OpenLRM v1.1 base sizes, random weights) at
 128^3 on CPU (a dense 256^3 reference takes ~5 min on our shared 2-core machines); gpu = base at
@@ -121,4 +126,77 @@ def test_smooth_field_to_mesh(benchmark, preset, res, backend):
                faces=int(len(out["mesh"].faces)))
     finally:
         model.set_backend("auto")
+    assert len(out["mesh"].faces) > 0
+
+
+MC = sizes(smoke=[32], full=[128], gpu=[256, 512])
+
+
+@pytest.mark.parametrize("res", MC, ids=[f"sphere-{r}" for r in MC])
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_marching_cubes(benchmark, res, backend):
+    """Marching cubes alone on a sphere grid already on the device: fast = ``ops.marching_cubes`` there
+    (``LRM_FAST_MESH_DEVICE``'s path), reference = the host path's copy to the host and skimage's
+    Lewiner. The goals (docs/architecture.md section 6) bound the whole mesh; this is its MC share."""
+    from skimage import measure
+
+    from lrm_fast.mesh import sphere_density
+    from lrm_fast.ops.marching_cubes import marching_cubes
+
+    grid = density_grid(sphere_density(0.5, 10.0), res, -1.0, 1.0, 3.0, DEVICE)[0]
+    grid = torch.from_numpy(grid).to(DEVICE)
+    out = {}
+
+    def run():
+        if backend == "fast":
+            out["faces"] = marching_cubes(grid, 3.0)[1]
+        else:
+            out["faces"] = measure.marching_cubes(grid.cpu().numpy(), 3.0, allow_degenerate=False)[1]
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    if "faces" not in out:
+        run()
+    record(benchmark, "marching-cubes", f"sphere-{res}", backend="reference" if backend == "reference" else "auto",
+           fast=backend == "fast", peak_mem_mb=peak_memory_mb(run, DEVICE) if DEVICE == "cuda" else None,
+           faces=int(len(out["faces"])))
+    assert len(out["faces"]) > 0
+
+
+MESH_ON_DEVICE = sizes(smoke=[("tiny", 32)], full=[("base", 128)], gpu=[("base", 256), ("base", 512)])
+
+
+@pytest.mark.parametrize("preset,res", MESH_ON_DEVICE, ids=[f"{p}-{r}" for p, r in MESH_ON_DEVICE])
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_mesh_on_device(benchmark, monkeypatch, preset, res, backend):
+    """``extract_mesh`` of the smooth field (coarse-to-fine, a fixed level): fast = everything on the
+    device (``LRM_FAST_MESH_DEVICE=1``: grid, ``ops.marching_cubes``, one colour pass), reference = the
+    host path (grid copied to the host, skimage, colours). The 256^3 <= 30 ms and 512^3 <= 150 ms goals
+    on an H100 are the fast rows' numbers."""
+    from lrm_fast.mesh import extract_mesh
+
+    model, _ = _model(preset)
+    planes = _smooth_planes(model, DEVICE)
+    field = model.field
+    with torch.inference_mode():
+        g, _ = density_grid(lambda p: field.density(field(planes, p[None])[..., 0].float())[0], 32,
+                            model.cfg.render.box_min, model.cfg.render.box_max, 0.0, DEVICE, False)
+    threshold = float(np.quantile(g, 0.9))
+    monkeypatch.setenv("LRM_FAST_MESH_DEVICE", "1" if backend == "fast" else "0")
+    out = {}
+
+    def run():
+        out["mesh"] = extract_mesh(model, planes, resolution=res, threshold=threshold, coarse_to_fine=True)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(run, rounds=1 if MODE == "full" and DEVICE == "cpu" else 3, iterations=1,
+                       warmup_rounds=0 if MODE == "full" and DEVICE == "cpu" else 1)
+    if "mesh" not in out:
+        run()
+    record(benchmark, "mesh-on-device", f"{preset}-{res}",
+           backend="host-skimage" if backend == "reference" else "device-mc",
+           fast=backend == "fast", peak_mem_mb=peak_memory_mb(run, DEVICE) if DEVICE == "cuda" else None,
+           faces=int(len(out["mesh"].faces)))
     assert len(out["mesh"].faces) > 0

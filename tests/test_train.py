@@ -121,6 +121,8 @@ def test_config_errors(data_root, tmp_path):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="precision"):
         TrainConfig.from_dict({"precision": "fp8"})
+    with pytest.raises(ValueError, match="train_chunk_rays is retired"):
+        TrainConfig.from_dict({"train_chunk_rays": 4096})
     with pytest.raises(ValueError, match="lpips_weights"):
         TrainConfig.from_dict({"lpips_weight": 1.0})
     with pytest.raises(FileNotFoundError, match="train config not found"):

@@ -10,6 +10,12 @@
     python -m bench.report --readme README.md   # ... from the latest bench/results/<date>-<device>.json per device
     lrm-fast bench ...                          # the same command, from the CLI
 
+After the timings (not with ``--from-json``) it prints the launch and sync budget: the ops and host
+syncs of one exact render, one skipping render and one training step on the path a CUDA device takes,
+counted on any device, for 1 vs 8 batch items and a small vs a large view
+(``bench/lib/launches.py``; ``--no-launches`` skips it), so a renderer or trainer change that adds a
+per-item loop or a sync shows in the report.
+
 Ratios are the claim (``speedup = reference time / fast time`` and ``memory = reference peak /
 fast peak``, both > 1 when fast wins); absolute times are context that depends on the machine
 (on a shared CPU, noise of +-20 % between runs is normal, which is why both sides of a ratio
@@ -104,12 +110,15 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                                    "in this file with the table")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds: cases that would start later are skipped (the run still writes its results)")
+    p.add_argument("--no-launches", action="store_true",
+                   help="skip the launch and sync counts (bench/lib/launches.py) after the timings")
     p.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     return p
 
 
 def run(args) -> int:
     results: list[tuple[dict, str]] = []
+    launches = ""
     if args.from_json:
         results = [(load(p), p) for p in args.from_json]
     elif args.readme and not args.targets and not args.smoke and args.out is None and args.k is None:
@@ -128,11 +137,16 @@ def run(args) -> int:
         if rc != 0:
             print(f"warning: pytest exited with {rc}; the table shows the cases that ran", file=sys.stderr)
         src = ""
+        if not args.no_launches:
+            from bench.lib.launches import budget_table  # torch: only when this run counts
+
+            with tempfile.TemporaryDirectory() as tmp_dir:
+                launches = budget_table(tmp_dir)
         out_dir = args.out or (None if args.smoke else RESULTS_DIR)
         if out_dir:
             stem = os.path.join(out_dir, args.name or result_stem(result))
             write_atomic(stem + ".json", json.dumps(strip_raw_timings(result), indent=1))
-            write_atomic(stem + ".md", full_report(result, args.stat))
+            write_atomic(stem + ".md", full_report(result, args.stat) + (f"\n\n{launches}\n" if launches else ""))
             src = os.path.relpath(stem + ".json", ROOT)
             print(f"wrote {stem}.json and {stem}.md")
         results = [(result, src)]
@@ -142,6 +156,8 @@ def run(args) -> int:
         if len(results) > 1:
             print(f"\n## {src}\n")
         print(markdown(result, args.stat, baseline))
+        if launches:
+            print("\n" + launches)
         bad += failures(result, args.fail_below, baseline, args.max_drop, args.stat)
     if args.readme:
         update_readme(args.readme, perf_section(results, args.stat))

@@ -189,7 +189,6 @@ class RenderConfig:
     box_min: float = -1.0
     box_max: float = 1.0
     background: float = 1.0    # white, as OpenLRM's inference
-    chunk_rays: int = 16384
     mesh_threshold: float = 3.0
     mesh_resolution: int = 384
     sampler: str = "openlrm"   # "openlrm" | "triposr" (see above)
@@ -295,7 +294,7 @@ class LRMConfig:
         return cls.from_dict(PRESETS[name]())
 
     def replace(self, **sections: dict) -> "LRMConfig":
-        """A copy with some fields of some sections changed: ``cfg.replace(render={"chunk_rays": 4096})``."""
+        """A copy with some fields of some sections changed: ``cfg.replace(render={"samples_per_ray": 64})``."""
         d = self.to_dict()
         for key, value in sections.items():
             if isinstance(value, dict):
@@ -324,6 +323,8 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
       ignored on the path it took are set to their neutral values, so the model renders as before
       (uniform bins: ``importance``, ``midpoint`` -> True, ``skip_empty`` -> False; stratified:
       ``box_shrink``, ``min_span`` -> 0).
+    * render ``chunk_rays`` (a fixed ray chunk) is dropped: the renderer sizes its chunks from the
+      memory budget (``Renderer.max_memory``, the API's and CLI's ``max_memory``).
     """
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
     dec, cam, ren = d.get("decoder"), d.get("camera"), d.get("render")
@@ -349,6 +350,8 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
         if block == "triposr":
             cam.pop("feature", None)
             cam.pop("embed_dim", None)
+    if isinstance(ren, dict):
+        ren.pop("chunk_rays", None)
     if isinstance(ren, dict) and "uniform_bins" in ren:
         uniform = bool(ren.pop("uniform_bins"))
         if "sampler" in ren:
@@ -369,7 +372,7 @@ def _tiny() -> dict:
         decoder=dict(dim=32, layers=1, heads=2),
         triplane=dict(low_res=4, high_res=8, channels=8),
         field=dict(hidden=16),
-        render=dict(samples_per_ray=8, mesh_resolution=32, chunk_rays=4096),
+        render=dict(samples_per_ray=8, mesh_resolution=32),
         camera=dict(embed_dim=32),
     )
 
@@ -453,7 +456,7 @@ def _demo() -> dict:
         decoder=dict(dim=192, layers=3, heads=4),
         triplane=dict(low_res=8, high_res=16, channels=32),
         field=dict(hidden=64),
-        render=dict(samples_per_ray=32, mesh_resolution=128, chunk_rays=8192),
+        render=dict(samples_per_ray=32, mesh_resolution=128),
         camera=dict(embed_dim=192),
     )
 

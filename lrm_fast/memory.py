@@ -74,10 +74,12 @@ def _cgroup_free() -> int | None:
     return None
 
 
+@torch.compiler.assume_constant_result
 def available(device: str | torch.device = "cpu") -> int:
     """Bytes free on ``device`` now: a CUDA device's free memory (``torch.cuda.mem_get_info``, plus
     what PyTorch's caching allocator holds unused); on the CPU the kernel's MemAvailable, capped by a
-    cgroup limit where one is set."""
+    cgroup limit where one is set. A constant to ``torch.compile`` (read once, when it traces: a
+    compiled render's chunking is decided at compile time, not by a file read inside the graph)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)

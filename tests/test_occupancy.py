@@ -275,7 +275,7 @@ def _tiny_planes(model):
 
 
 def _renderer(field, tau, backend, samples=32):
-    r = Renderer(RenderConfig(samples_per_ray=samples, occupancy_tau=tau, chunk_rays=256), field)
+    r = Renderer(RenderConfig(samples_per_ray=samples, occupancy_tau=tau), field)
     r.backend = backend
     field.backend = backend
     return r
@@ -435,3 +435,35 @@ def test_bounded_grid_is_conservative_and_cheaper_on_the_fitted_field():
     args = (rc.occupancy_tau, fc.density_bias, fc.density_activation)
     assert torch.equal(bounded.mask(*args), plain.mask(*args))
     assert sum(calls) < 0.7 * 65 ** 3
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("auto", marks=needs_cpp)])
+def test_packed_field_query_is_one_call_equal_to_per_item_queries(tiny_model, backend):
+    """``MarchContext.raw_packed`` queries the packed points of every batch item in one field call
+    (padded to the longest item): each item's outputs are a per-item query's, an empty item included:
+    bit for bit on the fused op (computed point by point), to float rounding on the reference (its
+    matmuls' blocking depends on the number of rows: a 1-ulp difference in a few outputs)."""
+    from lrm_fast.render.marching import MarchContext, Sampling
+
+    tiny_model.set_backend(backend)
+    field = tiny_model.field
+    tp = tiny_model.cfg.triplane
+    planes = torch.randn(3, 3, tp.channels, tp.high_res, tp.high_res, generator=torch.Generator().manual_seed(2))
+    R = 4
+    counts = torch.tensor([3, 0, 5, 1, 0, 0, 0, 0, 2, 7, 1, 4])  # per ray; item 1 has no point
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    points = torch.rand(int(counts.sum()), 3, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    ctx = MarchContext(field, planes, Sampling.of(tiny_model.cfg.render, tiny_model.cfg.field), backend)
+    calls = []
+    handle = field.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        got = ctx.raw_packed(points, offsets[::R])
+    handle.remove()
+    assert len(calls) == 1
+    ends = offsets[::R].tolist()
+    with torch.no_grad():
+        want = torch.cat([field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0] for b in range(3)])
+    if backend == "reference":
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    else:
+        assert torch.equal(got, want)

@@ -64,16 +64,27 @@ def test_empty_space_is_background_and_missing_rays_are_clean():
     assert torch.isfinite(out["depth"]).all() and (out["opacity"] == 0).all()
 
 
-def test_chunking_does_not_change_the_image(tiny_model):
+@pytest.mark.parametrize("compact", ["auto", "never"])
+def test_chunking_forced_by_the_memory_budget_does_not_change_the_image(tiny_model, compact, monkeypatch):
+    """A budget too small for the render splits the rays of all batch items into equal chunks; each
+    ray's samples and field outputs are its own, so the image is the one-pass image bit for bit."""
     from lrm_fast.model.camera import orbit_cameras
+    from lrm_fast.render.renderer import ray_bytes
 
-    planes = torch.randn(1, 3, 8, 8, 8)
-    c2w = orbit_cameras([20.0], [15.0])[None]
-    K = default_intrinsics()[None, None]
-    a = tiny_model.renderer(planes, c2w, K, 12)
-    tiny_model.renderer.cfg = RenderConfig(**{**tiny_model.renderer.cfg.__dict__, "chunk_rays": 7})
-    b = tiny_model.renderer(planes, c2w, K, 12)
-    torch.testing.assert_close(a["rgb"], b["rgb"])
+    r = tiny_model.renderer
+    monkeypatch.setattr(r, "compact_misses", compact)
+    planes = torch.randn(2, 3, 8, 8, 8)
+    c2w = orbit_cameras([20.0, 100.0], [15.0, -30.0])[None].repeat(2, 1, 1, 1)
+    K = default_intrinsics()[None, None].expand(2, 2, 4)
+    with torch.no_grad():
+        r.max_memory = 1 << 40
+        assert r.rays_per_pass(planes, 2 * 144) == 2 * 144
+        a = r(planes, c2w, K, 12)
+        r.max_memory = 2 * 7 * ray_bytes(r.cfg, r.field, 8, 4, False)  # 7 rays of each item per pass
+        assert r.rays_per_pass(planes, 2 * 144) == 7
+        b = r(planes, c2w, K, 12)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_field_activations_match_openlrm():

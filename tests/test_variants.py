@@ -98,6 +98,8 @@ def test_old_openlrm_config_maps_to_the_variants():
     cfg = LRMConfig.from_dict(old)
     assert (cfg.decoder.block, cfg.render.sampler) == ("openlrm", "openlrm")
     assert cfg.decoder == LRMConfig.preset("demo").decoder
+    # a retired key (chunk_rays: the renderer chunks from the memory budget now) is dropped
+    assert old["render"]["chunk_rays"] == 8192 and not hasattr(cfg.render, "chunk_rays")
 
 
 def test_old_config_mapping_rejects_what_no_original_computes():

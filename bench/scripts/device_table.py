@@ -77,8 +77,8 @@ class Sizes:
 FULL = Sizes("base", "triposr", 512, 256, dict(batch_size=8), 5, "inductor", True)
 # the demo recipe's code path at test size: the tiny model, 8x8 patches of 16 px views, 8 samples per ray
 TINY = Sizes("tiny", "tiny", 32, 32, dict(batch_size=2, model="tiny", model_overrides={}, render_size=16, patch=8,
-                                          side_views=1, source_views=2, train_samples_per_ray=8,
-                                          train_chunk_rays=4096), 1, "eager", False)
+                                          side_views=1, source_views=2, train_samples_per_ray=8),
+               1, "eager", False)
 
 
 class NotApplicable(Exception):

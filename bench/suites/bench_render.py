@@ -37,7 +37,7 @@ def renderer():
     torch.manual_seed(0)
     model = LRM(LRMConfig.preset("tiny"))
     r = model.renderer
-    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 128, "chunk_rays": 1 << 30})
+    r.cfg = RenderConfig(**{**r.cfg.__dict__, "samples_per_ray": 128})
     return r
 
 

@@ -68,8 +68,10 @@ class MarchContext:
     """What a marcher renders with: ``field`` (a ``TriplaneField``) on ``planes [B, 3, C, H, W]``,
     ``sampling``, the ops' ``backend``, ``early_stop`` (the compositing ops' transmittance floor),
     ``jitter`` + ``generator`` (training: random strata and importance draws), ``mask`` (an
-    occupancy mask ``[B, G, G, G]``, the skipping marcher's) and ``stats`` (a dict the skipping
-    marcher counts its samples in, or None)."""
+    occupancy mask ``[B, G, G, G]``, the skipping marcher's), ``stats`` (a dict the skipping
+    marcher counts its samples in, or None) and ``ray_ends`` (``[B + 1]``: the rays come packed, item
+    ``b`` owning rays ``ray_ends[b] .. ray_ends[b + 1] - 1``, passed as one item ``[1, sum, ...]``: the
+    CPU fast path's compaction; None: ``R`` rays per item)."""
 
     field: object
     planes: torch.Tensor
@@ -80,34 +82,41 @@ class MarchContext:
     generator: torch.Generator | None = None
     mask: torch.Tensor | None = None
     stats: dict | None = None
+    ray_ends: torch.Tensor | None = None
 
     def raw(self, origins, dirs, depths):
         """raw field outputs ``[B * R, S, 4]`` at ``origins + depths * dirs``: origins/dirs ``[B * R, 3]``,
-        depths ``[B * R, S]`` (rays grouped by batch item: each item's points go with its planes)."""
+        depths ``[B * R, S]`` (rays grouped by batch item: each item's points go with its planes; ``R``
+        rays per item, or, with ``ray_ends``, each item's own count)."""
         BR, S = depths.shape
         B = self.planes.shape[0]
         pts = ray_points(origins, dirs, depths, backend=self.backend)
         # in the depths' dtype (a bf16 field under autocast): the merge and compositing kernels
         # take one dtype, and the compositing runs in float32 anyway
+        if self.ray_ends is not None:
+            return self.raw_packed(pts.reshape(BR * S, 3), self.ray_ends * S).reshape(BR, S, -1).to(depths.dtype)
         return self.field(self.planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1).to(depths.dtype)
 
-    def raw_packed(self, points, offsets, R_item: int):
-        """raw field outputs ``[N, 4]`` at packed ``points [N, 3]``; ``offsets`` the packed layout of
-        rays grouped by batch item, ``R_item`` rays per item (each item's points go with its planes)."""
-        planes = self.planes
-        B = planes.shape[0]
-        if B == 1:
-            return self.field(planes, points[None])[0]
-        ends = offsets[::R_item].tolist()  # item b owns points ends[b] .. ends[b + 1] - 1
-        outs = [self.field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0]
-                for b in range(B) if ends[b + 1] > ends[b]]
-        return torch.cat(outs) if outs else points.new_zeros(0, 4)
+    def raw_packed(self, points, ends):
+        """raw field outputs ``[N, 4]`` at packed ``points [N, 3]`` grouped by batch item: item ``b`` owns
+        points ``ends[b] .. ends[b + 1] - 1`` (``ends [B + 1]``; each item's points go with its planes).
 
-    def item(self, b: int) -> "MarchContext":
-        """The context of batch item ``b`` alone (the CPU fast path marches item by item)."""
-        mask = None if self.mask is None else self.mask[b:b + 1]
-        return MarchContext(self.field, self.planes[b:b + 1], self.sampling, self.backend, self.early_stop,
-                            self.jitter, self.generator, mask, self.stats)
+        One field call for every item: item ``b``'s points are padded to the longest item's count,
+        ``[B, Nmax, 3]`` (zeros after its own), queried, and gathered back. ``Nmax`` is the one host
+        sync (none for one item); the launches do not depend on the batch. A point's outputs are
+        its own (the field is per point): on the fused field op a per-item query's bit for bit."""
+        planes = self.planes
+        B, N = planes.shape[0], points.shape[0]
+        if N == 0:
+            return points.new_zeros(0, 4)
+        ends = ends.contiguous()
+        longest = (ends[1:] - ends[:-1]).max()  # (one item: N, no read; same launches)
+        n_max = N if B == 1 else int(longest)
+        i = torch.arange(N, device=points.device)
+        item = torch.searchsorted(ends, i, right=True) - 1
+        pos = i - ends[item]
+        padded = points.new_zeros(B, n_max, 3).index_put_((item, pos), points)
+        return self.field(planes, padded)[item, pos]
 
 
 class Marcher:

@@ -3,7 +3,8 @@ rays (``ops.generate_rays``, ``ops.ray_box``), a **marcher** (``marching.py``: r
 opacity; chosen by name from ``MARCHERS``) and the field it renders with (``field/triplane.py``,
 held by its owner, ``LRM.field``; see ``Renderer.__setattr__``).
 
-Per ray with the openlrm sampler (``RenderConfig.sampler``; chunked over rays, all batch items at once):
+Per ray with the openlrm sampler (``RenderConfig.sampler``; every ray of every batch item and view in
+one pass, chunked only where the memory budget forces it: ``Renderer.max_memory``, ``ray_bytes``):
 
 1. ray through the pixel center (``ops.generate_rays``), clipped to the box (``ops.ray_box``);
 2. ``S/2`` stratified depths in [near, far] (``ops.stratified``; jittered when training);
@@ -35,18 +36,42 @@ every marcher (the compositing twins implement the kernels' rule, ``ops/composit
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from ..config import RenderConfig
 from ..field.occupancy import OccupancyGrid
 from ..field.triplane import TriplaneField
+from ..memory import MemoryBudget
 from ..ops import _dispatch, generate_rays, ray_box
 from .marching import ExactMarcher, MarchContext, ReferenceMarcher, Sampling, UniformMarcher
 from .skipping import SkippingMarcher
 
 # the marchers, by name (``marching.py``): the renderer picks one per call (``Renderer.marcher_name``)
 MARCHERS = {m.name: m for m in (ExactMarcher(), ReferenceMarcher(), SkippingMarcher(), UniformMarcher())}
+
+
+def ray_bytes(rc: RenderConfig, field: TriplaneField, channels: int, itemsize: int, grad: bool) -> int:
+    """Bytes one ray's march may hold at once, counted generously (``Renderer.forward`` sizes its ray
+    chunks from it): ``samples_per_ray`` samples (all of them, as the exact marcher holds coarse and
+    importance samples together; the skipping marcher holds fewer), each with its depth, point and
+    the three planes' sampling coordinates, the field's per-point intermediates (the 3 planes'
+    ``C``-channel features and their aggregate, every hidden layer before and after its activation:
+    the reference op's autograd graph; the fused ops hold less), its raw outputs (and the merged
+    copy), the compositing's per-sample gates, intervals and weights; plus the ray's own origin,
+    direction, near/far, background and outputs. With autograd on (``grad``) every per-sample
+    quantity is kept for backward and gets a gradient of its size: x 3."""
+    fc = field.cfg
+    width_in = 3 * channels if fc.aggregate == "concat" else channels
+    per_sample = (1 + 3 + 6                      # depth, point, 3 planes' (u, v)
+                  + 3 * channels + width_in      # features per plane, aggregated
+                  + 2 * fc.hidden * (fc.layers - 1)  # hidden layers, pre- and post-activation
+                  + 2 * 4                        # raw outputs, merged copy
+                  + 12)                          # gate, activations, intervals, weights
+    per_ray = 32                                 # origin, dir, near, far, hit, bg, rgb, depth, opacity
+    return (rc.samples_per_ray * per_sample * (3 if grad else 1) + per_ray) * itemsize
 
 
 def _as_background(background, B: int, V: int, dtype, device) -> torch.Tensor:
@@ -65,6 +90,9 @@ class Renderer(nn.Module):
     early_stop = 0.0  # transmittance below which a ray stops compositing (0: exact; every marcher)
     compact_misses = "auto"  # fast path only: see _compacts
     skip_stats: dict | None = None  # set to a dict to count the samples empty-space skipping evaluates
+    # working memory of one render: None (the default budget: a share of what the device has free),
+    # bytes, a size string ("4GB") or a MemoryBudget (``memory.py``); the API's and the CLI's max_memory
+    max_memory = None
 
     def __init__(self, cfg: RenderConfig, field: TriplaneField):
         super().__init__()
@@ -101,12 +129,12 @@ class Renderer(nn.Module):
         return name == "cpp"
 
     def _compacts(self, t: torch.Tensor) -> bool:
-        """Whether the fast path marches only the rays that hit the box, batch item by batch item.
+        """Whether the fast path marches only the rays that hit the box (``_march_hits``).
         ``compact_misses``: ``"auto"`` (default) compacts on the CPU, where a missed ray's samples
         cost real time, and marches every ray of the whole batch at once on a GPU, where the
-        per-item loop (a host sync and ~10 launches per item and chunk) dominated: a demo training
-        step on an H200 took 1.33 s on the compacting fast path vs 0.24 s on the reference path,
-        which marches all items at once (``docs/readme/gpu.md``). ``"always"`` / ``"never"`` force it."""
+        compaction's host sync (the hit count) and gathers cost more than the misses' samples (the
+        per-item compaction it replaced: a demo training step on an H200 took 1.33 s vs 0.24 s on the
+        reference path, ``docs/readme/gpu.md``). ``"always"`` / ``"never"`` force it."""
         mode = self.compact_misses
         if mode not in ("auto", "always", "never"):
             raise ValueError(f"compact_misses must be auto|always|never, got {mode!r}")
@@ -142,44 +170,37 @@ class Renderer(nn.Module):
         return "exact" if self._fusable(t) else "reference"
 
     def _march_hits(self, march, ctx, origins, dirs, near, far, hit, bg):
-        """The CPU fast path's compaction (``_compacts``): per batch item, only the rays that hit the
-        box are marched; a missed ray is (background, 0, 0) without a sample."""
+        """The CPU fast path's compaction (``_compacts``): only the rays that hit the box are marched,
+        those of every batch item packed together (one ``nonzero`` for the batch; the field query is
+        the context's packed one, ``MarchContext.ray_ends``); a missed ray is (background, 0, 0)
+        without a sample."""
         B, R, _ = origins.shape
-        colors, depths_out, opacities = [], [], []
-        for b in range(B):
-            idx = hit[b].nonzero().squeeze(1)
-            if idx.numel() == 0:
-                colors.append(bg[b])
-                depths_out.append(origins.new_zeros(R))
-                opacities.append(origins.new_zeros(R))
-                continue
-            every = idx.numel() == R  # a close-up view: no gather and no scatter
+        idx = hit.reshape(-1).nonzero().squeeze(1)
+        if idx.numel() == B * R:  # close-ups: every ray hits, no gather and no scatter
+            return march(ctx, origins, dirs, near, far, bg)
+        color, depth, opacity = bg.reshape(B * R, 3), origins.new_zeros(B * R), origins.new_zeros(B * R)
+        if idx.numel():
+            ends = torch.cat([hit.new_zeros(1, dtype=torch.long), hit.sum(1).cumsum(0)])
 
             def take(x):
-                return x[b:b + 1] if every else x[b, idx][None]
+                return x.reshape(B * R, *x.shape[2:])[idx][None]
 
-            c, dep, op = march(ctx.item(b), take(origins), take(dirs), take(near), take(far), take(bg))
-            if every:
-                c, dep, op = c[0], dep[0], op[0]
-            else:
-                c = bg[b].index_put((idx,), c[0])
-                dep = origins.new_zeros(R).index_put((idx,), dep[0])
-                op = origins.new_zeros(R).index_put((idx,), op[0])
-            colors.append(c)
-            depths_out.append(dep)
-            opacities.append(op)
-        return torch.stack(colors), torch.stack(depths_out), torch.stack(opacities)
+            c, dep, op = march(dataclasses.replace(ctx, ray_ends=ends), take(origins), take(dirs), take(near),
+                               take(far), take(bg))
+            color, depth, opacity = (x.index_put((idx,), y[0]) for x, y in ((color, c), (depth, dep), (opacity, op)))
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
 
     def _render_rays(self, ctx: MarchContext, origins, dirs, bg):
         """origins/dirs ``[B, R, 3]``, bg ``[B, R, 3]`` -> rgb ``[B, R, 3]``, depth, opacity ``[B, R]``:
-        the marcher of ``marcher_name`` on these rays (all of them, or, on the CPU fast path, each
-        item's hits: ``_march_hits``)."""
+        the marcher of ``marcher_name`` on these rays (all of them, or, on the CPU fast path, the
+        hits of every item: ``_march_hits``)."""
         march = MARCHERS[self.marcher_name(origins, ctx.mask is not None)]
         if march.name == "uniform":  # its own ray-box test (a shrunk box); misses gated inside
             return march(ctx, origins, dirs, None, None, bg)
         cfg = self.cfg
         near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
-        if self._use_fast(origins) and self._compacts(origins):
+        # (the skipping marcher drops a missed ray's samples itself: they lie outside the box)
+        if march.name != "skipping" and self._use_fast(origins) and self._compacts(origins):
             return self._march_hits(march, ctx, origins, dirs, near, far, hit, bg)
         color, depth, opacity = march(ctx, origins, dirs, near, far, bg)
         # a missed ray has near = far = 0: its samples sit at its origin, outside the box, and are
@@ -187,6 +208,17 @@ class Renderer(nn.Module):
         # an origin on a box face
         return (torch.where(hit[..., None], color, bg.to(color.dtype)), torch.where(hit, depth, 0.0),
                 torch.where(hit, opacity, 0.0))
+
+    def rays_per_pass(self, planes: torch.Tensor, rays: int) -> int:
+        """Rays per batch item in one pass, decided once per render from the memory budget
+        (``max_memory``) and ``ray_bytes``: every ray of the batch (``rays`` per item, all views) when
+        they fit, one set of launches whatever the batch and the image size; else the fewest equal
+        chunks, each over all batch items at once."""
+        grad = torch.is_grad_enabled() and (planes.requires_grad
+                                            or any(p.requires_grad for p in self.field.parameters()))
+        itemsize = max(planes.element_size(), 4)  # depths and compositing run in float32 at least
+        each = planes.shape[0] * ray_bytes(self.cfg, self.field, planes.shape[2], itemsize, grad)
+        return MemoryBudget.resolve(self.max_memory, planes.device).chunks(each, rays)
 
     def forward(self, planes: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor,
                 height: int, width: int | None = None, background=None,
@@ -222,9 +254,10 @@ class Renderer(nn.Module):
         R = origins.shape[2]
         bg = _as_background(self.cfg.background if background is None else background, B, V,
                             dtype, planes.device)
-        bg = bg[:, :, None].expand(B, V, R, 3).reshape(B, V * R, 3)
-        origins, dirs = origins.reshape(B, V * R, 3), dirs.reshape(B, V * R, 3)
-        chunk = max(1, self.cfg.chunk_rays // max(B, 1))
+        # materialized once (a view's origin and each view's background are broadcast): the ops take
+        # contiguous rays, and a copy here at every batch size keeps the launches batch-invariant
+        bg = bg[:, :, None].expand(B, V, R, 3).reshape(B, V * R, 3).contiguous()
+        origins, dirs = origins.reshape(B, V * R, 3).contiguous(), dirs.reshape(B, V * R, 3).contiguous()
         mask = None
         if occupancy is not None and self.cfg.sampler != "openlrm":
             raise ValueError(f"render sampler {self.cfg.sampler!r} cannot skip empty space: pass occupancy=None")
@@ -235,8 +268,12 @@ class Renderer(nn.Module):
             mask = occupancy.mask(self.cfg.occupancy_tau, fc.density_bias, fc.density_activation)
         ctx = MarchContext(self.field, planes, Sampling.of(self.cfg, self.field.cfg), self.backend, self.early_stop,
                            jitter, generator, mask, self.skip_stats)
-        outs = [self._render_rays(ctx, origins[:, s:s + chunk], dirs[:, s:s + chunk], bg[:, s:s + chunk])
-                for s in range(0, V * R, chunk)]
+        chunk = self.rays_per_pass(planes, V * R)
+        if chunk < V * R:  # each chunk's rays of all items, copied contiguous (a view for one item only)
+            outs = [self._render_rays(ctx, *(x[:, s:s + chunk].clone() for x in (origins, dirs, bg)))
+                    for s in range(0, V * R, chunk)]
+        else:
+            outs = [self._render_rays(ctx, origins, dirs, bg)] if V * R else []
         color, depth, opacity = (torch.cat(x, 1) for x in zip(*outs)) if outs else (
             bg, bg.new_zeros(B, 0), bg.new_zeros(B, 0))
         shape = (B, V, height, width) if pixels is None else (B, V, R)

@@ -51,7 +51,7 @@ class SkippingMarcher(Marcher):
         occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
         off_c = _offsets(counts_c)
         t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
-        raw_p = ctx.raw_packed(pts, off_c, R).to(tc.dtype)
+        raw_p = ctx.raw_packed(pts, off_c[::R]).to(tc.dtype)
         evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
         if s.importance:
             w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
@@ -62,7 +62,7 @@ class SkippingMarcher(Marcher):
             off, off_n = _offsets(counts), _offsets(need)
             t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
             if pts_n.shape[0]:
-                raw_p[pos_n] = ctx.raw_packed(pts_n, off_n, R).to(raw_p.dtype)
+                raw_p[pos_n] = ctx.raw_packed(pts_n, off_n[::R]).to(raw_p.dtype)
             evaluated += pts_n.shape[0]
             dense = t.numel()
         if stats is not None:

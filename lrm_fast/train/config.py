@@ -53,9 +53,8 @@ class TrainConfig:
     mask_weight: float = 0.0              # MSE(opacity, alpha); 0 = OpenLRM's loss
     # rendering at train time
     train_samples_per_ray: int | None = None
-    # rays per renderer chunk at train time (None: the model's render.chunk_rays). The renderer splits
-    # the rays into chunk_rays / batch per item and marches every chunk of every item separately: with
-    # the demo's 8192 and a batch of 24 that is ~340 rays per march, ~460 tiny marches per step.
+    # retired (must stay None): the renderer now marches every ray of the step in one pass, chunked
+    # only where the memory budget forces it (Renderer.max_memory), which is what this was set for
     train_chunk_rays: int | None = None
     jitter: bool = True
     # torch.compile the forward (image -> planes -> rendered rays) as one graph: CUDA graphs on a GPU
@@ -114,6 +113,9 @@ class TrainConfig:
         return cls.from_dict(d)
 
     def validate(self) -> None:
+        if self.train_chunk_rays is not None:
+            raise ValueError("train_chunk_rays is retired: the renderer sizes its ray chunks from the memory "
+                             "budget (max_memory); drop the key")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         for k in ("batch_size", "steps", "render_size", "log_every", "ckpt_every"):

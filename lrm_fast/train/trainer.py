@@ -235,8 +235,6 @@ class Trainer:
         # train-time sample count without touching the saved config
         if cfg.train_samples_per_ray:
             model.renderer.cfg = dataclasses.replace(model.renderer.cfg, samples_per_ray=cfg.train_samples_per_ray)
-        if cfg.train_chunk_rays:
-            model.renderer.cfg = dataclasses.replace(model.renderer.cfg, chunk_rays=int(cfg.train_chunk_rays))
         model.check_cameras = False  # (a host sync per step; load_pose checked the dataset's poses)
         self.model = model.to(self.device)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(

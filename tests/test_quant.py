@@ -88,10 +88,11 @@ def test_int8_needs_cpu_and_fp32():
 def test_auto_follows_the_measured_rule(tmp_path, monkeypatch):
     """auto picks int8 only on a CPU class measured at >= INT8_RULE; unmeasured or slower: fp32."""
     f = tmp_path / "cpuinfo"
-    monkeypatch.setattr(info, "INT8_MEASURED", {"avx2": (1.2, "test"), "avx512_vnni": (1.8, "test")})
-    for flags, pick, says in (("fpu sse2", False, "no AVX2"), ("avx2 fma", False, "below the 1.5x rule"),
-                              ("avx2 avx512f avx512_vnni", True, "meets the 1.5x rule"),
-                              ("avx2 avx512_vnni amx_int8", False, "not measured on amx_int8")):
+    monkeypatch.setattr(info, "INT8_MEASURED", {"avx2": {"base": 1.7, "triposr": 1.2},
+                                                "avx512_vnni": {"base": 1.8, "triposr": 1.6}})
+    for flags, pick, says in (("fpu sse2", False, "no AVX2"), ("avx2 fma", False, "not all >= the 1.5x rule"),
+                              ("avx2 avx512f avx512_vnni", True, "all >= the 1.5x rule"),
+                              ("avx2 avx512_vnni amx_int8", False, "no recorded measurement on amx_int8")):
         f.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert info.int8_auto(str(f))[0] is pick
         assert says in info.int8_auto(str(f))[1]

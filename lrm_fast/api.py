@@ -9,7 +9,8 @@
     rec.save("out/", formats=("glb", "mp4"))
 
 Everything runs under ``torch.inference_mode()`` in the model's dtype (``dtype="auto"``: bf16 on
-CUDA, fp32 on CPU). Nothing is ever downloaded.
+CUDA, fp32 on CPU, or int8 encoder and decoder Linears where ``info.int8_auto`` says they pay;
+``dtype="int8"``: ``model/quant.py``). Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_ca
 from .model.lrm import LRM
 from .field.occupancy import OccupancyGrid, proven_occupancy
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
+from .info import int8_auto
+from .model.quant import quantize_int8
 
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
 # checkpoint path (a path relative to the package folder is resolved there).
@@ -52,9 +55,21 @@ def _dtype(dtype, device: torch.device) -> torch.dtype:
         return dtype
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype == "int8":  # fp32 weights, then quantized by load_model
+        return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(_DTYPES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'int8' or one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
+
+
+def _int8(dtype, device: torch.device) -> bool:
+    """Whether ``load_model`` quantizes: ``"int8"`` (CPU only), or ``"auto"`` on a CPU where
+    ``info.int8_auto`` records that int8 pays."""
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"dtype 'int8' runs on the CPU only, got device {device}; use bf16 on a GPU")
+        return True
+    return dtype == "auto" and device.type == "cpu" and int8_auto()[0]
 
 
 def _resolve_model_path(name: str) -> str:
@@ -78,7 +93,9 @@ def load_model(path_or_preset: str | None = None, device="auto", dtype="auto", b
             ``model.pth`` or a TripoSR folder (config.yaml + model.ckpt), detected by keys.
             Default: ``DEFAULT_MODEL``.
         device: ``"auto"`` (CUDA if visible), ``"cpu"``, ``"cuda:0"`` ...
-        dtype: ``"auto"`` (bf16 on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype.
+        dtype: ``"auto"`` (bf16 on CUDA; on CPU fp32, or int8 where ``lrm_fast.info.int8_auto`` says
+            it pays), ``"int8"`` (CPU: dynamic int8 encoder and decoder Linears, ``model/quant.py``),
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` or a torch dtype.
         backend: ``"auto" | "fast" | "reference"`` (see docs/architecture.md section 3).
         image_size: encoder input size for converted checkpoints that do not store it (OpenLRM).
     """
@@ -94,7 +111,8 @@ def load_model(path_or_preset: str | None = None, device="auto", dtype="auto", b
 
         model = load_checkpoint(_resolve_model_path(name), backend=backend, image_size=image_size)
         model.untrained = False
-    return model.to(dev, dt).eval()
+    model = model.to(dev, dt).eval()
+    return quantize_int8(model) if _int8(dtype, dev) else model
 
 
 def _source_camera(model: LRM, camera, B: int) -> torch.Tensor | None:
@@ -177,8 +195,7 @@ def input_spec(model: LRM) -> tuple[int, float, float]:
     """``(image_size, background, foreground_ratio)``: how ``model``'s encoder input is prepared
     (plain numbers, so worker processes can prepare images without the model)."""
     enc = model.cfg.encoder
-    bg = model.cfg.render.background if enc.input_background is None else enc.input_background
-    return int(enc.image_size), float(bg), float(enc.foreground_ratio)
+    return int(enc.image_size), model.cfg.input_background, float(enc.foreground_ratio)
 
 
 def preprocess_mode(model: LRM, preprocess: bool | str = True) -> str:

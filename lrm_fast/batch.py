@@ -264,7 +264,8 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                 "texture": bool(texture), "texture_size": int(texture_size) if texture else None,
                 "faces": faces, "remove_background": resolve_method(remove_background),
                 "preprocess": preprocess_mode(model, preprocess),
-                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "dtype": ("int8" if hasattr(model, "int8_engine")  # model/quant.py: fp32 params, int8 Linears
+                          else str(next(model.parameters()).dtype).replace("torch.", "")),
                 "skip_empty": bool(getattr(model.cfg.render, "skip_empty", False))}
     summary = BatchSummary(total=len(mine), rank=rank, world=world)
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""

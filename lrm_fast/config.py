@@ -259,6 +259,13 @@ class LRMConfig:
         return self.decoder.block == "openlrm"
 
     # ---- serialization -------------------------------------------------------------------
+    @property
+    def input_background(self) -> float:
+        """The background an RGBA input is composited on before the encoder: the encoder's own
+        ``input_background``, else the render background (inference, training and the benchmark alike)."""
+        bg = self.encoder.input_background
+        return float(self.render.background if bg is None else bg)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -12,17 +12,67 @@ def _version(mod: str) -> str:
         return f"not available ({type(e).__name__})"
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The kernel's CPU feature flags (the first ``flags`` line of ``cpuinfo``); [] where unreadable."""
+    try:
+        with open(cpuinfo) as f:
+            return next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return []
+
+
 def cpu_bf16_native(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """The CPU feature that runs bf16 matmuls natively (``amx_bf16`` or ``avx512_bf16``, from the
     kernel's CPU flags), or None. Without one, oneDNN emulates bf16 and it is slower than fp32 (the
     demo model: 1.6 s fp32 vs 9.3 s bf16 on an AVX2 EPYC), so ``dtype="auto"`` stays fp32 on every
     CPU; ``dtype="bf16"`` is there to try where this names a feature."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
-    except OSError:
-        return None
+    flags = cpu_flags(cpuinfo)
     return next((x for x in ("amx_bf16", "avx512_bf16") if x in flags), None)
+
+
+# The int8 instruction classes, best first: the int8 dot-product instructions the oneDNN / FBGEMM
+# kernels use where present (AMX tiles, AVX-512 VNNI, AVX-VNNI), else AVX2's vpmaddubsw.
+INT8_CLASSES = ("amx_int8", "avx512_vnni", "avx_vnni", "avx2")
+
+# The ship rule of dtype="int8" (model/quant.py): image -> triplane at least this many times faster
+# than our fp32 path (renders within 35 dB PSNR of fp32 are a test: tests/test_quant.py).
+INT8_RULE = 1.5
+
+# fp32 / int8 image -> triplane per CPU int8 class and preset, measured by bench/scripts/int8_ratio.py
+# (the int8 runner against the fp32 runner in one process, median of interleaved rounds, random weights
+# at the preset's sizes; bench/suites/bench_image_to_triplane.py times the same two cases). dtype="auto"
+# picks int8 on a class only when every preset recorded for it is at >= INT8_RULE; a class with no
+# measurement stays fp32.
+INT8_MEASURED: dict[str, dict[str, float]] = {
+    # the 2-core AMD EPYC this was written on, shared with other jobs (load average 8-12), oneDNN engine:
+    # base 4 rounds (1.94, 1.76, 1.50, 1.40x), triposr 2 (0.96, 1.44x); FBGEMM's x86 engine base 1.52x.
+    # Loaded-machine numbers, but triposr misses the rule by far, so auto stays fp32 on AVX2.
+    "avx2": {"base": 1.63, "triposr": 1.13},
+}
+
+
+def cpu_int8_class(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The best int8 instruction class of ``INT8_CLASSES`` the CPU has (from its flags), or None."""
+    flags = cpu_flags(cpuinfo)
+    return next((x for x in INT8_CLASSES if x in flags), None)
+
+
+def int8_auto(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """Whether ``dtype="auto"`` on the CPU runs the encoder and decoder in int8, and why: only where
+    ``INT8_MEASURED`` records every preset of the CPU's int8 class at ``INT8_RULE`` or more (a table,
+    not a timing per call: the rule is a benchmark)."""
+    isa = cpu_int8_class(cpuinfo)
+    if isa is None:
+        return False, "no AVX2 / VNNI int8 instructions: fp32"
+    if isa not in INT8_MEASURED:
+        return False, (f"int8 has no recorded measurement on {isa} (bench/scripts/int8_ratio.py): fp32 "
+                       "(dtype='int8' to try it)")
+    ratios = INT8_MEASURED[isa]
+    said = ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
+    if min(ratios.values()) < INT8_RULE:
+        return False, (f"int8 image->triplane measured {said} fp32 on {isa}, not all >= the {INT8_RULE}x rule: "
+                       "fp32 (dtype='int8' still runs it)")
+    return True, f"int8 image->triplane measured {said} fp32 on {isa}, all >= the {INT8_RULE}x rule: int8"
 
 
 def info_text(presets=None, device=None) -> str:
@@ -42,6 +92,8 @@ def info_text(presets=None, device=None) -> str:
     bf16 = cpu_bf16_native()
     lines.append(f"cpu bf16: native ({bf16}); dtype='auto' stays fp32, dtype='bf16' to try it" if bf16 else
                  "cpu bf16: not native (no AMX / AVX-512 BF16: emulated, slower than fp32); dtype='auto' is fp32")
+    pick, why = int8_auto()
+    lines.append(f"cpu int8 (encoder + decoder Linears, dtype='auto' on cpu -> {'int8' if pick else 'fp32'}): {why}")
     cuda = torch.cuda.is_available()
     lines.append(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'no GPU visible'}")
     devices = [device] if device else (["cpu", "cuda"] if cuda else ["cpu"])

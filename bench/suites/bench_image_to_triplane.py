@@ -11,6 +11,10 @@ the decoder, LayerNorm-then-modulate) with the fast cases of the same dtype:
 * ``image_to_triplane``: ``LRM.forward_planes`` with the reference backend vs the inference runner
   ``LRM.compile_planes`` (``model/compiled.py``; eager on CPU, CUDA graph on GPU, plus
   ``torch.compile`` for base bf16 on GPU with ``LRM_FAST_BENCH_COMPILE=1``). The runner's warm-up time is in ``extra_info``.
+  On CPU, fp32 only, also ``int8``: the runner of ``model/quant.py``'s copy (dynamic int8 token Linears
+  in the encoder and decoder blocks). Its ship rule is >= ``lrm_fast.info.INT8_RULE`` x the fp32
+  ``runner`` of the same run; the ratio measured per CPU int8 class goes into ``info.INT8_MEASURED``,
+  which ``dtype="auto"`` reads.
 
 bf16 cases run under autocast (reference: fp32 weights cast by autocast; runner: its own bf16 weight
 copy). Run: ``LRM_FAST_BENCH=full .venv/bin/python -m pytest bench/suites/bench_image_to_triplane.py
@@ -94,7 +98,7 @@ STAGE_BACKENDS = ["reference"] + (["sdpa", "xformers"] if GPU else ["fast"])
 
 # torch.compile costs about a minute of warm-up per preset on a GPU: opt in with LRM_FAST_BENCH_COMPILE=1
 COMPILE = os.environ.get("LRM_FAST_BENCH_COMPILE", "0") == "1"
-FULL_CASES = ["reference", "runner"] + (["runner-compile"] if GPU and COMPILE else [])
+FULL_CASES = ["reference", "runner"] + (["runner-compile"] if GPU and COMPILE else []) + ([] if GPU else ["int8"])
 
 
 # the whole image -> triplane first: a --time-budget cut drops per-stage cases before it
@@ -114,14 +118,23 @@ def test_image_to_triplane(benchmark, preset, dtype, case):
     else:
         if case == "runner-compile" and not (preset == "base" and dtype == "bfloat16"):
             pytest.skip("torch.compile case only for base bf16 (compile time)")
+        if case == "int8" and dtype != "float32":
+            pytest.skip("int8 quantizes the fp32 model")
         m.set_backend("fast")
         mode = "compile" if case == "runner-compile" else None
-        runner = m.compile_planes(1, getattr(torch, dtype), mode=mode)
+        if case == "int8":
+            from lrm_fast.info import cpu_int8_class
+            from lrm_fast.model.quant import quantize_int8
+
+            runner = quantize_int8(m).compile_planes(1)
+            extra = {"int8_class": cpu_int8_class(), "note": "int8 token Linears; rule: vs runner"}
+        else:
+            runner = m.compile_planes(1, getattr(torch, dtype), mode=mode)
 
         def run():
             return runner(image)
         # the runner's set-up (first calls, probes, capture / compilation), reported apart
-        extra = {"runner_mode": runner.mode, "warmup_s": round(runner.warmup_s, 3)}
+        extra.update(runner_mode=runner.mode, warmup_s=round(runner.warmup_s, 3))
     mem = _measure(benchmark, run)
     m.set_backend("auto")
     record(benchmark, "image_to_triplane", f"{preset}/{dtype}", case, case != "reference", mem, dtype=dtype,

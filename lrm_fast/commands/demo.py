@@ -37,7 +37,8 @@ def add_arguments(p):
     p.add_argument("--views", type=int, default=24, help="initial turntable frames on the page (default 24)")
     p.add_argument("--resolution", type=int, default=96, help="turntable resolution in pixels (default 96)")
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU; fp32 on CPU, or int8 where "
+                   "`lrm-fast info` says it pays), int8 (CPU), fp32, bf16, fp16")
     p.add_argument("--backend", default="auto", help="auto | fast | reference (see `lrm-fast info`)")
 
 

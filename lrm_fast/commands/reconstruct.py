@@ -68,7 +68,8 @@ def add_arguments(p):
     p.add_argument("--resolution", type=int, default=96, help="render resolution in pixels (default 96)")
     p.add_argument("--elevation", type=float, default=15.0, help="turntable elevation in degrees (default 15)")
     p.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU; fp32 on CPU, or int8 where "
+                   "`lrm-fast info` says it pays), int8 (CPU), fp32, bf16, fp16")
     p.add_argument("--backend", default="auto", help="auto | fast | reference (see `lrm-fast info`)")
     p.add_argument("--exact", action="store_true",
                    help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")

@@ -24,7 +24,7 @@ def add_arguments(p):
     p.add_argument("--resolution", type=int, default=128, help="pixels (default 128)")
     p.add_argument("--formats", default="png,mp4", help=f"comma list of {formats_help(_KINDS)} (default png,mp4)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default="auto", help="auto, int8 (CPU), fp32, bf16, fp16 (as reconstruct)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--exact", action="store_true",
                    help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")

@@ -494,6 +494,8 @@ RICH_RECIPE = Recipe(max_primitives=5, radius=0.8, canonical_source=True, source
                      side_distance=(1.8, 3.2), elevation_range=(-20.0, 60.0), min_primitives=1,
                      min_color_distance=0.35, thin_prob=0.35, scale_range=(0.8, 1.5), max_offset=0.45)
 RECIPES = {"default": Recipe(), "demo": DEMO_RECIPE, "rich": RICH_RECIPE}
+# the recipes a held-out benchmark can draw from (their side views need ``side_distance``)
+EVAL_RECIPES = tuple(k for k, r in RECIPES.items() if r.side_distance is not None)
 
 
 def recipe_object(rng: np.random.Generator, recipe: Recipe) -> list[Primitive]:

@@ -125,7 +125,7 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0 and eval_objects, eval_views, eval_resolution >= 1, got "
                              f"{self.eval_every}, {self.eval_objects}, {self.eval_views}, {self.eval_resolution}")
         if self.eval_every:
-            from .evaluate import EVAL_RECIPES
+            from ..data.synthetic import EVAL_RECIPES
 
             if self.eval_recipe not in EVAL_RECIPES:
                 raise ValueError(f"eval_recipe must be one of {list(EVAL_RECIPES)}, got {self.eval_recipe!r}")

@@ -49,14 +49,13 @@ import numpy as np
 import torch
 
 from ..api import load_model
-from ..data.synthetic import (DEMO_RECIPE, RECIPES, camera_rays, canonical_c2w, object_rng, random_cameras,
-                              recipe_object, render_object, transform_object)
+from ..data.synthetic import (DEMO_RECIPE, EVAL_RECIPES, RECIPES, camera_rays, canonical_c2w, object_rng,
+                              random_cameras, recipe_object, render_object, transform_object)
 from ..io.export import atomic_path
 
 TARGETS = {"psnr": 21.0, "iou": 0.8, "psnr_above_white": 5.0}
 # the demo-model issue's goals on the rich recipe's held-out set (colour MAE: at most)
 TARGETS_BY_RECIPE = {"demo": TARGETS, "rich": {"psnr": 22.0, "iou": 0.85, "colour_mae": 0.06}}
-EVAL_RECIPES = tuple(k for k, r in RECIPES.items() if r.side_distance is not None)  # held-out views need them
 SPHERE_RADII = tuple(round(0.25 + 0.05 * i, 2) for i in range(15))      # 0.25 .. 0.95
 IN_SEED, SHIFT_SEED = 1000, 1001
 
@@ -162,7 +161,6 @@ def training_view_colours(model, root: str, resolution: int, source_view: int = 
     i.e. the colour of the field itself, whatever its opacity). ``max_colour_err`` over the objects.
     """
     from ..data.openlrm import MultiViewDataset, list_objects
-    from .trainer import input_background
 
     was_training = model.training
     model.eval()
@@ -172,7 +170,7 @@ def training_view_colours(model, root: str, resolution: int, source_view: int = 
     ds = MultiViewDataset(root, side_views=n_views - 1, source_size=mc.encoder.image_size, render_size=resolution,
                           patch=None, seed=0, backgrounds=(1.0,), camera_feature=mc.camera.feature,
                           distance=mc.camera.source_distance, source_view=source_view,
-                          source_background=input_background(mc), foreground_ratio=mc.encoder.foreground_ratio)
+                          source_background=mc.input_background, foreground_ratio=mc.encoder.foreground_ratio)
     dev = next(model.parameters()).device
     out: dict = {"objects": []}
     sq, n = 0.0, 0

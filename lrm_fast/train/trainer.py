@@ -113,12 +113,6 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def input_background(model_cfg) -> float:
-    """The background the encoder's input is composited on (the same rule as ``reconstruct``)."""
-    enc = model_cfg.encoder
-    return float(model_cfg.render.background if enc.input_background is None else enc.input_background)
-
-
 def export_model(model, out_dir: str, dtype: torch.dtype | None = None) -> None:
     """``model.safetensors`` + ``config.json`` (our checkpoint format, atomic) loadable by ``load_model``."""
     from ..io.checkpoint import save_checkpoint
@@ -262,7 +256,7 @@ class Trainer:
                                         camera_feature=self.model_cfg.camera.feature,
                                         distance=self.model_cfg.camera.source_distance,
                                         source_views=cfg.source_views,
-                                        source_background=input_background(self.model_cfg),
+                                        source_background=self.model_cfg.input_background,
                                         foreground_ratio=enc.foreground_ratio)
         self.step = 0
         self.out = cfg.out_dir

@@ -179,10 +179,12 @@ class RenderConfig:
       rays with the box shrunk by (1 - ``box_shrink``) and counts rays with far - near <= ``min_span``
       as misses.
 
+    Empty-space skipping (``skip_empty``, ``occupancy_*``) is read by both: ``openlrm`` skips with
+    ``render/skipping.py``'s ``SkippingMarcher``, ``triposr`` with its ``UniformSkippingMarcher``.
+
     A field that the chosen sampler does not read must keep its neutral value (``__post_init__``
-    raises otherwise): ``importance`` and ``midpoint`` (True) and ``skip_empty`` (False under
-    ``triposr``, which cannot skip empty space; the default None picks it) belong to ``openlrm``; ``box_shrink`` and ``min_span``
-    (0) to ``triposr``.
+    raises otherwise): ``importance`` and ``midpoint`` (True) belong to ``openlrm``; ``box_shrink`` and
+    ``min_span`` (0) to ``triposr``.
     """
 
     samples_per_ray: int = 96  # openlrm: half stratified, half importance
@@ -195,11 +197,12 @@ class RenderConfig:
     # openlrm sampler only
     importance: bool = True
     midpoint: bool = True      # OpenLRM averages adjacent samples (MipRayMarcher2)
-    # Empty-space skipping (openlrm sampler; field/occupancy.py, render/skipping.py; docs/readme/bench.md has the
+    # Empty-space skipping (both samplers; field/occupancy.py, render/skipping.py; docs/readme/bench.md has the
     # measurements): Reconstruction.render renders through a cached occupancy grid of
     # occupancy_resolution^3 cells unless skip_empty is False or render(exact=True); occupancy_tau is
     # the optical depth of the empty space a ray may lose (a pixel moves by about that much at most).
-    # None (default): on for the openlrm sampler, off for triposr (set at construction).
+    # None (default): on (set at construction; configs of the uniform sampler written before it could
+    # skip say False).
     skip_empty: bool | None = None
     occupancy_resolution: int = 64
     occupancy_tau: float = 1e-2
@@ -215,11 +218,11 @@ class RenderConfig:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown render sampler {self.sampler!r} ({', '.join(SAMPLERS)})")
         if self.skip_empty is None:
-            self.skip_empty = self.sampler == "openlrm"
+            self.skip_empty = True
         if self.sampler == "openlrm":
             _unread("render", "sampler 'openlrm'", self, {"box_shrink": 0.0, "min_span": 0.0})
         else:
-            _unread("render", "sampler 'triposr'", self, {"importance": True, "midpoint": True, "skip_empty": False})
+            _unread("render", "sampler 'triposr'", self, {"importance": True, "midpoint": True})
 
 
 @dataclass
@@ -442,7 +445,7 @@ def _triposr() -> dict:
         triplane=dict(channels=40, plane_layout="triposr"),
         field=dict(hidden=64, layers=10, activation="silu", density_activation="exp",
                    rgb_activation="sigmoid", coord_scale=1 / 0.87),
-        render=dict(samples_per_ray=128, sampler="triposr", skip_empty=False,
+        render=dict(samples_per_ray=128, sampler="triposr",
                     box_min=-0.87, box_max=0.87, background=1.0, mesh_threshold=25.0, mesh_resolution=256,
                     box_shrink=1e-3, min_span=0.01),
         camera=dict(source_distance=1.9, source_focal=0.5 / math.tan(math.radians(20.0)),

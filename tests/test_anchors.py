@@ -1,10 +1,14 @@
-"""bench.scripts.anchors: the fitted base field in OpenLRM's own renderer renders what ours renders.
+"""bench.scripts.anchors: the fitted base field in OpenLRM's own renderer, and the fitted TripoSR field in
+TripoSR's, render what ours renders.
 
 ``bench.scripts.anchors --fitted`` times OpenLRM's ``TriplaneSynthesizer`` holding the fitted field
 (bench/lib/fitted_field.py) against our renderer, so both must render the same field. OpenLRM's render
 of it (deterministic sampling, 24 x 24, two views) is stored in ``fixtures/anchors_fitted_openlrm.npz``
 (written by this file: ``PYTHONPATH=. python tests/test_anchors.py --openlrm PATH``, OpenLRM at
-3108b69); with ``LRM_FAST_OPENLRM=PATH`` the test also renders it live from that checkout.
+3108b69); with ``LRM_FAST_OPENLRM=PATH`` the test also renders it live from that checkout. The same for
+TripoSR (``--triposr``): its renderer holding the fitted TripoSR field, two of its ``run.py`` views,
+stored in ``fixtures/anchors_fitted_triposr.npz`` (``python tests/test_anchors.py --triposr PATH
+[--triposr-site SITE]``).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import torch
 from bench.scripts import anchors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "anchors_fitted_openlrm.npz"
+FIXTURE_TRIPOSR = Path(__file__).parent / "fixtures" / "anchors_fitted_triposr.npz"
+TRIPOSR_VIEWS = (2, 20.0)               # get_spherical_cameras(2 views, 20 deg elevation): azimuth 0, 180
 VIEWS = ((30.0, 20.0), (200.0, -10.0))   # (azimuth, elevation) degrees, distance 2
 RES = 24
 TOL = 1e-4                              # the parity tests' render tolerance (fp32)
@@ -56,6 +62,41 @@ def our_render(exact: bool = True) -> np.ndarray:
         return anchors.render_default(model, planes, c2w, K, RES)["rgb"][0].numpy()
 
 
+def triposr_render(checkout: str, site: str | None = None) -> np.ndarray:
+    """TripoSR's render ``[V, H, W, 3]`` of the fitted TripoSR field (its renderer, white background)."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    theirs, tsr_utils, _ = anchors.build_triposr(checkout, site)
+    planes, model = load_fitted_field(preset="triposr")
+    dec, planes_of = anchors.load_fitted_into_triposr(theirs, model)
+    rays_o, rays_d, _, _ = anchors.triposr_cameras(tsr_utils, model.cfg, RES, *TRIPOSR_VIEWS)
+    with torch.inference_mode():      # view by view, as its run.py renders
+        return torch.stack([theirs.renderer(dec, planes_of(planes), o, d) for o, d in zip(rays_o, rays_d)]).numpy()
+
+
+def our_triposr_render(exact: bool = True) -> np.ndarray:
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field(preset="triposr")
+    _, _, c2w, K = anchors.triposr_cameras(None, model.cfg, RES, *TRIPOSR_VIEWS)
+    with torch.inference_mode():
+        if exact:
+            return model.renderer(planes, c2w, K, RES)["rgb"][0].numpy()
+        return anchors.render_default(model, planes, c2w, K, RES)["rgb"][0].numpy()
+
+
+def test_fitted_triposr_field_renders_as_triposr_renders_it():
+    want = np.load(FIXTURE_TRIPOSR)["rgb"]
+    got = our_triposr_render(exact=True)
+    assert got.shape == want.shape == (TRIPOSR_VIEWS[0], RES, RES, 3)
+    err = float(np.abs(got - want).max())
+    assert err <= TOL, f"our exact render of the fitted TripoSR field differs from TripoSR's by {err:.3g}"
+    assert want.min() < 0.5 < want.max(), "the stored views must show the object on the white background"
+    skip = our_triposr_render(exact=False)            # what the anchors row times for us: skipping
+    mse = float(((skip - want) ** 2).mean())
+    assert mse == 0 or 10 * np.log10(1 / mse) >= 45.0
+
+
 def test_fitted_field_renders_as_openlrm_renders_it():
     want = np.load(FIXTURE)["rgb"]
     got = our_render(exact=True)
@@ -81,8 +122,10 @@ def test_fitted_field_live_openlrm():
 
 def test_cli_errors(capsys):
     with pytest.raises(SystemExit):
-        anchors.main(["--fitted", "--triposr", "x"])
-    assert "--fitted needs --openlrm" in capsys.readouterr().err
+        anchors.main(["--fitted"])
+    assert "give --openlrm PATH and/or --triposr PATH" in capsys.readouterr().err
+    assert anchors.main(["--fitted", "--triposr", "x"]) == 2
+    assert "not a TripoSR checkout" in capsys.readouterr().err
     assert anchors.main(["--triposr", str(Path(__file__).parent)]) == 2
     assert "not a TripoSR checkout" in capsys.readouterr().err
     assert anchors.main(["--openlrm", str(Path(__file__).parent)]) == 2
@@ -96,16 +139,24 @@ def test_table_format():
     assert t.splitlines()[2] == "| TripoSR | triposr | mesh grid 256^3 | 2.000 s | 0.500 s | 4.00x |"
 
 
-if __name__ == "__main__":   # PYTHONPATH=. python tests/test_anchors.py --openlrm PATH  -> rewrites the fixture
+if __name__ == "__main__":   # PYTHONPATH=. python tests/test_anchors.py --openlrm PATH | --triposr PATH -> a fixture
     import argparse
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--openlrm", required=True)
+    ap.add_argument("--openlrm")
+    ap.add_argument("--triposr")
+    ap.add_argument("--triposr-site")
     a = ap.parse_args()
-    rgb = openlrm_render(a.openlrm)
     FIXTURE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(FIXTURE, rgb=rgb.astype(np.float32), views=np.asarray(VIEWS), res=RES)
-    print(f"wrote {FIXTURE}: max |ours - theirs| = {np.abs(rgb - our_render()).max():.3g}", file=sys.stderr)
+    if a.openlrm:
+        rgb = openlrm_render(a.openlrm)
+        np.savez_compressed(FIXTURE, rgb=rgb.astype(np.float32), views=np.asarray(VIEWS), res=RES)
+        print(f"wrote {FIXTURE}: max |ours - theirs| = {np.abs(rgb - our_render()).max():.3g}", file=sys.stderr)
+    if a.triposr:
+        rgb = triposr_render(a.triposr, a.triposr_site)
+        np.savez_compressed(FIXTURE_TRIPOSR, rgb=rgb.astype(np.float32), views=np.asarray(TRIPOSR_VIEWS), res=RES)
+        print(f"wrote {FIXTURE_TRIPOSR}: max |ours - theirs| = {np.abs(rgb - our_triposr_render()).max():.3g}",
+              file=sys.stderr)
 
 
 def test_flop_floor_counts_attention_and_matmuls():

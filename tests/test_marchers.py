@@ -25,7 +25,7 @@ def _scene(B=2, res=6):
 
 
 def test_marchers_by_name():
-    assert set(MARCHERS) == {"exact", "reference", "skipping", "uniform"}
+    assert set(MARCHERS) == {"exact", "reference", "skipping", "uniform", "uniform_skipping"}
     assert all(m.name == n for n, m in MARCHERS.items())
     t = torch.zeros(1)
     wide = Renderer(RenderConfig(), TriplaneField(8, FieldConfig(hidden=16)))
@@ -34,7 +34,7 @@ def test_marchers_by_name():
     wide.backend = plain.backend = "reference"
     assert wide.marcher_name(t) == "exact" and wide.marcher_name(t, skipping=True) == "skipping"
     assert plain.marcher_name(t) == "reference"
-    assert tsr.marcher_name(t) == "uniform"
+    assert tsr.marcher_name(t) == "uniform" and tsr.marcher_name(t, skipping=True) == "uniform_skipping"
 
 
 def test_a_marcher_alone_renders_the_renderers_image():

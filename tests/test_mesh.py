@@ -61,6 +61,16 @@ def test_fitted_field_c2f_is_exact_and_cheaper():
     assert frac < 0.9    # 64^3: a coarse cell is 4 texels wide; at 256^3 ~15% (docs/readme/bench.md)
 
 
+def test_fitted_triposr_field_c2f_is_exact():
+    """TripoSR's fitted field: its bound decides no block (field/bounds.py), so coarse-to-fine queries
+    the whole grid after two levels of bounds, and the mesh is the dense one."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field(preset="triposr")
+    frac = _same_mesh_dense_and_c2f(model, planes, 64, model.cfg.render.mesh_threshold)
+    assert frac <= 1.0
+
+
 def test_demo_model_on_the_sample_c2f_is_exact():
     import lrm_fast
 

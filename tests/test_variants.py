@@ -34,7 +34,6 @@ OLD = Path(__file__).resolve().parent / "fixtures" / "pre_variant" / "triposr"
     (lambda: RenderConfig(sampler="nerfacc"), "unknown render sampler 'nerfacc'"),
     (lambda: RenderConfig(box_shrink=1e-3), r"render.box_shrink=0.001 is not read by sampler 'openlrm'"),
     (lambda: RenderConfig(min_span=0.01), r"render.min_span=0.01 is not read by sampler 'openlrm'"),
-    (lambda: RenderConfig(sampler="triposr", skip_empty=True), r"render.skip_empty=True is not read by sampler 'triposr' \(it must be False\)"),
     (lambda: RenderConfig(sampler="triposr", skip_empty=False, importance=False),
      r"render.importance=False is not read by sampler 'triposr'"),
     (lambda: RenderConfig(sampler="triposr", skip_empty=False, midpoint=False),
@@ -82,10 +81,11 @@ def test_old_triposr_config_maps_to_the_variants():
     assert cfg.render.sampler == "triposr" and not cfg.render.skip_empty
     assert (cfg.render.box_shrink, cfg.render.min_span) == (1e-3, 0.01)
     assert not cfg.uses_camera
-    # the same config today's preset + the same sizes gives
+    # the same config today's preset + the same sizes gives (the old uniform sampler could not skip:
+    # it keeps rendering exactly, today's preset skips by default)
     today = LRMConfig.preset("triposr").replace(
         encoder=old["encoder"], decoder=dict(dim=32, layers=1, heads=2, in_norm_groups=4),
-        triplane=old["triplane"], field=old["field"], render=dict(samples_per_ray=8))
+        triplane=old["triplane"], field=old["field"], render=dict(samples_per_ray=8, skip_empty=False))
     assert cfg.to_dict() == today.to_dict()
     assert LRMConfig.from_dict(cfg.to_dict()) == cfg                 # today's dicts round-trip
     assert upgrade_config_dict(cfg.to_dict()) == cfg.to_dict()       # and are left as they are
@@ -219,15 +219,10 @@ def test_triposr_sampler_honours_early_stop(monkeypatch):
     assert seen and all(s == 1e-3 for s in seen)
 
 
-def test_triposr_sampler_refuses_an_occupancy_grid():
-    r, (c2w, K) = _triposr_renderer(), _cams()
-    with pytest.raises(ValueError, match="sampler 'triposr' cannot skip empty space"):
-        r(torch.zeros(1, 3, 4, 2, 2), c2w, K, 2, occupancy=object())
-
-
-def test_skip_empty_default_follows_the_sampler():
-    """The default (None) turns skipping on for the openlrm sampler and off for triposr, so a TripoSR
-    config need not spell out a switch its sampler cannot read; an explicit True still raises."""
+def test_skip_empty_default_is_on_for_both_samplers():
+    """The default (None) turns skipping on for both samplers (triposr skips with the uniform skipping
+    marcher, render/skipping.py); False stays False."""
     assert RenderConfig().skip_empty is True
-    assert RenderConfig(sampler="triposr").skip_empty is False
+    assert RenderConfig(sampler="triposr").skip_empty is True
+    assert RenderConfig(sampler="triposr", skip_empty=False).skip_empty is False
     assert RenderConfig(sampler="openlrm", skip_empty=False).skip_empty is False

@@ -7,7 +7,7 @@
 Fields: the shipped demo model on the shipped sample (a trained field), the fitted base-size field
 (``bench/lib/fitted_field.py``, when present), and the parity checkpoints (``tests/parity/fixtures``:
 small OpenLRM v1.1 / v1.0 models with random weights, rendered from their recorded input image;
-TripoSR's uniform-bin renderer does not skip, so its render is the exact one by construction).
+TripoSR's too, through the uniform skipping marcher), and the fitted TripoSR field.
 
 Per field: PSNR of the skipping render against the exact render (rgb in [0, 1]; several views),
 the max abs difference, the samples per ray the field evaluated (skipping) vs the exact render's,
@@ -39,17 +39,17 @@ def demo():
     return "demo model (sample.png)", model.reconstruct(os.path.join(ROOT, "lrm_fast", "assets", "sample.png"))
 
 
-def fitted():
-    """The fitted base-size field of bench/lib/fitted_field.py (mesh16), or None where it is not there."""
+def fitted(preset: str = "base"):
+    """The fitted field of ``preset`` (bench/lib/fitted_field.py), or None where it is not there."""
     try:
         from bench.lib.fitted_field import load_fitted_field
     except ImportError:
         return None
     from lrm_fast.api import Reconstruction
 
-    planes, model = load_fitted_field()
+    planes, model = load_fitted_field(preset=preset)
     model.render = lambda p, c2w, K, h, w=None, **kw: model.renderer(p, c2w, K, h, w, **kw)  # what Reconstruction calls
-    return "fitted base field", Reconstruction(model, planes)
+    return f"fitted {preset} field", Reconstruction(model, planes)
 
 
 def parity(version: str):
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     if a.quick:
         a.res, a.tt_res, a.tt_views, a.repeat = 24, 16, 2, 1
-    sources = [demo, fitted, lambda: parity("openlrm-v1.1"), lambda: parity("openlrm-v1.0"),
-               lambda: parity("triposr")]
+    sources = [demo, fitted, lambda: fitted("triposr"), lambda: parity("openlrm-v1.1"),
+               lambda: parity("openlrm-v1.0"), lambda: parity("triposr")]
     print(f"# empty-space skipping, torch threads {a.threads}, load average {os.getloadavg()[0]:.1f}, "
           f"view {a.res}x{a.res}, turntable {a.tt_views} x {a.tt_res}x{a.tt_res}")
     print("| field | tau | occupied cells | samples/ray exact -> skip | PSNR vs exact | max abs diff |"

@@ -36,7 +36,7 @@ holds them with ``--triposr-site`` unless this environment has them; its ``huggi
 swapped in only while TripoSR's modules import. ``rembg`` / ``torchmcubes`` (not used here) are
 stubbed when missing.
 
-Fitted field (``--fitted``): the cases that depend on the field also run on the fitted base field
+Fitted fields (``--fitted``): the cases that depend on the field also run on the fitted base field
 (``bench/lib/fitted_field.py``: a trained-like field with empty space and a surface; random weights
 have neither). Its planes and MLP are loaded into OpenLRM's own ``TriplaneSynthesizer`` (base: 48
 channels, 48 + 48 samples; the field MLP maps one to one, ``field.net.*`` ->
@@ -44,7 +44,11 @@ channels, 48 + 48 samples; the field MLP maps one to one, ``field.net.*`` ->
 that OpenLRM's code then renders what ours renders with ``exact=True``). lrm_fast runs its defaults:
 the one view skips empty space (the occupancy grid is built inside every timed call, as a fresh
 reconstruction's first render does); the mesh grid is ``lrm_fast.mesh.density_grid`` with the
-default of ``extract_mesh`` (coarse-to-fine or dense, the ``case`` column says which).
+default of ``extract_mesh`` (coarse-to-fine or dense, the ``case`` column says which). With
+``--triposr``, the same two cases on the fitted TripoSR field (``preset="triposr"``) in TripoSR's own
+renderer and ``query_triplane`` (``load_fitted_into_triposr``: a copy of its ``NeRFMLP`` holding the
+field, plane 2 transposed back; ``tests/test_anchors.py`` checks that TripoSR's code then renders what
+ours renders exactly), at ``--triposr-resolution`` / ``--triposr-grid``; ours skips with TripoSR's sampler.
 
 Floor (``image->triplane`` rows): image -> triplane is GEMMs and attention, the same arithmetic on
 both sides, so no fp32 code can run it faster than its FLOPs at this CPU's matrix-multiply rate.
@@ -434,9 +438,64 @@ def triposr_planes(theirs, einops, image: torch.Tensor) -> torch.Tensor:
         theirs.backbone(theirs.tokenizer(1), encoder_hidden_states=tok)))
 
 
-def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int, repeat: int, backend: str,
-                    memory: bool) -> list[dict]:
+def triposr_cameras(tsr_utils, cfg, resolution: int, n_views: int = 1, elevation: float = 0.0):
+    """TripoSR's ``run.py`` renders (``get_spherical_cameras(n, elevation, 1.9, fov 40)``: view ``i`` at
+    azimuth ``360 i / n`` from +x) as its rays ``[n, H, W, 3]`` x 2 (None without ``tsr_utils``) and
+    ours (c2w ``[1, n, 4, 4]``, K): our azimuth ``front_azimuth`` (90) is its +x."""
     from lrm_fast.cameras import default_intrinsics, orbit_cameras
+
+    cam = cfg.camera
+    rays_o = rays_d = None
+    if tsr_utils is not None:
+        rays_o, rays_d = tsr_utils.get_spherical_cameras(n_views, elevation, cam.source_distance, 40.0, resolution,
+                                                         resolution)
+    az = [cam.front_azimuth + 360.0 * i / n_views for i in range(n_views)]
+    c2w = orbit_cameras(az, elevation, cam.source_distance)[None]
+    return rays_o, rays_d, c2w, default_intrinsics(cam.source_focal).expand(1, n_views, 4)
+
+
+def load_fitted_into_triposr(theirs, model):
+    """TripoSR's decoder (a copy of ``theirs.decoder``, ``NeRFMLP``) holding our fitted TripoSR field
+    (bench/lib/fitted_field.py, ``model``), and a function giving TripoSR's planes ``[3, C, H, W]`` of
+    ours: the inverse of our TripoSR converter (``field.net.*`` -> ``decoder.layers.*``; plane 2
+    transposed back, TripoSR samples it at (y, z), ours at (z, y): model/triplane.py)."""
+    import copy
+
+    dec = copy.deepcopy(theirs.decoder)
+    dec.layers.load_state_dict(model.field.net.state_dict())
+
+    def planes_of(planes):
+        return torch.stack([planes[0, 0], planes[0, 1], planes[0, 2].transpose(-1, -2)])
+
+    return dec.eval(), planes_of
+
+
+def triposr_fitted_cases(theirs, tsr_utils, resolution: int, grid: int) -> dict:
+    """The field-dependent cases on the fitted TripoSR field: TripoSR's renderer and grid query vs our
+    defaults (the one view skips empty space, its grid built in the call; the mesh grid as ``extract_mesh``
+    queries it)."""
+    from bench.lib.fitted_field import load_fitted_field
+    from lrm_fast.mesh import COARSE_TO_FINE_DEFAULT, field_density_grid
+
+    planes, model = load_fitted_field(preset="triposr")
+    dec, planes_of = load_fitted_into_triposr(theirs, model)
+    planes_t = planes_of(planes)
+    rays_o, rays_d, c2w, K = triposr_cameras(tsr_utils, model.cfg, resolution)
+    rc = model.cfg.render
+    pts = _grid_points(grid, rc.box_min, rc.box_max)
+    how = "coarse-to-fine" if COARSE_TO_FINE_DEFAULT else "dense"
+    return {
+        f"one view {resolution}x{resolution}, fitted field (ours: skipping, grid built in the call)": (
+            lambda: theirs.renderer(dec, planes_t, rays_o[0], rays_d[0]),
+            lambda: render_default(model, planes, c2w, K, resolution)),
+        f"mesh grid {grid}^3, fitted field (ours: {how} density)": (
+            lambda: theirs.renderer.query_triplane(dec, pts[0], planes_t)["density_act"],
+            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT)),
+    }
+
+
+def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int, repeat: int, backend: str,
+                    memory: bool, fitted: bool = False) -> list[dict]:
     from lrm_fast.config import LRMConfig
     from lrm_fast.model.lrm import LRM
 
@@ -452,12 +511,7 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
     with torch.inference_mode():
         planes_t = their_planes()
         planes_o = ours.forward_planes(image)
-    # run.py's renders: get_spherical_cameras(n, 0 deg, 1.9, fov 40); view 0 sits on +x, our azimuth
-    # front_azimuth (90) puts our camera there too
-    cam = ours.cfg.camera
-    rays_o, rays_d = tsr_utils.get_spherical_cameras(1, 0.0, cam.source_distance, 40.0, resolution, resolution)
-    c2w = orbit_cameras([cam.front_azimuth], 0.0, cam.source_distance)[None]
-    K = default_intrinsics(cam.source_focal).expand(1, 1, 4)
+    rays_o, rays_d, c2w, K = triposr_cameras(tsr_utils, ours.cfg, resolution)
     rc = ours.cfg.render
     pts = _grid_points(grid, rc.box_min, rc.box_max)
 
@@ -475,6 +529,8 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
             lambda: ours.render(planes_o, c2w, K, resolution)),
         f"mesh grid {grid}^3": (their_grid, our_grid),
     }
+    if fitted:
+        cases.update(triposr_fitted_cases(theirs, tsr_utils, resolution, grid))
     return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory, lambda: flop_floor(ours, image))
 
 
@@ -502,8 +558,8 @@ def main(argv=None) -> int:
                    "einops) when this environment lacks them")
     p.add_argument("--triposr-resolution", type=int, default=256, help="TripoSR view size (its run.py: 256)")
     p.add_argument("--triposr-grid", type=int, default=256, help="TripoSR mesh grid (its run.py: 256)")
-    p.add_argument("--fitted", action="store_true", help="also the field-dependent OpenLRM cases on the fitted "
-                   "base field (bench/lib/fitted_field.py)")
+    p.add_argument("--fitted", action="store_true", help="also the field-dependent cases on the fitted fields "
+                   "(bench/lib/fitted_field.py: base in OpenLRM's code, triposr in TripoSR's)")
     p.add_argument("--preset", default="small", choices=sorted(OPENLRM_ARGS))
     p.add_argument("--resolution", type=int, default=64, help="view size (OpenLRM's demo: 288 base, 192 small)")
     p.add_argument("--grid", type=int, default=64, help="mesh grid size (OpenLRM's default: 384)")
@@ -517,8 +573,6 @@ def main(argv=None) -> int:
     ONLY = a.only
     if not a.openlrm and not a.triposr:
         p.error("give --openlrm PATH and/or --triposr PATH (local checkouts; nothing is downloaded)")
-    if a.fitted and not a.openlrm:
-        p.error("--fitted needs --openlrm PATH (the fitted field runs in OpenLRM's renderer)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
     try:
@@ -530,7 +584,7 @@ def main(argv=None) -> int:
         if a.triposr:
             print(f"TripoSR from {a.triposr} vs lrm_fast triposr ({a.backend})", flush=True)
             rows += compare_triposr(a.triposr, a.triposr_site, a.triposr_resolution, a.triposr_grid, a.repeat,
-                                    a.backend, a.memory)
+                                    a.backend, a.memory, a.fitted)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, NotImplementedError) as e:
         print(f"bench.scripts.anchors: error: {type(e).__name__}: {e}", file=sys.stderr)
         if rows:

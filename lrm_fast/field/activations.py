@@ -49,7 +49,8 @@ SILU_ARGMIN = -1.2784645427610738  # silu decreases below this point and increas
 class Activation:
     """One activation: ``fn`` (torch, elementwise), ``code`` (the kernels' integer for it) and, where
     the kind needs them, ``module`` (an ``nn.Module`` class), ``interval`` ((lo, hi) -> the image's
-    (lo, hi)) and ``inverse`` (a Python float -> the float it comes from)."""
+    (lo, hi)), ``curvature`` (``max |fn''|`` of a smooth one: the density bounds' linear relaxation)
+    and ``inverse`` (a Python float -> the float it comes from)."""
 
     name: str
     code: int
@@ -57,6 +58,7 @@ class Activation:
     module: type | None = None
     interval: Callable | None = None
     inverse: Callable[[float], float] | None = None
+    curvature: float | None = None
 
 
 def _relu_interval(lo, hi):
@@ -89,8 +91,9 @@ def _sigmoid_wide(x: torch.Tensor) -> torch.Tensor:
 
 HIDDEN = {
     "relu": Activation("relu", 0, F.relu, nn.ReLU, _relu_interval),
-    "silu": Activation("silu", 1, F.silu, nn.SiLU, _silu_interval),
-    "softplus": Activation("softplus", 2, F.softplus, nn.Softplus, _softplus_interval),
+    # silu'' = s'(x) (2 + x (1 - 2 s(x))) peaks at x = 0: 1/2; softplus'' = s'(x) <= 1/4
+    "silu": Activation("silu", 1, F.silu, nn.SiLU, _silu_interval, curvature=0.5),
+    "softplus": Activation("softplus", 2, F.softplus, nn.Softplus, _softplus_interval, curvature=0.25),
 }
 DENSITY = {
     "softplus": Activation("softplus", 0, F.softplus, inverse=_softplus_inverse),

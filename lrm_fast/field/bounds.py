@@ -4,9 +4,18 @@
 
 Each first-layer unit of the field MLP is linear in the bilinearly sampled features, so its range over
 a box is the range of the projected planes at the footprint's breakpoints; interval arithmetic through
-the other layers (or, ``crown=True`` with ReLU, a linear bound propagated back: ``_crown_upper``); a
-rounding margin for the fp32 kernel and the float32 interval arithmetic. Details in
-``field_density_bounds``' docstring.
+the other layers (or, ``crown=True``, linear bounds propagated back, CROWN: ``_crown_bounds``, for
+ReLU, SiLU and softplus MLPs); a rounding margin for the fp32 kernel and the interval arithmetic.
+Details in ``field_density_bounds``' docstring.
+
+How tight, measured: OpenLRM's 4-layer ReLU MLP (the fitted base field) takes interval arithmetic well
+(``docs/readme/bench.md``). TripoSR's 10-layer SiLU MLP does not: on the fitted TripoSR field
+(``bench/lib/fitted_field.py``) the interval bound of the raw density over a box of one texel
+(0.027 world units) is ~1e5 wide; CROWN brings it to ~10 at a quarter texel and under 1 at 1/16
+texel, but not below ~1e8 at one texel (each layer's relaxation gap grows with the square of its
+input width). A bound costs about as much as a few hundred field queries (CROWN) and must decide a
+box holding more than that to pay, so on TripoSR's field neither bound speeds meshing or the
+occupancy grid; they stay sound (``tests/test_density_bounds.py``).
 """
 from __future__ import annotations
 
@@ -27,23 +36,50 @@ def _interval_act(lo: torch.Tensor, hi: torch.Tensor, act: str):
     return rule(lo, hi)
 
 
-def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -> torch.Tensor:
-    """Upper bounds ``[M, J]`` of ``relu(z_K) @ w_out.T + b_out`` (``w_out [J, H]``) for a ReLU MLP
-    whose pre-activations ``z_1 .. z_K`` lie in the boxes ``pre`` (``z_1`` = ``b0`` + a sum over planes
-    of texel projections, ``wins``): each ReLU is relaxed linearly (exact where its box has one sign,
-    else the chord above and 0 or the identity below), the bound is substituted back layer by layer
-    (CROWN) and maximised over the box's texels."""
+RELAX_SAMPLES = 9      # points per unit at which a smooth activation's linear relaxation is fitted
+ROUNDING = 8.0         # the rounding margin's factor: ROUNDING * eps * fan_in * magnitude per layer
+
+
+def _relax(act: str, l: torch.Tensor, u: torch.Tensor):
+    """Lines ``aL z + bL <= act(z) <= aU z + bU`` for every ``z`` in ``[l, u]`` (per unit): ReLU's
+    triangle (exact where the box has one sign, else the chord above and 0 or the identity below); a
+    smooth activation (SiLU, softplus) gets the chord's slope ``a`` for both, with the offsets
+    ``act(z) - a z`` at ``RELAX_SAMPLES`` even points widened by ``curvature * step^2 / 8``, the most a
+    function with ``|act''| <= curvature`` rises above (or falls below) its samples between two of
+    them: sound for any slope, tight for narrow boxes."""
+    if act == "relu":
+        unstable = (l < 0) & (u > 0)
+        pos = (l >= 0).to(l.dtype)
+        a_up = torch.where(unstable, u / (u - l).clamp_min(1e-300), pos)
+        b_up = torch.where(unstable, -a_up * l, torch.zeros_like(l))
+        return torch.where(unstable, (u > -l).to(l.dtype), pos), torch.zeros_like(l), a_up, b_up
+    spec = HIDDEN[act]
+    if spec.curvature is None:
+        raise ValueError(f"no linear relaxation for activation {act!r}")
+    w = u - l
+    a = torch.where(w > 0, (spec.fn(u) - spec.fn(l)) / w.clamp_min(1e-300), torch.zeros_like(w))
+    x = l[..., None] + w[..., None] * torch.linspace(0, 1, RELAX_SAMPLES, dtype=l.dtype)
+    h = spec.fn(x) - a[..., None] * x
+    slack = spec.curvature * (w / (RELAX_SAMPLES - 1)) ** 2 / 8
+    return a, h.amin(-1) - slack, a, h.amax(-1) + slack
+
+
+def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0, act: str, rho) -> torch.Tensor:
+    """Upper bounds ``[M, J]`` of ``act(z_K) @ w_out.T + b_out`` (``w_out [J, H]``) over an MLP whose
+    pre-activations ``z_1 .. z_K``, as computed, lie in the boxes ``pre`` and within ``rho`` (``[M, H]``
+    each) of their formula (rounding; ``z_1`` = ``b0`` + a sum over planes of texel projections,
+    ``wins``): each activation is relaxed linearly (``_relax``), the bound is substituted back layer by
+    layer (CROWN), each layer's rounding adds ``|coefficient| * rho``, and the bound is maximised over
+    the box's texels."""
     M = pre[0][0].shape[0]
     lam = w_out.expand(M, *w_out.shape)                               # [M, J, H]
     const = b_out.expand(M, -1).clone()
     for k in range(len(pre) - 1, -1, -1):
-        l, u = pre[k][0][:, None], pre[k][1][:, None]
-        unstable = (l < 0) & (u > 0)
-        pos = (l >= 0).to(l.dtype)
-        chord = torch.where(unstable, u / (u - l).clamp_min(1e-300), pos)
-        lower = torch.where(unstable, (u > -l).to(l.dtype), pos)
-        const = const + (lam.clamp_min(0) * torch.where(unstable, -chord * l, torch.zeros_like(l))).sum(-1)
-        g = lam * torch.where(lam >= 0, chord, lower)                 # coefficient of z_k
+        a_lo, b_lo, a_up, b_up = _relax(act, pre[k][0][:, None], pre[k][1][:, None])
+        pos = lam >= 0
+        const = const + torch.where(pos, lam * b_up, lam * b_lo).sum(-1)
+        g = torch.where(pos, lam * a_up, lam * a_lo)                  # coefficient of z_k
+        const = const + (g.abs() * rho[k][:, None]).sum(-1)
         if k == 0:
             if b0 is not None:
                 const = const + g @ b0
@@ -55,6 +91,31 @@ def _crown_upper(w_out: torch.Tensor, b_out: torch.Tensor, lin, pre, wins, b0) -
             const = const + g @ bias
         lam = g @ w
     return const
+
+
+def _crown_bounds(lin, z1, rho1, wins, b0, act: str, eps: float):
+    """(lo [M], hi [M]) of the raw density output as the field computes it, by CROWN: ``z1`` the first
+    layer's exact per-unit ranges over the boxes, ``rho1 [H]`` its rounding; every later layer's
+    pre-activation range is itself a CROWN bound (interval arithmetic through ten SiLU layers is
+    vacuous: widths ~1e5 on the fitted TripoSR field), widened by its rounding ``ROUNDING * eps *
+    (fan_in + 2) * (|W| max|act| + |b|)`` (the box's own magnitudes)."""
+    pre = [(z1[0] - rho1, z1[1] + rho1)]
+    rho = [rho1.expand_as(z1[0])]
+    for k in range(1, len(lin)):
+        w, bias = lin[k]
+        al, ah = _interval_act(pre[-1][0], pre[-1][1], act)
+        mag = torch.maximum(al.abs(), ah.abs()) @ w.abs().T + (0 if bias is None else bias.abs())
+        r = ROUNDING * eps * (w.shape[1] + 2) * mag
+        bb = torch.zeros(w.shape[0], dtype=w.dtype) if bias is None else bias
+        if k == len(lin) - 1:
+            w, bb, r = w[:1], bb[:1], r[:, :1]
+        up = _crown_upper(w, bb, lin, pre, wins, b0, act, rho) + r
+        dn = -_crown_upper(-w, -bb, lin, pre, wins, b0, act, rho) - r
+        if k == len(lin) - 1:
+            return dn[:, 0], up[:, 0]
+        pre.append((dn, up))
+        rho.append(r)
+    raise ValueError("field MLP needs >= 2 layers")
 
 
 def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +134,9 @@ def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[first], inv
 
 
+CROWN_CHUNK = 512      # boxes per CROWN pass (its coefficients are [boxes, hidden, hidden] per layer)
+
+
 def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: bool = False):
     """``bounds(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``: a conservative bound of a triplane
     field's activated density over each world box (for ``density_grid(coarse_to_fine=True)``).
@@ -82,12 +146,15 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
     each first-layer unit's pre-activation, a sum over the 3 planes of ``W0_p . feature_p``, lies over
     a box between the sums of the min and max of the projected texels ``W0_p . texel`` (zero padding
     included) that the box's footprint on each plane touches. The remaining layers take interval
-    arithmetic in float64 (``W x``: centre ``W c + b``, radius ``|W| r``; monotone activations map ends
+    arithmetic in float32 (``W x``: centre ``W c + b``, radius ``|W| r``; monotone activations map ends
     to ends; SiLU's minimum is handled), then the monotone density activation. The raw interval is
     widened by a rounding margin ``8 eps(dtype) * fan_in * layers * magnitude`` (the field is
     evaluated in the planes' dtype, not exactly; magnitude: the field's largest possible ``|W| |x|``),
-    twice that for the float32 interval arithmetic. ``raw=True``: bounds of the raw density output
-    (before ``density_bias`` and the activation), for ``field.occupancy.build_occupancy(bounds=...)``."""
+    twice that for the float32 interval arithmetic. ``crown=True`` (float64): each box the interval
+    bound leaves undecided also gets CROWN's bound (``_crown_bounds``: every layer's range by linear
+    bounds substituted back to the breakpoints, each layer's rounding from the box's own magnitudes),
+    and keeps the tighter of the two. ``raw=True``: bounds of the raw density output (before
+    ``density_bias`` and the activation), for ``field.occupancy.build_occupancy(bounds=...)``."""
     if planes.dim() != 5 or planes.shape[0] != 1 or planes.shape[1] != 3:
         raise ValueError(f"field_density_bounds takes one triplane [1, 3, C, H, W], got {tuple(planes.shape)}")
     cfg = field.cfg
@@ -105,6 +172,7 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
     Q = torch.stack([F.pad(torch.einsum("oc,chw->hwo", w0p[p], P[p]), (0, 0, 1, 1, 1, 1)) for p in range(3)])
     # global magnitude of every layer's terms, for the rounding margin
     mag = sum(w0p[p].abs() @ P[p].abs().amax((1, 2)) for p in range(3)) + (0 if b0 is None else b0.abs())
+    mag1 = mag            # the first layer's: its rounding in the CROWN pass
     for w, bias in lin[1:]:
         act_mag = mag if cfg.activation != "softplus" else mag + np.log(2)
         mag = w.abs() @ act_mag + (0 if bias is None else bias.abs())
@@ -112,7 +180,8 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
     # the field runs in the planes' dtype and the interval arithmetic below in float32 (``crown``:
     # float64): each rounds like the field at most, so twice the field's margin covers both
     eps = max(torch.finfo(planes.dtype).eps, torch.finfo(torch.float32).eps)
-    margin = 2 * 8 * eps * fan * len(lin) * (float(mag[0]) + 1)
+    margin = 2 * ROUNDING * eps * fan * len(lin) * (float(mag[0]) + 1)
+    rho1 = ROUNDING * eps * (w0.shape[1] + 2) * mag1
     scale = float(cfg.coord_scale)
     wt = torch.float64 if crown else torch.float32          # the dtype of the interval propagation
     lin_t = [(w.to(wt), None if b is None else b.to(wt), w.abs().T.to(wt).contiguous(), w.T.to(wt).contiguous())
@@ -182,25 +251,21 @@ def field_density_bounds(field, planes: torch.Tensor, crown: bool = False, raw: 
                 r = ((ah - al) * 0.5) @ wabs_t
                 xl, xh = c - r, c + r
                 pre.append((xl, xh))
-            lo_raw, hi_raw = xl[:, 0].double(), xh[:, 0].double()
-            if crown and cfg.activation == "relu":   # linear bound propagation back to the breakpoints
+            lo_raw, hi_raw = xl[:, 0].double() - margin, xh[:, 0].double() + margin
+            if crown:   # linear bound propagation back to the breakpoints, for the boxes not decided yet
                 todo = torch.ones_like(lo_raw, dtype=torch.bool)
                 if level is not None:
-                    dl, dh = field.density((lo_raw - margin).float()), field.density((hi_raw + margin).float())
+                    dl, dh = field.density(lo_raw.float()), field.density(hi_raw.float())
                     todo = (dl <= level) & (dh >= level) | dl.isnan() | dh.isnan()
-                j = todo.nonzero()[:, 0]
-                if j.numel():
-                    sub = [(pl[j], ph[j]) for pl, ph in pre[:-1]]
+                for j in todo.nonzero()[:, 0].split(CROWN_CHUNK):
+                    z1 = (pre[0][0][j], pre[0][1][j])
                     wins = [(t[0], i[j]) for t, i in zip(tables, iv)]
-                    w, bias = lin[-1]
-                    bb = torch.zeros(1, dtype=torch.float64) if bias is None else bias[:1]
-                    up = _crown_upper(w[:1], bb, lin, sub, wins, b0)[:, 0]
-                    dn = -_crown_upper(-w[:1], -bb, lin, sub, wins, b0)[:, 0]
+                    dn, up = _crown_bounds(lin, z1, rho1, wins, b0, cfg.activation, eps)
                     hi_raw[j] = torch.minimum(hi_raw[j], up)
                     lo_raw[j] = torch.maximum(lo_raw[j], dn)
             rl.append(lo_raw)
             rh.append(hi_raw)
-        rl, rh = (torch.cat(rl) - margin).float(), (torch.cat(rh) + margin).float()
+        rl, rh = torch.cat(rl).float(), torch.cat(rh).float()
         if raw:     # the MLP's density output itself, before density_bias and the activation
             return rl.to(dev), rh.to(dev)
         return field.density(rl).to(dev), field.density(rh).to(dev)

@@ -114,11 +114,12 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
 
 def proven_occupancy(field, planes: torch.Tensor, resolution: int, box_min: float, box_max: float,
                      tau: float) -> OccupancyGrid:
-    """The occupancy grid of ``planes`` as reconstructions build it: one triplane gets the proven
-    pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at ``tau`` skip their lattice
-    queries), others the plain lattice."""
+    """The occupancy grid of ``planes`` as reconstructions build it: one triplane of a ReLU field
+    (OpenLRM's) gets the proven pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at
+    ``tau`` skip their lattice queries), others the plain lattice (through TripoSR's ten SiLU layers
+    the bound decides no block of this size and would cost seconds: ``field/bounds.py``)."""
     bounds = cut = None
-    if planes.shape[0] == 1:
+    if planes.shape[0] == 1 and field.cfg.activation == "relu":
         fc = field.cfg
         bounds = field_density_bounds(field, planes, raw=True)
         sigma = tau / ((box_max - box_min) * 3 ** 0.5)

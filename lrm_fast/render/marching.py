@@ -199,7 +199,10 @@ class UniformMarcher(Marcher):
 
     name = "uniform"
 
-    def __call__(self, ctx: MarchContext, origins, dirs, near, far, bg):
+    @staticmethod
+    def samples(ctx: MarchContext, origins, dirs):
+        """TripoSR's samples of rays ``[B, R, 3]``: (depths ``[B, R, S]``, points ``[B, R, S, 3]``, hit
+        ``[B, R]``: the rays its shrunk-box test keeps)."""
         s, be = ctx.sampling, ctx.backend
         B, R, _ = origins.shape
         S = s.samples_per_ray
@@ -214,14 +217,27 @@ class UniformMarcher(Marcher):
         else:
             steps = (torch.arange(S, device=near.device, dtype=near.dtype) + 0.5) / S
         depths = near[..., None] + steps * (far - near)[..., None]
-        # raw field outputs at the samples, gated to the box and the hit rays
-        pts = per_sample.sample_points(origins, dirs, depths)
-        raw = ctx.field(ctx.planes, pts.reshape(B, R * S, 3)).reshape(B, R, S, 4)
-        inside = per_sample.in_box(pts, s.box_min, s.box_max) & hit[..., None]
+        return depths, per_sample.sample_points(origins, dirs, depths), hit
+
+    @staticmethod
+    def composite(ctx: MarchContext, raw, depths, inside, bg):
+        """Raw field outputs ``[B, R, S, 4]`` -> (rgb ``[B, R, 3]``, depth, opacity ``[B, R]``): gated to
+        ``inside`` ``[B, R, S]`` (raw density ``-1e4``, rgb 0 elsewhere), activated, composited with
+        delta ``1 / S`` on ``bg``."""
+        B, R, S = depths.shape
         sigma_raw, rgb = per_sample.gate(raw[..., 0], ctx.field.rgb(raw), inside)
         sigma = ctx.field.density(sigma_raw).reshape(B * R, S)
         color, depth, opacity = composite(
             rgb.reshape(B * R, S, 3), sigma, torch.full_like(sigma, 1.0 / S),
-            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=be,
+            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=ctx.backend,
             early_stop=ctx.early_stop)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+
+    def __call__(self, ctx: MarchContext, origins, dirs, near, far, bg):
+        s = ctx.sampling
+        depths, pts, hit = self.samples(ctx, origins, dirs)
+        B, R, S = depths.shape
+        # raw field outputs at the samples, gated to the box and the hit rays
+        raw = ctx.field(ctx.planes, pts.reshape(B, R * S, 3)).reshape(B, R, S, 4)
+        inside = per_sample.in_box(pts, s.box_min, s.box_max) & hit[..., None]
+        return self.composite(ctx, raw, depths, inside, bg)

@@ -47,10 +47,11 @@ from ..field.triplane import TriplaneField
 from ..memory import MemoryBudget
 from ..ops import _dispatch, generate_rays, ray_box
 from .marching import ExactMarcher, MarchContext, ReferenceMarcher, Sampling, UniformMarcher
-from .skipping import SkippingMarcher
+from .skipping import SkippingMarcher, UniformSkippingMarcher
 
 # the marchers, by name (``marching.py``): the renderer picks one per call (``Renderer.marcher_name``)
-MARCHERS = {m.name: m for m in (ExactMarcher(), ReferenceMarcher(), SkippingMarcher(), UniformMarcher())}
+MARCHERS = {m.name: m for m in (ExactMarcher(), ReferenceMarcher(), SkippingMarcher(), UniformMarcher(),
+                                UniformSkippingMarcher())}
 
 
 def ray_bytes(rc: RenderConfig, field: TriplaneField, channels: int, itemsize: int, grad: bool) -> int:
@@ -154,17 +155,17 @@ class Renderer(nn.Module):
 
     def can_skip(self, t: torch.Tensor, jitter: bool = False) -> bool:
         """Whether this renderer can skip empty space here: inference (no jitter, no gradient), OpenLRM's
-        fused path; TripoSR's sampler and unfused fields render exactly."""
-        if jitter or self.cfg.sampler != "openlrm" or torch.is_grad_enabled() and t.requires_grad:
+        fused path or TripoSR's sampler; unfused OpenLRM fields render exactly."""
+        if jitter or torch.is_grad_enabled() and t.requires_grad:
             return False
-        return self._fusable(t)
+        return self.cfg.sampler == "triposr" or self._fusable(t)
 
     def marcher_name(self, t: torch.Tensor, skipping: bool = False) -> str:
         """The marcher (``MARCHERS``) this renderer uses for rays like ``t``: ``"uniform"`` for TripoSR's
-        sampler, else ``"skipping"`` with an occupancy mask, ``"exact"`` where the fused compositing
-        op takes the field, ``"reference"`` where it does not."""
+        sampler (``"uniform_skipping"`` with an occupancy mask), else ``"skipping"`` with an occupancy
+        mask, ``"exact"`` where the fused compositing op takes the field, ``"reference"`` where it does not."""
         if self.cfg.sampler == "triposr":
-            return "uniform"
+            return "uniform_skipping" if skipping else "uniform"
         if skipping:
             return "skipping"
         return "exact" if self._fusable(t) else "reference"
@@ -195,7 +196,7 @@ class Renderer(nn.Module):
         the marcher of ``marcher_name`` on these rays (all of them, or, on the CPU fast path, the
         hits of every item: ``_march_hits``)."""
         march = MARCHERS[self.marcher_name(origins, ctx.mask is not None)]
-        if march.name == "uniform":  # its own ray-box test (a shrunk box); misses gated inside
+        if isinstance(march, UniformMarcher):  # its own ray-box test (a shrunk box); misses gated inside
             return march(ctx, origins, dirs, None, None, bg)
         cfg = self.cfg
         near, far, hit = ray_box(origins, dirs, cfg.box_min, cfg.box_max, backend=self.backend)
@@ -259,8 +260,6 @@ class Renderer(nn.Module):
         bg = bg[:, :, None].expand(B, V, R, 3).reshape(B, V * R, 3).contiguous()
         origins, dirs = origins.reshape(B, V * R, 3).contiguous(), dirs.reshape(B, V * R, 3).contiguous()
         mask = None
-        if occupancy is not None and self.cfg.sampler != "openlrm":
-            raise ValueError(f"render sampler {self.cfg.sampler!r} cannot skip empty space: pass occupancy=None")
         if occupancy is not None and self.can_skip(planes, jitter):
             if occupancy.max_raw.shape[0] != B:
                 raise ValueError(f"occupancy grid of {occupancy.max_raw.shape[0]} triplanes for {B} triplanes")

@@ -13,15 +13,30 @@ the occupied ones and their neighbours are kept (the few neighbours the coarse p
 evaluate are evaluated now), and the kept samples are composited in the packed layout
 (``composite_samples_packed``). Every interval with an occupied sample is then the exact render's
 interval, bit for bit in its inputs.
+
+**Uniform skipping** (``UniformSkippingMarcher``, inference, TripoSR's sampler): TripoSR's bin-centre
+samples, of which only those in occupied cells go to the field; a sample has no neighbour to share an
+interval with (no midpoint averaging, delta ``1 / S``), so a dropped sample is simply density 0. With
+the fixed delta a ray's dropped optical depth is at most ``sigma_skip`` (``S`` samples of ``1 / S``),
+below the grid's ``tau``. The samples are taken front to back in ``SEGMENTS`` segments; a ray whose
+transmittance has fallen below ``TRANSMITTANCE_FLOOR`` takes no more samples (the samples behind it
+could add less than that to its pixel; inside an opaque object they are most of the occupied ones).
+The kept samples' outputs are scattered back onto the exact render's samples and composited by
+``UniformMarcher.composite``: the same op on the same samples, the skipped ones at density 0.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..ops import importance, stratified
+from ..ops import importance, per_sample, stratified
 from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
-                             occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
-from .marching import MarchContext, Marcher
+                             occupancy_lookup, occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
+from .marching import MarchContext, Marcher, UniformMarcher
+
+SEGMENTS = 8                    # uniform skipping: front-to-back passes over a ray's samples
+TRANSMITTANCE_FLOOR = 1e-4      # uniform skipping: a ray stops taking samples below this transmittance
 
 
 def _offsets(counts: torch.Tensor) -> torch.Tensor:
@@ -71,4 +86,53 @@ class SkippingMarcher(Marcher):
             stats["rays"] = stats.get("rays", 0) + B * R
         color, depth, opacity = composite_samples_packed(raw_p, t_p, off, o, d, bg.reshape(B * R, 3).to(tc.dtype),
                                                          early_stop=ctx.early_stop, backend=be, **kw)
+        return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+
+
+class UniformSkippingMarcher(UniformMarcher):
+    """TripoSR's sampler with empty-space skipping and a transmittance floor (module docstring),
+    inference only: ``ctx.mask`` ``[B, G, G, G]`` bool (an occupancy grid's ``mask``). ``ctx.stats`` as
+    ``SkippingMarcher``'s (``"dense"``: the samples the exact uniform render evaluates, every one)."""
+
+    name = "uniform_skipping"
+
+    def __call__(self, ctx: MarchContext, origins, dirs, near, far, bg):
+        s, stats = ctx.sampling, ctx.stats
+        depths, pts, hit = self.samples(ctx, origins, dirs)
+        B, R, S = depths.shape
+        inside = per_sample.in_box(pts, s.box_min, s.box_max) & hit[..., None]
+        items = torch.arange(B, device=pts.device).repeat_interleave(R)
+        pts = pts.reshape(B * R, S, 3)
+        occ = occupancy_lookup(ctx.mask, pts, s.box_min, s.box_max, items) & inside.reshape(B * R, S)
+        # only the rays with an occupied sample are marched; the others are (background, 0, 0)
+        active = occ.any(1).nonzero()[:, 0]
+        row = torch.full((B * R,), -1, dtype=torch.int64, device=pts.device)
+        row[active] = torch.arange(active.shape[0], device=pts.device)
+        raw = pts.new_zeros(active.shape[0], S, 4)
+        taken = torch.zeros(active.shape[0], S, dtype=torch.bool, device=pts.device)
+        depth_left = torch.full((B * R,), -math.log(TRANSMITTANCE_FLOOR), dtype=torch.float32, device=pts.device)
+        seg = -(-S // SEGMENTS)
+        evaluated = 0
+        for s0 in range(0, S, seg):
+            take = occ[:, s0:s0 + seg] & (depth_left > 0)[:, None]
+            idx = take.nonzero()
+            if not idx.shape[0]:
+                continue
+            ray, col = idx[:, 0], idx[:, 1] + s0
+            per_item = torch.zeros(B, dtype=torch.int64, device=pts.device).index_add_(  # rays are item-major
+                0, torch.div(ray, R, rounding_mode="floor"), torch.ones_like(ray))
+            out = ctx.raw_packed(pts[ray, col], _offsets(per_item)).to(raw.dtype)
+            raw[row[ray], col] = out
+            taken[row[ray], col] = True
+            depth_left.index_add_(0, ray, ctx.field.density(out[:, 0]).float() / -S)
+            evaluated += idx.shape[0]
+        if stats is not None:
+            stats["evaluated"] = stats.get("evaluated", 0) + evaluated
+            stats["dense"] = stats.get("dense", 0) + B * R * S
+            stats["rays"] = stats.get("rays", 0) + B * R
+        bg = bg.reshape(B * R, 3)
+        color, depth, opacity = bg.clone(), bg.new_zeros(B * R), bg.new_zeros(B * R)
+        if active.shape[0]:
+            c, d, o = self.composite(ctx, raw[None], depths.reshape(B * R, S)[active][None], taken[None], bg[active][None])
+            color[active], depth[active], opacity[active] = c[0].to(bg.dtype), d[0].to(bg.dtype), o[0].to(bg.dtype)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)

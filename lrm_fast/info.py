@@ -25,6 +25,15 @@ def cpu_bf16_native(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     return next((x for x in ("amx_bf16", "avx512_bf16") if x in flags), None)
 
 
+def budget_text(devices=("cpu",)) -> str:
+    """The default memory budget (``max_memory`` / ``--max-memory`` not given) on each device, now."""
+    from .memory import DEFAULT_SHARE, MemoryBudget
+
+    parts = [f"{dev} {MemoryBudget.resolve(None, dev).bytes / 2 ** 30:.2f} GiB" for dev in devices]
+    return (f"default memory budget (max_memory / --max-memory not given: {DEFAULT_SHARE:.0%} of what is free now): "
+            + ", ".join(parts))
+
+
 def info_text(presets=None, device=None) -> str:
     import torch
 
@@ -44,6 +53,7 @@ def info_text(presets=None, device=None) -> str:
                  "cpu bf16: not native (no AMX / AVX-512 BF16: emulated, slower than fp32); dtype='auto' is fp32")
     cuda = torch.cuda.is_available()
     lines.append(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'no GPU visible'}")
+    lines.append(budget_text(["cpu", "cuda"] if cuda else ["cpu"]))
     devices = [device] if device else (["cpu", "cuda"] if cuda else ["cpu"])
     for dev in devices:
         for dtype in ((torch.float32, torch.bfloat16) if dev.startswith("cuda") else (torch.float32,)):

@@ -43,6 +43,9 @@ COARSE_TO_FINE_DEFAULT = True
 # copies), ``_close_at_box``'s padded copies, marching cubes' crop and level mask.
 GRID_POINT_BYTES = 48
 GRID_SHARE = 0.5
+# at most this many rows a slab, whatever the budget: thinner slabs crop tighter around the surface
+# (``_crop``), so marching cubes reads fewer cubes (384^3, fitted field: 1.7-2x faster than one piece)
+SLAB_ROWS_MAX = 32
 # bytes per point of a bare ``density_fn`` query (a field's own count is ``TriplaneField.query_bytes``)
 POINT_BYTES = 2048
 # bytes per box of one ``bounds_fn`` call (float64 corners and their copies, footprint keys, results)
@@ -355,6 +358,24 @@ def _exact_vertices(v: np.ndarray, g: np.ndarray, threshold: float, off: np.ndar
     return out.astype(np.float32)
 
 
+def _merge_coincident(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices at the same position merged into the first, and the faces that then repeat a vertex
+    dropped: skimage's ``allow_degenerate=False``, decided here on the exact vertices so that every
+    slab and crop decides alike (skimage decides on its own float32 rounding). Distinct vertices meet
+    only at grid points (a crossing exactly at an edge's end), so only those are compared."""
+    at_point = np.nonzero((v == np.floor(v)).all(1))[0]
+    if at_point.size > 1:
+        _, first, inv = np.unique(v[at_point], axis=0, return_index=True, return_inverse=True)
+        target = np.arange(len(v))
+        target[at_point] = at_point[first[inv.reshape(-1)]]
+        if (target[at_point] != at_point).any():
+            keep = target == np.arange(len(v))
+            new = np.cumsum(keep) - 1
+            v, f = v[keep], new[target][f]
+    good = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    return v, (f if good.all() else f[good])
+
+
 def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, threshold: float, box_min: float,
                          box_max: float, slab: int, close: bool = False):
     """``marching_cubes`` of an ``[R, R, R]`` grid made ``slab`` rows at a time: ``rows_fn(i0, i1)`` gives
@@ -391,9 +412,9 @@ def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, thre
             shared = {}
             continue
         gc = g[box]
-        v, f, _, _ = measure.marching_cubes(gc, level=threshold, allow_degenerate=False)
+        v, f, _, _ = measure.marching_cubes(gc, level=threshold, allow_degenerate=True)
         del _
-        v = _exact_vertices(v, gc, threshold, off + np.array([b.start for b in box], np.int64))
+        v, f = _merge_coincident(_exact_vertices(v, gc, threshold, off + np.array([b.start for b in box], np.int64)), f)
         del g, gc
         index = np.arange(len(v))
         if shared:                        # this slab's first row was the previous slab's last
@@ -487,10 +508,10 @@ def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: 
 def slab_rows(resolution: int, max_memory=None, device="cpu") -> int:
     """Rows per meshing slab: as many as ``GRID_SHARE`` of the budget ``max_memory`` (bytes, a size,
     a ``MemoryBudget`` or None: the device's free memory) holds at ``GRID_POINT_BYTES`` a point, at
-    least 4, at most the whole grid (``R - 1``: one ``marching_cubes`` call)."""
+    least 4, at most ``SLAB_ROWS_MAX`` and the whole grid (``R - 1``)."""
     R = int(resolution)
     budget = MemoryBudget.resolve(max_memory, device)
-    return min(max(1, R - 1), budget.count(GRID_POINT_BYTES * R * R, share=GRID_SHARE, minimum=4))
+    return min(max(1, R - 1), SLAB_ROWS_MAX, budget.count(GRID_POINT_BYTES * R * R, share=GRID_SHARE, minimum=4))
 
 
 @torch.inference_mode()

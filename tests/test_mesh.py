@@ -269,10 +269,10 @@ def test_slab_meshing_is_the_whole_grid_mesh(slab):
 
 
 def test_slab_rows_from_the_byte_budget():
-    from lrm_fast.mesh import GRID_POINT_BYTES, GRID_SHARE, slab_rows
+    from lrm_fast.mesh import GRID_POINT_BYTES, GRID_SHARE, SLAB_ROWS_MAX, slab_rows
 
-    assert slab_rows(256, "64GB") == 255 and slab_rows(384, "64GB") == 383   # one piece: the whole grid
-    assert slab_rows(1024, 1 << 30) == int((1 << 30) * GRID_SHARE) // (GRID_POINT_BYTES * 1024 ** 2)
+    assert slab_rows(16, "64GB") == 15 and slab_rows(384, "64GB") == SLAB_ROWS_MAX   # speed caps a big budget
+    assert slab_rows(1024, 1 << 31) == int((1 << 31) * GRID_SHARE) // (GRID_POINT_BYTES * 1024 ** 2)
     assert slab_rows(1000, 1 << 20) == 4                                     # at least 4 rows
     with pytest.raises(ValueError, match="slab"):
         marching_cubes_slabs(lambda a, b: np.zeros((b - a, 8, 8), np.float32), 8, 1.0, -1, 1, 0)
@@ -287,11 +287,11 @@ def test_tiny_budget_gives_the_same_mesh_bit_for_bit():
 
     planes, model = load_fitted_field()
     th, R, tiny = model.cfg.render.mesh_threshold, 48, "2MB"
-    assert slab_rows(R, tiny) <= 10 and slab_rows(R, "64GB") == R - 1
+    assert slab_rows(R, tiny) <= 10
     assert query_chunk(MemoryBudget.resolve(tiny), model.field.query_bytes()) < 1000
     for c2f, close in ((True, False), (False, False), (True, True)):
         big = extract_mesh(model, planes, resolution=R, threshold=th, coarse_to_fine=c2f, watertight=close,
-                           max_memory="64GB")
+                           max_memory="64GB", slab=R - 1)                  # one piece
         small = extract_mesh(model, planes, resolution=R, threshold=th, coarse_to_fine=c2f, watertight=close,
                              max_memory=tiny)
         np.testing.assert_array_equal(big.vertices, small.vertices)
@@ -325,7 +325,8 @@ print((kb("VmHWM") - before) / 1024)
 def test_mesh_peak_memory_stays_within_the_budget():
     """The extra RSS of a 160^3 dense mesh (fitted field, a fresh process) under ``max_memory="12MB"``
     stays within the budget plus 40 MB of slack (the mesh itself, ~3 MB, allocator and skimage
-    bookkeeping); the same mesh with a budget that fits the whole grid at once takes more."""
+    bookkeeping); the same mesh under a large budget (``SLAB_ROWS_MAX`` rows a slab, one query chunk
+    a slab) takes more (measured: 35 MB vs 71 MB)."""
     import subprocess
     import sys
 
@@ -338,4 +339,4 @@ def test_mesh_peak_memory_stays_within_the_budget():
 
     small, big = peak("12MB"), peak("8GB")
     assert small <= 12 + 40, (small, big)
-    assert big > small + 40, (small, big)
+    assert big > small + 20, (small, big)

@@ -11,10 +11,15 @@
 Everything runs under ``torch.inference_mode()`` in the model's dtype (``dtype="auto"``: bf16 on
 CUDA, fp32 on CPU, or int8 encoder and decoder Linears where ``info.int8_auto`` says they pay;
 ``dtype="int8"``: ``model/quant.py``). Nothing is ever downloaded.
+
+Every call that renders or meshes takes ``max_memory``: the working memory its chunked stages may
+hold (bytes or a size such as ``"4GB"``; None: a share of what the device has free), see
+``lrm_fast.memory``.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field as _dc_field
 
 import numpy as np
@@ -25,6 +30,7 @@ from .io.export import check_formats, format_names, kinds_of, write_kind
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .field.occupancy import OccupancyGrid, proven_occupancy
+from .memory import MemoryBudget
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 from .info import int8_auto
 from .model.quant import quantize_int8
@@ -238,12 +244,41 @@ def reconstruct_prepared(model: LRM, batch: torch.Tensor, camera=None) -> "Recon
 LRM.reconstruct = reconstruct
 
 
-def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None) -> OccupancyGrid:
+def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None, max_memory=None) -> OccupancyGrid:
     """The occupancy grid of ``planes`` as reconstructions build it (``field.occupancy.proven_occupancy``
     at ``cfg.render``'s box, ``occupancy_tau`` and, by default, ``occupancy_resolution``)."""
     cfg = model.cfg.render
     res = int(cfg.occupancy_resolution if resolution is None else resolution)
-    return proven_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, cfg.occupancy_tau)
+    return proven_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, cfg.occupancy_tau,
+                            max_memory=max_memory)
+
+
+def check_max_memory(max_memory, name: str = "max_memory"):
+    """``max_memory`` as given when it is a valid budget (bytes, a size string, a ``MemoryBudget``, None),
+    else a one-line ``ValueError`` naming ``name`` (``--max-memory`` for the CLI)."""
+    if isinstance(max_memory, MemoryBudget):
+        return max_memory
+    try:
+        MemoryBudget.resolve(max_memory) if max_memory is not None else None
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    return max_memory
+
+
+@contextmanager
+def renderer_budget(model, max_memory):
+    """``model.renderer.max_memory`` set to ``max_memory`` for one call and restored after: the renderer
+    sizes its ray chunks from it. None leaves the renderer's own setting (its default)."""
+    r = model.renderer
+    if max_memory is None:
+        yield
+        return
+    old = getattr(r, "max_memory", None)
+    r.max_memory = MemoryBudget.resolve(max_memory, next(model.parameters()).device)
+    try:
+        yield
+    finally:
+        r.max_memory = old
 
 
 @dataclass
@@ -298,16 +333,16 @@ class Reconstruction:
         return c2w.expand(B, -1, -1, -1), K
 
     @torch.inference_mode()
-    def occupancy(self, resolution: int | None = None) -> OccupancyGrid:
+    def occupancy(self, resolution: int | None = None, max_memory=None) -> OccupancyGrid:
         """The occupancy grid of these triplanes (``lrm_fast.field.occupancy``), built on first use
-        (``resolution^3`` cells, default ``cfg.render.occupancy_resolution``) and cached here, so
-        every later render reuses it."""
+        (``resolution^3`` cells, default ``cfg.render.occupancy_resolution``; field queries chunked
+        from ``max_memory``) and cached here, so every later render reuses it."""
         res = int(self.model.cfg.render.occupancy_resolution if resolution is None else resolution)
         if res not in self._grids:
-            self._grids[res] = occupancy_grid(self.model, self.triplane, res)
+            self._grids[res] = occupancy_grid(self.model, self.triplane, res, max_memory)
         return self._grids[res]
 
-    def _grid_for_render(self, exact: bool | None) -> OccupancyGrid | None:
+    def _grid_for_render(self, exact: bool | None, max_memory=None) -> OccupancyGrid | None:
         """None (the exact render) when asked, when ``cfg.render.skip_empty`` is off, or where the
         renderer cannot skip (TripoSR's sampler, a plain-sigmoid field); else the cached grid.
         By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
@@ -319,7 +354,7 @@ class Reconstruction:
             exact = not cfg.skip_empty or self.triplane.is_cuda
         if exact or not self.model.renderer.can_skip(self.triplane):
             return None
-        grid = self.occupancy()
+        grid = self.occupancy(max_memory=max_memory)
         if auto and grid.occupied_fraction(cfg.occupancy_tau, self.model.field.cfg.density_bias,
                                            self.model.field.cfg.density_activation) > cfg.skip_max_occupied:
             return None  # mostly occupied: skipping would cost more than it saves
@@ -329,7 +364,7 @@ class Reconstruction:
     def render(self, cameras=None, *, azimuths=None, elevations=None, distance: float | None = None,
                resolution: int = 128, focal: float | None = None, background=None,
                views_per_chunk: int | None = None, progress: bool = False,
-               exact: bool | None = None) -> dict[str, torch.Tensor]:
+               exact: bool | None = None, max_memory=None) -> dict[str, torch.Tensor]:
         """Render views of every reconstruction.
 
         Either ``cameras`` (c2w ``[V, 4, 4] | [B, V, 4, 4]``, or a ``(c2w, intrinsics [.., 4])`` pair,
@@ -338,9 +373,12 @@ class Reconstruction:
         model's source camera). Returns ``rgb [B, V, H, W, 3]``, ``depth [B, V, H, W]``, ``opacity``.
         ``exact``: True renders every sample (bit for bit the renderer without a grid); False skips
         empty space through ``occupancy()``; None (default) follows ``cfg.render.skip_empty``.
+        ``max_memory``: the working memory the renderer's ray chunks and the occupancy grid may hold
+        (bytes or ``"4GB"``; None: the renderer's default, a share of the device's free memory).
         """
         if int(resolution) < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
+        check_max_memory(max_memory)
         c2w, K = self._cameras(cameras, azimuths, elevations, distance, focal)
         V = c2w.shape[1]
         step = V if views_per_chunk is None else max(1, int(views_per_chunk))
@@ -349,24 +387,28 @@ class Reconstruction:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="render", unit="view" if step == 1 else f"x{step} views", leave=False)
-        grid = self._grid_for_render(exact)
-        outs = [self.model.render(self.triplane, c2w[:, s:s + step], K[:, s:s + step], int(resolution),
-                                  background=background, occupancy=grid) for s in chunks]
+        grid = self._grid_for_render(exact, max_memory)
+        with renderer_budget(self.model, max_memory):
+            outs = [self.model.render(self.triplane, c2w[:, s:s + step], K[:, s:s + step], int(resolution),
+                                      background=background, occupancy=grid) for s in chunks]
         return {k: torch.cat([o[k] for o in outs], 1) for k in outs[0]}
 
     def turntable(self, n_views: int = 36, resolution: int = 128, elevation: float = 15.0,
-                  distance: float | None = None, progress: bool = False, exact: bool | None = None) -> torch.Tensor:
-        """``rgb [B, n_views, H, W, 3]`` on a circle starting at the input view (``exact``: see ``render``)."""
+                  distance: float | None = None, progress: bool = False, exact: bool | None = None,
+                  max_memory=None) -> torch.Tensor:
+        """``rgb [B, n_views, H, W, 3]`` on a circle starting at the input view (``exact``, ``max_memory``:
+        see ``render``)."""
         if int(n_views) < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
         az = np.linspace(0.0, 360.0, int(n_views), endpoint=False)
         return self.render(azimuths=az, elevations=elevation, distance=distance, resolution=resolution,
-                           views_per_chunk=1 if progress else None, progress=progress, exact=exact)["rgb"]
+                           views_per_chunk=1 if progress else None, progress=progress, exact=exact,
+                           max_memory=max_memory)["rgb"]
 
     def mesh(self, resolution: int | None = None, threshold: float | None = None, index: int = 0,
              largest_component: bool = False, coarse_to_fine: bool = True, progress: bool = False,
              texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE, faces: int | None = None,
-             watertight: bool = False):
+             watertight: bool = False, max_memory=None):
         """Colored mesh (``trimesh.Trimesh``, vertex colors from the field) of reconstruction ``index``.
 
         Defaults per model: ``cfg.render.mesh_resolution`` / ``mesh_threshold`` (OpenLRM 384 / 3.0,
@@ -377,9 +419,12 @@ class Reconstruction:
         vertices). ``texture=True``: UV atlas (xatlas) and a ``texture_size``^2 (power of two, >= 16)
         colour texture baked from the field at each texel's surface point (``TextureVisuals`` with a
         PBR ``baseColorTexture``); see ``lrm_fast.texture``. ``watertight=True``: where the object
-        reaches the box, the box's faces close it (``extract_mesh``), so the mesh has no open boundary."""
+        reaches the box, the box's faces close it (``extract_mesh``), so the mesh has no open boundary.
+        ``max_memory``: the working memory of the grid, its field queries and the texture bake (bytes
+        or ``"4GB"``; None: a share of the device's free memory); the mesh is the same whatever it is."""
         from .mesh import extract_mesh
 
+        check_max_memory(max_memory)
         if not -self.batch_size <= index < self.batch_size:
             raise ValueError(f"index {index} out of range for {self.batch_size} reconstructions")
         texture_size, faces = check_texture_args(texture_size, faces)
@@ -388,16 +433,19 @@ class Reconstruction:
         planes = self.triplane[index:index + 1] if index >= 0 else self.triplane[index:][:1]
         mesh = extract_mesh(self.model, planes, resolution=resolution,
                             threshold=threshold, largest_component=largest_component,
-                            coarse_to_fine=coarse_to_fine, progress=progress, watertight=watertight)
+                            coarse_to_fine=coarse_to_fine, progress=progress, watertight=watertight,
+                            max_memory=max_memory)
         if texture or faces is not None:
-            mesh = texture_mesh(mesh, field_color_fn(self.model, planes), texture_size, faces, texture=bool(texture))
+            mesh = texture_mesh(mesh, field_color_fn(self.model, planes), texture_size, faces, texture=bool(texture),
+                                max_memory=max_memory)
         return mesh
 
     def save(self, out_dir: str, formats=("glb", "mp4"), n_views: int = 36, resolution: int = 128,
              mc_resolution: int | None = None, threshold: float | None = None, names=None,
              elevation: float = 15.0, fps: int = 12, coarse_to_fine: bool = True,
              progress: bool = False, texture: bool = False, texture_size: int = DEFAULT_TEXTURE_SIZE,
-             faces: int | None = None, model_name: str | None = None, watertight: bool = False) -> list[str]:
+             faces: int | None = None, model_name: str | None = None, watertight: bool = False,
+             max_memory=None) -> list[str]:
         """Write each reconstruction into ``out_dir``; every file is written atomically.
 
         ``formats``: any of the registered formats (``lrm_fast.io.export.EXPORTERS``): ``glb obj ply``
@@ -408,9 +456,11 @@ class Reconstruction:
         ``texture=True`` (glb/obj only): UV-textured meshes (see ``mesh``); glb embeds the PNG, obj
         writes ``<name>.mtl`` and ``<name>_texture.png`` beside it. ``faces``: face budget.
         ``watertight``: close the mesh with the box's faces where the object reaches the box (``mesh``).
+        ``max_memory``: the working memory of each render and mesh (``render``, ``mesh``).
         Returns the written paths (per reconstruction: meshes, frames, videos, the triplane)."""
         formats = check_formats(formats, texture=texture)
         texture_size, faces = check_texture_args(texture_size, faces)
+        check_max_memory(max_memory)
         names = [f"object{b:02d}" for b in range(self.batch_size)] if names is None else list(names)
         if len(names) != self.batch_size:
             raise ValueError(f"{len(names)} names for {self.batch_size} reconstructions")
@@ -419,13 +469,14 @@ class Reconstruction:
         written: list[str] = []
         frames = None
         if kinds & {"frames", "video"}:
-            frames = self.turntable(n_views, resolution, elevation, progress=progress)
+            frames = self.turntable(n_views, resolution, elevation, progress=progress, max_memory=max_memory)
         model_name = self.model.cfg.name if model_name is None else model_name
         for b, name in enumerate(names):
             stem = os.path.join(out_dir, name)
             if "mesh" in kinds:
                 mesh = self.mesh(mc_resolution, threshold, index=b, coarse_to_fine=coarse_to_fine, progress=progress,
-                                 texture=texture, texture_size=texture_size, faces=faces, watertight=watertight)
+                                 texture=texture, texture_size=texture_size, faces=faces, watertight=watertight,
+                                 max_memory=max_memory)
                 written += write_kind(formats, "mesh", mesh, stem, texture=texture)
             if "frames" in kinds:
                 inp = None if self.inputs is None else self.inputs[b].permute(1, 2, 0)

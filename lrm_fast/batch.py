@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .api import Reconstruction, input_spec, prepare_image, preprocess_mode, reconstruct_prepared
+from .api import Reconstruction, check_max_memory, input_spec, prepare_image, preprocess_mode, reconstruct_prepared
 from .io.background import resolve_method
 from .dist import dist_info
 from .io.export import atomic_path, check_formats
@@ -227,7 +227,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                      texture_size: int = 1024, faces: int | None = None, model_name: str | None = None,
                      remove_background: str = "auto", preprocess: bool | str = True,
                      rank: int | None = None, world: int | None = None, stop_on_error: bool = False,
-                     verbose: bool = True, progress: bool = False) -> BatchSummary:
+                     verbose: bool = True, progress: bool = False, max_memory=None) -> BatchSummary:
     """Reconstruct every input image into ``out_dir/<stem>/`` (see the module docstring).
 
     Args:
@@ -246,9 +246,12 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
         rank, world: this process's shard (default: torchrun's ``RANK`` / ``WORLD_SIZE``).
         stop_on_error: raise the first error instead of reporting it and going on.
         verbose: one line per image on stdout; failures always go to stderr.
+        max_memory: the working memory of each render and mesh (bytes or ``"4GB"``; None: a share of the
+            device's free memory; ``Reconstruction.save``). Outputs do not depend on it.
     Returns a ``BatchSummary``; ``summary.ok`` is False when any input failed.
     """
     formats = check_formats(formats, texture=texture)
+    check_max_memory(max_memory)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = list_inputs(inputs)
@@ -321,7 +324,7 @@ def reconstruct_many(model: LRM, inputs, out_dir: str = "outputs", formats=("glb
                                      elevation=elevation, fps=fps, coarse_to_fine=coarse_to_fine,
                                      watertight=watertight,
                                      progress=progress, texture=texture, texture_size=texture_size,
-                                     faces=faces, model_name=settings["model"])
+                                     faces=faces, model_name=settings["model"], max_memory=max_memory)
                     _write_record(paths[i], out_dir, name, settings, files)
                 except Exception as e:  # noqa: BLE001 - one image's outputs failed; the run goes on
                     if stop_on_error:

@@ -75,6 +75,15 @@ def int8_auto(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
     return True, f"int8 image->triplane measured {said} fp32 on {isa}, all >= the {INT8_RULE}x rule: int8"
 
 
+def budget_text(devices=("cpu",)) -> str:
+    """The default memory budget (``max_memory`` / ``--max-memory`` not given) on each device, now."""
+    from .memory import DEFAULT_SHARE, MemoryBudget
+
+    parts = [f"{dev} {MemoryBudget.resolve(None, dev).bytes / 2 ** 30:.2f} GiB" for dev in devices]
+    return (f"default memory budget (max_memory / --max-memory not given: {DEFAULT_SHARE:.0%} of what is free now): "
+            + ", ".join(parts))
+
+
 def info_text(presets=None, device=None) -> str:
     import torch
 
@@ -96,6 +105,7 @@ def info_text(presets=None, device=None) -> str:
     lines.append(f"cpu int8 (encoder + decoder Linears, dtype='auto' on cpu -> {'int8' if pick else 'fp32'}): {why}")
     cuda = torch.cuda.is_available()
     lines.append(f"cuda: {torch.cuda.get_device_name(0) if cuda else 'no GPU visible'}")
+    lines.append(budget_text(["cpu", "cuda"] if cuda else ["cpu"]))
     devices = [device] if device else (["cpu", "cuda"] if cuda else ["cpu"])
     for dev in devices:
         for dtype in ((torch.float32, torch.bfloat16) if dev.startswith("cuda") else (torch.float32,)):

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .field.bounds import field_density_bounds
+from .memory import MemoryBudget
 
 COARSE_STRIDE = 4
 # when the blocks of 4^3 and of 2^3 cells both decided less than this fraction of themselves, single
@@ -48,8 +49,19 @@ COARSE_STRIDE = 4
 C2F_MIN_DECIDED = 0.02
 # what ``extract_mesh`` does when not told (``coarse_to_fine=None``); see the module docstring's speed note
 COARSE_TO_FINE_DEFAULT = True
-# largest float32 density grid meshed in one piece; larger grids go slab by slab (``marching_cubes_slabs``)
-MESH_SLAB_BYTES = 256 << 20
+# Memory (``MemoryBudget``, one per call, decided before the loops): a slab of grid rows takes
+# ``GRID_SHARE`` of the budget, the field queries the rest. Bytes per grid point of a slab, counted
+# generously: the float32 grid, the coarse-to-fine masks (above / active, with their repeat_interleave
+# copies), ``_close_at_box``'s padded copies, marching cubes' crop and level mask.
+GRID_POINT_BYTES = 48
+GRID_SHARE = 0.5
+# at most this many rows a slab, whatever the budget: thinner slabs crop tighter around the surface
+# (``_crop``), so marching cubes reads fewer cubes (384^3, fitted field: 1.7-2x faster than one piece)
+SLAB_ROWS_MAX = 32
+# bytes per point of a bare ``density_fn`` query (a field's own count is ``TriplaneField.query_bytes``)
+POINT_BYTES = 2048
+# bytes per box of one ``bounds_fn`` call (float64 corners and their copies, footprint keys, results)
+BOX_BYTES = 512
 
 
 def _grid_axis(res: int, lo: float, hi: float, device, dtype=torch.float32) -> torch.Tensor:
@@ -96,17 +108,28 @@ def _cells_to_points(cells: torch.Tensor, s: int, R: int, rows: tuple[int, int] 
     return x.contiguous()
 
 
+def query_chunk(budget: MemoryBudget, point_bytes: int = POINT_BYTES) -> int:
+    """Points per density query: the queries' share (``1 - GRID_SHARE``) of ``budget``."""
+    return budget.count(point_bytes, share=1 - GRID_SHARE, minimum=256)
+
+
 def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution: int, box_min: float,
                  box_max: float, threshold: float, device=None, coarse_to_fine: bool = False,
-                 chunk: int = 262144, progress: bool = False, bounds_fn=None) -> tuple[np.ndarray, int]:
+                 chunk: int | None = None, progress: bool = False, bounds_fn=None,
+                 max_memory=None, point_bytes: int = POINT_BYTES) -> tuple[np.ndarray, int]:
     """Density ``[R, R, R]`` (fp32 numpy; index ``[i, j, k]`` = point ``(x_i, y_j, z_k)``) and the
     number of points actually queried.
 
     ``density_fn(points [N, 3]) -> [N]`` takes world points. Coarse-to-fine needs a conservative
     bound of the density over a box: ``bounds_fn(lo [M, 3], hi [M, 3]) -> (dmin [M], dmax [M])``
     (or a ``density_fn.bounds`` attribute; ``field_density_bounds`` makes one for a triplane field).
-    Without one the dense grid is queried: no rule that only sees samples can be exact."""
+    Without one the dense grid is queried: no rule that only sees samples can be exact.
+
+    ``chunk``: points per query (default: ``query_chunk`` of the budget ``max_memory``, see
+    ``lrm_fast.memory``, for ``point_bytes`` per point); the grid itself is the caller's."""
     R = int(resolution)
+    budget = MemoryBudget.resolve(max_memory, device if device is not None else "cpu")
+    chunk = query_chunk(budget, point_bytes) if chunk is None else int(chunk)
     if R < 2:
         raise ValueError(f"mesh resolution must be >= 2, got {resolution}")
     s = COARSE_STRIDE
@@ -126,20 +149,22 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
             grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
             _query_grid(density_fn, (ax, ax, ax), grid, chunk, bar)
             return grid.cpu().numpy(), R ** 3
-        return _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, float(threshold), chunk, bar)
+        return _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, float(threshold), chunk, bar,
+                                 budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
     finally:
         if bar is not None:
             bar.close()
 
 
-def _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold):
+def _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold, box_chunk: int = 1 << 18):
     """Cells of ``s^3`` fine cubes (corners on every s-th fine point), per cell a conservative density
     bound (blocks of cells first); fine points of cells whose bound contains the threshold are queried
     exactly, the others take the float just above or below the threshold, the side their cells' bound
     proves. Every fine cube with a surface crossing lies in a refined cell, so marching cubes gives the
     dense result (the values away from the surface are not the field's).
 
-    This pass decides the cells: ``(above, active)`` bool ``[nc]^3``; ``_c2f_rows`` makes fine rows from them."""
+    This pass decides the cells: ``(above, active)`` bool ``[nc]^3``; ``_c2f_rows`` makes fine rows from them.
+    ``box_chunk``: boxes per ``bounds_fn`` call."""
     s = COARSE_STRIDE
     device = ax.device
     # coarse points sit on every s-th fine point; the last coarse cell may reach past the box (the field
@@ -182,8 +207,8 @@ def _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold):
         last = torch.clamp(torch.arange(nb, device=device) * B + B - 1, max=nc - 1)
         blo, bhi = lo_ax[::B], hi_ax[last]
         up_l, dn_l = [], []
-        for st in range(0, cand.shape[0], 1 << 18):
-            sl = slice(st, st + (1 << 18))
+        for st in range(0, cand.shape[0], box_chunk):
+            sl = slice(st, st + box_chunk)
             dmin, dmax = bound(torch.stack([blo[i[sl]], blo[j[sl]], blo[k[sl]]], -1),
                                torch.stack([bhi[i[sl]], bhi[j[sl]], bhi[k[sl]]], -1))
             up_l.append((dmin > threshold).to(device))
@@ -234,9 +259,9 @@ def _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar, rows=None
     return fine, n_active
 
 
-def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar):
+def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar, box_chunk):
     """The whole coarse-to-fine grid (``_c2f_cells``, then every row with ``_c2f_rows``) as numpy."""
-    above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold)
+    above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold, box_chunk)
     fine, n_active = _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar)
     return fine.cpu().numpy(), n_active
 
@@ -275,15 +300,101 @@ def marching_cubes(grid: np.ndarray, threshold: float, box_min: float, box_max: 
     return marching_cubes_slabs(lambda i0, i1: grid[i0:i1], R, threshold, box_min, box_max, max(1, R - 1), close)
 
 
+def _crop(g: np.ndarray, threshold: float) -> tuple[tuple[slice, ...], bool]:
+    """The smallest box of ``g`` holding every cube with corners on both sides of the level (the only
+    cubes marching cubes makes faces in), and whether there is one: per axis, a crossing cube starts
+    within one point before the first and at the last index where either side has points."""
+    above = g > threshold
+    box = []
+    for d in range(3):
+        other = tuple(e for e in range(3) if e != d)
+        up = above.any(axis=other)
+        dn = ~above.all(axis=other)
+        if not (up.any() and dn.any()):
+            return (), False
+        iu, idn = np.nonzero(up)[0], np.nonzero(dn)[0]
+        lo = max(0, max(iu[0], idn[0]) - 1)
+        hi = min(g.shape[d], min(iu[-1], idn[-1]) + 2)
+        if hi - lo < 2:
+            return (), False
+        box.append(slice(int(lo), int(hi)))
+    return tuple(box), True
+
+
+_CUBE_CORNERS = [np.array([i, j, k]) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+
+def _exact_vertices(v: np.ndarray, g: np.ndarray, threshold: float, off: np.ndarray) -> np.ndarray:
+    """skimage's vertices ``v`` (float32, in ``g``'s index units) moved by the integer ``off`` and
+    recomputed in float64 from ``g``, then rounded once to float32: a vertex then has the same bits
+    whatever crop or slab it came from (skimage rounds ``index + t`` in float32 at its own indices), so
+    slabbed, cropped and whole-grid meshes are bitwise the same. A vertex on a grid edge (one fractional
+    coordinate) is ``edge start + t``, ``t = (level - g0) / (g1 - g0)``; a cube-interior vertex that
+    Lewiner's method adds for an ambiguous cube (several fractional coordinates) is skimage's own
+    formula, the cube's corners weighted by ``1 / |value - level|`` (within an ulp of skimage's)."""
+    base = np.floor(v)
+    frac = v != base
+    bi = base.astype(np.int64)
+    out = (bi + off).astype(np.float64)
+    level = np.float64(threshold)
+    nfrac = frac.sum(1)
+    rows = np.nonzero(nfrac == 1)[0]
+    interior = nfrac > 1
+    if rows.size:
+        axis = frac[rows].argmax(1)
+        p0 = bi[rows]
+        p1 = p0.copy()
+        p1[np.arange(rows.size), axis] += 1
+        inside = (p1 < np.array(g.shape)).all(1)
+        p1 = np.where(inside[:, None], p1, p0)
+        g0 = g[p0[:, 0], p0[:, 1], p0[:, 2]].astype(np.float64)
+        g1 = g[p1[:, 0], p1[:, 1], p1[:, 2]].astype(np.float64)
+        on_edge = inside & ((g0 > level) != (g1 > level))
+        out[rows[on_edge], axis[on_edge]] += (level - g0[on_edge]) / (g1[on_edge] - g0[on_edge])
+        interior[rows[~on_edge]] = True         # not on a crossing edge: a cube-interior vertex after all
+    cubes = np.nonzero(interior)[0]
+    if cubes.size:                                # skimage's centre: corners weighted by 1 / |value - level|
+        c = np.minimum(bi[cubes], np.array(g.shape) - 2)
+        acc = np.zeros((cubes.size, 3))
+        wsum = np.zeros(cubes.size)
+        for corner in _CUBE_CORNERS:
+            p = c + corner
+            d = np.abs(g[p[:, 0], p[:, 1], p[:, 2]] - np.float32(threshold)).astype(np.float64)
+            w = 1.0 / np.maximum(d, 1e-300)
+            acc += w[:, None] * corner
+            wsum += w
+        out[cubes] = (c + off) + acc / wsum[:, None]
+    return out.astype(np.float32)
+
+
+def _merge_coincident(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices at the same position merged into the first, and the faces that then repeat a vertex
+    dropped: skimage's ``allow_degenerate=False``, decided here on the exact vertices so that every
+    slab and crop decides alike (skimage decides on its own float32 rounding). Distinct vertices meet
+    only at grid points (a crossing exactly at an edge's end), so only those are compared."""
+    at_point = np.nonzero((v == np.floor(v)).all(1))[0]
+    if at_point.size > 1:
+        _, first, inv = np.unique(v[at_point], axis=0, return_index=True, return_inverse=True)
+        target = np.arange(len(v))
+        target[at_point] = at_point[first[inv.reshape(-1)]]
+        if (target[at_point] != at_point).any():
+            keep = target == np.arange(len(v))
+            new = np.cumsum(keep) - 1
+            v, f = v[keep], new[target][f]
+    good = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    return v, (f if good.all() else f[good])
+
+
 def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, threshold: float, box_min: float,
                          box_max: float, slab: int, close: bool = False):
     """``marching_cubes`` of an ``[R, R, R]`` grid made ``slab`` rows at a time: ``rows_fn(i0, i1)`` gives
     rows ``i0 <= i < i1`` (``[i1 - i0, R, R]`` float32). Slabs overlap by one row; the vertices on a
     shared row come out of both slabs from the same values, so they are merged by position, and the
-    result is the whole grid's mesh (the same vertices up to order and the last bit of the first
-    coordinate, the same faces), in memory for ``slab + 1`` rows instead of ``R``. skimage winds faces
-    with normals toward increasing values; they are flipped to point outward (from high density inside
-    to low outside)."""
+    result is the whole grid's mesh bit for bit (vertices and faces in the same order), in memory for
+    ``slab + 1`` rows instead of ``R``. Each slab is meshed only over the box of its cubes that cross
+    the level (``_crop``; a slab without one is skipped), with vertices recomputed exactly
+    (``_exact_vertices``). skimage winds faces with normals toward increasing values; they are flipped
+    to point outward (from high density inside to low outside)."""
     from skimage import measure
 
     if slab < 1:
@@ -296,20 +407,24 @@ def marching_cubes_slabs(rows_fn: Callable[[int, int], np.ndarray], R: int, thre
     for i0 in range(0, R - 1, slab):
         i1 = min(i0 + slab, R - 1)       # the slab's last row (the next slab's first)
         g = np.ascontiguousarray(rows_fn(i0, i1 + 1), dtype=np.float32)
-        if not np.isfinite(g).all():
-            raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
         lo, hi = float(g.min()), float(g.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")
         gmin, gmax = min(gmin, lo), max(gmax, hi)
         first, last = i0 == 0, i1 == R - 1
-        off = np.array([i0, 0, 0], np.float32)
+        off = np.array([i0, 0, 0], np.int64)
         if close:
             g = _close_at_box(g, threshold, first, last)
-            off -= np.array([int(first), 1, 1], np.float32)
-        if not (g.min() < threshold < g.max()):
+            off -= np.array([int(first), 1, 1], np.int64)
+        box, crosses = _crop(g, threshold)
+        if not crosses:
             shared = {}
             continue
-        v, f, _, _ = measure.marching_cubes(g, level=threshold, allow_degenerate=False)
-        v = v.astype(np.float32) + off
+        gc = g[box]
+        v, f, _, _ = measure.marching_cubes(gc, level=threshold, allow_degenerate=True)
+        del _
+        v, f = _merge_coincident(_exact_vertices(v, gc, threshold, off + np.array([b.start for b in box], np.int64)), f)
+        del g, gc
         index = np.arange(len(v))
         if shared:                        # this slab's first row was the previous slab's last
             on = np.nonzero(v[:, 0] == i0)[0]
@@ -355,21 +470,29 @@ def _field_density_fn(field, planes: torch.Tensor) -> Callable[[torch.Tensor], t
 
 
 def field_density_grid(model, planes: torch.Tensor, resolution: int, threshold: float,
-                       coarse_to_fine: bool = False, chunk: int = 262144, progress: bool = False) -> np.ndarray:
+                       coarse_to_fine: bool = False, chunk: int | None = None, progress: bool = False,
+                       max_memory=None) -> np.ndarray:
     """The activated density of ``model.field`` on the mesh grid ``[R, R, R]`` of the render box (what
-    ``extract_mesh`` meshes): dense, or coarse-to-fine with ``field_density_bounds``."""
+    ``extract_mesh`` meshes): dense, or coarse-to-fine with ``field_density_bounds``; queries chunked
+    from the budget ``max_memory`` (``density_grid``)."""
     rc, field = model.cfg.render, model.field
-    grid, _ = density_grid(_field_density_fn(field, planes), resolution, rc.box_min, rc.box_max, threshold, planes.device, coarse_to_fine,
-                           chunk, progress, bounds_fn=field_density_bounds(field, planes) if coarse_to_fine else None)
+    grid, _ = density_grid(_field_density_fn(field, planes), resolution, rc.box_min, rc.box_max, threshold, planes.device,
+                           coarse_to_fine, chunk, progress,
+                           bounds_fn=field_density_bounds(field, planes) if coarse_to_fine else None,
+                           max_memory=max_memory, point_bytes=field.query_bytes())
     return grid
 
 
 def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: float, coarse_to_fine: bool = False,
-                       chunk: int = 262144, progress: bool = False) -> Callable[[int, int], np.ndarray]:
+                       chunk: int | None = None, progress: bool = False,
+                       max_memory=None) -> Callable[[int, int], np.ndarray]:
     """``rows(i0, i1) -> [i1 - i0, R, R]`` float32 numpy: rows of ``field_density_grid``'s grid, made on
-    demand (the coarse-to-fine cell pass runs once, here), for ``marching_cubes_slabs``."""
+    demand (the coarse-to-fine cell pass runs once, here), for ``marching_cubes_slabs``. ``chunk``:
+    points per field query (default: ``query_chunk`` of the budget ``max_memory``)."""
     rc, field = model.cfg.render, model.field
     R = int(resolution)
+    budget = MemoryBudget.resolve(max_memory, planes.device)
+    chunk = query_chunk(budget, field.query_bytes()) if chunk is None else int(chunk)
     ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
     density = _field_density_fn(field, planes)
     bar = None
@@ -379,7 +502,7 @@ def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: 
         bar = tqdm(desc="mesh: density grid", unit="pt", unit_scale=True, leave=False)
     if coarse_to_fine and R >= 8 * COARSE_STRIDE:
         above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
-                                   float(threshold))
+                                   float(threshold), budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
 
         def rows(i0: int, i1: int) -> np.ndarray:
             return _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar, (i0, i1))[0].cpu().numpy()
@@ -391,26 +514,31 @@ def field_density_rows(model, planes: torch.Tensor, resolution: int, threshold: 
     return rows
 
 
-def slab_rows(resolution: int, max_bytes: int | None = None) -> int | None:
-    """Rows per meshing slab so that a slab's float32 grid stays within ``max_bytes`` (default
-    ``MESH_SLAB_BYTES``), or None when the whole grid fits (one ``marching_cubes`` call)."""
+def slab_rows(resolution: int, max_memory=None, device="cpu") -> int:
+    """Rows per meshing slab: as many as ``GRID_SHARE`` of the budget ``max_memory`` (bytes, a size,
+    a ``MemoryBudget`` or None: the device's free memory) holds at ``GRID_POINT_BYTES`` a point, at
+    least 4, at most ``SLAB_ROWS_MAX`` and the whole grid (``R - 1``)."""
     R = int(resolution)
-    rows = max(4, int(MESH_SLAB_BYTES if max_bytes is None else max_bytes) // (4 * R * R))
-    return None if rows >= R - 1 else rows
+    budget = MemoryBudget.resolve(max_memory, device)
+    return min(max(1, R - 1), SLAB_ROWS_MAX, budget.count(GRID_POINT_BYTES * R * R, share=GRID_SHARE, minimum=4))
 
 
 @torch.inference_mode()
 def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, threshold: float | None = None,
-                 largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT, chunk: int = 262144,
-                 progress: bool = False, watertight: bool = False, slab: int | None = None):
+                 largest_component: bool = False, coarse_to_fine: bool = COARSE_TO_FINE_DEFAULT,
+                 chunk: int | None = None, progress: bool = False, watertight: bool = False, slab: int | None = None,
+                 max_memory=None):
     """A ``trimesh.Trimesh`` with per-vertex RGBA colors from one triplane ``[1, 3, C, H, W]``.
 
     ``watertight=True`` closes the surface with the box's faces where the object reaches the box
     (``marching_cubes(close=True)``): the mesh then has no open boundary (``is_watertight``).
 
-    Grids larger than ``MESH_SLAB_BYTES`` (above 406^3) are made and meshed ``slab`` rows at a time
-    (default ``slab_rows(resolution)``; ``marching_cubes_slabs``: the same mesh), so 1024^3 needs a
-    few hundred MB for the grid instead of 4.3 GB. ``threshold="auto"`` needs the whole grid.
+    ``max_memory``: the working memory the grid, its field queries and the vertex colours may hold
+    (bytes, ``"4GB"``, a ``MemoryBudget``; None: ``lrm_fast.memory``'s default, a share of what the
+    device has free), decided once here: the grid is made and meshed ``slab`` rows at a time (default
+    ``slab_rows``; ``marching_cubes_slabs``: the same mesh bit for bit whatever the slab), queried
+    ``chunk`` points at a time (default ``query_chunk``). ``threshold="auto"`` needs the whole grid.
+    The mesh itself (vertices, faces, colours) is the caller's, outside the budget.
 
     ``threshold="auto"`` (used for untrained presets, whose densities have no meaningful scale) takes
     the 75th percentile of the dense grid's densities.
@@ -428,23 +556,26 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
         raise ValueError(f"mesh threshold must be a number or 'auto', got {threshold!r}")
     threshold = rc.mesh_threshold if threshold is None else (0.0 if auto else float(threshold))
     c2f = coarse_to_fine and not auto
-    if not auto and not watertight and slab is None and _mesh_on_device(planes.device, resolution):
-        return _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, c2f, chunk, progress)
-    slab = None if auto else (slab_rows(resolution) if slab is None else int(slab))
-    if slab is not None:
-        rows = field_density_rows(model, planes, resolution, threshold, c2f, chunk, progress)
+    budget = MemoryBudget.resolve(max_memory, planes.device)
+    field = model.field
+    chunk = query_chunk(budget, field.query_bytes()) if chunk is None else int(chunk)
+    if not auto and not watertight and slab is None and _mesh_on_device(planes.device, resolution, budget):
+        return _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, c2f, chunk, progress,
+                                       budget)
+    if not auto:
+        slab = slab_rows(resolution, budget) if slab is None else int(slab)
+        rows = field_density_rows(model, planes, resolution, threshold, c2f, chunk, progress, budget)
         verts, faces = marching_cubes_slabs(rows, resolution, threshold, rc.box_min, rc.box_max, slab,
                                             close=watertight)
     else:
-        grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress)
-        if auto:  # untrained weights: no meaningful level; take the densest quarter of the box
-            threshold = float(np.quantile(grid, 0.75))
+        grid = field_density_grid(model, planes, resolution, threshold, c2f, chunk, progress, budget)
+        # untrained weights: no meaningful level; take the densest quarter of the box
+        threshold = float(np.quantile(grid, 0.75))
         verts, faces = marching_cubes(grid, threshold, rc.box_min, rc.box_max, close=watertight)
     mesh = trimesh.Trimesh(verts, faces, process=False)
     if largest_component:
         mesh = _largest_component(mesh)
     v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
-    field = model.field
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + chunk]).float())[0]
                      for s in range(0, v.shape[0], chunk)], 0) if v.shape[0] else v.new_zeros(0, 3)
     colors = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -452,36 +583,31 @@ def extract_mesh(model, planes: torch.Tensor, resolution: int | None = None, thr
     return mesh
 
 
-# generous bytes per point of one field query (sampled features, MLP activations, outputs): the colour
-# pass is one batch unless the memory budget says otherwise
-_FIELD_BYTES_PER_POINT = 4096
 # bytes per grid point the device path holds at its peak: the float32 grid, the coarse-to-fine point
 # masks or the corner signs and cube cases (uint8), their temporaries
 _DEVICE_MESH_BYTES_PER_POINT = 12
 
 
-def _mesh_on_device(device, resolution: int) -> bool:
+def _mesh_on_device(device, resolution: int, budget: MemoryBudget) -> bool:
     """Whether ``extract_mesh`` meshes on the planes' device (``_extract_mesh_on_device``): on CUDA when
     the grid fits the memory budget (else the host path, slab by slab); ``LRM_FAST_MESH_DEVICE=1`` /
     ``0`` forces it on / off (CPU tests run it with ``1``)."""
-    from .memory import MemoryBudget
-
     env = os.environ.get("LRM_FAST_MESH_DEVICE", "").strip()
     if env not in ("", "0", "1"):
         raise ValueError(f"LRM_FAST_MESH_DEVICE must be 0 or 1, got {env!r}")
     if env or torch.device(device).type != "cuda":
         return env == "1"
-    return MemoryBudget.resolve(None, device).count(_DEVICE_MESH_BYTES_PER_POINT) >= int(resolution) ** 3
+    return budget.count(_DEVICE_MESH_BYTES_PER_POINT) >= int(resolution) ** 3
 
 
-def _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, coarse_to_fine, chunk, progress):
+def _extract_mesh_on_device(model, planes, resolution, threshold, largest_component, coarse_to_fine, chunk, progress,
+                            budget: MemoryBudget):
     """``extract_mesh`` with the grid, marching cubes (``ops.marching_cubes``, the twin of skimage's
     Lorensen) and the vertex colours all on the planes' device: only the finished mesh is copied to the
     host. The same vertices (world, float32) and faces (outward) as the host path's skimage Lorensen;
     the host path's Lewiner differs only in ambiguous cubes. Not for ``watertight`` / ``"auto"``."""
     import trimesh
 
-    from .memory import MemoryBudget
     from .ops.marching_cubes import marching_cubes as mc
 
     rc, field = model.cfg.render, model.field
@@ -498,7 +624,7 @@ def _extract_mesh_on_device(model, planes, resolution, threshold, largest_compon
     try:
         if coarse_to_fine and R >= 8 * COARSE_STRIDE:
             above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
-                                       float(threshold))
+                                       float(threshold), budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
             grid = _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar)[0]
         else:
             if bar is not None:
@@ -523,7 +649,7 @@ def _extract_mesh_on_device(model, planes, resolution, threshold, largest_compon
     if largest_component:
         mesh = _largest_component(mesh)
         v = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(planes.device)
-    n = MemoryBudget.resolve(None, planes.device).chunks(_FIELD_BYTES_PER_POINT, v.shape[0])
+    n = budget.chunks(field.query_bytes(), v.shape[0])
     rgb = torch.cat([field.rgb(field(planes, v[None, s:s + n]).float())[0] for s in range(0, v.shape[0], n)], 0)
     colors = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     mesh.visual.vertex_colors = np.concatenate([colors, np.full_like(colors[:, :1], 255)], 1)
@@ -547,4 +673,4 @@ def sphere_density(radius: float = 0.5, peak: float = 10.0) -> Callable[[torch.T
 
 __all__ = ["extract_mesh", "density_grid", "field_density_grid", "field_density_rows", "field_density_bounds",
            "marching_cubes", "marching_cubes_slabs", "slab_rows", "sphere_density", "COARSE_STRIDE",
-           "COARSE_TO_FINE_DEFAULT", "MESH_SLAB_BYTES"]
+           "COARSE_TO_FINE_DEFAULT", "GRID_POINT_BYTES", "query_chunk"]

@@ -108,14 +108,32 @@ def _cross2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
 
 
+# bytes per candidate texel of one ``rasterize_uv`` group (int64 ids and texel indices, float64 corners,
+# centre and barycentrics, masks), counted generously
+TEXEL_BYTES = 320
+
+
+def color_chunk(color_fn, max_memory=None) -> int:
+    """Points per ``color_fn`` call: as many as the budget ``max_memory`` (``lrm_fast.memory``) holds at
+    ``color_fn.query_bytes`` a point (``field_color_fn`` sets it from the field; else 2 KB)."""
+    from .memory import MemoryBudget
+
+    return MemoryBudget.resolve(max_memory).count(getattr(color_fn, "query_bytes", 2048), minimum=256)
+
+
 def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int,
-                 chunk: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int | None = None, max_memory=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Which triangle covers each texel centre: ``(face_id [S, S] int64, -1 = none; bary [S, S, 3] float64)``.
 
     Indexed ``[j, i]`` with ``j`` along v upward (texel centre ``((i + 0.5) / S, (j + 0.5) / S)``;
     flip rows for an image). A centre on an edge shared by two triangles goes to either (both give
-    the same surface point); zero-area UV triangles cover nothing."""
+    the same surface point); zero-area UV triangles cover nothing. ``chunk``: candidate texels a group
+    (default: as many as the budget ``max_memory`` holds at ``TEXEL_BYTES`` each)."""
+    from .memory import MemoryBudget
+
     S = int(size)
+    if chunk is None:
+        chunk = MemoryBudget.resolve(max_memory).count(TEXEL_BYTES, minimum=4096)
     P = torch.as_tensor(np.asarray(uv), dtype=torch.float64)[torch.as_tensor(np.asarray(faces), dtype=torch.long)] * S
     lo = torch.ceil(P.min(1).values - 0.5).clamp(0, S - 1).long()      # [F, 2] first candidate texel
     hi = torch.floor(P.max(1).values - 0.5).clamp(-1, S - 1).long()    # [F, 2] last
@@ -177,14 +195,16 @@ def surface_points(vertices: np.ndarray, faces: np.ndarray, face_id: torch.Tenso
 
 def bake_texture(color_fn: Callable[[torch.Tensor], torch.Tensor], vertices: np.ndarray, faces: np.ndarray,
                  uv: np.ndarray, size: int = DEFAULT_TEXTURE_SIZE, dilation: int = DILATE,
-                 chunk: int = 262144, background=None) -> tuple[np.ndarray, np.ndarray]:
+                 chunk: int | None = None, background=None, max_memory=None) -> tuple[np.ndarray, np.ndarray]:
     """``(image [S, S, 3] uint8, covered [S, S] bool)``, row 0 = v of 1 (see the module doc).
 
     ``color_fn(points [N, 3] fp32 CPU) -> rgb [N, 3]`` in [0, 1] (any device; clamped). ``covered``
     marks texels whose centre lies in a UV triangle (their colour is the field's at that point,
     quantized as the vertex colours); dilated and background texels are not covered. Texels neither
-    covered nor reached by the dilation get ``background`` (rgb in [0, 1]; None: the mean colour)."""
-    face_id, bary = rasterize_uv(uv, faces, size)
+    covered nor reached by the dilation get ``background`` (rgb in [0, 1]; None: the mean colour).
+    ``chunk``: points per ``color_fn`` call (default ``color_chunk`` of the budget ``max_memory``)."""
+    chunk = color_chunk(color_fn, max_memory) if chunk is None else int(chunk)
+    face_id, bary = rasterize_uv(uv, faces, size, max_memory=max_memory)
     mask = face_id >= 0
     if not mask.any():
         raise ValueError(f"texture bake: no texel of the {size}x{size} atlas is covered by a triangle")
@@ -208,12 +228,15 @@ def field_color_fn(model, planes: torch.Tensor) -> Callable[[torch.Tensor], torc
         raw = field(planes, pts.to(planes.device, torch.float32)[None])
         return field.rgb(raw.float())[0].cpu()
 
+    color.query_bytes = field.query_bytes()
     return color
 
 
 def vertex_colors(color_fn: Callable[[torch.Tensor], torch.Tensor], vertices: np.ndarray,
-                  chunk: int = 262144) -> np.ndarray:
-    """RGBA uint8 ``[V, 4]`` of ``color_fn`` at the vertices (quantized as ``extract_mesh``'s)."""
+                  chunk: int | None = None, max_memory=None) -> np.ndarray:
+    """RGBA uint8 ``[V, 4]`` of ``color_fn`` at the vertices (quantized as ``extract_mesh``'s), ``chunk``
+    points a call (default ``color_chunk`` of the budget ``max_memory``)."""
+    chunk = color_chunk(color_fn, max_memory) if chunk is None else int(chunk)
     v = torch.as_tensor(np.asarray(vertices), dtype=torch.float32)
     rgb = torch.cat([color_fn(v[s:s + chunk]).float().cpu() for s in range(0, len(v), chunk)]) if len(v) else v.new_zeros(0, 3)
     c = (rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -221,10 +244,11 @@ def vertex_colors(color_fn: Callable[[torch.Tensor], torch.Tensor], vertices: np
 
 
 def texture_mesh(mesh, color_fn: Callable[[torch.Tensor], torch.Tensor], texture_size: int = DEFAULT_TEXTURE_SIZE,
-                 faces: int | None = None, texture: bool = True):
+                 faces: int | None = None, texture: bool = True, max_memory=None):
     """``mesh`` (a ``trimesh.Trimesh``) decimated to ``faces`` when given, then either UV-unwrapped
     with a baked ``texture_size``^2 colour texture (``texture=True``: ``TextureVisuals`` with a PBR
-    material whose ``baseColorTexture`` is the image) or re-coloured per vertex (``texture=False``)."""
+    material whose ``baseColorTexture`` is the image) or re-coloured per vertex (``texture=False``).
+    ``max_memory``: the working memory of the colour queries and the bake (``lrm_fast.memory``)."""
     import trimesh
     from PIL import Image
 
@@ -233,7 +257,8 @@ def texture_mesh(mesh, color_fn: Callable[[torch.Tensor], torch.Tensor], texture
     if faces is not None and len(Fc) > faces:
         V, Fc = decimate(V, Fc, faces)
         if not texture:
-            return trimesh.Trimesh(V, Fc, vertex_colors=vertex_colors(color_fn, V), process=False)
+            return trimesh.Trimesh(V, Fc, vertex_colors=vertex_colors(color_fn, V, max_memory=max_memory),
+                                   process=False)
     if not texture:
         return mesh
     if len(Fc) > SLOW_UNWRAP_FACES:
@@ -241,7 +266,7 @@ def texture_mesh(mesh, color_fn: Callable[[torch.Tensor], torch.Tensor], texture
                       f"--faces N, e.g. 20000) decimates first", stacklevel=2)
     vmap, Fu, uv = unwrap(V, Fc, texture_size)
     Vu = V[vmap]
-    image, _ = bake_texture(color_fn, Vu, Fu, uv, texture_size)
+    image, _ = bake_texture(color_fn, Vu, Fu, uv, texture_size, max_memory=max_memory)
     material = trimesh.visual.material.PBRMaterial(
         name="lrm_fast", baseColorTexture=Image.fromarray(image), metallicFactor=0.0, roughnessFactor=1.0)
     visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
@@ -249,4 +274,4 @@ def texture_mesh(mesh, color_fn: Callable[[torch.Tensor], torch.Tensor], texture
 
 
 __all__ = ["check_texture_args", "decimate", "unwrap", "rasterize_uv", "dilate", "surface_points", "bake_texture",
-           "field_color_fn", "vertex_colors", "texture_mesh", "DEFAULT_TEXTURE_SIZE"]
+           "field_color_fn", "vertex_colors", "texture_mesh", "color_chunk", "DEFAULT_TEXTURE_SIZE"]

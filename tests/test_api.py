@@ -95,6 +95,39 @@ def test_render_orbit_and_cameras(model):
         rec.render(azimuths=[0, 1, 2], elevations=[0, 1], resolution=8)
 
 
+def test_max_memory_sets_the_renderer_budget_for_the_call(model, monkeypatch):
+    """``render(max_memory=...)`` hands the budget to the renderer for the call only (restored after, also
+    on an error); the views do not depend on it; a bad value is a one-line error naming ``max_memory``."""
+    from lrm_fast.memory import MemoryBudget
+
+    rec = model.reconstruct(SAMPLE)
+    seen = []
+    render = model.render
+
+    def spy(*a, **k):
+        seen.append(getattr(model.renderer, "max_memory", None))
+        return render(*a, **k)
+
+    monkeypatch.setattr(model, "render", spy)
+    before = getattr(model.renderer, "max_memory", None)
+    small = rec.render(azimuths=[0, 90], resolution=10, max_memory="64MB")["rgb"]
+    assert seen == [MemoryBudget(64 * 10 ** 6)] and getattr(model.renderer, "max_memory", None) == before
+    torch.testing.assert_close(small, rec.render(azimuths=[0, 90], resolution=10)["rgb"])
+    assert seen[-1] == before                     # None: the renderer's own setting
+    for bad in ("lots", -5, "0GB"):
+        with pytest.raises(ValueError, match="max_memory"):
+            rec.render(resolution=8, max_memory=bad)
+        with pytest.raises(ValueError, match="max_memory"):
+            rec.mesh(resolution=20, max_memory=bad)
+    import numpy as np
+
+    # the same mesh (bit for bit where the field kernel rounds per point: tests/test_mesh.py; the tiny
+    # preset's matmul path may round a density differently in another chunk size)
+    a, b = rec.mesh(resolution=40, max_memory="1MB"), rec.mesh(resolution=40, max_memory="8GB")
+    np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-3)
+    np.testing.assert_array_equal(a.faces, b.faces)
+
+
 def test_mesh_and_save_formats_reload(model, tmp_path):
     import imageio.v2 as imageio
     import trimesh

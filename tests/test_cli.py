@@ -57,6 +57,8 @@ def test_reconstruct_formats_then_render_and_convert(tmp_path):
     (["reconstruct", "--formats", "fbx"], "fbx"),
     (["render", "{tmp}/missing.safetensors"], "missing.safetensors"),
     (["convert", "{tmp}/nope", "{tmp}/out"], "nope"),
+    (["reconstruct", "--max-memory", "lots"], "--max-memory"),
+    (["render", "{tmp}/missing.safetensors", "--max-memory=-1GB"], "--max-memory"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, args, needle, capsys, monkeypatch):
     """In process (cli.main is what the console script runs; subprocesses cost ~10 s of imports each)."""

@@ -279,9 +279,74 @@ def test_slab_meshing_is_the_whole_grid_mesh(slab):
 
 
 def test_slab_rows_from_the_byte_budget():
-    from lrm_fast.mesh import MESH_SLAB_BYTES, slab_rows
+    from lrm_fast.mesh import GRID_POINT_BYTES, GRID_SHARE, SLAB_ROWS_MAX, slab_rows
 
-    assert slab_rows(256) is None and slab_rows(384) is None          # one piece: the mesh as before
-    assert slab_rows(1024) == MESH_SLAB_BYTES // (4 * 1024 ** 2) and slab_rows(1000, 1 << 20) == 4
+    assert slab_rows(16, "64GB") == 15 and slab_rows(384, "64GB") == SLAB_ROWS_MAX   # speed caps a big budget
+    assert slab_rows(1024, 1 << 31) == int((1 << 31) * GRID_SHARE) // (GRID_POINT_BYTES * 1024 ** 2)
+    assert slab_rows(1000, 1 << 20) == 4                                     # at least 4 rows
     with pytest.raises(ValueError, match="slab"):
         marching_cubes_slabs(lambda a, b: np.zeros((b - a, 8, 8), np.float32), 8, 1.0, -1, 1, 0)
+
+
+def test_tiny_budget_gives_the_same_mesh_bit_for_bit():
+    """``max_memory`` only sizes slabs and query chunks: a budget small enough for many slabs and many
+    chunks gives the large budget's mesh, vertices, faces and colours bitwise in the same order."""
+    from bench.lib.fitted_field import load_fitted_field
+    from lrm_fast.memory import MemoryBudget
+    from lrm_fast.mesh import query_chunk, slab_rows
+
+    planes, model = load_fitted_field()
+    th, R, tiny = model.cfg.render.mesh_threshold, 48, "2MB"
+    assert slab_rows(R, tiny) <= 10
+    assert query_chunk(MemoryBudget.resolve(tiny), model.field.query_bytes()) < 1000
+    for c2f, close in ((True, False), (False, False), (True, True)):
+        big = extract_mesh(model, planes, resolution=R, threshold=th, coarse_to_fine=c2f, watertight=close,
+                           max_memory="64GB", slab=R - 1)                  # one piece
+        small = extract_mesh(model, planes, resolution=R, threshold=th, coarse_to_fine=c2f, watertight=close,
+                             max_memory=tiny)
+        np.testing.assert_array_equal(big.vertices, small.vertices)
+        np.testing.assert_array_equal(big.faces, small.faces)
+        np.testing.assert_array_equal(big.visual.vertex_colors, small.visual.vertex_colors)
+
+
+_PEAK_SCRIPT = r"""
+import ctypes, sys
+import torch
+from bench.lib.fitted_field import load_fitted_field
+from lrm_fast.mesh import extract_mesh
+
+def kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+torch.set_num_threads(1)
+planes, model = load_fitted_field()
+extract_mesh(model, planes, resolution=40, max_memory=sys.argv[2])        # imports, pools, first-call caches
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = kb("VmRSS")
+extract_mesh(model, planes, resolution=int(sys.argv[1]), max_memory=sys.argv[2], coarse_to_fine=False)
+print((kb("VmHWM") - before) / 1024)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's RSS high-water reset")
+def test_mesh_peak_memory_stays_within_the_budget():
+    """The extra RSS of a 160^3 dense mesh (fitted field, a fresh process) under ``max_memory="12MB"``
+    stays within the budget plus 40 MB of slack (the mesh itself, ~3 MB, allocator and skimage
+    bookkeeping); the same mesh under a large budget (``SLAB_ROWS_MAX`` rows a slab, one query chunk
+    a slab) takes more (measured: 35 MB vs 71 MB)."""
+    import subprocess
+    import sys
+
+    def peak(budget):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, "160", budget], capture_output=True, text=True,
+                             cwd=root, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return float(out.stdout.split()[-1])
+
+    small, big = peak("12MB"), peak("8GB")
+    assert small <= 12 + 40, (small, big)
+    assert big > small + 20, (small, big)

@@ -73,6 +73,10 @@ def add_arguments(p):
     p.add_argument("--backend", default="auto", help="auto | fast | reference (see `lrm-fast info`)")
     p.add_argument("--exact", action="store_true",
                    help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="the working memory a render or mesh may hold at once, e.g. 4GB, 512MiB or bytes (default: 75%% of what "
+                        "the device has free now; `lrm-fast info` shows it): sizes the ray, field-query and mesh-slab "
+                        "chunks; outputs do not depend on it")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--batch-size", type=int, default=1,
                    help="images per encoder/decoder call (default 1; meshes and videos are made per image)")
@@ -87,7 +91,7 @@ def add_arguments(p):
 def run(args) -> int:
     import torch
 
-    from ..api import load_model
+    from ..api import check_max_memory, load_model
     from ..batch import list_inputs, reconstruct_many
     from ..dist import dist_info, resolve_device
     from ..io.export import check_formats, textured, untextured
@@ -107,6 +111,7 @@ def run(args) -> int:
                          f"--formats {' or '.join(textured())}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_max_memory(args.max_memory, "--max-memory")  # fail before loading a model
     if args.remove_bg == "rembg":
         from ..io.background import rembg_status
 
@@ -135,7 +140,7 @@ def run(args) -> int:
         model, paths, args.out, formats, batch_size=args.batch_size, workers=args.workers,
         overwrite=args.overwrite, n_views=args.views, resolution=args.resolution, elevation=args.elevation,
         mc_resolution=args.mc_resolution, threshold=args.mc_threshold, coarse_to_fine=args.mc_coarse_to_fine,
-        watertight=args.watertight,
+        watertight=args.watertight, max_memory=args.max_memory,
         texture=args.texture, texture_size=texture_size, faces=args.faces, remove_background=args.remove_bg,
         preprocess=True if args.preprocess == "auto" else args.preprocess,
         model_name=name, stop_on_error=single, verbose=not args.quiet, progress=progress)

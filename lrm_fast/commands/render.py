@@ -28,19 +28,24 @@ def add_arguments(p):
     p.add_argument("--backend", default="auto")
     p.add_argument("--exact", action="store_true",
                    help="render every sample (no empty-space skipping; bit for bit the renderer without a grid)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="the working memory a render or mesh may hold at once, e.g. 4GB, 512MiB or bytes (default: 75%% of what "
+                        "the device has free now; `lrm-fast info` shows it): sizes the ray, field-query and mesh-slab "
+                        "chunks; outputs do not depend on it")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (must match reconstruct's)")
 
 
 def run(args) -> int:
     import numpy as np
 
-    from ..api import Reconstruction, load_model
+    from ..api import Reconstruction, check_max_memory, load_model
     from ..io.export import check_formats, load_triplane, write_kind
 
     try:
         formats = check_formats(args.formats, kinds=_KINDS)
     except ValueError as e:
         raise ValueError(f"--formats: {e}") from None
+    check_max_memory(args.max_memory, "--max-memory")
     planes, meta = load_triplane(args.triplane)
     model_name = args.model or meta.get("model")
     if not model_name:
@@ -60,7 +65,7 @@ def run(args) -> int:
     else:
         az = list(np.linspace(0, 360, args.views, endpoint=False))
     rgb = rec.render(azimuths=az, elevations=args.elevation, distance=args.distance,
-                     resolution=args.resolution)["rgb"][0]
+                     resolution=args.resolution, max_memory=args.max_memory)["rgb"][0]
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, os.path.basename(args.triplane).split(".")[0])
     written = [p for kind in _KINDS for p in write_kind(formats, kind, rgb, stem)]

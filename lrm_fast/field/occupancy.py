@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..memory import MemoryBudget
 from .activations import DENSITY
 from .bounds import field_density_bounds
 
@@ -81,10 +82,12 @@ BOUND_BLOCK = 2   # cells per block side for the proven pre-pass of build_occupa
 
 @torch.no_grad()
 def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOLUTION, box_min: float = -1.0,
-                    box_max: float = 1.0, subdiv: int = 2, dilate: int = 1, chunk: int = 1 << 18,
-                    bounds=None, cut: float | None = None) -> OccupancyGrid:
+                    box_max: float = 1.0, subdiv: int = 2, dilate: int = 1, chunk: int | None = None,
+                    bounds=None, cut: float | None = None, max_memory=None) -> OccupancyGrid:
     """The occupancy grid of triplanes ``planes [B, 3, C, H, W]`` with ``field`` (a ``TriplaneField``):
-    see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item.
+    see the module docstring. Cost: ``(subdiv * G + 1)^3`` field queries per item, ``chunk`` points a
+    pass (default: as many as the budget ``max_memory`` holds at ``field.query_bytes()`` a point, see
+    ``lrm_fast.memory``; the lattice's points and raw values, 16 bytes a point, are the grid's own).
 
     ``bounds`` (one triplane only; e.g. ``lrm_fast.field.bounds.field_density_bounds(field, planes, raw=True)``):
     a proven bound ``bounds(lo [M, 3], hi [M, 3]) -> (raw_min, raw_max)`` of the raw density over boxes.
@@ -98,6 +101,8 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
         raise ValueError(f"occupancy grid needs triplanes [B, 3, C, H, W], got {tuple(planes.shape)}")
     B = planes.shape[0]
     n = G * subdiv + 1
+    if chunk is None:
+        chunk = MemoryBudget.resolve(max_memory, planes.device).count(field.query_bytes() * B, minimum=256)
     dt = planes.dtype if planes.dtype in (torch.float32, torch.float64) else torch.float32
     x = torch.linspace(box_min, box_max, n, device=planes.device, dtype=dt)
     blk = BOUND_BLOCK
@@ -113,7 +118,7 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
 
 
 def proven_occupancy(field, planes: torch.Tensor, resolution: int, box_min: float, box_max: float,
-                     tau: float) -> OccupancyGrid:
+                     tau: float, max_memory=None) -> OccupancyGrid:
     """The occupancy grid of ``planes`` as reconstructions build it: one triplane of a ReLU field
     (OpenLRM's) gets the proven pre-pass (``field_density_bounds(raw=True)``: blocks proven empty at
     ``tau`` skip their lattice queries), others the plain lattice (through TripoSR's ten SiLU layers
@@ -124,7 +129,8 @@ def proven_occupancy(field, planes: torch.Tensor, resolution: int, box_min: floa
         bounds = field_density_bounds(field, planes, raw=True)
         sigma = tau / ((box_max - box_min) * 3 ** 0.5)
         cut = raw_cut(sigma, fc.density_bias, fc.density_activation) if sigma > 0 else None
-    return build_occupancy(field, planes, resolution, box_min, box_max, bounds=bounds, cut=cut)
+    return build_occupancy(field, planes, resolution, box_min, box_max, bounds=bounds, cut=cut,
+                           max_memory=max_memory)
 
 
 def _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, cut, x) -> OccupancyGrid:

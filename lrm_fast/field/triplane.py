@@ -66,6 +66,18 @@ class TriplaneField(nn.Module):
         """raw densities ``[...]`` -> densities (``ops.per_sample.density_activation``)."""
         return per_sample.density_activation(raw_density, self.cfg.density_bias, self.cfg.density_activation)
 
+    def query_bytes(self) -> int:
+        """Bytes one point of a field query may hold at once, counted generously, for chunked stages
+        to size their point chunks from a ``MemoryBudget`` (``budget.count(field.query_bytes())``): the
+        point (fp32 xyz, the int64 grid index it came from), the 3 planes' sampled features (fp32,
+        twice: the corners' blend and the aggregated MLP input), every MLP layer's activations (fp32,
+        twice: before and after the activation), the raw output and its activated copies."""
+        lin = self.linears
+        width_in = lin[0].in_features
+        feats = width_in if self.cfg.aggregate == "concat" else 3 * width_in
+        hidden = sum(m.out_features for m in lin[:-1])
+        return 4 * (2 * feats + 2 * hidden + 3 * 4) + 12 + 24
+
     def query(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Activated (density ``[B, N]``, rgb ``[B, N, 3]``) at points (OpenLRM ``run_model_activated``)."""
         raw = self(planes, points)

@@ -54,13 +54,16 @@ TORCH_LIBRARY(lrm_fast, m) {
   // empty-space skipping, per ray (csrc/occupancy.h): grid [B, G, G, G] bool, rays grouped by item
   m.def("occupancy_mark(Tensor origins, Tensor dirs, Tensor t, Tensor grid, int rays_per_item, float box_min, "
         "float box_max) -> (Tensor, Tensor, Tensor)");
-  m.def("occupancy_pack(Tensor origins, Tensor dirs, Tensor t, Tensor keep, Tensor offsets) -> (Tensor, Tensor)");
+  // n, n_need: the packed totals offsets[R], offsets_need[R] when the caller has them (-1: the kernel
+  // reads them, on CUDA a host sync each; csrc/occupancy_ops.h packed_total)
+  m.def("occupancy_pack(Tensor origins, Tensor dirs, Tensor t, Tensor keep, Tensor offsets, SymInt n=-1) "
+        "-> (Tensor, Tensor)");
   m.def("occupancy_unpack(Tensor values, Tensor keep, Tensor offsets) -> Tensor");
   m.def("occupancy_merge(Tensor origins, Tensor dirs, Tensor t_c, Tensor occ_c, Tensor keep_c, Tensor offsets_c, "
         "Tensor t_f, Tensor grid, int rays_per_item, float box_min, float box_max) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("occupancy_gather(Tensor origins, Tensor dirs, Tensor t, Tensor keep, Tensor src, Tensor offsets, "
-        "Tensor offsets_need, Tensor raw_c) -> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor offsets_need, Tensor raw_c, SymInt n=-1, SymInt n_need=-1) -> (Tensor, Tensor, Tensor, Tensor)");
   // fused triplane field (CPU; the CUDA path is the Triton kernel): planes [B, 3, C, H, W], points
   // [B, N, 3], MLP weights [out, in] / biases [out] (zeros for no bias) -> raw outputs [B, N, out];
   // aggregate: 0 concat, 1 sum, 2 mean; activation: 0 relu, 1 silu, 2 softplus

@@ -42,13 +42,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> occupancy_mark_cpu(const at::Tens
 
 std::tuple<at::Tensor, at::Tensor> occupancy_pack_cpu(const at::Tensor& o_in, const at::Tensor& d_in,
                                                       const at::Tensor& t_in, const at::Tensor& keep_in,
-                                                      const at::Tensor& off_in) {
+                                                      const at::Tensor& off_in, int64_t n) {
   check_occupancy_pack(o_in, d_in, t_in, keep_in, off_in);
   const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
   const auto off = off_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   const int64_t* offp = off.data_ptr<int64_t>();
-  const int64_t N = offp[R];
+  const int64_t N = packed_total("occupancy_pack", "n", off, n);
   auto t_p = at::empty({N}, t.options()), pts = at::empty({N, 3}, t.options());
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "occupancy_pack_cpu", [&] {
     const scalar_t *op_ = o.data_ptr<scalar_t>(), *dp = d.data_ptr<scalar_t>(), *tp = t.data_ptr<scalar_t>();
@@ -115,14 +115,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy_gather_cpu(
     const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_in, const at::Tensor& keep_in,
-    const at::Tensor& src_in, const at::Tensor& off_in, const at::Tensor& offn_in, const at::Tensor& rawc_in) {
+    const at::Tensor& src_in, const at::Tensor& off_in, const at::Tensor& offn_in, const at::Tensor& rawc_in,
+    int64_t n, int64_t n_need) {
   check_occupancy_gather(o_in, d_in, t_in, keep_in, src_in, off_in, offn_in, rawc_in);
   const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
   const auto src = src_in.contiguous(), off = off_in.contiguous(), offn = offn_in.contiguous();
   const auto rawc = rawc_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
   const int64_t *offp = off.data_ptr<int64_t>(), *offnp = offn.data_ptr<int64_t>();
-  const int64_t N = offp[R], Nn = offnp[R];
+  const int64_t N = packed_total("occupancy_gather", "n", off, n);
+  const int64_t Nn = packed_total("occupancy_gather", "n_need", offn, n_need);
   auto t_p = at::empty({N}, t.options()), raw_p = at::empty({N, 4}, t.options());
   auto pts = at::empty({Nn, 3}, t.options()), pos = at::empty({Nn}, t.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "occupancy_gather_cpu", [&] {

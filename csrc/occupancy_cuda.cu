@@ -92,13 +92,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> occupancy_mark_cuda(const at::Ten
 
 std::tuple<at::Tensor, at::Tensor> occupancy_pack_cuda(const at::Tensor& o_in, const at::Tensor& d_in,
                                                        const at::Tensor& t_in, const at::Tensor& keep_in,
-                                                       const at::Tensor& off_in) {
+                                                       const at::Tensor& off_in, int64_t n) {
   check_occupancy_pack(o_in, d_in, t_in, keep_in, off_in);
   const c10::cuda::CUDAGuard guard(t_in.device());
   const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
   const auto off = off_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
-  const int64_t N = off[R].item<int64_t>();  // a host sync: the output size
+  const int64_t N = packed_total("occupancy_pack", "n", off, n);  // not given: a host sync
   auto t_p = at::empty({N}, t.options()), pts = at::empty({N, 3}, t.options());
   if (R == 0 || N == 0) return {t_p, pts};
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -156,14 +156,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> occupancy_gather_cuda(
     const at::Tensor& o_in, const at::Tensor& d_in, const at::Tensor& t_in, const at::Tensor& keep_in,
-    const at::Tensor& src_in, const at::Tensor& off_in, const at::Tensor& offn_in, const at::Tensor& rawc_in) {
+    const at::Tensor& src_in, const at::Tensor& off_in, const at::Tensor& offn_in, const at::Tensor& rawc_in,
+    int64_t n, int64_t n_need) {
   check_occupancy_gather(o_in, d_in, t_in, keep_in, src_in, off_in, offn_in, rawc_in);
   const c10::cuda::CUDAGuard guard(t_in.device());
   const auto o = o_in.contiguous(), d = d_in.contiguous(), t = t_in.contiguous(), keep = keep_in.contiguous();
   const auto src = src_in.contiguous(), off = off_in.contiguous(), offn = offn_in.contiguous();
   const auto rawc = rawc_in.contiguous();
   const int64_t R = t.size(0), S = t.size(1);
-  const int64_t N = off[R].item<int64_t>(), Nn = offn[R].item<int64_t>();  // host syncs: the output sizes
+  // the output sizes (each one not given: a host sync)
+  const int64_t N = packed_total("occupancy_gather", "n", off, n);
+  const int64_t Nn = packed_total("occupancy_gather", "n_need", offn, n_need);
   auto t_p = at::empty({N}, t.options()), raw_p = at::empty({N, 4}, t.options());
   auto pts = at::empty({Nn, 3}, t.options()), pos = at::empty({Nn}, t.options().dtype(at::kLong));
   if (R == 0 || N == 0) return {t_p, raw_p, pts, pos};

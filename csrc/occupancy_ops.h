@@ -112,6 +112,18 @@ inline void check_occupancy_pack(const at::Tensor& o, const at::Tensor& d, const
   check_offsets("occupancy_pack", off, t.size(0), t);
 }
 
+// the packed total N = offsets[R] of a pack or gather output: the caller's n when it gives one (n >= 0),
+// else read from the offsets. On CUDA that read is a host sync per call, so a caller that has N
+// already (render/skipping.py reads every size of a pass in one copy) passes it, unchecked there; on
+// the CPU the read is free and a given n must equal it.
+inline int64_t packed_total(const char* op, const char* name, const at::Tensor& off, int64_t n) {
+  if (n >= 0 && off.is_cuda()) return n;
+  const int64_t have = off[off.size(0) - 1].item<int64_t>();
+  TORCH_CHECK(n < 0 || n == have, "lrm_fast.", op, ": ", name, " must be ", have, " (the offsets' last entry), got ",
+              n);
+  return have;
+}
+
 // occupancy_unpack: values [N], keep [R, S] bool, offsets [R + 1] (N = offsets[R]: the CPU entry
 // checks that on the host; on CUDA it would cost a sync)
 inline void check_occupancy_unpack(const at::Tensor& v, const at::Tensor& keep, const at::Tensor& off) {

@@ -1,5 +1,6 @@
 """The launch / sync counter (``bench/lib/launches.py``) counts what it says on known code, and what
 the renderer's launch and sync budget (the GPU issue's rules) holds on the path a CUDA device takes."""
+import pytest
 import torch
 
 from bench.lib.launches import LaunchCounter, count_render
@@ -22,6 +23,28 @@ def test_counts_ops_and_syncs_of_known_code():
     assert c.sync_ops == {"Tensor.tolist": 1}
 
 
+def test_kernel_syncs_are_the_sizes_not_given():
+    """A packing op's CUDA kernel reads each output size its caller does not give: the counter counts
+    those (on any device), and none where the sizes are given."""
+    from lrm_fast.ops import _dispatch
+    from lrm_fast.ops.occupancy import occupancy_gather, occupancy_pack
+
+    if _dispatch.resolve("occupancy_pack", "auto", torch.zeros(1))[0] != "cpp":
+        pytest.skip("lrm_fast._C not built")
+    o, d = torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 1.0]] * 2)
+    t, keep = torch.linspace(-1, 1, 3).repeat(2, 1), torch.tensor([[True, True, False]] * 2)
+    off, off_n, src = torch.tensor([0, 2, 4]), torch.tensor([0, 0, 0]), torch.tensor([[0, 1, -2], [2, 3, -2]])
+    raw = torch.zeros(4, 4)
+    with LaunchCounter() as c:
+        occupancy_pack(o, d, t, keep, off)
+        occupancy_gather(o, d, t, keep, src, off, off_n, raw)
+    assert dict(c.sync_ops) == {"lrm_fast::occupancy_pack": 1, "lrm_fast::occupancy_gather": 2}
+    with LaunchCounter() as c:
+        occupancy_pack(o, d, t, keep, off, 4)
+        occupancy_gather(o, d, t, keep, src, off, off_n, raw, 4, 0)
+    assert c.syncs == 0 and c.ops == 2, dict(c.sync_ops)
+
+
 def test_exact_render_launches_do_not_grow_with_batch_or_image(tiny_model):
     """The launch budget of an exact render on the GPU's path: every ray of every batch item and view
     in one pass, so the same ops for 1 or 8 triplanes and for a 64^2 or a 512^2 view, and no sync."""
@@ -37,13 +60,14 @@ def test_exact_render_launches_do_not_grow_with_batch_or_image(tiny_model):
 
 def test_skipping_render_launches_do_not_grow_with_batch(tiny_model):
     """A skipping render (occupancy grid) queries the field once per pass for every batch item (padded
-    to the longest item: one sync for its length, none for one item); its other syncs are the
-    packing kernels' output sizes (``KERNEL_SYNCS``). Today: 3 syncs for one item, 5 for several,
-    whatever the batch; the issue's budget of 2 needs the packing ops to take their sizes."""
+    to the longest item); each pass reads every size it needs (the packed totals, the longest
+    item's count) in one host read and gives them to the packing ops and the field query, so no
+    kernel reads its own (``KERNEL_SYNCS``): the issue's budget, 2 syncs whatever the batch."""
     m = tiny_model.eval()
     one, eight = count_render(m, 1, 32, 2, skipping=True), count_render(m, 8, 32, 2, skipping=True)
     assert one.ops == eight.ops, (dict(one.by_op), dict(eight.by_op))
-    assert one.syncs == 3 and eight.syncs == 5, (dict(one.sync_ops), dict(eight.sync_ops))
+    assert one.syncs == eight.syncs == 2, (dict(one.sync_ops), dict(eight.sync_ops))
+    assert dict(one.sync_ops) == {"Tensor.tolist": 2}, dict(one.sync_ops)
     assert count_render(m, 1, 128, 1, skipping=True).ops == one.ops
 
 

@@ -175,8 +175,9 @@ def test_occupancy_lookup_closed_form():
     assert got.tolist() == [[True, True, False, False], [True, True, False, False]]
 
 
-def _steps(backend, dtype, seed=0):
-    """The renderer's skipping steps on random rays through a random grid (2 items)."""
+def _steps(backend, dtype, seed=0, sized=False):
+    """The renderer's skipping steps on random rays through a random grid (2 items); ``sized``: the
+    packing ops given their output sizes, as the renderer gives them."""
     g = torch.Generator().manual_seed(seed)
     B, R, A, F, G = 2, 40, 12, 9, 6
     o = torch.randn(B * R, 3, generator=g, dtype=dtype) * 0.2 - torch.tensor([0.0, 2.0, 0.0], dtype=dtype)
@@ -190,13 +191,14 @@ def _steps(backend, dtype, seed=0):
     grid = torch.rand(B, G, G, G, generator=g) < 0.3
     occ, keep, counts = occupancy_mark(o, d, tc, grid, R, -1.0, 1.0, backend=backend)
     off = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    t_p, pts = occupancy_pack(o, d, tc, keep, off, backend=backend)
+    t_p, pts = occupancy_pack(o, d, tc, keep, off, *[int(off[-1])] * sized, backend=backend)
     raw_c = torch.randn(t_p.shape[0], 4, generator=g, dtype=dtype)
     w = occupancy_unpack(raw_c[:, 0].contiguous(), keep, off, backend=backend)
     t, keep_m, src, cnt, need = occupancy_merge(o, d, tc, occ, keep, off, tf, grid, R, -1.0, 1.0, backend=backend)
     off_m = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
     off_n = torch.cat([need.new_zeros(1), need.cumsum(0)])
-    gathered = occupancy_gather(o, d, t, keep_m, src, off_m, off_n, raw_c, backend=backend)
+    sizes = (int(off_m[-1]), int(off_n[-1])) if sized else ()
+    gathered = occupancy_gather(o, d, t, keep_m, src, off_m, off_n, raw_c, *sizes, backend=backend)
     return (occ, keep, counts, t_p, pts, w, t, keep_m, src, cnt, need) + tuple(gathered)
 
 
@@ -210,6 +212,24 @@ def test_skip_steps_cpp_equal_twins(dtype):
     assert 0 < int(counts.sum()) < keep.numel() and bool((keep | ~occ).all())
     src, need = want[8], want[10]
     assert int(need.sum()) > 0 and bool((src == -2).any()) and bool((src >= 0).any())
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+def test_skip_steps_take_their_sizes(backend):
+    """Given their output sizes (the renderer reads them all in one sync), the packing ops return what
+    they return reading them; a wrong size is a one-line error where checking it is free (the twin,
+    the CPU kernel; CUDA trusts it)."""
+    got, want = _steps(backend, torch.float32, sized=True), _steps(backend, torch.float32)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and torch.equal(g, w), i
+    o, d = torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 1.0]] * 2)
+    t, keep = torch.linspace(-1, 1, 4).repeat(2, 1), torch.tensor([[True, True, False, False]] * 2)
+    off, off_n = torch.tensor([0, 2, 4]), torch.tensor([0, 1, 1])
+    with pytest.raises((ValueError, RuntimeError), match=r"occupancy_pack: n must be 4.*got 5"):
+        occupancy_pack(o, d, t, keep, off, 5, backend=backend)
+    src = torch.where(keep, torch.tensor([[0, -1, -2, -2], [1, 2, -2, -2]]), -2)
+    with pytest.raises((ValueError, RuntimeError), match=r"occupancy_gather: n_need must be 1.*got 0"):
+        occupancy_gather(o, d, t, keep, src, off, off_n, torch.zeros(3, 4), 4, 0, backend=backend)
 
 
 def test_skip_steps_twins_closed_form():
@@ -458,8 +478,9 @@ def test_packed_field_query_is_one_call_equal_to_per_item_queries(tiny_model, ba
     handle = field.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
         got = ctx.raw_packed(points, offsets[::R])
+        assert torch.equal(ctx.raw_packed(points, offsets[::R], 14), got)  # the longest item's count, given
     handle.remove()
-    assert len(calls) == 1
+    assert len(calls) == 2
     ends = offsets[::R].tolist()
     with torch.no_grad():
         want = torch.cat([field(planes[b:b + 1], points[ends[b]:ends[b + 1]][None])[0] for b in range(3)])

@@ -160,8 +160,9 @@ def _packed_fwd(thresh):
     return (*_grad(raw), t, off, o, d, *_grad(bg), *PARAMS, thresh)
 
 
-def _occupancy(step):
-    """The renderer's skipping steps on a few rays (2 items): the inputs of step ``step``."""
+def _occupancy(step, sized=False):
+    """The renderer's skipping steps on a few rays (2 items): the inputs of step ``step``; ``sized``:
+    with the output sizes the renderer gives the packing ops."""
     g = _gen(4)
     B, R, A, F, G = 2, 6, 10, 7, 5
     o, d = _rays(B * R, g)
@@ -174,7 +175,7 @@ def _occupancy(step):
     occ, keep, counts = torch.ops.lrm_fast.occupancy_mark(*mark)
     off = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     if step == "pack":
-        return o, d, tc, keep, off
+        return (o, d, tc, keep, off) + (int(off[-1]),) * sized
     raw_c = torch.randn(int(off[-1]), 4, generator=g)
     if step == "unpack":
         return raw_c[:, 0].contiguous(), keep, off
@@ -184,7 +185,7 @@ def _occupancy(step):
     t, keep_m, src, cnt, need = torch.ops.lrm_fast.occupancy_merge(*merge)
     off_m = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
     off_n = torch.cat([need.new_zeros(1), need.cumsum(0)])
-    return o, d, t, keep_m, src, off_m, off_n, raw_c
+    return (o, d, t, keep_m, src, off_m, off_n, raw_c) + (int(off_m[-1]), int(off_n[-1])) * sized
 
 
 def _triplane(grad, agg=0):
@@ -254,10 +255,11 @@ SAMPLES = {
     "composite_samples_packed_bwd": [("", _packed_bwd, None)],
     "composite_samples_packed_weights": [("", lambda: (*_samples_args(packed=True)[:5], *PARAMS), None)],
     "occupancy_mark": [("", lambda: _occupancy("mark"), None)],
-    "occupancy_pack": [("", lambda: _occupancy("pack"), None)],
+    "occupancy_pack": [("", lambda: _occupancy("pack"), None), ("sized", lambda: _occupancy("pack", True), None)],
     "occupancy_unpack": [("", lambda: _occupancy("unpack"), None)],
     "occupancy_merge": [("", lambda: _occupancy("merge"), None)],
-    "occupancy_gather": [("", lambda: _occupancy("gather"), None)],
+    "occupancy_gather": [("", lambda: _occupancy("gather"), None),
+                         ("sized", lambda: _occupancy("gather", True), None)],
     "triplane_mlp_fwd": [("concat", lambda: (*_triplane(True), 0, 1), None),
                          ("mean", lambda: (*_triplane(True, agg=2), 2, 1), None)],
     "triplane_mlp_bwd": [("", _triplane_bwd, None)],

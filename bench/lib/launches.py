@@ -11,8 +11,8 @@ Views and metadata-only ops (``aten.view``, ``aten.t``, ...) are not kernels and
 
 Two kinds of host sync never reach the dispatcher as an op of their own, and are counted apart: a
 ``Tensor.tolist()`` / ``.numpy()`` read (seen as a torch function: ``HOST_READS``), and the syncs
-inside our custom ops' CUDA kernels, which read their output sizes (``KERNEL_SYNCS``: counted on
-any device, as the CUDA path would sync)."""
+inside our custom ops' CUDA kernels, which read the output sizes their caller did not give
+(``KERNEL_SYNCS``: counted on any device, as the CUDA path would sync)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -32,8 +32,9 @@ SYNC_OPS = {
 HOST_SCALAR = {"aten::_local_scalar_dense"}
 # reads of a tensor's data by the host that bypass the dispatcher
 HOST_READS = {"tolist", "numpy"}
-# custom ops whose CUDA kernels sync inside: the output sizes they read (csrc/occupancy_cuda.cu)
-KERNEL_SYNCS = {"lrm_fast::occupancy_pack": 1, "lrm_fast::occupancy_gather": 2}
+# custom ops whose CUDA kernels sync inside: their size arguments, each one not given (-1) a size the
+# kernel reads (csrc/occupancy_ops.h packed_total)
+KERNEL_SYNCS = {"lrm_fast::occupancy_pack": ("n",), "lrm_fast::occupancy_gather": ("n", "n_need")}
 # metadata only: no kernel
 NO_KERNEL = {
     "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::t", "aten::transpose", "aten::permute",
@@ -53,6 +54,12 @@ def _is_sync(name: str, args) -> bool:
         idx = args[1] if len(args) > 1 else ()
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (idx or ()))
     return False
+
+
+def _kernel_syncs(func, args, kwargs) -> int:
+    names = [a.name for a in func._schema.arguments]
+    given = dict(zip(names, args), **kwargs)
+    return sum(given.get(size, -1) < 0 for size in KERNEL_SYNCS[func._schema.name])
 
 
 class _HostReads(TorchFunctionMode):
@@ -92,8 +99,8 @@ class LaunchCounter(TorchDispatchMode):
             self.by_op[name] += 1
             if _is_sync(name, args):
                 self.sync_ops[name] += 1
-            elif name in KERNEL_SYNCS:
-                self.sync_ops[name] += KERNEL_SYNCS[name]
+            elif name in KERNEL_SYNCS and (n := _kernel_syncs(func, args, kwargs or {})):
+                self.sync_ops[name] += n
         return func(*args, **(kwargs or {}))
 
     @property

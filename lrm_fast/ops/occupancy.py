@@ -252,8 +252,16 @@ def _mark_ref(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_ma
     return occ, keep, keep.sum(1)
 
 
-def _pack_ref(origins, dirs, t, keep, offsets):
+def _sized(op, name, n, offsets):
+    """A caller's packed total ``n`` (-1: none given) must be the layout's, ``offsets[-1]`` (the
+    kernels' ``packed_total`` checks it where that is free and trusts it on CUDA; the twin checks)."""
+    if n >= 0 and n != (got := int(offsets[-1])):
+        raise ValueError(f"{op}: {name} must be {got} (the offsets' last entry), got {n}")
+
+
+def _pack_ref(origins, dirs, t, keep, offsets, n=-1):
     pts = sample_points(origins, dirs, t)
+    _sized("occupancy_pack", "n", n, offsets)
     return t[keep], pts[keep]
 
 
@@ -277,7 +285,9 @@ def _merge_ref(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per
     return t, keep, src, keep.sum(1), (src == -1).sum(1)
 
 
-def _gather_ref(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
+def _gather_ref(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n=-1, n_need=-1):
+    _sized("occupancy_gather", "n", n, offsets)
+    _sized("occupancy_gather", "n_need", n_need, offsets_need)
     s = src[keep]
     have = s >= 0
     raw_p = torch.where(have[:, None], raw_c[s.clamp_min(0)] if raw_c.shape[0] else raw_c.new_zeros(s.shape[0], 4),
@@ -292,8 +302,8 @@ def _mark_cpp(origins, dirs, t, grid, rays_per_item: int, box_min: float, box_ma
     return torch.ops.lrm_fast.occupancy_mark(origins, dirs, t, grid, rays_per_item, box_min, box_max)
 
 
-def _pack_cpp(origins, dirs, t, keep, offsets):
-    return torch.ops.lrm_fast.occupancy_pack(origins, dirs, t, keep, offsets)
+def _pack_cpp(origins, dirs, t, keep, offsets, n=-1):
+    return torch.ops.lrm_fast.occupancy_pack(origins, dirs, t, keep, offsets, n)
 
 
 def _unpack_cpp(values, keep, offsets):
@@ -306,12 +316,16 @@ def _merge_cpp(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per
                                               box_min, box_max)
 
 
-def _gather_cpp(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
-    return torch.ops.lrm_fast.occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c)
+def _gather_cpp(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n=-1, n_need=-1):
+    return torch.ops.lrm_fast.occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n, n_need)
 
 
-# fake kernels (torch.compile, opcheck); the packed lengths N = offsets[-1] are data, so they are
-# new dynamic sizes
+# fake kernels (torch.compile, opcheck); the packed lengths N = offsets[-1] are data: the caller's
+# sizes where it gives them, else new dynamic sizes
+
+
+def _size(n):
+    return torch.library.get_ctx().new_dynamic_size() if isinstance(n, int) and n < 0 else n
 
 
 @_ext.register_fake("occupancy_mark")
@@ -322,8 +336,8 @@ def _(origins, dirs, t, grid, rays_per_item, box_min, box_max):
 
 
 @_ext.register_fake("occupancy_pack")
-def _(origins, dirs, t, keep, offsets):
-    n = torch.library.get_ctx().new_dynamic_size()
+def _(origins, dirs, t, keep, offsets, n=-1):
+    n = _size(n)
     return t.new_empty(n), t.new_empty(n, 3)
 
 
@@ -340,9 +354,8 @@ def _(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, rays_per_item, bo
 
 
 @_ext.register_fake("occupancy_gather")
-def _(origins, dirs, t, keep, src, offsets, offsets_need, raw_c):
-    ctx = torch.library.get_ctx()
-    n, n_need = ctx.new_dynamic_size(), ctx.new_dynamic_size()
+def _(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n=-1, n_need=-1):
+    n, n_need = _size(n), _size(n_need)
     return t.new_empty(n), t.new_empty(n, 4), t.new_empty(n_need, 3), t.new_empty(n_need, dtype=torch.long)
 
 
@@ -366,9 +379,11 @@ def occupancy_mark(origins, dirs, t, grid, rays_per_item: int, box_min: float, b
                  float(box_max))
 
 
-def occupancy_pack(origins, dirs, t, keep, offsets, backend="auto"):
-    """The kept samples, packed: t ``[N]`` and their points ``o + t d`` ``[N, 3]`` (ray_points' rounding)."""
-    return _step("occupancy_pack", backend, origins, dirs, t, keep, offsets)
+def occupancy_pack(origins, dirs, t, keep, offsets, n: int = -1, backend="auto"):
+    """The kept samples, packed: t ``[N]`` and their points ``o + t d`` ``[N, 3]`` (ray_points' rounding).
+    ``n``: ``N = offsets[-1]`` if the caller has it (-1: the op reads it, on CUDA a host sync; a wrong
+    ``n`` is an error wherever checking it is free, and is trusted on CUDA)."""
+    return _step("occupancy_pack", backend, origins, dirs, t, keep, offsets, n)
 
 
 def occupancy_unpack(values, keep, offsets, backend="auto"):
@@ -387,7 +402,9 @@ def occupancy_merge(origins, dirs, t_c, occ_c, keep_c, offsets_c, t_f, grid, ray
                  int(rays_per_item), float(box_min), float(box_max))
 
 
-def occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, backend="auto"):
+def occupancy_gather(origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n: int = -1, n_need: int = -1,
+                     backend="auto"):
     """The merged kept samples, packed: t ``[N]``, raw ``[N, 4]`` (coarse outputs copied, zeros where
-    the field must still run), the points to evaluate ``[Nn, 3]`` and their packed positions ``[Nn]``."""
-    return _step("occupancy_gather", backend, origins, dirs, t, keep, src, offsets, offsets_need, raw_c)
+    the field must still run), the points to evaluate ``[Nn, 3]`` and their packed positions ``[Nn]``.
+    ``n``, ``n_need``: ``N = offsets[-1]`` and ``Nn = offsets_need[-1]`` as ``occupancy_pack``'s ``n``."""
+    return _step("occupancy_gather", backend, origins, dirs, t, keep, src, offsets, offsets_need, raw_c, n, n_need)

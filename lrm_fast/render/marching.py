@@ -97,20 +97,23 @@ class MarchContext:
             return self.raw_packed(pts.reshape(BR * S, 3), self.ray_ends * S).reshape(BR, S, -1).to(depths.dtype)
         return self.field(self.planes, pts.reshape(B, (BR // B) * S, 3)).reshape(BR, S, -1).to(depths.dtype)
 
-    def raw_packed(self, points, ends):
+    def raw_packed(self, points, ends, longest: int | None = None):
         """raw field outputs ``[N, 4]`` at packed ``points [N, 3]`` grouped by batch item: item ``b`` owns
         points ``ends[b] .. ends[b + 1] - 1`` (``ends [B + 1]``; each item's points go with its planes).
 
         One field call for every item: item ``b``'s points are padded to the longest item's count,
-        ``[B, Nmax, 3]`` (zeros after its own), queried, and gathered back. ``Nmax`` is the one host
-        sync (none for one item); the launches do not depend on the batch. A point's outputs are
-        its own (the field is per point): on the fused field op a per-item query's bit for bit."""
+        ``[B, Nmax, 3]`` (zeros after its own), queried, and gathered back. ``longest``: ``Nmax`` if the
+        caller has it (the skipping marcher reads it with its other sizes in one copy); None: read
+        here, one host sync (none for one item). The launches do not depend on the batch. A point's
+        outputs are its own (the field is per point): on the fused field op a per-item query's bit
+        for bit."""
         planes = self.planes
         B, N = planes.shape[0], points.shape[0]
         if N == 0:
             return points.new_zeros(0, 4)
         ends = ends.contiguous()
-        longest = (ends[1:] - ends[:-1]).max()  # (one item: N, no read; same launches)
+        if longest is None:
+            longest = (ends[1:] - ends[:-1]).max()  # (one item: N, no read; same launches)
         n_max = N if B == 1 else int(longest)
         i = torch.arange(N, device=points.device)
         item = torch.searchsorted(ends, i, right=True) - 1

@@ -45,6 +45,18 @@ def _offsets(counts: torch.Tensor) -> torch.Tensor:
     return off
 
 
+def _longest(off: torch.Tensor, rays_per_item: int) -> torch.Tensor:
+    """The largest batch item's count of packed samples (offsets ``off`` of rays grouped by item), 0-dim."""
+    ends = off[::rays_per_item]
+    return (ends[1:] - ends[:-1]).max()
+
+
+def _read(*sizes: torch.Tensor) -> list:
+    """Every size a pass needs on the host (0-dim int64 tensors) in one read: one sync for all of them
+    (the packing ops and the padded field query take them instead of reading each their own)."""
+    return torch.stack(sizes).tolist()
+
+
 class SkippingMarcher(Marcher):
     """The exact marcher with empty-space skipping (module docstring), inference only: ``ctx.mask``
     ``[B, G, G, G]`` bool (an occupancy grid's ``mask``); rays as every marcher's (``marching.py``).
@@ -65,8 +77,9 @@ class SkippingMarcher(Marcher):
         tc = stratified(near.reshape(-1), far.reshape(-1), n_coarse, jitter=False, backend=be)
         occ_c, keep_c, counts_c = occupancy_mark(o, d, tc, mask, R, *box, backend=be)
         off_c = _offsets(counts_c)
-        t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, backend=be)
-        raw_p = ctx.raw_packed(pts, off_c[::R]).to(tc.dtype)
+        n_c, longest_c = _read(off_c[-1], _longest(off_c, R))
+        t_p, pts = occupancy_pack(o, d, tc, keep_c, off_c, n_c, backend=be)
+        raw_p = ctx.raw_packed(pts, off_c[::R], longest_c).to(tc.dtype)
         evaluated, dense, off = raw_p.shape[0], tc.numel(), off_c
         if s.importance:
             w_p = composite_samples_packed_weights(raw_p, t_p, off_c, o, d, backend=be, **kw)
@@ -75,10 +88,12 @@ class SkippingMarcher(Marcher):
             t, keep, src, counts, need = occupancy_merge(o, d, tc, occ_c, keep_c, off_c, fine, mask, R, *box,
                                                          backend=be)
             off, off_n = _offsets(counts), _offsets(need)
-            t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, backend=be)
-            if pts_n.shape[0]:
-                raw_p[pos_n] = ctx.raw_packed(pts_n, off_n[::R]).to(raw_p.dtype)
-            evaluated += pts_n.shape[0]
+            n, n_need, longest_n = _read(off[-1], off_n[-1], _longest(off_n, R))
+            t_p, raw_p, pts_n, pos_n = occupancy_gather(o, d, t, keep, src, off, off_n, raw_p, n, n_need,
+                                                        backend=be)
+            if n_need:
+                raw_p[pos_n] = ctx.raw_packed(pts_n, off_n[::R], longest_n).to(raw_p.dtype)
+            evaluated += n_need
             dense = t.numel()
         if stats is not None:
             stats["evaluated"] = stats.get("evaluated", 0) + evaluated

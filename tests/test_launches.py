@@ -83,3 +83,20 @@ def test_a_chunked_render_launches_per_chunk_only(tiny_model):
     eight = count_render(m, 8, 16, 1, max_memory=8 * 128 * per_ray)
     whole = count_render(m, 1, 16, 1)
     assert one.ops == eight.ops and whole.ops < one.ops
+
+
+def test_training_step_launches_do_not_grow_with_batch_or_view(tmp_path):
+    """The GPU issue's rule for a training step, on the path a CUDA device takes: no host sync, and the
+    same ops for 2 and 8 batch items and for a small and a larger view. Batch 1 may differ by a
+    constant: autograd elides the reduction of a broadcast (a parameter expanded over the batch) that
+    has nothing to reduce; it never grows per item."""
+    from bench.lib.launches import count_train_step
+    from lrm_fast.data.synthetic import make_dataset
+
+    root = str(tmp_path / "data")
+    make_dataset(root, 8, n_views=2, resolution=16, seed=0, workers=1, depth=False)
+    c = {(b, r): count_train_step(root, b, r, str(tmp_path / f"run{b}-{r}")) for b, r in
+         ((1, 8), (2, 8), (8, 8), (2, 16))}
+    assert all(x.syncs == 0 for x in c.values()), {k: dict(x.sync_ops) for k, x in c.items()}
+    assert c[(2, 8)].ops == c[(8, 8)].ops == c[(2, 16)].ops
+    assert abs(c[(1, 8)].ops - c[(2, 8)].ops) <= 4

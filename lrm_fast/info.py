@@ -44,10 +44,10 @@ INT8_RULE = 1.5
 # picks int8 on a class only when every preset recorded for it is at >= INT8_RULE; a class with no
 # measurement stays fp32.
 INT8_MEASURED: dict[str, dict[str, float]] = {
-    # the 2-core AMD EPYC this was written on, shared with other jobs (load average 8-12), oneDNN engine:
-    # base 4 rounds (1.94, 1.76, 1.50, 1.40x), triposr 2 (0.96, 1.44x); FBGEMM's x86 engine base 1.52x.
-    # Loaded-machine numbers, but triposr misses the rule by far, so auto stays fp32 on AVX2.
-    "avx2": {"base": 1.63, "triposr": 1.13},
+    # the 2-core AMD EPYC this was written on, oneDNN engine: base on the quiet machine (load 1.8,
+    # 2026-12-07: 3 rounds, fp32 9.31 s / int8 6.67 s median); triposr under load 8-11 (2 rounds, 0.96 and
+    # 1.44x; the loaded base run read 1.63x, FBGEMM's x86 engine 1.52x). Both miss the rule: fp32 on AVX2.
+    "avx2": {"base": 1.40, "triposr": 1.13},
 }
 
 

@@ -96,18 +96,24 @@ def _smooth_planes(model, device):
     return planes[None].to(device, next(model.parameters()).dtype)
 
 
-@pytest.mark.parametrize("preset,res", SMOOTH, ids=[f"{p}-{r}" for p, r in SMOOTH])
-@pytest.mark.parametrize("backend", ["reference", "fast"])
-def test_smooth_field_to_mesh(benchmark, preset, res, backend):
-    from lrm_fast.mesh import extract_mesh
-
+def _smooth_case(preset: str):
+    """The smooth field of ``preset`` on ``DEVICE``: (model, planes, the level at its densest tenth on
+    a 32^3 grid)."""
     model, _ = _model(preset)
     planes = _smooth_planes(model, DEVICE)
     field = model.field
     with torch.inference_mode():
         g, _ = density_grid(lambda p: field.density(field(planes, p[None])[..., 0].float())[0], 32,
                             model.cfg.render.box_min, model.cfg.render.box_max, 0.0, DEVICE, False)
-    threshold = float(np.quantile(g, 0.9))
+    return model, planes, float(np.quantile(g, 0.9))
+
+
+@pytest.mark.parametrize("preset,res", SMOOTH, ids=[f"{p}-{r}" for p, r in SMOOTH])
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_smooth_field_to_mesh(benchmark, preset, res, backend):
+    from lrm_fast.mesh import extract_mesh
+
+    model, planes, threshold = _smooth_case(preset)
     model.set_backend("reference" if backend == "reference" else "auto")
     out = {}
 
@@ -176,13 +182,7 @@ def test_mesh_on_device(benchmark, monkeypatch, preset, res, backend):
     on an H100 are the fast rows' numbers."""
     from lrm_fast.mesh import extract_mesh
 
-    model, _ = _model(preset)
-    planes = _smooth_planes(model, DEVICE)
-    field = model.field
-    with torch.inference_mode():
-        g, _ = density_grid(lambda p: field.density(field(planes, p[None])[..., 0].float())[0], 32,
-                            model.cfg.render.box_min, model.cfg.render.box_max, 0.0, DEVICE, False)
-    threshold = float(np.quantile(g, 0.9))
+    model, planes, threshold = _smooth_case(preset)
     monkeypatch.setenv("LRM_FAST_MESH_DEVICE", "1" if backend == "fast" else "0")
     out = {}
 

@@ -30,7 +30,7 @@ from .io.export import check_formats, format_names, kinds_of, write_kind
 from .cameras import FEATURE_DIMS, camera_features, default_intrinsics, orbit_cameras
 from .model.lrm import LRM
 from .field.occupancy import OccupancyGrid, proven_occupancy
-from .memory import MemoryBudget
+from .memory import MemoryBudget, parse_memory
 from .texture import DEFAULT_TEXTURE_SIZE, check_texture_args, field_color_fn, texture_mesh
 from .info import int8_auto
 from .model.quant import quantize_int8
@@ -256,12 +256,11 @@ def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None, m
 def check_max_memory(max_memory, name: str = "max_memory"):
     """``max_memory`` as given when it is a valid budget (bytes, a size string, a ``MemoryBudget``, None),
     else a one-line ``ValueError`` naming ``name`` (``--max-memory`` for the CLI)."""
-    if isinstance(max_memory, MemoryBudget):
-        return max_memory
-    try:
-        MemoryBudget.resolve(max_memory) if max_memory is not None else None
-    except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
+    if not isinstance(max_memory, MemoryBudget):
+        try:
+            parse_memory(max_memory)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
     return max_memory
 
 

@@ -127,6 +127,14 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
 
     ``chunk``: points per query (default: ``query_chunk`` of the budget ``max_memory``, see
     ``lrm_fast.memory``, for ``point_bytes`` per point); the grid itself is the caller's."""
+    grid, n = _density_grid_tensor(density_fn, resolution, box_min, box_max, threshold, device, coarse_to_fine, chunk,
+                                   progress, bounds_fn, max_memory, point_bytes)
+    return grid.cpu().numpy(), n
+
+
+def _density_grid_tensor(density_fn, resolution, box_min, box_max, threshold, device, coarse_to_fine, chunk, progress,
+                         bounds_fn, max_memory, point_bytes) -> tuple[torch.Tensor, int]:
+    """``density_grid`` as a float32 tensor on ``device`` (the device mesh path keeps it there)."""
     R = int(resolution)
     budget = MemoryBudget.resolve(max_memory, device if device is not None else "cpu")
     chunk = query_chunk(budget, point_bytes) if chunk is None else int(chunk)
@@ -148,9 +156,10 @@ def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution:
                 bar.total = R ** 3
             grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
             _query_grid(density_fn, (ax, ax, ax), grid, chunk, bar)
-            return grid.cpu().numpy(), R ** 3
-        return _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, float(threshold), chunk, bar,
-                                 budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
+            return grid, R ** 3
+        above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, float(threshold),
+                                   budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
+        return _c2f_rows(density_fn, above, active, R, ax, float(threshold), chunk, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -257,13 +266,6 @@ def _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar, rows=None
             if bar is not None:
                 bar.update(ijk.shape[0])
     return fine, n_active
-
-
-def _density_grid_c2f(density_fn, bounds_fn, R, ax, box_min, box_max, threshold, chunk, bar, box_chunk):
-    """The whole coarse-to-fine grid (``_c2f_cells``, then every row with ``_c2f_rows``) as numpy."""
-    above, active = _c2f_cells(bounds_fn, R, ax, box_min, box_max, threshold, box_chunk)
-    fine, n_active = _c2f_rows(density_fn, above, active, R, ax, threshold, chunk, bar)
-    return fine.cpu().numpy(), n_active
 
 
 def _close_at_box(grid: np.ndarray, threshold: float, start: bool = True, end: bool = True) -> np.ndarray:
@@ -612,28 +614,10 @@ def _extract_mesh_on_device(model, planes, resolution, threshold, largest_compon
 
     rc, field = model.cfg.render, model.field
     R = int(resolution)
-    if R < 2:
-        raise ValueError(f"mesh resolution must be >= 2, got {resolution}")
-    ax = _grid_axis(R, rc.box_min, rc.box_max, planes.device)
-    density = _field_density_fn(field, planes)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="mesh: density grid", unit="pt", unit_scale=True, leave=False)
-    try:
-        if coarse_to_fine and R >= 8 * COARSE_STRIDE:
-            above, active = _c2f_cells(field_density_bounds(field, planes), R, ax, rc.box_min, rc.box_max,
-                                       float(threshold), budget.count(BOX_BYTES, share=1 - GRID_SHARE, minimum=4096))
-            grid = _c2f_rows(density, above, active, R, ax, float(threshold), chunk, bar)[0]
-        else:
-            if bar is not None:
-                bar.total = R ** 3
-            grid = torch.empty(R, R, R, dtype=torch.float32, device=ax.device)
-            _query_grid(density, (ax, ax, ax), grid, chunk, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    grid, _ = _density_grid_tensor(_field_density_fn(field, planes), R, rc.box_min, rc.box_max, threshold,
+                                   planes.device, coarse_to_fine, chunk, progress,
+                                   field_density_bounds(field, planes) if coarse_to_fine else None, budget,
+                                   field.query_bytes())
     gmin, gmax = torch.stack(torch.aminmax(grid)).tolist()              # one sync; NaN propagates
     if not (np.isfinite(gmin) and np.isfinite(gmax)):
         raise ValueError("density grid contains NaN/inf; the model produced non-finite densities")

@@ -74,6 +74,20 @@ def test_markdown_table(result):
     assert len({l.count("|") for l in lines}) == 1  # every row has the header's column count
 
 
+def test_train_steps_per_minute():
+    """bench_train's cases: steps per minute (60 / time) per thread count, under the ratio table."""
+    res = _result([_case("train_step", "demo-rich-b8-t1", "reference", False, 0.78, threads=1),
+                   _case("train_step", "demo-rich-b8-t1", "fast", True, 0.69, threads=1),
+                   _case("train_step", "demo-rich-b8-t2", "reference", False, 0.52, threads=2),
+                   _case("train_step", "demo-rich-b8-t2", "fast", True, 0.40, threads=2),
+                   _case("render", "64px", "reference", False, 2.0)])
+    md = report.markdown(res)
+    assert "Training steps per minute:" in md
+    assert "| demo-rich-b8-t1 | cpu | float32 | 1 | 76.9 | 87.0 |" in md
+    assert "| demo-rich-b8-t2 | cpu | float32 | 2 | 115.4 | 150.0 |" in md
+    assert "Training steps per minute" not in report.markdown(_result([_case("render", "64px", "reference", False, 2.0)]))
+
+
 def test_fail_below_and_baseline(result):
     bad = report.failures(result, fail_below=1.0)
     assert len(bad) == 1 and "attention:base" in bad[0] and "0.50x" in bad[0]

@@ -65,6 +65,28 @@ def markdown(result: dict, stat: str = "min", baseline: dict | None = None) -> s
         lines += [""] + [f"- {n}" for n in notes]
     if not rows:
         lines.append("| (no timed cases recorded) |" + " |" * 10)
+    rates = train_rates(rows)
+    if rates:
+        lines += ["", rates]
+    return "\n".join(lines)
+
+
+def _per_min(c) -> str:
+    return "-" if c is None or not c.time_s else f"{60.0 / c.time_s:.1f}"
+
+
+def train_rates(rows) -> str:
+    """Training steps per minute (60 / the step's time) of each ``train_step`` row, with the torch
+    thread count it ran on: the figure a user of ``lrm-fast train`` sees on the progress bar."""
+    rows = [r for r in rows if r.stage == "train_step"]
+    if not rows:
+        return ""
+    lines = ["Training steps per minute:", "",
+             "| size | device | dtype | threads | reference | fast |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        thr = r.fast.extra.get("threads", (r.ref.extra if r.ref else {}).get("threads", "-"))
+        lines.append(f"| {r.size} | {r.device} | {r.dtype} | {thr} | {_per_min(r.ref)} | "
+                     f"{_per_min(r.fast) if r.ref is not r.fast else '-'} |")
     return "\n".join(lines)
 
 

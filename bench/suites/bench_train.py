@@ -1,9 +1,13 @@
 """Training step (forward + backward + AdamW update): time and peak memory, reference vs fast backend.
 
 Sizes: smoke = ``tiny`` preset, batch 2, 1 side view, 8x8 patches; full (CPU) = the ``demo`` preset as it
-trains (batch 4, 2 side views, 24x24 patches, 16 samples/ray); gpu = ``demo`` at batch 16 with 32x32
-patches and ``small`` at batch 4 with 64x64 patches and 48 samples/ray.
+trains (batch 4, 2 side views, 24x24 patches, 16 samples/ray) and as ``configs/demo-rich.yaml`` trains it
+(batch 8, 2 side views, 16x16 patches) on 1 and on 2 torch threads (``-t1`` / ``-t2``: the thread lever on
+this 2-core CPU); gpu = ``demo`` at batch 16 with 32x32 patches and ``small`` at batch 4 with 64x64
+patches and 48 samples/ray.
 The same global batch (data fixed per step) is used for both backends, so only the kernels differ.
+``bench.report`` lists the steps per minute of every case under its table (``bench.lib.format.train_rates``):
+reference on 1 thread is where the demo recipe started, fast on 2 threads is where it trains now.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ CASES = sizes(
     smoke=[("tiny-b2", dict(model="tiny", batch_size=2, side_views=1, render_size=16, patch=8,
                             train_samples_per_ray=8))],
     full=[("demo-b4", dict(model="demo", batch_size=4, side_views=2, render_size=64, patch=24,
-                           train_samples_per_ray=16))],
+                           train_samples_per_ray=16))]
+    + [(f"demo-rich-b8-t{n}", dict(model="demo", batch_size=8, side_views=2, render_size=64, patch=16,
+                                   train_samples_per_ray=16, threads=n)) for n in (1, 2)],
     gpu=[("demo-b16", dict(model="demo", batch_size=16, side_views=3, render_size=64, patch=32,
                            train_samples_per_ray=32)),
          ("small-b4", dict(model="small", batch_size=4, side_views=3, render_size=128, patch=64,
@@ -77,7 +83,15 @@ def test_train_step(benchmark, data_root, tmp_path, name, case, backend):
 
     cfg = TrainConfig.from_dict(dict(case, data_root=data_root, out_dir=str(tmp_path), backend=backend,
                                      steps=1000, warmup=1, progress=False, jitter=True))
-    tr = Trainer(cfg)
+    threads_before = torch.get_num_threads()
+    tr = Trainer(cfg)  # applies cfg.threads to the process; put back below so later cases are unaffected
+    try:
+        _time_step(benchmark, tr, cfg, name, backend)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _time_step(benchmark, tr, cfg, name, backend):
     batch = next(tr.batches())
 
     def step():
@@ -95,4 +109,5 @@ def test_train_step(benchmark, data_root, tmp_path, name, case, backend):
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[tr.precision]
     record(benchmark, "train_step", name, backend, fast=backend != "reference",
            peak_mem_mb=mem, dtype=dtype,
-           items_per_step=cfg.batch_size, rays_per_step=cfg.batch_size * (1 + cfg.side_views) * cfg.patch ** 2)
+           items_per_step=cfg.batch_size, rays_per_step=cfg.batch_size * (1 + cfg.side_views) * cfg.patch ** 2,
+           threads=torch.get_num_threads())

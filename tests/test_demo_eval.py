@@ -48,16 +48,43 @@ def test_benchmark_tiny_model():
     assert again["in_distribution"]["psnr"] == pytest.approx(a["psnr"], abs=1e-4)
 
 
-def test_pictures_and_eval_cli(tmp_path):
+def test_ball_on_box_parts_and_colours():
+    """The README picture's scene: the ball is red, the box blue, they do not overlap, they cover the
+    object, and the per-part colour check reads 0 for the truth and the channel gap for a wrong colour."""
+    from lrm_fast.data.synthetic import ball_on_box, render_object
+    from lrm_fast.train.evaluate import part_colours, part_masks
+    from lrm_fast.train.pictures import VIEW_AZ, VIEW_EL, orbit_c2w
+
+    prims = ball_on_box()
+    assert max(np.linalg.norm(p.center) + p.bound_radius() for p in prims) <= 0.97   # the recipes' limit
+    c2w = orbit_c2w(VIEW_AZ, VIEW_EL)
+    rgba, _ = render_object(prims, c2w, 32)
+    masks = part_masks(prims, c2w, 32)
+    assert masks.shape == (2, 4, 32, 32) and not (masks[0] & masks[1]).any()
+    assert np.array_equal(masks.any(0), rgba[..., 3] > 0) and masks[0].sum() > 50 and masks[1].sum() > 50
+    gt = rgba[..., :3]
+    box, ball = part_colours(gt, gt, masks)
+    assert box["error"] == 0 and ball["error"] == 0
+    assert box["true"][2] > box["true"][0] + 0.2 and ball["true"][0] > ball["true"][2] + 0.3
+    gray = np.full_like(gt, 0.5)
+    box, ball = part_colours(gray, gt, masks)
+    assert ball["error"] == pytest.approx(max(abs(0.5 - c) for c in ball["true"]), abs=1e-3)
+    empty = part_colours(gt, gt, np.zeros_like(masks))
+    assert empty[0]["pixels"] == 0 and empty[0]["error"] is None
+
+
+def test_pictures_and_eval_cli(tmp_path, capsys):
     from lrm_fast.cli import main
     from lrm_fast.train.pictures import make_pictures
 
     model = lrm_fast.load_model("tiny", device="cpu")
-    out = make_pictures(model, str(tmp_path / "p.png"), objects=1, resolution=32, mesh_resolution=16)
+    out = make_pictures(model, str(tmp_path / "p.png"), objects=1, resolution=32, mesh_resolution=16, recipe="rich")
     from PIL import Image
 
     with Image.open(out) as im:
-        assert im.size[0] > 8 * 32 and im.size[1] > 2 * 32
+        assert im.size[0] > 8 * 32 and im.size[1] > 3 * 32     # sample, ball on box, 1 held-out object
+    said = capsys.readouterr().out
+    assert "ball: model (" in said and "box: model (" in said and "vs truth (" in said
     assert main(["eval", "tiny", "--objects", "1", "--shifted", "0", "--views", "1", "--resolution", "8",
                  "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())

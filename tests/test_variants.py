@@ -92,8 +92,8 @@ def test_old_triposr_config_maps_to_the_variants():
 
 
 def test_old_openlrm_config_maps_to_the_variants():
-    """The shipped demo model's config.json predates the variants (flat OpenLRM switches)."""
-    old = json.loads((ROOT / "lrm_fast" / "assets" / "demo" / "config.json").read_text())
+    """The first shipped demo model's config.json predates the variants (flat OpenLRM switches)."""
+    old = json.loads((OLD.parent / "openlrm-demo" / "config.json").read_text())
     assert old["decoder"]["modulation"] is True and old["render"]["uniform_bins"] is False
     cfg = LRMConfig.from_dict(old)
     assert (cfg.decoder.block, cfg.render.sampler) == ("openlrm", "openlrm")

@@ -624,6 +624,25 @@ def _progress(it, total, on):
 
 
 # ------------------------------------------------------------------------------------------------
+# the README picture's object
+
+
+def ball_on_box() -> list[Primitive]:
+    """A red ball resting on a blue, vertically striped box, centred: the scene of the shipped sample
+    (``lrm_fast/assets/sample.png``) built from primitives, so the README picture has a ground truth
+    to show next to the model's views and a per-part colour check (``train.evaluate.part_colours``).
+    Every point lies within radius 0.78 of the origin, inside the demo recipes' ball of 0.8."""
+    f32 = lambda *v: np.array(v, np.float32)  # noqa: E731
+    # the box's local z (its stripes' axis) along world x, so the stripes stand upright as in the sample
+    to_x = f32([0, 0, 1], [0, 1, 0], [-1, 0, 0])
+    box = Primitive("box", f32(0, 0, -0.3), to_x, f32(0.3, 0.34, 0.34), f32(0.15, 0.32, 0.9),
+                    f32(0.08, 0.2, 0.62), "stripes", 7.0)
+    ball = Primitive("sphere", f32(0, 0, 0.32), np.eye(3, dtype=np.float32), f32(0.32), f32(0.9, 0.22, 0.1),
+                     f32(0.9, 0.22, 0.1), "solid", 1.0)
+    return [box, ball]
+
+
+# ------------------------------------------------------------------------------------------------
 # a small set of single-colour objects (the colour overfit test, tools/colour_overfit.py)
 
 # clearly different colours, each far from gray and from each other (red, green, blue, yellow)

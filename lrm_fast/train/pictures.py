@@ -1,13 +1,17 @@
 """Pictures of a model (the README's and the model card's), and loss curves of training logs.
 
-    python -m lrm_fast.train.pictures MODEL OUT.png            # sample + 2 held-out objects
+    python -m lrm_fast.train.pictures MODEL OUT.png [--recipe rich]   # sample, ball on box, 2 held-out objects
     python -m lrm_fast.train.pictures --curves OUT.png LOG.jsonl [LOG.jsonl ...]
 
 One row per object: the input image, 4 novel views rendered by the model next to the exact ground
-truth (held-out objects of the evaluation's seed; the shipped sample has no ground truth), and a
+truth, and a
 render of the mesh that ``rec.mesh()`` would export (marching cubes of the same density at the
 model's threshold, vertex colors from the field), drawn with a z-sorted flat-shaded rasterizer so
 nothing beyond numpy/PIL/scikit-image is needed. Curves need matplotlib (imported only there).
+The objects: the shipped sample (a PNG, no ground truth), the same scene built from primitives
+(``data.synthetic.ball_on_box``: a red ball on a blue box, with ground truth and each part's mean
+colour, model vs truth, in the row's title and on stdout: ``evaluate.part_colours``), and held-out
+objects of the evaluation's seed drawn from ``recipe``.
 Everything runs on CPU too.
 """
 from __future__ import annotations
@@ -21,10 +25,10 @@ import numpy as np
 import torch
 
 from ..api import load_model
-from ..data.synthetic import LIGHT_DIR, canonical_c2w, look_at_np, render_object
+from ..data.synthetic import EVAL_RECIPES, LIGHT_DIR, ball_on_box, canonical_c2w, look_at_np, render_object
 from ..io.export import atomic_path
 from ..mesh import density_grid, marching_cubes
-from .evaluate import IN_SEED, heldout_object, source_image
+from .evaluate import IN_SEED, heldout_object, part_colours, part_masks, source_image
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "sample.png")
 VIEW_AZ = (45.0, 135.0, 225.0, 315.0)
@@ -97,8 +101,9 @@ def _tile(img, size: int) -> np.ndarray:
 
 
 def make_pictures(model, out_path: str, objects: int = 2, seed: int = IN_SEED, resolution: int = 128,
-                  mesh_resolution: int = 96, title: str | None = None) -> str:
-    """The figure (see module docstring) -> ``out_path`` (PNG, atomic). PIL only."""
+                  mesh_resolution: int = 96, title: str | None = None, recipe: str = "demo") -> str:
+    """The figure (see module docstring) -> ``out_path`` (PNG, atomic). PIL only. The ball-on-box
+    part colours are printed too (one line per part)."""
     from PIL import Image, ImageDraw
 
     from ..io.images import load_image
@@ -107,9 +112,11 @@ def make_pictures(model, out_path: str, objects: int = 2, seed: int = IN_SEED, r
     focal = model.cfg.camera.source_focal
     K = torch.tensor([focal, focal, 0.5, 0.5], device=p.device)
     rows = [("shipped sample", np.clip(np.rint(load_image(SAMPLE) * 255), 0, 255).astype(np.uint8), None)]
+    bob = ball_on_box()
+    rows.append(("red ball on blue box", source_image(bob, 128, focal), bob))
     for i in range(objects):
-        prims, _ = heldout_object(seed, i)
-        rows.append((f"held-out #{i} (seed {seed})", source_image(prims, 128, focal), prims))
+        prims, _ = heldout_object(seed, i, recipe=recipe)
+        rows.append((f"held-out #{i} (recipe {recipe}, seed {seed})", source_image(prims, 128, focal), prims))
     c2w = orbit_c2w(VIEW_AZ, VIEW_EL)
     T, pad, head = resolution, 4, 14
     ncol = 2 + 2 * len(VIEW_AZ)
@@ -128,6 +135,15 @@ def make_pictures(model, out_path: str, objects: int = 2, seed: int = IN_SEED, r
         if prims is not None:
             g = render_object(prims, c2w, T, focal)[0]
             gt = g[..., :3] * g[..., 3:] + (1 - g[..., 3:])
+        if prims is bob:
+            parts = part_colours(pred, gt, part_masks(prims, c2w, T, focal))
+            said = []
+            for part, c in zip(("box", "ball"), parts):
+                line = (f"{part}: model {tuple(c['pred'])} vs truth {tuple(c['true'])}, largest channel gap "
+                        f"{c['error']}" if c["pixels"] else f"{part}: not visible")
+                print(line)
+                said.append(line.split(", largest")[0].replace(" vs truth", " / truth"))
+            name = f"{name}: " + "; ".join(said)
         tiles = [(rec.inputs[0].permute(1, 2, 0).numpy(), "input")]
         for k in range(len(VIEW_AZ)):
             tiles.append((pred[k], f"model az {VIEW_AZ[k]:.0f}"))
@@ -196,6 +212,8 @@ def add_arguments(ap) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mesh-resolution", type=int, default=96)
     ap.add_argument("--title", default=None)
+    ap.add_argument("--recipe", default="demo", choices=EVAL_RECIPES,
+                    help="recipe of the held-out objects shown (default demo; the rich retrain: rich)")
 
 
 def run(args) -> int:
@@ -210,7 +228,7 @@ def run(args) -> int:
         raise ValueError(f"give one output PNG, got {args.out}")
     model = load_model(args.model, device=args.device, dtype="fp32")
     print(make_pictures(model, args.out[0], args.objects, mesh_resolution=args.mesh_resolution,
-                        title=args.title or args.model))
+                        title=args.title or args.model, recipe=args.recipe))
     return 0
 
 

@@ -278,3 +278,14 @@ def test_readme_section_from_json(tmp_path, capsys):
     assert "| 1.000 s | 60.0 s | 2.00x | 2.0e-06 |" in text and "once per input shape" in text
     assert anchors.main(["--from-json", str(tmp_path / "missing.json")]) == 2
     assert "--from-json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_reference_inductor_tiny_grid():
+    """The real code generation (inductor, its default mode: max-autotune adds minutes) on the cheapest
+    case, the tiny field's grid query: the compiled output matches the uncompiled reference."""
+    name, (t_fn, o_fn, peer) = list(_tiny_cases().items())[-1]
+    row = anchors._run_cases("ours", "tiny", {name: (t_fn, o_fn, peer)}, repeat=1, backend="fast", memory=False,
+                             compile_kwargs={})[0]
+    assert "compiled_error" not in row, row.get("compiled_error")
+    assert row["compiled_max_abs"] <= 1e-5 and row["compiled_with"] == "inductor's default mode"

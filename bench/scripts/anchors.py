@@ -57,7 +57,18 @@ added), ``gemm_gflops`` (the best of 3 ``torch.mm`` of the decoder's MLP shape, 
 run), ``floor_s`` = tflop / gemm rate and ``max_ratio`` = their time / floor_s: the most any fp32
 implementation could reach against them on this machine.
 
-``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``).
+Compiled reference (every case; ``--no-compile`` leaves it out): what a user would try instead of
+lrm_fast is ``torch.compile`` on the plain model. Each row also times a copy of our model on
+``backend="reference"`` (the plain-PyTorch spec, same weights) compiled as ``bench/lib/compiled.py``
+compiles it (``--compile-mode``, default ``max-autotune-no-cudagraphs``; ``--compile-backend``), on what
+their code computes (every sample of the view, the field on every grid point, also in the fitted rows):
+``compiled_s`` after compilation, ``compile_s`` (paid once per shape and process), ``ratio_compiled`` =
+compiled / ours and ``compiled_max_abs``, its output against the uncompiled reference's. A failing
+compilation is recorded in the row (``compiled_error``, one line) and the run goes on.
+
+``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``). ``--json FILE``
+writes the rows (and the table, ``.md``); ``--readme README.md`` replaces the README's anchors section with
+this run's table and command; ``--from-json FILE --readme README.md`` does it from a saved run.
 
 Warm-up: a case whose first call takes more than ``WARMUP_LIMIT_S`` counts that call as a sample
 (a second warm-up call of a minute would only double the run).

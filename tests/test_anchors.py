@@ -207,3 +207,85 @@ def test_openlrm_deterministic_patch_is_the_parity_one():
     assert Renderer().sample_pdf(None, None, 8, det=False) is True
     undo()
     assert Renderer.sample_pdf is pdf
+
+
+def _tiny_cases():
+    """The three cases on the tiny preset, our fast call standing in for theirs (no checkout needed)."""
+    from lrm_fast.config import LRMConfig
+    from lrm_fast.model.lrm import LRM
+
+    torch.manual_seed(0)
+    ours = LRM(LRMConfig.preset("tiny"), backend="fast").eval()
+    S = ours.cfg.encoder.image_size
+    c2w, K, _ = anchors._openlrm_camera(16)
+    side = anchors.our_cases(ours, torch.rand(1, 3, S, S), ours.default_source_camera(1), c2w, K, 16, 8,
+                             anchors._grid_points(8))
+    return {name: (o, o, peer) for name, (o, peer) in side.items()}
+
+
+def test_compiled_reference_rows_tiny():
+    """Every case gets its compiled-reference columns: torch.compile of the reference twin, checked against
+    the uncompiled reference. ``backend="eager"`` (dynamo's capture, no code generation): inductor takes
+    over a minute per case on a 2-core machine, the anchors run itself compiles with inductor."""
+    rows = anchors._run_cases("ours", "tiny", _tiny_cases(), repeat=1, backend="fast", memory=False,
+                              compile_kwargs={"backend": "eager"})
+    assert [r["case"] for r in rows] == ["image->triplane", "one view 16x16", "mesh grid 8^3"]
+    for r in rows:
+        assert "compiled_error" not in r, r.get("compiled_error")
+        assert r["compiled_s"] > 0 and r["compile_s"] >= 0 and r["compiled_with"] == "backend='eager'"
+        assert r["compiled_max_abs"] <= 1e-5, (r["case"], r["compiled_max_abs"])
+        assert r["ratio_compiled"] == pytest.approx(r["compiled_s"] / r["ours_s"])
+    t = anchors.table(rows)
+    assert "ratio (compiled / ours)" in t and "backend='eager'" in t
+    assert t.splitlines()[2].count("|") == 11
+
+
+def test_compile_failure_is_one_line_and_the_run_goes_on():
+    cases = _tiny_cases()
+    name, (t_fn, o_fn, (ref, what, call)) = next(iter(cases.items()))
+    rows = anchors._run_cases("ours", "tiny", {name: (t_fn, o_fn, (ref, what, call)), "no peer": (t_fn, o_fn)},
+                              repeat=1, backend="fast", memory=False, compile_kwargs={"backend": "no_such_backend"})
+    assert len(rows) == 2 and "\n" not in rows[0]["compiled_error"] and "no_such_backend" in rows[0]["compiled_error"]
+    assert "compiled_s" not in rows[1] and "compiled_error" not in rows[1]
+    t = anchors.table(rows)
+    assert "| error (below) |" in t and "- compiled reference of ours image->triplane: " in t
+    assert "| - | | | |" in t
+
+
+def test_max_abs_diff_counts_nan_and_skips_equal_infinities():
+    from bench.lib.compiled import max_abs_diff
+
+    a = {"rgb": torch.tensor([0.0, 1.0]), "depth": torch.tensor([float("inf"), 2.0])}
+    assert max_abs_diff(a, {"rgb": torch.tensor([0.0, 1.5]), "depth": torch.tensor([float("inf"), 2.0])}) == 0.5
+    assert max_abs_diff(a, {"rgb": torch.tensor([0.0, float("nan")]), "depth": a["depth"]}) == float("inf")
+    with pytest.raises(ValueError, match="differ in shape"):
+        max_abs_diff(torch.zeros(2), torch.zeros(3))
+
+
+def test_readme_section_from_json(tmp_path, capsys):
+    rows = [{"anchor": "TripoSR", "preset": "triposr", "case": "mesh grid 256^3", "theirs_s": 2.0, "ours_s": 0.5,
+             "ratio": 4.0, "compiled_with": "mode='max-autotune-no-cudagraphs'", "compiled_s": 1.0,
+             "compile_s": 60.0, "compiled_max_abs": 2e-6, "ratio_compiled": 2.0}]
+    meta = {"machine": "x86_64", "cpu_count": 2, "torch": "2.x", "torch_threads": 2, "args": {"backend": "fast"},
+            "when_utc": "2026-12-07 19:00:00", "command": "python -m bench.scripts.anchors --triposr T"}
+    src, readme = tmp_path / "run.json", tmp_path / "README.md"
+    src.write_text(__import__("json").dumps({"meta": meta, "rows": rows}))
+    readme.write_text("intro\n<!-- anchors:start -->\nold\n<!-- anchors:end -->\nafter\n")
+    assert anchors.main(["--from-json", str(src), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert "`python -m bench.scripts.anchors --triposr T`" in text and f"`{src}`" in text
+    assert "| 1.000 s | 60.0 s | 2.00x | 2.0e-06 |" in text and "once per input shape" in text
+    assert anchors.main(["--from-json", str(tmp_path / "missing.json")]) == 2
+    assert "--from-json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compiled_reference_inductor_tiny_grid():
+    """The real code generation (inductor, its default mode: max-autotune adds minutes) on the cheapest
+    case, the tiny field's grid query: the compiled output matches the uncompiled reference."""
+    name, (t_fn, o_fn, peer) = list(_tiny_cases().items())[-1]
+    row = anchors._run_cases("ours", "tiny", {name: (t_fn, o_fn, peer)}, repeat=1, backend="fast", memory=False,
+                             compile_kwargs={})[0]
+    assert "compiled_error" not in row, row.get("compiled_error")
+    assert row["compiled_max_abs"] <= 1e-5 and row["compiled_with"] == "inductor's default mode"

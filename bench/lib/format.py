@@ -5,6 +5,12 @@ from __future__ import annotations
 from bench.lib.results import cases, pair, result_stem
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one table cell: its type and message, whitespace folded, at most ``limit`` chars."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:limit]
+
+
 def _t(x: float | None) -> str:
     if x is None:
         return "-"

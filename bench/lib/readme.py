@@ -9,6 +9,8 @@ from bench.lib.format import markdown
 from bench.lib.results import RESULTS_DIR, result_stem, write_atomic
 
 PERF_START, PERF_END = "<!-- perf:start -->", "<!-- perf:end -->"
+# the anchors' table (bench/scripts/anchors.py --readme): the originals' own code next to ours
+ANCHORS_START, ANCHORS_END = "<!-- anchors:start -->", "<!-- anchors:end -->"
 
 # Published / measured anchors, for context next to our own numbers (docs/architecture.md section 6).
 ANCHORS = [
@@ -34,18 +36,19 @@ def perf_section(results: list[tuple[dict, str]], stat: str = "min") -> str:
     return "\n".join(parts)
 
 
-def update_readme(readme: str, section: str) -> None:
+def update_readme(readme: str, section: str, start: str = PERF_START, end: str = PERF_END) -> None:
+    """Replace the text between the markers ``start`` and ``end`` (each once in ``readme``) with ``section``."""
     try:
         with open(readme) as f:
             text = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"README not found: {readme}") from None
-    for marker in (PERF_START, PERF_END):
+    for marker in (start, end):
         if text.count(marker) != 1:
             raise ValueError(f"{readme}: needs exactly one {marker!r} marker, found {text.count(marker)}")
-    a, b = text.index(PERF_START) + len(PERF_START), text.index(PERF_END)
+    a, b = text.index(start) + len(start), text.index(end)
     if b < a:
-        raise ValueError(f"{readme}: {PERF_END!r} comes before {PERF_START!r}")
+        raise ValueError(f"{readme}: {end!r} comes before {start!r}")
     write_atomic(readme, text[:a] + "\n" + section.strip() + "\n" + text[b:])
 
 

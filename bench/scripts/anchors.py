@@ -57,7 +57,18 @@ added), ``gemm_gflops`` (the best of 3 ``torch.mm`` of the decoder's MLP shape, 
 run), ``floor_s`` = tflop / gemm rate and ``max_ratio`` = their time / floor_s: the most any fp32
 implementation could reach against them on this machine.
 
-``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``).
+Compiled reference (every case; ``--no-compile`` leaves it out): what a user would try instead of
+lrm_fast is ``torch.compile`` on the plain model. Each row also times a copy of our model on
+``backend="reference"`` (the plain-PyTorch spec, same weights) compiled as ``bench/lib/compiled.py``
+compiles it (``--compile-mode``, default ``max-autotune-no-cudagraphs``; ``--compile-backend``), on what
+their code computes (every sample of the view, the field on every grid point, also in the fitted rows):
+``compiled_s`` after compilation, ``compile_s`` (paid once per shape and process), ``ratio_compiled`` =
+compiled / ours and ``compiled_max_abs``, its output against the uncompiled reference's. A failing
+compilation is recorded in the row (``compiled_error``, one line) and the run goes on.
+
+``--only TEXT`` times only the cases whose name contains TEXT (e.g. ``--only triplane``). ``--json FILE``
+writes the rows (and the table, ``.md``); ``--readme README.md`` replaces the README's anchors section with
+this run's table and command; ``--from-json FILE --readme README.md`` does it from a saved run.
 
 Warm-up: a case whose first call takes more than ``WARMUP_LIMIT_S`` counts that call as a sample
 (a second warm-up call of a minute would only double the run).
@@ -66,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib
 import json
 import logging
@@ -76,6 +88,8 @@ import time
 import types
 
 import torch
+
+from bench.lib.compiled import ANCHORS_MODE
 
 # Our presets -> OpenLRM ModelLRM kwargs (its configs/*.yaml and model cards; see lrm_fast/config.py).
 OPENLRM_ARGS = {
@@ -197,14 +211,79 @@ def flop_floor(model, *inputs) -> dict:
     return {"tflop": tflop, "gemm_gflops": gemm, "floor_s": tflop * 1e3 / gemm}
 
 
+def _kwargs_text(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "inductor's default mode"
+
+
+GRID_CHUNK = 2 ** 20   # points per field query of a mesh grid (ours and the compiled reference)
+
+
+def _grid_call(planes: torch.Tensor, pts: torch.Tensor):
+    """``call(query)``: ``query(planes, chunk)`` over every point of ``pts [1, N, 3]`` in chunks of
+    ``GRID_CHUNK`` (the dense field query of a mesh grid); returns the first chunk's output."""
+    def call(query):
+        first = None
+        for s in range(0, pts.shape[1], GRID_CHUNK):
+            out = query(planes, pts[:, s:s + GRID_CHUNK])
+            first = out if first is None else first
+        return first
+    return call
+
+
+def _reference_twin(model):
+    """A copy of ``model`` on the plain-PyTorch spec (``backend="reference"``), the weights the same."""
+    return copy.deepcopy(model).set_backend("reference")
+
+
+def our_cases(ours, image: torch.Tensor, camera, c2w, K, resolution: int, grid: int, pts: torch.Tensor) -> dict:
+    """Our side of the three cases, ``{name: (our call, peer)}``: our ``forward_planes``, ``render`` of
+    one view and the dense field query of the grid (``pts``), each with its compiled-reference peer
+    ``(reference model, entry, call(entry))`` for ``compiled_peer``."""
+    with torch.inference_mode():
+        planes = ours.forward_planes(image, camera)
+    ref = _reference_twin(ours)
+    grid_call = _grid_call(planes, pts)
+    return {
+        "image->triplane": (lambda: ours.forward_planes(image, camera), (ref, "planes", lambda f: f(image, camera))),
+        f"one view {resolution}x{resolution}": (lambda: ours.render(planes, c2w, K, resolution),
+                                                (ref, "render", lambda f: f(planes, c2w, K, resolution))),
+        f"mesh grid {grid}^3": (lambda: grid_call(ours.field.query), (ref, "query", grid_call)),
+    }
+
+
+def compiled_peer(model, what: str, call, repeat: int, compile_kwargs: dict) -> dict:
+    """The compiled-reference columns of a row: ``torch.compile`` of ``model``'s entry ``what``
+    (``bench/lib/compiled.py``) run through ``call``. ``compile_s``: building it and its first calls,
+    less the steady time of the calls made in them (paid once per shape and process);
+    ``compiled_s``: ``_time`` after that; ``compiled_max_abs``: max |compiled - uncompiled| of one
+    call's output. Any failure (no C++ compiler, an inductor error) becomes ``compiled_error``, one line."""
+    from bench.lib.compiled import compile_reference, max_abs_diff, reference_entry
+    from bench.lib.format import one_line
+
+    try:
+        with torch.inference_mode():
+            t = time.perf_counter()
+            fn, calls = compile_reference(model, what, **compile_kwargs)
+            got = call(fn)
+            first = time.perf_counter() - t
+            want = call(reference_entry(model, what))
+            err = max_abs_diff(got, want)
+        del got, want
+        steady = _time(lambda: call(fn), repeat)
+    except Exception as e:  # noqa: BLE001 - recorded in the row; the run goes on
+        return {"compiled_error": one_line(e)}
+    return {"compiled_s": steady, "compile_s": max(first - (calls + 1) * steady, 0.0), "compiled_max_abs": err}
+
+
 def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str, memory: bool,
-               floor=None) -> list[dict]:
-    """Time each case's two sides; ``floor`` (a no-argument callable returning ``flop_floor``'s dict) adds
-    the fp32 floor to the ``image->triplane`` row."""
+               floor=None, compile_kwargs: dict | None = None) -> list[dict]:
+    """Time each case's two sides, ``{name: (their call, our call[, peer])}``; ``floor`` (a no-argument
+    callable returning ``flop_floor``'s dict) adds the fp32 floor to the ``image->triplane`` row;
+    ``compile_kwargs`` (None: none) adds the compiled reference (``compiled_peer``) of each case with a peer."""
     from bench.lib.mem import peak_memory_mb
 
     rows = []
-    for name, (t_fn, o_fn) in cases.items():
+    for name, (t_fn, o_fn, *peer) in cases.items():
         if ONLY and ONLY not in name:
             continue
         print(f"  timing {anchor} {name} ...", flush=True)
@@ -215,6 +294,17 @@ def _run_cases(anchor: str, preset: str, cases: dict, repeat: int, backend: str,
                 row["theirs_mb"], row["ours_mb"] = peak_memory_mb(t_fn), peak_memory_mb(o_fn)
         row["ratio"] = row["theirs_s"] / row["ours_s"]
         print(f"    {row['theirs_s']:.3f} s vs {row['ours_s']:.3f} s: {row['ratio']:.2f}x", flush=True)
+        if compile_kwargs is not None and peer and peer[0] is not None:
+            print(f"  compiling the reference ({_kwargs_text(compile_kwargs)}) ...", flush=True)
+            row["compiled_with"] = _kwargs_text(compile_kwargs)
+            row.update(compiled_peer(*peer[0], repeat, compile_kwargs))
+            if "compiled_s" in row:
+                row["ratio_compiled"] = row["compiled_s"] / row["ours_s"]
+                print(f"    compiled reference {row['compiled_s']:.3f} s (compile {row['compile_s']:.1f} s, "
+                      f"max abs diff {row['compiled_max_abs']:.2g}): compiled / ours {row['ratio_compiled']:.2f}x",
+                      flush=True)
+            else:
+                print(f"    compiled reference failed: {row['compiled_error']}", flush=True)
         if floor and name == "image->triplane":
             row.update(floor())
             row["max_ratio"] = row["theirs_s"] / row["floor_s"]
@@ -293,19 +383,27 @@ def fitted_cases(checkout: str, resolution: int, grid: int) -> dict:
     c2w, K, std_cam = _openlrm_camera(resolution)
     rc = model.cfg.render
     how = "coarse-to-fine" if COARSE_TO_FINE_DEFAULT else "dense"
+    view_peer, grid_peer = _fitted_peers(model, planes, c2w, K, resolution, _grid_points(grid))
     return {
         f"one view {resolution}x{resolution}, fitted field (ours: skipping, grid built in the call)": (
             lambda: synth(planes, std_cam, torch.zeros(1, 1, 2), torch.full((1, 1, 1), float(resolution)),
                           torch.ones(1, 1, 1), resolution),
-            lambda: render_default(model, planes, c2w, K, resolution)),
+            lambda: render_default(model, planes, c2w, K, resolution), view_peer),
         f"mesh grid {grid}^3, fitted field (ours: {how} density)": (
             lambda: synth.forward_grid(planes, grid),
-            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT)),
+            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT), grid_peer),
     }
 
 
+def _fitted_peers(model, planes, c2w, K, resolution: int, pts: torch.Tensor):
+    """The compiled-reference peers of the fitted cases: what their code computes there, every sample of
+    the view (the exact render, no skipping) and the field on every grid point (dense)."""
+    ref = _reference_twin(model)
+    return (ref, "render", lambda f: f(planes, c2w, K, resolution)), (ref, "query", _grid_call(planes, pts))
+
+
 def compare_openlrm(checkout: str, preset: str, resolution: int, grid: int, repeat: int, backend: str,
-                    memory: bool, fitted: bool = False) -> list[dict]:
+                    memory: bool, fitted: bool = False, compile_kwargs: dict | None = None) -> list[dict]:
     from lrm_fast.config import LRMConfig
     from lrm_fast.model.lrm import LRM
 
@@ -318,24 +416,17 @@ def compare_openlrm(checkout: str, preset: str, resolution: int, grid: int, repe
     c2w, K, std_cam = _openlrm_camera(resolution)
     with torch.inference_mode():
         planes_t = theirs.forward_planes(image, source)
-        planes_o = ours.forward_planes(image, source)
-    pts = _grid_points(grid)
-
-    def our_grid():
-        for s in range(0, pts.shape[1], 2 ** 20):
-            ours.field.query(planes_o, pts[:, s:s + 2 ** 20])
-
-    cases = {
-        "image->triplane": (lambda: theirs.forward_planes(image, source), lambda: ours.forward_planes(image, source)),
-        f"one view {resolution}x{resolution}": (
-            lambda: theirs.synthesizer(planes_t, std_cam, torch.zeros(1, 1, 2), torch.full((1, 1, 1), float(resolution)),
-                                       torch.ones(1, 1, 1), resolution),
-            lambda: ours.render(planes_o, c2w, K, resolution)),
-        f"mesh grid {grid}^3": (lambda: theirs.synthesizer.forward_grid(planes_t, grid), our_grid),
-    }
+    theirs_calls = [
+        lambda: theirs.forward_planes(image, source),
+        lambda: theirs.synthesizer(planes_t, std_cam, torch.zeros(1, 1, 2), torch.full((1, 1, 1), float(resolution)),
+                                   torch.ones(1, 1, 1), resolution),
+        lambda: theirs.synthesizer.forward_grid(planes_t, grid)]
+    ours_side = our_cases(ours, image, source, c2w, K, resolution, grid, _grid_points(grid))
+    cases = {name: (t, *o) for (name, o), t in zip(ours_side.items(), theirs_calls)}
     if fitted:
         cases.update(fitted_cases(checkout, resolution, grid))
-    return _run_cases("OpenLRM", preset, cases, repeat, backend, memory, lambda: flop_floor(ours, image, source))
+    return _run_cases("OpenLRM", preset, cases, repeat, backend, memory, lambda: flop_floor(ours, image, source),
+                      compile_kwargs)
 
 
 # stabilityai/TripoSR's config.yaml (the released checkpoint's): its keys and values, nothing else
@@ -484,18 +575,19 @@ def triposr_fitted_cases(theirs, tsr_utils, resolution: int, grid: int) -> dict:
     rc = model.cfg.render
     pts = _grid_points(grid, rc.box_min, rc.box_max)
     how = "coarse-to-fine" if COARSE_TO_FINE_DEFAULT else "dense"
+    view_peer, grid_peer = _fitted_peers(model, planes, c2w, K, resolution, pts)
     return {
         f"one view {resolution}x{resolution}, fitted field (ours: skipping, grid built in the call)": (
             lambda: theirs.renderer(dec, planes_t, rays_o[0], rays_d[0]),
-            lambda: render_default(model, planes, c2w, K, resolution)),
+            lambda: render_default(model, planes, c2w, K, resolution), view_peer),
         f"mesh grid {grid}^3, fitted field (ours: {how} density)": (
             lambda: theirs.renderer.query_triplane(dec, pts[0], planes_t)["density_act"],
-            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT)),
+            lambda: field_density_grid(model, planes, grid, rc.mesh_threshold, COARSE_TO_FINE_DEFAULT), grid_peer),
     }
 
 
 def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int, repeat: int, backend: str,
-                    memory: bool, fitted: bool = False) -> list[dict]:
+                    memory: bool, fitted: bool = False, compile_kwargs: dict | None = None) -> list[dict]:
     from lrm_fast.config import LRMConfig
     from lrm_fast.model.lrm import LRM
 
@@ -510,7 +602,6 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
 
     with torch.inference_mode():
         planes_t = their_planes()
-        planes_o = ours.forward_planes(image)
     rays_o, rays_d, c2w, K = triposr_cameras(tsr_utils, ours.cfg, resolution)
     rc = ours.cfg.render
     pts = _grid_points(grid, rc.box_min, rc.box_max)
@@ -518,36 +609,69 @@ def compare_triposr(checkout: str, site: str | None, resolution: int, grid: int,
     def their_grid():   # its extract_mesh's query: every grid vertex through query_triplane
         theirs.renderer.query_triplane(theirs.decoder, pts[0], planes_t[0])["density_act"]
 
-    def our_grid():
-        for s in range(0, pts.shape[1], 2 ** 20):
-            ours.field.query(planes_o, pts[:, s:s + 2 ** 20])
-
-    cases = {
-        "image->triplane": (their_planes, lambda: ours.forward_planes(image)),
-        f"one view {resolution}x{resolution}": (
-            lambda: theirs.renderer(theirs.decoder, planes_t[0], rays_o[0], rays_d[0]),
-            lambda: ours.render(planes_o, c2w, K, resolution)),
-        f"mesh grid {grid}^3": (their_grid, our_grid),
-    }
+    theirs_calls = [their_planes, lambda: theirs.renderer(theirs.decoder, planes_t[0], rays_o[0], rays_d[0]),
+                    their_grid]
+    ours_side = our_cases(ours, image, None, c2w, K, resolution, grid, pts)
+    cases = {name: (t, *o) for (name, o), t in zip(ours_side.items(), theirs_calls)}
     if fitted:
         cases.update(triposr_fitted_cases(theirs, tsr_utils, resolution, grid))
-    return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory, lambda: flop_floor(ours, image))
+    return _run_cases("TripoSR", "triposr", cases, repeat, backend, memory, lambda: flop_floor(ours, image),
+                      compile_kwargs)
+
+
+def _compiled_cells(r: dict) -> str:
+    if "compiled_s" in r:
+        return (f" {r['compiled_s']:.3f} s | {r['compile_s']:.1f} s | {r['ratio_compiled']:.2f}x | "
+                f"{r['compiled_max_abs']:.1e} |")
+    return " error (below) | | | |" if "compiled_error" in r else " - | | | |"
 
 
 def table(rows: list[dict]) -> str:
     mem = any("theirs_mb" in r for r in rows)
-    lines = ["| anchor | preset | case | theirs | lrm_fast | ratio (theirs / ours) |" + (" theirs peak | our peak |" if mem else ""),
-             "|---|---|---|---:|---:|---:|" + ("---:|---:|" if mem else "")]
+    comp = any("compiled_s" in r or "compiled_error" in r for r in rows)
+    lines = ["| anchor | preset | case | theirs | lrm_fast | ratio (theirs / ours) |" + (" theirs peak | our peak |" if mem else "")
+             + (" compiled reference | its compile, once per shape | ratio (compiled / ours) | compiled vs reference, "
+                "max abs diff |" if comp else ""),
+             "|---|---|---|---:|---:|---:|" + ("---:|---:|" if mem else "") + ("---:|---:|---:|---:|" if comp else "")]
     for r in rows:
         line = (f"| {r['anchor']} | {r['preset']} | {r['case']} | {r['theirs_s']:.3f} s | {r['ours_s']:.3f} s | "
                 f"{r['ratio']:.2f}x |")
         if mem:
             line += f" {r.get('theirs_mb', -1) / 1024:.2f} GiB | {r.get('ours_mb', -1) / 1024:.2f} GiB |"
+        if comp:
+            line += _compiled_cells(r)
         lines.append(line)
+    with_ = next((r["compiled_with"] for r in rows if "compiled_with" in r), None)
+    if comp:
+        lines.append(f"\nCompiled reference: `torch.compile` ({with_}) of lrm_fast's plain-PyTorch reference "
+                     "(`backend=\"reference\"`, the same weights), computing what their code computes (every sample "
+                     "of the view, the field on every grid point; `bench/lib/compiled.py`). Its time is after "
+                     "compilation; the compile column is paid once per input shape and process (after the first "
+                     "calls' run time is taken out); ratio > 1: lrm_fast is faster than the compiled reference.")
+    errors = [f"- compiled reference of {r['anchor']} {r['case']}: {r['compiled_error']}"
+              for r in rows if "compiled_error" in r]
+    lines += [""] + errors if errors else []
     lines += [f"\n{r['anchor']} {r['preset']} image -> triplane floor: {r['tflop']:.2f} TFLOP at {r['gemm_gflops']:.0f} "
               f"GFLOP/s (torch.mm, same run) = {r['floor_s']:.2f} s; no fp32 code passes {r['max_ratio']:.2f}x here"
               for r in rows if "floor_s" in r]
     return "\n".join(lines)
+
+
+def summary(meta: dict, rows: list[dict], source: str | None = None) -> str:
+    """The run's description (machine, command, the JSON it wrote) and its table: the ``.md`` next to the
+    JSON and the README's anchors section."""
+    src = f"; rows: `{source}`" if source else ""
+    return (f"{meta['cpu_count']} cores ({meta['machine']}), torch {meta['torch']} ({meta['torch_threads']} threads), "
+            f"fp32, random weights (rows marked fitted field: `bench/lib/fitted_field.py`), lrm_fast backend "
+            f"{meta['args']['backend']!r}, {meta['when_utc']} UTC; `{meta['command']}`{src}\n\n" + table(rows) + "\n")
+
+
+def write_readme(readme: str, meta: dict, rows: list[dict], source: str | None) -> None:
+    """Replace the README's anchors section (between ``ANCHORS_START`` and ``ANCHORS_END``) with this run."""
+    from bench.lib.readme import ANCHORS_END, ANCHORS_START, update_readme
+
+    update_readme(readme, "**Side by side with the originals' own code** (`bench/scripts/anchors.py`): "
+                  + summary(meta, rows, source), ANCHORS_START, ANCHORS_END)
 
 
 def main(argv=None) -> int:
@@ -566,46 +690,71 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--backend", default="fast", help="lrm_fast backend (fast | reference)")
     p.add_argument("--memory", action="store_true", help="also peak memory per case (slow)")
-    p.add_argument("--json", help="write the rows to this JSON file")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled-reference columns (torch.compile "
+                   "of our reference: minutes of compilation per case)")
+    p.add_argument("--compile-mode", default=ANCHORS_MODE,
+                   help="torch.compile mode of the compiled reference (default: %(default)s; 'default': inductor's)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled reference ('eager': the plumbing, no code generation)")
+    p.add_argument("--json", help="write the rows to this JSON file (and the table next to it, .md)")
+    p.add_argument("--readme", help="replace this README's anchors section with the table of this run")
+    p.add_argument("--from-json", help="no timing: the table of a JSON this script wrote (with --readme: into it)")
     p.add_argument("--only", help="time only the cases whose name contains this text")
     a = p.parse_args(argv)
     global ONLY
     ONLY = a.only
+    if a.from_json:
+        try:
+            with open(a.from_json) as f:
+                done = json.load(f)
+            meta, rows = done["meta"], done["rows"]
+            meta.setdefault("command", "python -m bench.scripts.anchors " + " ".join(   # JSONs from before
+                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")          # the command was kept
+                for k, v in meta["args"].items() if v not in (None, False)))
+            if a.readme:
+                write_readme(a.readme, meta, rows, a.from_json)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"bench.scripts.anchors: error: --from-json {a.from_json}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        print(table(rows))
+        return 0
     if not a.openlrm and not a.triposr:
         p.error("give --openlrm PATH and/or --triposr PATH (local checkouts; nothing is downloaded)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    compile_kwargs = None if a.no_compile else {
+        k: v for k, v in (("mode", a.compile_mode), ("backend", a.compile_backend))
+        if v not in ("default", "inductor")}
     rows = []
     try:
         if a.openlrm:
             print(f"OpenLRM {a.preset} from {a.openlrm} vs lrm_fast ({a.backend}), torch threads "
                   f"{torch.get_num_threads()}", flush=True)
             rows += compare_openlrm(a.openlrm, a.preset, a.resolution, a.grid, a.repeat, a.backend, a.memory,
-                                    a.fitted)
+                                    a.fitted, compile_kwargs)
         if a.triposr:
             print(f"TripoSR from {a.triposr} vs lrm_fast triposr ({a.backend})", flush=True)
             rows += compare_triposr(a.triposr, a.triposr_site, a.triposr_resolution, a.triposr_grid, a.repeat,
-                                    a.backend, a.memory, a.fitted)
+                                    a.backend, a.memory, a.fitted, compile_kwargs)
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, NotImplementedError) as e:
         print(f"bench.scripts.anchors: error: {type(e).__name__}: {e}", file=sys.stderr)
         if rows:
             print(table(rows))
         return 2
     print(table(rows))
+    import platform
+
+    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "args": vars(a),
+            "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            "command": "python -m bench.scripts.anchors " + " ".join(sys.argv[1:] if argv is None else argv)}
     if a.json:
-        from bench.report import write_atomic
+        from bench.lib.results import write_atomic
 
-        import platform
-
-        meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "args": vars(a),
-                "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         write_atomic(a.json, json.dumps({"meta": meta, "rows": rows}, indent=1))
         write_atomic(os.path.splitext(a.json)[0] + ".md",
-                     f"# Anchors vs lrm_fast ({meta['when_utc']} UTC)\n\n{meta['cpu_count']} cores, torch "
-                     f"{meta['torch']} ({meta['torch_threads']} threads), fp32, random weights (rows marked fitted field: "
-                     f"bench/lib/fitted_field.py), "
-                     f"lrm_fast backend {a.backend!r}; `python -m bench.scripts.anchors {' '.join(argv or sys.argv[1:])}`\n\n"
-                     + table(rows) + "\n")
+                     f"# Anchors vs lrm_fast ({meta['when_utc']} UTC)\n\n" + summary(meta, rows))
+    if a.readme:
+        write_readme(a.readme, meta, rows, a.json)
     return 0
 
 

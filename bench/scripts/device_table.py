@@ -47,6 +47,8 @@ import traceback
 
 import torch
 
+from bench.lib.compiled import compile_reference
+from bench.lib.format import one_line
 from bench.lib.launches import LaunchCounter
 from bench.lib.mem import PeakMemory
 from bench.lib.results import ROOT, write_atomic
@@ -210,7 +212,7 @@ def case_image_to_triplane(ctx: Ctx, impl: str, dtype: torch.dtype, preset: str)
                 return m.forward_planes(image)
         return run, ""
     if impl == "compile":
-        runner = m.compile_planes(1, dtype, mode="compile", compile_kwargs={"backend": ctx.sizes.compile_backend})
+        runner, _ = compile_reference(m, "planes", dtype, backend=ctx.sizes.compile_backend)
         return (lambda: runner(image)), (f"compile_planes(mode='compile', backend={ctx.sizes.compile_backend})"
                                          f"{' + CUDA graph' if ctx.device.type == 'cuda' else ''}, "
                                          f"warm-up {runner.warmup_s:.1f} s")
@@ -248,7 +250,9 @@ def case_view(ctx: Ctx, impl: str, dtype: torch.dtype):
     if impl in ("fast", "reference", "compile"):
         m = ctx.model(ctx.sizes.base, dtype, "auto" if impl == "fast" else "reference")
         planes = ctx.planes(ctx.sizes.base, dtype)
-        render = ctx.compiled(m.render) if impl == "compile" else m.render
+        render = m.render
+        if impl == "compile":
+            render, _ = compile_reference(m, "render", backend=ctx.sizes.compile_backend)
         return _inference(lambda: render(planes, c2w, K, res)), ""
     if impl == "openlrm":
         theirs = _openlrm_model(ctx, "base")
@@ -430,15 +434,10 @@ def measure(ctx: Ctx, case: str, impl: str, dtype_name: str, limit: float) -> di
     except RowTimeout as e:
         row.update(status="timeout", error=str(e))
     except Exception as e:  # noqa: BLE001 - recorded; the next row runs
-        row.update(status="error", error=_one_line(e))
+        row.update(status="error", error=one_line(e))
         traceback.print_exc()
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}"[:300]
 
 
 def poisoned(row: dict, device: torch.device) -> bool:

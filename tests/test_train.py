@@ -243,12 +243,13 @@ def test_gpu_recipe_config_runs_on_cpu(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     data = str(tmp_path / "d")
-    make_dataset(data, 3, n_views=6, resolution=32, seed=0, workers=1, recipe="demo", depth=False)
+    make_dataset(data, 3, n_views=6, resolution=32, seed=0, workers=1, recipe="rich", depth=False)
     cfg = TrainConfig.load(os.path.join(root, "configs", "demo-gpu.yaml"),
                            dict(data_root=data, out_dir=str(tmp_path / "run"), batch_size=1, render_size=16,
                                 patch=8, train_samples_per_ray=8, num_workers=0, max_minutes=0.5, steps=2,
-                                warmup=1, threads=1))
+                                warmup=1, threads=1, eval_every=0))
     assert cfg.time_schedule and cfg.source_views == 4 and cfg.export_dtype == "float16"
+    assert cfg.eval_recipe == "rich" and not cfg.lr_scale
     tr = Trainer(cfg)
     assert tr.model_cfg.encoder.foreground_ratio == 0.0 and tr.precision == ("bf16" if torch.cuda.is_available() else "fp32")
     assert tr.model.parameter_counts()["total"] * 2 <= 25e6   # float16 export <= 25 MB
@@ -259,7 +260,7 @@ def test_gpu_recipe_config_runs_on_cpu(tmp_path):
     out = subprocess.run(["bash", os.path.join(root, "tools", "train_demo_gpu.sh"), str(tmp_path / "o"), "--dry-run"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for s in ("make-data", "--recipe demo", "configs/demo-gpu.yaml", "lrm_fast.train.report"):
+    for s in ("make-data", "--recipe rich", "configs/demo-gpu.yaml", "lrm_fast.train.report", "eval_recipe=rich"):
         assert s in out.stdout
     assert not os.path.exists(tmp_path / "o")
 

@@ -6,7 +6,7 @@
 #   bash tools/train_demo_gpu.sh OUTDIR --dry-run  # print the commands only
 #
 # Steps (each under a time limit; a failing step does not stop the ones after it):
-#   1. synthetic data, recipe `demo` (lrm-fast make-data, all cores, <= DATA_SECONDS; the objects
+#   1. synthetic data, recipe RECIPE (`rich`: what users show a demo; lrm-fast make-data, all cores, <= DATA_SECONDS; the objects
 #      finished by then are used);
 #   2. training, configs/demo-gpu.yaml, for TRAIN_SECONDS of wall time (bf16 autocast on CUDA, fp32 on
 #      CPU; atomic checkpoints every few hundred steps and on SIGTERM, so a time-out still leaves weights);
@@ -16,7 +16,7 @@
 # (if matplotlib is installed), train.log, extras.tar.gz. Big files (data, checkpoints) stay in WORK.
 # Needs no install: runs from the repo root with PYTHONPATH=. ; lrm_fast._C is optional.
 # Env: PYTHON (python3), TRAIN_SECONDS (240), DATA_SECONDS (60), DEMO_OBJECTS (4000), DEMO_WORKERS
-# (all cores), EVAL_OBJECTS (100), EVAL_SHIFTED (50), WORK (/tmp/lrm_demo_gpu), TRAIN_SET (extra
+# (all cores), RECIPE (rich), EVAL_OBJECTS (100), EVAL_SHIFTED (50), WORK (/tmp/lrm_demo_gpu), TRAIN_SET (extra
 # "key=value ..." overrides for the train config).
 set -uo pipefail
 
@@ -50,10 +50,10 @@ if [ "$TINY" = 1 ]; then
 fi
 TRAIN_SECONDS="${TRAIN_SECONDS:-240}"; DATA_SECONDS="${DATA_SECONDS:-60}"; DEMO_OBJECTS="${DEMO_OBJECTS:-4000}"
 DEMO_WORKERS="${DEMO_WORKERS:-$NCPU}"; EVAL_OBJECTS="${EVAL_OBJECTS:-100}"; EVAL_SHIFTED="${EVAL_SHIFTED:-50}"
-TRAIN_SET="${TRAIN_SET:-}"; WORK="${WORK:-/tmp/lrm_demo_gpu}"
+TRAIN_SET="${TRAIN_SET:-}"; WORK="${WORK:-/tmp/lrm_demo_gpu}"; RECIPE="${RECIPE:-rich}"
 DATA="$WORK/data"; RUN="$WORK/run"
 MAX_MIN=$("$PY" -c "print($TRAIN_SECONDS / 60)")
-SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN")
+SETS=(--set "data_root=$DATA" --set "out_dir=$RUN" --set "max_minutes=$MAX_MIN" --set "eval_recipe=$RECIPE")
 # DataLoader workers hand batches (~10 MB each, 2 in flight per worker) over /dev/shm: a small one
 # (a container's default 64 MB) would crash them, so fewer workers there
 SHM_MB=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
@@ -84,7 +84,7 @@ if [ "$DRY" != 1 ]; then
 fi
 
 # 1. data: objects finished within DATA_SECONDS are kept (folders are atomic; no meta.json -> scanned)
-run "$DATA_SECONDS" "$PY" -m lrm_fast.cli make-data "$DATA" --recipe demo --objects "$DEMO_OBJECTS" \
+run "$DATA_SECONDS" "$PY" -m lrm_fast.cli make-data "$DATA" --recipe "$RECIPE" --objects "$DEMO_OBJECTS" \
   --views 16 --resolution 128 --no-depth --workers "$DEMO_WORKERS"
 [ "$DRY" = 1 ] || say "objects on disk: $(find "$DATA" -maxdepth 2 -name intrinsics.npy 2>/dev/null | wc -l)"
 
@@ -105,5 +105,5 @@ fi
 
 # 3. evaluation (new vs shipped, with baselines), pictures, curves, extras
 run 150 "$PY" -m lrm_fast.train.report "$RUN" "$OUT" --objects "$EVAL_OBJECTS" --shifted "$EVAL_SHIFTED" \
-  --compare lrm_fast/assets/demo --backend "$BACKEND"
+  --recipe "$RECIPE" --compare lrm_fast/assets/demo --backend "$BACKEND"
 say "done; OUT holds: $(ls "$OUT" 2>/dev/null | tr '\n' ' ')"

@@ -168,8 +168,8 @@ def composite_samples_fwd_kernel(raw_ptr, t_ptr, o_ptr, d_ptr, bg_ptr, color_ptr
     cr, cg, cb, dep, _, _, _, alpha, _ = _interval(sr0, r0, g0, b0, t0, sr1, r1, g1, b1, t1, valid0, bias,
                                                    ACT, MIDPOINT, SP_THRESH, EXP_CLAMP)
     trans = tl.cumprod(keepm, axis=1)  # T_s = prod_{j<s} keep_j
-    bad = ((s >= 1) & (trans < stop)).to(tl.int32)
-    used = valid0 & (tl.cumsum(bad, axis=1) == 0)
+    first = tl.min(tl.where((s >= 1) & (trans < stop), s, SP), axis=1)[:, None]  # the first T_s below stop
+    used = valid0 & (s < first)
     w = tl.where(used, alpha * trans, 0.0)
     if WEIGHTS:
         tl.store(w_ptr + rows * n + s, w, mask=valid0)
@@ -242,14 +242,12 @@ def composite_samples_bwd_kernel(raw_ptr, t_ptr, o_ptr, d_ptr, bg_ptr, depth_ptr
         sr0, r0, g0, b0, t0, sr1, r1, g1, b1, t1, valid0, bias, ACT, MIDPOINT, SP_THRESH, EXP_CLAMP)
     crp, cgp, cbp, depp, _, _, _, alphap, keepp = _interval(
         sr1, r1, g1, b1, t1, sr2, r2, g2, b2, t2, validp, bias, ACT, MIDPOINT, SP_THRESH, EXP_CLAMP)
-    # the forward's transmittance and stop flags, then shifted exactly to the neighbours
+    # the forward's transmittance and stop index (exact for the neighbour intervals too)
     trans = tl.cumprod(keepm, axis=1)
-    bad = ((s >= 1) & (trans < stop)).to(tl.int32)
-    cnt = tl.cumsum(bad, axis=1)
-    bad_next = tl.cumsum(bad, axis=1, reverse=True) - bad
-    used0 = valid0 & (cnt == 0)
-    usedm = validm & (cnt - bad == 0)
-    usedp = validp & (cnt + bad_next == 0)
+    first = tl.min(tl.where((s >= 1) & (trans < stop), s, SP), axis=1)[:, None]
+    used0 = valid0 & (s < first)
+    usedm = validm & (s - 1 < first)
+    usedp = validp & (s + 1 < first)
     trans_m = tl.where(validm, trans / keepm, 0.0)  # T_{s-1}: a quotient of products, relative-exact
     g0v = vcr * (cr0 - bgr) + vcg * (cg0 - bgg) + vcb * (cb0 - bgb) + v_op + vd * (dep0 - depth)
     gmv = vcr * (crm - bgr) + vcg * (cgm - bgg) + vcb * (cbm - bgb) + v_op + vd * (depm - depth)

@@ -203,13 +203,14 @@ def _composite_samples_weights_cpp(raw, t, origins, dirs, box_min=-1.0, box_max=
 # triton backend of the fused op (kernels/composite.py, imported lazily as lrm_fast.kernels.composite)
 
 TRITON_MAX_SAMPLES = 4096  # one ray's samples are one register row; longer rays take the cpp kernel
+TRITON_TILE = 2048  # elements per forward tile (untuned; tests shrink it to run several programs)
 
 
 def _triton_launch(S: int, backward: bool) -> "tuple[int, int, int]":
     """(SP, BLOCK_R, num_warps): samples padded to a power of two (tl.arange), and enough rays per
-    program for a ~2048-element tile (1024 in the backward, which holds three intervals' state)."""
+    program for a ``TRITON_TILE``-element tile (half in the backward, which holds three intervals)."""
     SP = max(2, 1 << max(0, S - 1).bit_length())
-    BLOCK_R = max(1, (1024 if backward else 2048) // SP)
+    BLOCK_R = max(1, (TRITON_TILE // 2 if backward else TRITON_TILE) // SP)
     return SP, BLOCK_R, 4
 
 

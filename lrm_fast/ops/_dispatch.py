@@ -17,8 +17,8 @@ reference, and names the ``torch.ops.lrm_fast`` ops it runs (``ext_ops``);
 
 The model passes the string down and each op decides per call from the tensors' device and
 dtype. The one module that branches on it is the renderer (``render/renderer.py``): it takes its
-fast path (fused compositing, missed rays skipped) when the compositing op resolves to ``cpp``,
-else its reference path (docs/architecture.md section 3). ``describe(op, device, dtype)`` explains the choice for
+fast path (fused compositing, missed rays skipped) when the compositing ops resolve to ``cpp`` (the
+fused one to ``cpp`` or ``triton``: ``renderer.FUSED``), else its reference path (docs/architecture.md section 3). ``describe(op, device, dtype)`` explains the choice for
 ``lrm-fast info``.
 """
 from __future__ import annotations

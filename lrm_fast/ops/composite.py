@@ -20,7 +20,10 @@ tests compare the gradients that both define).
 
 Backends: ``reference`` (torch cumprod under autograd, the spec), and ``cpp`` (lrm_fast._C: one
 pass per ray, no [R, S] intermediates; analytic backward with O(rays) saved state: the reverse walk
-recovers each T_k from the stored final transmittance, see csrc/composite.h).
+recovers each T_k from the stored final transmittance, see csrc/composite.h). The fused op
+``composite_samples`` (and its weights) also has ``triton`` (``kernels/composite.py``: tiles of
+``[rays, samples]`` read coalesced, a recomputing backward; registered after ``cpp``, so ``auto``
+takes it only where ``lrm_fast._C`` has no kernel for the device).
 
 Early stop: with ``early_stop > 0`` a ray stops compositing once its transmittance falls below it:
 interval ``k`` is used while ``T_1 .. T_k`` are all ``>= early_stop`` (the interval whose update

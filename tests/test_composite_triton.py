@@ -8,6 +8,8 @@ does, the whole grid runs once in a child (``python tests/test_composite_triton.
 each case here reads that child's verdict. GPU (``gpu`` marker): the same grid in-process on CUDA
 (compiled kernels), plus a size with many programs.
 
+Under the interpreter every launch also runs inside ``tests/bounds_check.py``'s
+``checked_launches``: each masked-in load and store must lie inside one tensor argument.
 Tolerances are the twin harness's (``tests/_twin.py`` ``TOL``): float64 to 1e-10, float32 to 2e-5.
 Cases: S a power of two and not (padded tiles), S = 1 (no interval) and 2, ray counts that are not
 a multiple of the block (a shrunk tile: several programs, a partial last one), no ray, rays outside the box, no
@@ -83,7 +85,7 @@ def check_case(case: dict, device: str) -> None:
 
     C = importlib.import_module("lrm_fast.ops.composite")  # (the package exports the function of that name)
     composite_samples, composite_samples_weights = C.composite_samples, C.composite_samples_weights
-    C.TRITON_TILE = case.get("tile", 2048)
+    C.TRITON_TILE = case.get("tile", 1024)
     raw, t, o, d, bg = _inputs(case, device)
     kw = dict(midpoint=case["midpoint"], density_activation=case["act"],
               early_stop=0.05 if case["kind"] == "early_stop" else 0.0)
@@ -103,10 +105,16 @@ def check_case(case: dict, device: str) -> None:
 
 def _worker():
     assert os.environ.get("TRITON_INTERPRET") == "1"
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from bounds_check import checked_launches
+
     torch.set_num_threads(1)
     for case in _grid():
         try:
-            check_case(case, "cpu")
+            # every access of every launch inside its tensor argument (a GPU would fault later, unnamed)
+            with checked_launches() as log:
+                check_case(case, "cpu")
+            assert log.launches or not case["R"], "no Triton launch ran"
             print("CASE " + json.dumps(dict(id=case["id"])), flush=True)
         except Exception as e:  # noqa: BLE001 - report per case, keep going
             print("CASE " + json.dumps(dict(id=case["id"], error=f"{type(e).__name__}: {e}")), flush=True)

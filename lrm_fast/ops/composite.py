@@ -206,7 +206,10 @@ def _composite_samples_weights_cpp(raw, t, origins, dirs, box_min=-1.0, box_max=
 # triton backend of the fused op (kernels/composite.py, imported lazily as lrm_fast.kernels.composite)
 
 TRITON_MAX_SAMPLES = 4096  # one ray's samples are one register row; longer rays take the cpp kernel
-TRITON_TILE = 2048  # elements per forward tile (untuned; tests shrink it to run several programs)
+# elements per forward tile, half in the backward; 4 warps: 8 and 4 elements per thread of each of
+# the ~40 live tile tensors. Untuned (no GPU yet): measure_gpu.py times 512 / 1024 / 2048; tests
+# shrink it to run several programs at small sizes
+TRITON_TILE = 1024
 
 
 def _triton_launch(S: int, backward: bool) -> "tuple[int, int, int]":
@@ -232,12 +235,16 @@ def _triton_fwd(raw, t, origins, dirs, bg, box_min, box_max, density_bias, densi
     R, S = t.shape
     SP, BLOCK_R, warps = _triton_launch(S, backward=False)
     params, consts = _triton_consts(t, box_min, box_max, density_bias, density_activation, stop)
-    color, depth, opacity = t.new_empty(R, 3), t.new_empty(R), t.new_empty(R)
-    w = t.new_empty(R, max(S - 1, 0))
+    # the outputs of the other mode are 1-element stand-ins the kernel never touches
+    one = (1,)
+    color, depth, opacity = (t.new_empty(*(one if weights else shape)) for shape in ((R, 3), (R,), (R,)))
+    w = t.new_empty(R, max(S - 1, 0)) if weights else t.new_empty(1)
+    if weights:
+        bg = t.new_empty(1)
     if R:
         # fp fusion off: the gate's o + t d must round as the twin's two torch ops
         K.composite_samples_fwd_kernel[(-(-R // BLOCK_R),)](
-            raw, t, origins, dirs, t if bg is None else bg, color, depth, opacity, w, params, R, S, MIDPOINT=bool(midpoint),
+            raw, t, origins, dirs, bg, color, depth, opacity, w, params, R, S, MIDPOINT=bool(midpoint),
             WEIGHTS=weights, BLOCK_R=BLOCK_R, SP=SP, num_warps=warps, enable_fp_fusion=False, **consts)
     return w if weights else (color, depth, opacity)
 

@@ -182,6 +182,19 @@ def render_view(cfg: LRMConfig, resolution: int, samples: int | None = None, vie
     return Work(q.flops + 10.0 * rays * s, q.bytes - rays * s * 4 * eb + rays * 5 * 4)
 
 
+def composite_samples_bytes(rays: int, samples: int, eb: int = 4, backward: bool = False) -> float:
+    """Ideal HBM bytes of the fused compositing kernels (``ops.composite_samples``), read once and
+    written once, ``eb`` bytes per element. Forward: raw ``[R, S, 4]``, t ``[R, S]``, origins, dirs,
+    background ``[R, 3]`` each read; rgb ``[R, 3]``, depth, opacity ``[R]`` written. Backward: the same
+    inputs, the saved depth and opacity and the cotangents of the three outputs read; v_raw ``[R, S, 4]``
+    written (v_background is a separate ``[R, 3]`` torch op). A kernel at this many bytes per second
+    runs at the bandwidth it is compared with (``bench/scripts/measure_gpu.py``: device-to-device copy)."""
+    per_ray_in = samples * 5 + 9
+    if not backward:
+        return float(eb * rays * (per_ray_in + 5))
+    return float(eb * rays * (per_ray_in + 2 + 5 + samples * 4))
+
+
 def mesh_grid(cfg: LRMConfig, grid: int | None = None, eb: int = 2) -> Work:
     """Density on a dense grid^3 (the marching-cubes input); writes one fp32 density per cell."""
     g = grid or cfg.render.mesh_resolution

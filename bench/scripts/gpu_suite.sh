@@ -17,7 +17,8 @@
 #      256^3 mesh, photo -> GLB, training step (demo recipe, batch 8) x fast / reference /
 #      torch.compile(reference) / OpenLRM's and TripoSR's own code (where .originals/ or LRM_FAST_OPENLRM /
 #      LRM_FAST_TRIPOSR name a checkout) x bf16 / fp32: time, peak memory, ops and host syncs
-#   7. kernel measurements (bench/scripts/measure_gpu.py: registers, spills, launch configurations)
+#   7. kernel measurements (bench/scripts/measure_gpu.py: compositing 512x512x128 GB/s against the measured
+#      copy bandwidth, Triton vs CUDA vs reference; registers, spills, launch configurations)
 #   8. roofline (analytic work per stage)
 #   9. kernel benchmarks (ray marching, compositing, render, field), if time is left      [GPU only]
 # Outputs in $OUT (else bench/results/), stem <date>-<gpu>: -suite.log, -suite.md (the step table,
@@ -172,8 +173,8 @@ TABLE_SIZE=""; [ "$DRY" = 1 ] && TABLE_SIZE="--tiny"
 step table "device table (bench/scripts/device_table.py $TABLE_SIZE)" 200 40 0 \
   "$PYTHON -m bench.scripts.device_table $TABLE_SIZE --out $RESULTS --stem $STEM-table ${SUITE_TABLE_ARGS:-}"
 
-# --- 7. kernel measurements (registers, spills, launch configurations, C=40 vs 48, compositing GB/s) ----
-step measure "kernel measurements (bench/scripts/measure_gpu.py)" 30 20 0 \
+# --- 7. kernel measurements (compositing 512x512x128 GB/s vs copy: triton / cpp / reference; registers, spills, launch configurations, C=40 vs 48) ----
+step measure "kernel measurements (bench/scripts/measure_gpu.py)" 45 20 0 \
   "$PYTHON -m bench.scripts.measure_gpu --out $RESULTS/$STEM-measurements.md"
 
 # --- 8. analytic work and floors per stage ------------------------------------------------------

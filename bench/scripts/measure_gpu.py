@@ -8,6 +8,10 @@
 * C=40 vs C=48 forward time (alignment / vectorised gathers).
 * compositing (lrm_fast._C, one thread per ray) at 512x512 rays x 128 samples: achieved GB/s
   (bytes = the inputs read + the outputs written once).
+* fused compositing from raw samples (``composite_samples``) at 512x512 rays x 128 samples, forward
+  and backward, Triton (tiled) vs cpp (CUDA, a thread per ray) vs reference: GB/s by
+  ``bench.lib.roofline.composite_samples_bytes`` and its fraction of the measured device-to-device
+  copy bandwidth (issue 25's goal: >= 50%).
 Each item is independent: a failure is written into the file and the next item runs.
 """
 from __future__ import annotations
@@ -155,6 +159,63 @@ def composite_report(lines):
     lines.append("")
 
 
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Measured device-to-device copy bandwidth, bytes/s (a copy reads and writes each byte)."""
+    src = torch.empty(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    t = _time(lambda: dst.copy_(src), reps=20)
+    return 2 * nbytes / t
+
+
+def composite_samples_report(lines):
+    import importlib
+
+    from bench.lib.roofline import composite_samples_bytes
+
+    C = importlib.import_module("lrm_fast.ops.composite")  # (the package exports the function of that name)
+    copy = copy_bandwidth()
+    R, S = 512 * 512, 128
+    g = torch.Generator(device="cuda").manual_seed(0)
+    t = torch.sort(torch.rand(R, S, device="cuda", generator=g) * 2 + 1.5, -1).values
+    o = torch.tensor([0.0, 0.0, -2.5], device="cuda").expand(R, 3).contiguous()
+    d = torch.nn.functional.normalize(torch.randn(R, 3, device="cuda", generator=g) * 0.2
+                                      + torch.tensor([0.0, 0.0, 1.0], device="cuda"), dim=-1)
+    raw = torch.randn(R, S, 4, device="cuda", generator=g)
+    bg = torch.ones(R, 3, device="cuda")
+    lines += [f"## compositing 512x512x128 (composite_samples, fp32): device-to-device copy {copy / 1e9:.0f} GB/s",
+              "", "| backend | pass | ms | GB/s (bench.lib.roofline.composite_samples_bytes) | fraction of copy |",
+              "|---|---|---:|---:|---:|"]
+    default_tile = C.TRITON_TILE
+    runs = [("triton", default_tile), ("cpp", None), ("reference", None), ("triton", 512), ("triton", 2048)]
+    for be, tile in runs:
+        if tile is not None and tile != default_tile and time.perf_counter() > DEADLINE[0] - 15:
+            lines.append(f"| triton (tile {tile}) | | skipped: the step's budget | | |")
+            continue
+        name = be if tile is None else f"triton (tile {tile})"
+        C.TRITON_TILE = tile or default_tile
+        for bwd in (False, True):
+            try:
+                if bwd:
+                    r = raw.clone().requires_grad_()
+                    out = C.composite_samples(r, t, o, d, bg, backend=be)
+                    cots = [torch.ones_like(x) for x in out]
+                    fwd_t = _time(lambda: C.composite_samples(r, t, o, d, bg, backend=be), reps=5)
+                    tt = _time(lambda: torch.autograd.grad(C.composite_samples(r, t, o, d, bg, backend=be), r, cots),
+                               reps=5) - fwd_t
+                else:
+                    with torch.no_grad():
+                        tt = _time(lambda: C.composite_samples(raw, t, o, d, bg, backend=be), reps=10)
+                gbs = composite_samples_bytes(R, S, 4, backward=bwd) / tt
+                lines.append(f"| {name} | {'backward' if bwd else 'forward'} | {tt * 1e3:.3f} | {gbs / 1e9:.0f} | "
+                             f"{gbs / copy:.2f} |")
+            except Exception as e:  # noqa: BLE001
+                lines.append(f"| {name} | {'backward' if bwd else 'forward'} | error: {type(e).__name__}: "
+                             f"{str(e)[:120]} | | |")
+    C.TRITON_TILE = default_tile
+    lines += ["(backward: forward + backward time minus the forward's; the reference runs autograd "
+              "through its [R, S] intermediates)", ""]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -167,7 +228,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         lines.append("no CUDA device: nothing measured")
     else:
-        for item in (kernels_report, composite_report, channels_report, launch_report):
+        for item in (composite_samples_report, kernels_report, composite_report, channels_report, launch_report):
             t = time.perf_counter()
             try:
                 item(lines)

@@ -17,12 +17,13 @@ reference, and names the ``torch.ops.lrm_fast`` ops it runs (``ext_ops``);
 
 The model passes the string down and each op decides per call from the tensors' device and
 dtype. The one module that branches on it is the renderer (``render/renderer.py``): it takes its
-fast path (fused compositing, missed rays skipped) when the compositing op resolves to ``cpp``,
-else its reference path (docs/architecture.md section 3). ``describe(op, device, dtype)`` explains the choice for
+fast path (fused compositing, missed rays skipped) when the compositing ops resolve to ``cpp`` (the
+fused one to ``cpp`` or ``triton``: ``renderer.FUSED``), else its reference path (docs/architecture.md section 3). ``describe(op, device, dtype)`` explains the choice for
 ``lrm-fast info``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -112,6 +113,36 @@ def describe(op: str, device: str | torch.device = "cpu", dtype: torch.dtype = t
     probe_tensor = _FakeDevice(t, torch.device(device))
     name, _, why = resolve(op, backend, probe_tensor)
     return f"{op}: {name} ({why})"
+
+
+def interpreting() -> bool:
+    """Whether Triton's interpreter is on (``TRITON_INTERPRET=1``: numpy on the CPU, for tests)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_ready(t) -> "tuple[bool, str]":
+    """The part of every Triton implementation's probe that is about the machine, not the inputs:
+    CUDA tensors, or CPU tensors under the interpreter, and triton importable. Cheap checks first:
+    importing triton costs seconds, and CPU runs never use it unless testing."""
+    dev = t.device
+    if dev.type == "cpu" and not interpreting():
+        return False, "CPU tensors need TRITON_INTERPRET=1 (Triton's interpreter, for tests only)"
+    if dev.type not in ("cuda", "cpu"):
+        return False, f"device {dev.type} not supported"
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not here"
+        return False, f"triton not importable ({type(e).__name__}: {e})"
+    return True, "interpreter" if dev.type == "cpu" else "CUDA"
+
+
+def triton_prefer(t, *_) -> "tuple[bool, str]":
+    """The ``prefer`` of every Triton implementation: auto/fast never pick an interpreter: on the CPU
+    the Triton kernels only run under ``TRITON_INTERPRET=1`` (numpy, for tests), so only the
+    backend's own name runs them there."""
+    if t.device.type == "cpu":
+        return False, "CPU tensors run Triton only in its interpreter (TRITON_INTERPRET=1), which auto never picks"
+    return True, ""
 
 
 class _FakeDevice:

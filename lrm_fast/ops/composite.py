@@ -20,7 +20,10 @@ tests compare the gradients that both define).
 
 Backends: ``reference`` (torch cumprod under autograd, the spec), and ``cpp`` (lrm_fast._C: one
 pass per ray, no [R, S] intermediates; analytic backward with O(rays) saved state: the reverse walk
-recovers each T_k from the stored final transmittance, see csrc/composite.h).
+recovers each T_k from the stored final transmittance, see csrc/composite.h). The fused op
+``composite_samples`` (and its weights) also has ``triton`` (``kernels/composite.py``: tiles of
+``[rays, samples]`` read coalesced, a recomputing backward; registered after ``cpp``, so ``auto``
+takes it only where ``lrm_fast._C`` has no kernel for the device).
 
 Early stop: with ``early_stop > 0`` a ray stops compositing once its transmittance falls below it:
 interval ``k`` is used while ``T_1 .. T_k`` are all ``>= early_stop`` (the interval whose update
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import torch
 
-from ..field.activations import DENSITY
+from ..field.activations import DENSITY, EXP_CLAMP, MASKED_RAW_DENSITY, RGB_PAD, SOFTPLUS_THRESHOLD
 from . import _dispatch, _ext, per_sample
 
 OP = "composite"
@@ -199,6 +202,122 @@ def _composite_samples_weights_cpp(raw, t, origins, dirs, box_min=-1.0, box_max=
         float(box_max), float(density_bias), DENSITY_ACTS[density_activation], bool(midpoint))
 
 
+# ------------------------------------------------------------------------------------------
+# triton backend of the fused op (kernels/composite.py, imported lazily as lrm_fast.kernels.composite)
+
+TRITON_MAX_SAMPLES = 4096  # one ray's samples are one register row; longer rays take the cpp kernel
+# elements per forward tile, half in the backward; 4 warps: 8 and 4 elements per thread of each of
+# the ~40 live tile tensors. Untuned (no GPU yet): measure_gpu.py times 512 / 1024 / 2048; tests
+# shrink it to run several programs at small sizes
+TRITON_TILE = 1024
+
+
+def _triton_launch(S: int, backward: bool) -> "tuple[int, int, int]":
+    """(SP, BLOCK_R, num_warps): samples padded to a power of two (tl.arange), and enough rays per
+    program for a ``TRITON_TILE``-element tile (half in the backward, which holds three intervals)."""
+    SP = max(2, 1 << max(0, S - 1).bit_length())
+    BLOCK_R = max(1, (TRITON_TILE // 2 if backward else TRITON_TILE) // SP)
+    return SP, BLOCK_R, 4
+
+
+def _triton_consts(t, box_min, box_max, density_bias, density_activation, stop):
+    """The kernels' scalars as a tensor of the inputs' dtype, and their constexprs (the one home of
+    the activations' constants: field/activations.py)."""
+    params = torch.tensor([box_min, box_max, density_bias, stop], dtype=t.dtype, device=t.device)
+    return params, dict(ACT=DENSITY_ACTS[density_activation], MASKED=MASKED_RAW_DENSITY, PAD=RGB_PAD,
+                        SP_THRESH=SOFTPLUS_THRESHOLD, EXP_CLAMP=EXP_CLAMP)
+
+
+def _triton_fwd(raw, t, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint, stop,
+                weights: bool):
+    from lrm_fast.kernels import composite as K
+
+    R, S = t.shape
+    SP, BLOCK_R, warps = _triton_launch(S, backward=False)
+    params, consts = _triton_consts(t, box_min, box_max, density_bias, density_activation, stop)
+    # the outputs of the other mode are 1-element stand-ins the kernel never touches
+    one = (1,)
+    color, depth, opacity = (t.new_empty(*(one if weights else shape)) for shape in ((R, 3), (R,), (R,)))
+    w = t.new_empty(R, max(S - 1, 0)) if weights else t.new_empty(1)
+    if weights:
+        bg = t.new_empty(1)
+    if R:
+        # fp fusion off: the gate's o + t d must round as the twin's two torch ops
+        K.composite_samples_fwd_kernel[(-(-R // BLOCK_R),)](
+            raw, t, origins, dirs, bg, color, depth, opacity, w, params, R, S, MIDPOINT=bool(midpoint),
+            WEIGHTS=weights, BLOCK_R=BLOCK_R, SP=SP, num_warps=warps, enable_fp_fusion=False, **consts)
+    return w if weights else (color, depth, opacity)
+
+
+class _CompositeSamplesTriton(torch.autograd.Function):
+    """Saves the inputs and the per-ray outputs the backward needs (depth, opacity), nothing per
+    sample: the backward kernel recomputes the forward in registers."""
+
+    @staticmethod
+    def forward(ctx, raw, t, origins, dirs, bg, box_min, box_max, density_bias, density_activation, midpoint, stop):
+        color, depth, opacity = _triton_fwd(raw, t, origins, dirs, bg, box_min, box_max, density_bias,
+                                            density_activation, midpoint, stop, weights=False)
+        ctx.params = (box_min, box_max, density_bias, density_activation, midpoint, stop)
+        ctx.save_for_backward(raw, t, origins, dirs, bg, depth, opacity)
+        return color, depth, opacity
+
+    @staticmethod
+    def backward(ctx, v_color, v_depth, v_opacity):
+        from lrm_fast.kernels import composite as K
+
+        raw, t, origins, dirs, bg, depth, opacity = ctx.saved_tensors
+        box_min, box_max, density_bias, density_activation, midpoint, stop = ctx.params
+        R, S = t.shape
+        v_raw = None
+        if ctx.needs_input_grad[0]:
+            SP, BLOCK_R, warps = _triton_launch(S, backward=True)
+            params, consts = _triton_consts(t, box_min, box_max, density_bias, density_activation, stop)
+            v_raw = torch.empty_like(raw)
+            if R and S:
+                K.composite_samples_bwd_kernel[(-(-R // BLOCK_R),)](
+                    raw, t, origins, dirs, bg, depth, opacity, v_color.contiguous(), v_depth.contiguous(),
+                    v_opacity.contiguous(), v_raw, params, R, S, MIDPOINT=bool(midpoint), BLOCK_R=BLOCK_R, SP=SP,
+                    num_warps=warps, enable_fp_fusion=False, **consts)
+        v_bg = (1.0 - opacity)[:, None] * v_color if ctx.needs_input_grad[4] else None
+        return v_raw, None, None, None, v_bg, None, None, None, None, None, None
+
+
+def _triton_inputs(raw, t, origins, dirs):
+    dt = t.dtype
+    return raw.to(dt).contiguous(), t.contiguous(), origins.to(dt).contiguous(), dirs.to(dt).contiguous()
+
+
+def _composite_samples_triton(raw, t, origins, dirs, background, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                              density_activation="softplus", midpoint=True, early_stop=0.0):
+    raw, t, origins, dirs = _triton_inputs(raw, t, origins, dirs)
+    bg = background.to(t.dtype).expand(t.shape[0], 3).contiguous()
+    # deltas and depths are constants of the sampling, as for the cpp kernel (the module docstring)
+    return _CompositeSamplesTriton.apply(raw, t.detach(), origins.detach(), dirs.detach(), bg, float(box_min),
+                                         float(box_max), float(density_bias), density_activation, bool(midpoint),
+                                         max(float(early_stop), T_FLOOR))
+
+
+def _composite_samples_weights_triton(raw, t, origins, dirs, box_min=-1.0, box_max=1.0, density_bias=-1.0,
+                                      density_activation="softplus", midpoint=True):
+    raw, t, origins, dirs = _triton_inputs(raw.detach(), t.detach(), origins.detach(), dirs.detach())
+    return _triton_fwd(raw, t, origins, dirs, None, box_min, box_max, density_bias, density_activation,
+                       midpoint, 0.0, weights=True)
+
+
+def _triton_probe(raw, t=None, *_):
+    """Triton's machine checks (``_dispatch.triton_ready``), then the inputs: float32/float64 depths
+    (the kernels compute in the depths' dtype, as the cpp ones) and rays short enough for one tile."""
+    ok, where = _dispatch.triton_ready(raw)
+    if not ok:
+        return False, where
+    t = raw if t is None else t
+    if t.dtype not in _ext.CPP_DTYPES:
+        return False, f"{str(t.dtype).replace('torch.', '')} inputs (the kernel takes float32/float64)"
+    if t.dim() == 2 and t.shape[1] > TRITON_MAX_SAMPLES:
+        return False, f"{t.shape[1]} samples per ray > {TRITON_MAX_SAMPLES} (one register tile per ray)"
+    return True, f"tiled compositing Triton kernel ({where})"
+
+
 def _composite_cpp(rgb, sigma, deltas, depths, background, early_stop: float = 0.0):
     R = sigma.shape[0]
     dt = sigma.dtype
@@ -261,6 +380,12 @@ _dispatch.register("composite_samples", "cpp", _composite_samples_cpp, _ext.cpp_
 _dispatch.register_reference("composite_samples_weights", _composite_samples_weights_ref)
 _dispatch.register("composite_samples_weights", "cpp", _composite_samples_weights_cpp,
                    _ext.cpp_probe("composite_samples_weights"), ext_ops=("composite_samples_weights",))
+# after cpp: auto keeps the measured CUDA kernel until the device table shows the tiled one faster;
+# it takes over where lrm_fast._C has no CUDA kernels, and backend="triton" names it
+_dispatch.register("composite_samples", "triton", _composite_samples_triton, _triton_probe,
+                   prefer=_dispatch.triton_prefer)
+_dispatch.register("composite_samples_weights", "triton", _composite_samples_weights_triton, _triton_probe,
+                   prefer=_dispatch.triton_prefer)
 
 
 def composite_weights(sigma: torch.Tensor, deltas: torch.Tensor, backend: str = "auto") -> torch.Tensor:

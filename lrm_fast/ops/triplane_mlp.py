@@ -121,26 +121,16 @@ _MAX_OUT = 64
 _MAX_CHANNELS = 256
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _pow2(n: int, lo: int = 16) -> int:
     """Smallest power of two >= max(n, lo): tl.arange needs powers of two, tl.dot dims >= 16."""
     return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
 
 def _triton_probe(planes, points=None, *params):
-    # cheap checks first: importing triton costs seconds, and CPU runs never use it unless testing
+    ok, where = _dispatch.triton_ready(planes)
+    if not ok:
+        return False, where
     dev = planes.device
-    if dev.type == "cpu" and not _interpreting():
-        return False, "CPU tensors need TRITON_INTERPRET=1 (Triton's interpreter, for tests only)"
-    if dev.type not in ("cuda", "cpu"):
-        return False, f"device {dev.type} not supported"
-    try:
-        import triton  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any import failure means "not here"
-        return False, f"triton not importable ({type(e).__name__}: {e})"
     if planes.dtype not in _TRITON_DTYPES:
         return False, f"dtype {planes.dtype} not supported (float32, float16, bfloat16)"
     if points is not None and getattr(points, "requires_grad", False):
@@ -152,7 +142,6 @@ def _triton_probe(planes, points=None, *params):
         why = _shared_memory_refusal(planes, weights, _needs_grad([planes, *params]))
         if why:
             return False, why
-    where = "interpreter" if dev.type == "cpu" else "CUDA"
     return True, f"fused sample+MLP Triton kernel ({where})"
 
 
@@ -316,7 +305,7 @@ def _launch_cfg(backward: bool) -> tuple[int, int]:
             if b < 16 or b & (b - 1):
                 raise ValueError(f"LRM_FAST_TRIPLANE_LAUNCH: block {b} is not a power of two >= 16")
         return (bb, bw) if backward else (fb, fw)
-    if _interpreting():
+    if _dispatch.interpreting():
         return 16, 1
     return 64, 8
 
@@ -461,15 +450,7 @@ def _triplane_mlp_triton(planes, points, weights, biases, aggregate="concat", ac
         return _triplane_mlp_ref(planes, points, weights, biases, aggregate, activation)
 
 
-def _triton_prefer(planes, points=None, *_):
-    """auto/fast never pick an interpreter: on the CPU the Triton kernels only run under
-    ``TRITON_INTERPRET=1`` (numpy, for tests), so only ``backend="triton"`` runs them there."""
-    if planes.device.type == "cpu":
-        return False, "CPU tensors run Triton only in its interpreter (TRITON_INTERPRET=1), which auto never picks"
-    return True, ""
-
-
-_dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe, prefer=_triton_prefer)
+_dispatch.register(OP, "triton", _triplane_mlp_triton, _triton_probe, prefer=_dispatch.triton_prefer)
 
 
 # ---------------------------------------------------------------------------------------------

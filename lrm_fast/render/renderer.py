@@ -49,6 +49,9 @@ from ..ops import _dispatch, generate_rays, ray_box
 from .marching import ExactMarcher, MarchContext, ReferenceMarcher, Sampling, UniformMarcher
 from .skipping import SkippingMarcher, UniformSkippingMarcher
 
+# the fused compositing op's implementations that take the exact marcher (cpp; triton where lrm_fast._C
+# has no CUDA kernels: ops/composite.py registers it after cpp)
+FUSED = ("cpp", "triton")
 # the marchers, by name (``marching.py``): the renderer picks one per call (``Renderer.marcher_name``)
 MARCHERS = {m.name: m for m in (ExactMarcher(), ReferenceMarcher(), SkippingMarcher(), UniformMarcher(),
                                 UniformSkippingMarcher())}
@@ -151,7 +154,7 @@ class Renderer(nn.Module):
             return False
         if self.field.cfg.rgb_activation != "sigmoid_wide":
             return False
-        return self.backend == "reference" or _dispatch.resolve("composite_samples", self.backend, t)[0] == "cpp"
+        return self.backend == "reference" or _dispatch.resolve("composite_samples", self.backend, t)[0] in FUSED
 
     def can_skip(self, t: torch.Tensor, jitter: bool = False) -> bool:
         """Whether this renderer can skip empty space here: inference (no jitter, no gradient), OpenLRM's

@@ -104,4 +104,4 @@ def test_package_stands_alone():
                         edits.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
     assert not edits, f"sys.path used in the package: {edits}"
     assert sorted(f for f in os.listdir(os.path.join(ROOT, "kernels")) if f.endswith(".py")) == \
-        ["__init__.py", "triplane_mlp.py"]
+        ["__init__.py", "composite.py", "triplane_mlp.py"]

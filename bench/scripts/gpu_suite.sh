@@ -34,7 +34,7 @@ DRY=0
 for a in "$@"; do
   case "$a" in
     --dry-run|-n) DRY=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown argument $a (use --dry-run)" >&2; exit 2 ;;
   esac
 done

@@ -240,6 +240,20 @@ def test_compiled_reference_rows_tiny():
     assert t.splitlines()[2].count("|") == 11
 
 
+def test_compiled_reference_of_the_fitted_field_peers():
+    """The fitted rows' peers (a ``FittedField``: a field and a renderer, no image path) compile too; the
+    first anchors run with compiled columns failed them all on a missing ``forward_planes``."""
+    from bench.lib.fitted_field import load_fitted_field
+
+    planes, model = load_fitted_field()
+    c2w, K, _ = anchors._openlrm_camera(8)
+    pts = anchors._grid_points(4)
+    for peer in anchors._fitted_peers(model, planes, c2w, K, 8, pts):
+        r = anchors.compiled_peer(*peer, repeat=1, compile_kwargs={"backend": "eager"})
+        assert "compiled_error" not in r, r.get("compiled_error")
+        assert r["compiled_max_abs"] <= 1e-5
+
+
 def test_compile_failure_is_one_line_and_the_run_goes_on():
     cases = _tiny_cases()
     name, (t_fn, o_fn, (ref, what, call)) = next(iter(cases.items()))

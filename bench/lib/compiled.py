@@ -25,7 +25,13 @@ def reference_entry(model, what: str):
     """The uncompiled entry point ``what`` of ``model``, with the compiled one's signature."""
     if what not in ENTRIES:
         raise ValueError(f"entry must be one of {ENTRIES}, got {what!r}")
-    return {"planes": model.forward_planes, "render": model.render, "query": model.field.query}[what]
+    # only the entry asked for: a field without an image path (bench/lib/fitted_field.py's FittedField:
+    # ``field`` and ``renderer``, no ``forward_planes`` or ``render``) has a render and a query
+    if what == "planes":
+        return model.forward_planes
+    if what == "render":
+        return model.render if hasattr(model, "render") else model.renderer
+    return model.field.query
 
 
 def compile_reference(model, what: str, dtype: torch.dtype = torch.float32, warmup_iters: int = 2,

@@ -73,6 +73,47 @@ def test_ball_on_box_parts_and_colours():
     assert empty[0]["pixels"] == 0 and empty[0]["error"] is None
 
 
+def test_colour_response_reads_gray_as_zero_chroma(monkeypatch):
+    """``colour_response``: 3 channel permutations x 2 parts of the ball on the box; a renderer that paints
+    the object gray (what a colour-blind model makes) reads chroma ratio 0, one that paints the truth
+    reads follow 1 and ratio 1 (the views' truth is recomputed here, independently of the model)."""
+    from lrm_fast.data import synthetic
+    from lrm_fast.train import evaluate
+
+    model = lrm_fast.load_model("tiny", device="cpu")
+    r = evaluate.colour_response(model, resolution=16)
+    assert len(r["parts"]) == 6 and -1 <= r["follow"] <= 1 and r["chroma_ratio"] >= 0
+    assert {tuple(p["permutation"]) for p in r["parts"]} == set(evaluate.COLOUR_PERMUTATIONS)
+
+    seen = {}
+    real_render = synthetic.render_object
+
+    def spy(prims, c2w, res, focal=0.75):   # remembers the scene being scored: the "model" paints it
+        seen["prims"] = prims
+        return real_render(prims, c2w, res, focal)
+
+    class Painted:
+        def __init__(self, gray):
+            self.gray = gray
+
+        def render(self, cameras, resolution, background):
+            from lrm_fast.train.pictures import VIEW_AZ, VIEW_EL, orbit_c2w
+
+            g = real_render(seen["prims"], orbit_c2w(VIEW_AZ, VIEW_EL), resolution)[0]
+            rgb = g[..., :3] * g[..., 3:] + (1 - g[..., 3:])
+            if self.gray:
+                rgb = np.repeat(rgb.mean(-1, keepdims=True), 3, -1)
+            return {"rgb": torch.from_numpy(rgb)[None].float()}
+
+    for gray, follow, ratio in ((True, None, 0.0), (False, 1.0, 1.0)):
+        monkeypatch.setattr(evaluate, "render_object", spy)
+        monkeypatch.setattr(model, "reconstruct", lambda img, gray=gray: Painted(gray))
+        r = evaluate.colour_response(model, resolution=16)
+        assert r["chroma_ratio"] == pytest.approx(ratio, abs=0.01)
+        if follow is not None:
+            assert r["follow"] == pytest.approx(follow, abs=0.01)
+
+
 def test_pictures_and_eval_cli(tmp_path, capsys):
     from lrm_fast.cli import main
     from lrm_fast.train.pictures import make_pictures

@@ -413,3 +413,30 @@ def test_gpu_train_step_has_no_host_sync(data_root, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(stats["loss"])
+
+
+def test_chroma_mse_is_the_colour_part_of_the_mse():
+    """``mse + w * chroma_mse`` weights the colour part of an RGB error by 1 + w: a gray error costs no
+    chroma, a pure colour error costs all of it; the parts add up to the plain MSE (float64 truth)."""
+    from lrm_fast.train.losses import chroma_mse
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 7, 3, generator=g, dtype=torch.float64)
+    gray = target + torch.rand(2, 3, 7, 1, generator=g, dtype=torch.float64)      # same shift in every channel
+    assert float(chroma_mse(gray, target)) < 1e-12
+    d = torch.randn(2, 3, 7, 3, generator=g, dtype=torch.float64)
+    pred = target + d
+    mean_part = 3 * d.mean(-1).square().mean() / 3
+    assert float(chroma_mse(pred, target) + mean_part) == pytest.approx(float((pred - target).square().mean()))
+    gray_ball = torch.full((1, 3), 0.4, dtype=torch.float64)                     # the demo model's red ball
+    red_ball = torch.tensor([[0.47, 0.12, 0.05]], dtype=torch.float64)
+    assert float(chroma_mse(gray_ball, red_ball)) > 0.02
+
+
+def test_chroma_weight_trains_and_logs(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, steps=2, chroma_weight=5.0)
+    Trainer(cfg).fit()
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    assert "chroma" in log[1] and log[1]["loss"] >= log[1]["mse"]
+    with pytest.raises(ValueError, match="chroma_weight must be >= 0"):
+        TrainConfig.from_dict({"chroma_weight": -1})

@@ -51,6 +51,7 @@ class TrainConfig:
     lpips_weights: str | None = None      # local torchvision backbone state dict
     lpips_random: bool = False            # random LPIPS backbone: tests only
     mask_weight: float = 0.0              # MSE(opacity, alpha); 0 = OpenLRM's loss
+    chroma_weight: float = 0.0            # extra weight on the colour part of the MSE (losses.chroma_mse); 0 = OpenLRM's
     # rendering at train time
     train_samples_per_ray: int | None = None
     # retired (must stay None): the renderer now marches every ray of the step in one pass, chunked
@@ -129,6 +130,9 @@ class TrainConfig:
 
             if self.eval_recipe not in EVAL_RECIPES:
                 raise ValueError(f"eval_recipe must be one of {list(EVAL_RECIPES)}, got {self.eval_recipe!r}")
+        for k in ("mask_weight", "chroma_weight", "lpips_weight"):
+            if not float(getattr(self, k)) >= 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)!r}")
         if self.patch is not None and not 1 <= self.patch <= self.render_size:
             raise ValueError(f"patch must be in [1, render_size={self.render_size}], got {self.patch}")
         if not isinstance(self.lr_scale, dict) or not all(

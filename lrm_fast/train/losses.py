@@ -1,4 +1,4 @@
-"""Training losses: MSE + lambda * LPIPS (+ an optional opacity term).
+"""Training losses: MSE + lambda * LPIPS (+ optional opacity and chroma terms).
 
 LPIPS uses the ``lpips`` package (Zhang et al. 2018) with its published linear-layer weights. The
 *published metric* needs the VGG16 (or AlexNet) ImageNet backbone: give its torchvision state-dict
@@ -17,6 +17,19 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of images in [0, 1] (over all elements)."""
     mse = F.mse_loss(pred.float(), target.float())
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def chroma_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE of the colour part of ``[..., 3]`` images: each pixel less its own channel mean.
+
+    An RGB error splits into two orthogonal parts, gray (the same in all channels) and chroma (what
+    remains): ``sum_c d_c^2 = 3 * mean(d)^2 + sum_c (d_c - mean(d))^2``. So ``mse + w * chroma_mse``
+    is the plain MSE with its colour part weighted ``1 + w``: a gray prediction of a red ball is
+    penalised more, a correct colour at the wrong brightness no more than before. Used by the
+    trainer's ``chroma_weight`` (the demo model learnt luminance only: ``docs/demo/colour.md``)."""
+    pc = pred - pred.mean(-1, keepdim=True)
+    tc = target - target.mean(-1, keepdim=True)
+    return F.mse_loss(pc.float(), tc.float())
 
 
 class LPIPSLoss(nn.Module):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..dist import dist_info as _dist_info, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .config import TrainConfig
 from .heldout import heldout_progress
-from .losses import LPIPSLoss, psnr
+from .losses import LPIPSLoss, chroma_mse, psnr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +337,10 @@ class Trainer:
             m = F.mse_loss(out["opacity"].float(), b["alpha"])
             loss = loss + cfg.mask_weight * m
             stats["mask"] = m.detach()
+        if cfg.chroma_weight > 0:
+            c = chroma_mse(pred, b["rgb"])
+            loss = loss + cfg.chroma_weight * c
+            stats["chroma"] = c.detach()
         stats["loss"] = loss.detach()
         return loss, stats
 

@@ -78,12 +78,12 @@ def test_colour_response_reads_gray_as_zero_chroma(monkeypatch):
     the object gray (what a colour-blind model makes) reads chroma ratio 0, one that paints the truth
     reads follow 1 and ratio 1 (the views' truth is recomputed here, independently of the model)."""
     from lrm_fast.data import synthetic
-    from lrm_fast.train import evaluate
+    from lrm_fast.train import evaluate, pictures
 
     model = lrm_fast.load_model("tiny", device="cpu")
-    r = evaluate.colour_response(model, resolution=16)
+    r = pictures.colour_response(model, resolution=16)
     assert len(r["parts"]) == 6 and -1 <= r["follow"] <= 1 and r["chroma_ratio"] >= 0
-    assert {tuple(p["permutation"]) for p in r["parts"]} == set(evaluate.COLOUR_PERMUTATIONS)
+    assert {tuple(p["permutation"]) for p in r["parts"]} == set(pictures.COLOUR_PERMUTATIONS)
 
     seen = {}
     real_render = synthetic.render_object
@@ -97,9 +97,7 @@ def test_colour_response_reads_gray_as_zero_chroma(monkeypatch):
             self.gray = gray
 
         def render(self, cameras, resolution, background):
-            from lrm_fast.train.pictures import VIEW_AZ, VIEW_EL, orbit_c2w
-
-            g = real_render(seen["prims"], orbit_c2w(VIEW_AZ, VIEW_EL), resolution)[0]
+            g = real_render(seen["prims"], pictures.orbit_c2w(pictures.VIEW_AZ, pictures.VIEW_EL), resolution)[0]
             rgb = g[..., :3] * g[..., 3:] + (1 - g[..., 3:])
             if self.gray:
                 rgb = np.repeat(rgb.mean(-1, keepdims=True), 3, -1)
@@ -108,7 +106,7 @@ def test_colour_response_reads_gray_as_zero_chroma(monkeypatch):
     for gray, follow, ratio in ((True, None, 0.0), (False, 1.0, 1.0)):
         monkeypatch.setattr(evaluate, "render_object", spy)
         monkeypatch.setattr(model, "reconstruct", lambda img, gray=gray: Painted(gray))
-        r = evaluate.colour_response(model, resolution=16)
+        r = pictures.colour_response(model, resolution=16)
         assert r["chroma_ratio"] == pytest.approx(ratio, abs=0.01)
         if follow is not None:
             assert r["follow"] == pytest.approx(follow, abs=0.01)

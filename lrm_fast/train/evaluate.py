@@ -144,45 +144,6 @@ def part_colours(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> list[di
     return out
 
 
-COLOUR_PERMUTATIONS = ((0, 1, 2), (2, 1, 0), (1, 2, 0))
-
-
-def colour_response(model, resolution: int = 64) -> dict:
-    """Does the model's colour follow the input's? The red ball on the blue box (``ball_on_box``)
-    with its colours' channels permuted (red/blue ball, blue/red box, ...), each reconstructed and
-    seen from the pictures' 4 side views; per part, the chroma of its mean colour (the colour less
-    its gray, ``c - mean(c)``), model against truth. ``follow``: their mean cosine (1: the model's
-    colours turn as the input's do; ~0: they ignore it); ``chroma_ratio``: mean |model chroma| /
-    |true chroma| (0: gray). A model that learnt luminance only reads ``chroma_ratio`` ~0.01 here
-    (``docs/demo/colour.md``); ``parts`` holds every part's colours."""
-    import dataclasses
-
-    from ..data.synthetic import ball_on_box
-    from .pictures import VIEW_AZ, VIEW_EL, orbit_c2w
-
-    p = next(model.parameters())
-    focal = model.cfg.camera.source_focal
-    K = torch.tensor([focal, focal, 0.5, 0.5], device=p.device)
-    c2w = orbit_c2w(VIEW_AZ, VIEW_EL)
-    cos, ratio, parts = [], [], []
-    for perm in COLOUR_PERMUTATIONS:
-        idx = list(perm)
-        prims = [dataclasses.replace(q, color=q.color[idx], color2=q.color2[idx]) for q in ball_on_box()]
-        rec = model.reconstruct(source_image(prims, 128, focal))
-        out = rec.render((torch.from_numpy(c2w).float().to(p.device), K), resolution=resolution, background=1.0)
-        pred = out["rgb"][0].float().clamp(0, 1).cpu().numpy()
-        g = render_object(prims, c2w, resolution, focal)[0]
-        gt = g[..., :3] * g[..., 3:] + (1 - g[..., 3:])
-        for name, c in zip(("box", "ball"), part_colours(pred, gt, part_masks(prims, c2w, resolution, focal))):
-            if not c["pixels"]:
-                continue
-            pc, tc = np.asarray(c["pred"]) - np.mean(c["pred"]), np.asarray(c["true"]) - np.mean(c["true"])
-            cos.append(float(pc @ tc / max(np.linalg.norm(pc) * np.linalg.norm(tc), 1e-12)))
-            ratio.append(float(np.linalg.norm(pc) / max(np.linalg.norm(tc), 1e-12)))
-            parts.append({"permutation": idx, "part": name, "pred": c["pred"], "true": c["true"]})
-    return {"follow": round(float(np.mean(cos)), 3), "chroma_ratio": round(float(np.mean(ratio)), 3), "parts": parts}
-
-
 def mean_colour_baseline(gt: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
     """The object's mean true foreground colour over all its views ``gt [V, H, W, 3]``, ``fg [V, H, W]``
     painted on its true silhouette, white elsewhere -> ``[V, H, W, 3]``."""

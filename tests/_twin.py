@@ -18,6 +18,10 @@ skips without a GPU): one test for both devices.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import Callable, Sequence
 
 import pytest
@@ -147,3 +151,23 @@ def density_grid_of(model, planes, res: int):
         grid, _ = density_grid(lambda p: model.field.query(planes, p[None])[0][0], res, r.box_min, r.box_max,
                                r.mesh_threshold)
     return grid
+
+
+def interpreter_worker_results(test_file: str) -> tuple[dict, str]:
+    """Run ``test_file --worker`` under ``TRITON_INTERPRET=1`` (no GPU visible, the repository on the
+    path) in a fresh process, for a module-scoped fixture: ``({case id: its CASE json line}, the
+    tail of stderr)``. A worker that dies before printing any case fails the test here."""
+    pytest.importorskip("triton")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, test_file, "--worker"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("CASE "):
+            d = json.loads(line[5:])
+            results[d["id"]] = d
+    if proc.returncode != 0 and not results:
+        pytest.fail(f"interpreter worker failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+    return results, proc.stderr[-4000:]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -122,19 +121,9 @@ def _worker():
 
 @pytest.fixture(scope="module")
 def interpreter_results():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="",
-               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True,
-                          timeout=600)
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CASE "):
-            d = json.loads(line[5:])
-            results[d["id"]] = d
-    if proc.returncode != 0 and not results:
-        pytest.fail(f"interpreter worker failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
-    return results, proc.stderr[-4000:]
+    from tests._twin import interpreter_worker_results
+
+    return interpreter_worker_results(__file__)
 
 
 @pytest.mark.parametrize("case", _grid(), ids=lambda c: c["id"])

@@ -131,6 +131,14 @@ def _params(params_ptr):
 
 
 @triton.jit
+def _load3(ptr, rows, rmask):
+    """The 3 components of each row's vector (a ray's origin, direction, background, colour
+    cotangent) of a ``[R, 3]`` tensor, each ``[BLOCK_R, 1]``; 0 for rows past ``R``."""
+    return (tl.load(ptr + rows * 3, mask=rmask, other=0.0), tl.load(ptr + rows * 3 + 1, mask=rmask, other=0.0),
+            tl.load(ptr + rows * 3 + 2, mask=rmask, other=0.0))
+
+
+@triton.jit
 def _affine(m_in, c_in, m_out, c_out):
     """Composition of x -> m x + c maps for the reverse scan: (outer o inner). In a reverse scan the
     first operand is the accumulated later (inner) part, the second the earlier (outer) element."""
@@ -148,12 +156,8 @@ def composite_samples_fwd_kernel(raw_ptr, t_ptr, o_ptr, d_ptr, bg_ptr, color_ptr
     rows = (pid * BLOCK_R + tl.arange(0, BLOCK_R))[:, None].to(tl.int64)
     s = tl.arange(0, SP)[None, :]
     rmask = rows < R
-    ox = tl.load(o_ptr + rows * 3, mask=rmask, other=0.0)
-    oy = tl.load(o_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    oz = tl.load(o_ptr + rows * 3 + 2, mask=rmask, other=0.0)
-    dx = tl.load(d_ptr + rows * 3, mask=rmask, other=0.0)
-    dy = tl.load(d_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    dz = tl.load(d_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+    ox, oy, oz = _load3(o_ptr, rows, rmask)
+    dx, dy, dz = _load3(d_ptr, rows, rmask)
     n = S - 1
     srm, rm, gm, bm, _, _, _, tm, _ = _samples(raw_ptr, t_ptr, ox, oy, oz, dx, dy, dz, rows, s - 1, R, S,
                                                bmin, bmax, MASKED, PAD, BLOCK_R, SP)
@@ -205,19 +209,11 @@ def composite_samples_bwd_kernel(raw_ptr, t_ptr, o_ptr, d_ptr, bg_ptr, depth_ptr
     rows = (pid * BLOCK_R + tl.arange(0, BLOCK_R))[:, None].to(tl.int64)
     s = tl.arange(0, SP)[None, :]
     rmask = rows < R
-    ox = tl.load(o_ptr + rows * 3, mask=rmask, other=0.0)
-    oy = tl.load(o_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    oz = tl.load(o_ptr + rows * 3 + 2, mask=rmask, other=0.0)
-    dx = tl.load(d_ptr + rows * 3, mask=rmask, other=0.0)
-    dy = tl.load(d_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    dz = tl.load(d_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+    ox, oy, oz = _load3(o_ptr, rows, rmask)
+    dx, dy, dz = _load3(d_ptr, rows, rmask)
     # per-ray forward outputs and cotangents, [BLOCK_R, 1]
-    bgr = tl.load(bg_ptr + rows * 3, mask=rmask, other=0.0)
-    bgg = tl.load(bg_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    bgb = tl.load(bg_ptr + rows * 3 + 2, mask=rmask, other=0.0)
-    vcr = tl.load(v_color_ptr + rows * 3, mask=rmask, other=0.0)
-    vcg = tl.load(v_color_ptr + rows * 3 + 1, mask=rmask, other=0.0)
-    vcb = tl.load(v_color_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+    bgr, bgg, bgb = _load3(bg_ptr, rows, rmask)
+    vcr, vcg, vcb = _load3(v_color_ptr, rows, rmask)
     depth = tl.load(depth_ptr + rows, mask=rmask, other=0.0)
     op = tl.load(opacity_ptr + rows, mask=rmask, other=0.0)
     v_depth = tl.load(v_depth_ptr + rows, mask=rmask, other=0.0)

@@ -246,11 +246,11 @@ LRM.reconstruct = reconstruct
 
 def occupancy_grid(model, planes: torch.Tensor, resolution: int | None = None, max_memory=None) -> OccupancyGrid:
     """The occupancy grid of ``planes`` as reconstructions build it (``field.occupancy.proven_occupancy``
-    at ``cfg.render``'s box, ``occupancy_tau`` and, by default, ``occupancy_resolution``)."""
+    at ``cfg.render``'s box, ``occupancy_tau``, ``ray_path`` and, by default, ``occupancy_resolution``)."""
     cfg = model.cfg.render
     res = int(cfg.occupancy_resolution if resolution is None else resolution)
     return proven_occupancy(model.field, planes, res, cfg.box_min, cfg.box_max, cfg.occupancy_tau,
-                            max_memory=max_memory)
+                            max_memory=max_memory, path=cfg.ray_path)
 
 
 def check_max_memory(max_memory, name: str = "max_memory"):
@@ -354,8 +354,7 @@ class Reconstruction:
         if exact or not self.model.renderer.can_skip(self.triplane):
             return None
         grid = self.occupancy(max_memory=max_memory)
-        if auto and grid.occupied_fraction(cfg.occupancy_tau, self.model.field.cfg.density_bias,
-                                           self.model.field.cfg.density_activation) > cfg.skip_max_occupied:
+        if auto and self.model.renderer.occupied_fraction(grid) > cfg.skip_max_occupied:
             return None  # mostly occupied: skipping would cost more than it saves
         return grid
 

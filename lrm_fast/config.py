@@ -214,6 +214,13 @@ class RenderConfig:
     box_shrink: float = 0.0
     min_span: float = 0.0
 
+    @property
+    def ray_path(self) -> float | None:
+        """The most a ray's sample deltas add up to where the sampler fixes it, for the occupancy rule
+        (``OccupancyGrid.sigma_skip``): 1 for ``triposr`` (S deltas of 1 / S, whatever the ray's
+        length); None for ``openlrm``, whose deltas are world lengths (the box diagonal bounds them)."""
+        return 1.0 if self.sampler == "triposr" else None
+
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown render sampler {self.sampler!r} ({', '.join(SAMPLERS)})")

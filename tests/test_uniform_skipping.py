@@ -78,3 +78,44 @@ def test_uniform_skipping_limits():
     assert torch.equal(j["rgb"], j0["rgb"])
     grid = build_occupancy(field, planes, 4, -0.87, 0.87)
     assert grid.max_raw.shape == (1, 4, 4, 4)
+
+
+def test_uniform_rule_is_tau_itself():
+    """TripoSR's deltas add up to 1 on every ray (``RenderConfig.ray_path``), so its grid's rule is
+    ``sigma_skip = tau``, not OpenLRM's ``tau`` over the box diagonal. Closed form at the rule's edge: a
+    field of constant density ``sigma0`` (zero planes) is all empty at ``tau = sigma0 / 0.99``, and the
+    skipped render (the background) is within ``tau`` of the exact one (opacity ``1 - exp(-sigma0)``);
+    at ``tau = 0.99 sigma0`` every cell stays occupied."""
+    from lrm_fast.config import RenderConfig
+    from lrm_fast.field.activations import DENSITY
+
+    assert RenderConfig().ray_path is None and RenderConfig(sampler="triposr").ray_path == 1.0
+    g = OccupancyGrid(torch.zeros(1, 2, 2, 2), -1.0, 1.0)
+    assert math.isclose(g.sigma_skip(0.3), 0.3 / (2 * math.sqrt(3))) and g.sigma_skip(0.3, 1.0) == 0.3
+    r, field, planes, cfg = _random_triposr()
+    planes = torch.zeros_like(planes)
+    fc = field.cfg
+    c2w = orbit_cameras([90.0, 200.0], [0.0, 30.0], 1.9)[None]
+    K = default_intrinsics(cfg.camera.source_focal).expand(1, 2, 4)
+    with torch.no_grad():
+        raw0 = field(planes, torch.zeros(1, 1, 3))[0, 0, 0].item()
+        sigma0 = float(DENSITY[fc.density_activation].fn(torch.tensor(raw0 + fc.density_bias, dtype=torch.float64)))
+        grid = build_occupancy(field, planes, 4, -0.87, 0.87)
+        exact = r(planes, c2w, K, 6)
+        hit = exact["opacity"] > 0
+        assert hit.any()
+        torch.testing.assert_close(exact["opacity"][hit], torch.full_like(exact["opacity"][hit], 1 - math.exp(-sigma0)),
+                                   atol=1e-6, rtol=1e-4)
+        saved = r.cfg.occupancy_tau
+        try:
+            r.cfg.occupancy_tau = sigma0 / 0.99
+            assert not r.occupancy_mask(grid).any()
+            r.skip_stats = {}
+            skip = r(planes, c2w, K, 6, occupancy=grid)
+            assert r.skip_stats["evaluated"] == 0
+            for k in ("rgb", "opacity"):
+                assert float((skip[k] - exact[k]).abs().max()) <= r.cfg.occupancy_tau
+            r.cfg.occupancy_tau = sigma0 * 0.99
+            assert r.occupancy_mask(grid).all()
+        finally:
+            r.cfg.occupancy_tau, r.skip_stats = saved, None

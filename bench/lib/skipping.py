@@ -94,10 +94,8 @@ def measure(name, rec, res: int, tt_res: int, tt_views: int, taus, repeat: int, 
             skip = rec.render(azimuths=az, elevations=15, resolution=res, exact=False)["rgb"]
             st = r.skip_stats
             r.skip_stats = None
-            grid = rec.occupancy()
-            fc = rec.model.field.cfg
             row = dict(field=name, tau=tau, psnr=psnr(skip, exact), maxdiff=float((skip - exact).abs().max()),
-                       occupied=grid.occupied_fraction(tau, fc.density_bias, fc.density_activation),
+                       occupied=r.occupied_fraction(rec.occupancy()),
                        spr_exact=st.get("dense", 0) / max(st.get("rays", 1), 1),
                        spr_skip=st.get("evaluated", 0) / max(st.get("rays", 1), 1),
                        skips=bool(st))

@@ -366,11 +366,11 @@ def render_default(model, planes, c2w, K, resolution: int):
     allows it, else the exact render."""
     from lrm_fast.api import occupancy_grid
 
-    rc, fc = model.cfg.render, model.field.cfg
+    rc = model.cfg.render
     occ = None
     if rc.skip_empty and not planes.is_cuda and model.renderer.can_skip(planes):
         occ = occupancy_grid(model, planes)
-        if occ.occupied_fraction(rc.occupancy_tau, fc.density_bias, fc.density_activation) > rc.skip_max_occupied:
+        if model.renderer.occupied_fraction(occ) > rc.skip_max_occupied:
             occ = None
     return model.renderer(planes, c2w, K, resolution, occupancy=occ)
 

@@ -163,6 +163,16 @@ class Renderer(nn.Module):
             return False
         return self.cfg.sampler == "triposr" or self._fusable(t)
 
+    def occupancy_mask(self, grid: OccupancyGrid) -> torch.Tensor:
+        """``[B, G, G, G]`` bool: the cells of ``grid`` this renderer samples (``OccupancyGrid.mask`` at
+        ``cfg.occupancy_tau``, the field's density activation and the sampler's ``cfg.ray_path``)."""
+        fc = self.field.cfg
+        return grid.mask(self.cfg.occupancy_tau, fc.density_bias, fc.density_activation, self.cfg.ray_path)
+
+    def occupied_fraction(self, grid: OccupancyGrid) -> float:
+        """The fraction of ``grid``'s cells ``occupancy_mask`` keeps (the default's ``skip_max_occupied`` rule)."""
+        return float(self.occupancy_mask(grid).float().mean())
+
     def marcher_name(self, t: torch.Tensor, skipping: bool = False) -> str:
         """The marcher (``MARCHERS``) this renderer uses for rays like ``t``: ``"uniform"`` for TripoSR's
         sampler (``"uniform_skipping"`` with an occupancy mask), else ``"skipping"`` with an occupancy
@@ -266,8 +276,7 @@ class Renderer(nn.Module):
         if occupancy is not None and self.can_skip(planes, jitter):
             if occupancy.max_raw.shape[0] != B:
                 raise ValueError(f"occupancy grid of {occupancy.max_raw.shape[0]} triplanes for {B} triplanes")
-            fc = self.field.cfg
-            mask = occupancy.mask(self.cfg.occupancy_tau, fc.density_bias, fc.density_activation)
+            mask = self.occupancy_mask(occupancy)
         ctx = MarchContext(self.field, planes, Sampling.of(self.cfg, self.field.cfg), self.backend, self.early_stop,
                            jitter, generator, mask, self.skip_stats)
         chunk = self.rays_per_pass(planes, V * R)

@@ -17,8 +17,9 @@ interval, bit for bit in its inputs.
 **Uniform skipping** (``UniformSkippingMarcher``, inference, TripoSR's sampler): TripoSR's bin-centre
 samples, of which only those in occupied cells go to the field; a sample has no neighbour to share an
 interval with (no midpoint averaging, delta ``1 / S``), so a dropped sample is simply density 0. With
-the fixed delta a ray's dropped optical depth is at most ``sigma_skip`` (``S`` samples of ``1 / S``),
-below the grid's ``tau``. The samples are taken front to back in ``SEGMENTS`` segments; a ray whose
+the fixed delta a ray's dropped optical depth is at most ``sigma_skip`` (``S`` samples of ``1 / S``), so
+the grid's rule for this sampler is ``sigma_skip = tau`` itself (``RenderConfig.ray_path`` = 1, not the
+box diagonal of OpenLRM's world-length deltas): the dropped depth stays below ``tau``. The samples are taken front to back in ``SEGMENTS`` segments; a ray whose
 transmittance has fallen below ``TRANSMITTANCE_FLOOR`` takes no more samples (the samples behind it
 could add less than that to its pixel; inside an opaque object they are most of the occupied ones).
 The kept samples' outputs are scattered back onto the exact render's samples and composited by

@@ -119,3 +119,23 @@ def test_uniform_rule_is_tau_itself():
             assert r.occupancy_mask(grid).all()
         finally:
             r.cfg.occupancy_tau, r.skip_stats = saved, None
+
+
+def test_uniform_skipping_with_every_cell_occupied_is_the_exact_render(monkeypatch):
+    """With no transmittance floor and every cell occupied the skipping marcher evaluates every sample
+    and composites each ray's samples in order with the sampler's delta: the exact uniform render, bit for bit."""
+    from lrm_fast.render import skipping
+
+    monkeypatch.setattr(skipping, "TRANSMITTANCE_FLOOR", 1e-300)   # exp(-690): no ray gets there
+    r, field, planes, cfg = _random_triposr()
+    c2w = orbit_cameras([90.0, 200.0], [0.0, 30.0], 1.9)[None]
+    K = default_intrinsics(cfg.camera.source_focal).expand(1, 2, 4)
+    full = OccupancyGrid(torch.full((1, 4, 4, 4), 1e4), -0.87, 0.87)
+    with torch.no_grad():
+        exact = r(planes, c2w, K, 6)
+        r.skip_stats = {}
+        a = r(planes, c2w, K, 6, occupancy=full)
+    st, r.skip_stats = r.skip_stats, None
+    assert st["evaluated"] == int((exact["opacity"] > 0).sum()) * cfg.render.samples_per_ray
+    for k in ("rgb", "depth", "opacity"):
+        assert torch.equal(a[k], exact[k]), k

@@ -230,11 +230,16 @@ class UniformMarcher(Marcher):
         B, R, S = depths.shape
         sigma_raw, rgb = per_sample.gate(raw[..., 0], ctx.field.rgb(raw), inside)
         sigma = ctx.field.density(sigma_raw).reshape(B * R, S)
-        color, depth, opacity = composite(
-            rgb.reshape(B * R, S, 3), sigma, torch.full_like(sigma, 1.0 / S),
-            depths.reshape(B * R, S).to(sigma.dtype), bg.reshape(B * R, 3).to(sigma.dtype), backend=ctx.backend,
-            early_stop=ctx.early_stop)
+        color, depth, opacity = UniformMarcher.composite_activated(
+            ctx, rgb.reshape(B * R, S, 3), sigma, depths.reshape(B * R, S), bg.reshape(B * R, 3), 1.0 / S)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)
+
+    @staticmethod
+    def composite_activated(ctx: MarchContext, rgb, sigma, depths, bg, delta: float):
+        """Activated samples (rgb ``[N, K, 3]``, density ``sigma [N, K]``, ``depths [N, K]``) of ``N`` rays ->
+        (rgb ``[N, 3]``, depth, opacity ``[N]``), every sample with the sampler's ``delta``, on ``bg [N, 3]``."""
+        return composite(rgb, sigma, torch.full_like(sigma, delta), depths.to(sigma.dtype), bg.to(sigma.dtype),
+                         backend=ctx.backend, early_stop=ctx.early_stop)
 
     def __call__(self, ctx: MarchContext, origins, dirs, near, far, bg):
         s = ctx.sampling

@@ -22,8 +22,10 @@ the grid's rule for this sampler is ``sigma_skip = tau`` itself (``RenderConfig.
 box diagonal of OpenLRM's world-length deltas): the dropped depth stays below ``tau``. The samples are taken front to back in ``SEGMENTS`` segments; a ray whose
 transmittance has fallen below ``TRANSMITTANCE_FLOOR`` takes no more samples (the samples behind it
 could add less than that to its pixel; inside an opaque object they are most of the occupied ones).
-The kept samples' outputs are scattered back onto the exact render's samples and composited by
-``UniformMarcher.composite``: the same op on the same samples, the skipped ones at density 0.
+The kept samples of each ray, activated as they are evaluated, are composited in order by the exact
+render's op (``UniformMarcher.composite_activated``) with the sampler's delta ``1 / S``, padded to the
+longest ray's count with density 0 and colour 0: a skipped sample would be density 0, which neither
+adds colour nor attenuates, so this is the exact render's compositing with the skipped samples left out.
 """
 from __future__ import annotations
 
@@ -116,16 +118,16 @@ class UniformSkippingMarcher(UniformMarcher):
         s, stats = ctx.sampling, ctx.stats
         depths, pts, hit = self.samples(ctx, origins, dirs)
         B, R, S = depths.shape
-        inside = per_sample.in_box(pts, s.box_min, s.box_max) & hit[..., None]
         items = torch.arange(B, device=pts.device).repeat_interleave(R)
         pts = pts.reshape(B * R, S, 3)
-        occ = occupancy_lookup(ctx.mask, pts, s.box_min, s.box_max, items) & inside.reshape(B * R, S)
+        # the lookup holds the exact render's in-box gate (a point outside the box is never occupied)
+        occ = occupancy_lookup(ctx.mask, pts, s.box_min, s.box_max, items) & hit.reshape(B * R, 1)
         # only the rays with an occupied sample are marched; the others are (background, 0, 0)
         active = occ.any(1).nonzero()[:, 0]
         row = torch.full((B * R,), -1, dtype=torch.int64, device=pts.device)
         row[active] = torch.arange(active.shape[0], device=pts.device)
-        raw = pts.new_zeros(active.shape[0], S, 4)
         taken = torch.zeros(active.shape[0], S, dtype=torch.bool, device=pts.device)
+        kept = []                                   # per pass: (row, column, density, rgb) of its samples
         depth_left = torch.full((B * R,), -math.log(TRANSMITTANCE_FLOOR), dtype=torch.float32, device=pts.device)
         seg = -(-S // SEGMENTS)
         evaluated = 0
@@ -137,10 +139,11 @@ class UniformSkippingMarcher(UniformMarcher):
             ray, col = idx[:, 0], idx[:, 1] + s0
             per_item = torch.zeros(B, dtype=torch.int64, device=pts.device).index_add_(  # rays are item-major
                 0, torch.div(ray, R, rounding_mode="floor"), torch.ones_like(ray))
-            out = ctx.raw_packed(pts[ray, col], _offsets(per_item)).to(raw.dtype)
-            raw[row[ray], col] = out
+            out = ctx.raw_packed(pts[ray, col], _offsets(per_item)).to(pts.dtype)
+            sigma = ctx.field.density(out[:, 0])
             taken[row[ray], col] = True
-            depth_left.index_add_(0, ray, ctx.field.density(out[:, 0]).float() / -S)
+            kept.append((row[ray], col, sigma, ctx.field.rgb(out)))
+            depth_left.index_add_(0, ray, sigma.float() / -S)
             evaluated += idx.shape[0]
         if stats is not None:
             stats["evaluated"] = stats.get("evaluated", 0) + evaluated
@@ -148,7 +151,16 @@ class UniformSkippingMarcher(UniformMarcher):
             stats["rays"] = stats.get("rays", 0) + B * R
         bg = bg.reshape(B * R, 3)
         color, depth, opacity = bg.clone(), bg.new_zeros(B * R), bg.new_zeros(B * R)
-        if active.shape[0]:
-            c, d, o = self.composite(ctx, raw[None], depths.reshape(B * R, S)[active][None], taken[None], bg[active][None])
-            color[active], depth[active], opacity[active] = c[0].to(bg.dtype), d[0].to(bg.dtype), o[0].to(bg.dtype)
+        if kept:
+            # each active ray's samples in order in [A, K] (K: the most any ray took), padded with density 0
+            rr, cc, sigma, rgb = (torch.cat(x) for x in zip(*kept))
+            count = taken.sum(1)
+            K = int(count.max())
+            pos = taken.cumsum(1)[rr, cc] - 1
+            A = active.shape[0]
+            sigma_k, rgb_k, dep_k = sigma.new_zeros(A, K), rgb.new_zeros(A, K, 3), sigma.new_zeros(A, K)
+            sigma_k[rr, pos], rgb_k[rr, pos] = sigma, rgb
+            dep_k[rr, pos] = depths.reshape(B * R, S)[active][rr, cc].to(sigma.dtype)
+            c, d, o = self.composite_activated(ctx, rgb_k, sigma_k, dep_k, bg[active], 1.0 / S)
+            color[active], depth[active], opacity[active] = c.to(bg.dtype), d.to(bg.dtype), o.to(bg.dtype)
         return color.reshape(B, R, 3), depth.reshape(B, R), opacity.reshape(B, R)

@@ -38,6 +38,10 @@ from .model.quant import quantize_int8
 # The model ``lrm-fast reconstruct`` and ``load_model()`` use when none is named: a preset name or a
 # checkpoint path (a path relative to the package folder is resolved there).
 DEFAULT_MODEL = "assets/demo"
+# a default render builds the occupancy grid only when its dense samples are at least this many times
+# the grid's lattice points ((2 G + 1)^3 a triplane): building costs up to that many field queries, and
+# skipping then keeps 15-30 % of the samples on the fitted fields (docs/readme/bench.md)
+GRID_SAMPLES_RATIO = 0.5
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -341,17 +345,23 @@ class Reconstruction:
             self._grids[res] = occupancy_grid(self.model, self.triplane, res, max_memory)
         return self._grids[res]
 
-    def _grid_for_render(self, exact: bool | None, max_memory=None) -> OccupancyGrid | None:
+    def _grid_for_render(self, exact: bool | None, max_memory=None, samples: int | None = None) -> OccupancyGrid | None:
         """None (the exact render) when asked, when ``cfg.render.skip_empty`` is off, or where the
-        renderer cannot skip (TripoSR's sampler, a plain-sigmoid field); else the cached grid.
+        renderer cannot skip (unfused OpenLRM fields); else the cached grid.
         By default (``exact=None``) a GPU renders exactly: the CUDA kernels of skipping have not yet
         run on a GPU (``tests/test_occupancy.py::test_packed_cuda_matches_cpu``); ``exact=False``
-        skips there too."""
+        skips there too. Also by default, a render of fewer than ``GRID_SAMPLES_RATIO`` x the grid's
+        lattice points in dense samples (``samples``) does not build the grid: the exact render costs
+        less than building it (a 32 x 32 view of the fitted TripoSR field: 5x). A grid built earlier is used."""
         cfg = self.model.cfg.render
         auto = exact is None
         if auto:
             exact = not cfg.skip_empty or self.triplane.is_cuda
         if exact or not self.model.renderer.can_skip(self.triplane):
+            return None
+        res = int(cfg.occupancy_resolution)
+        if auto and samples is not None and res not in self._grids and \
+                samples < GRID_SAMPLES_RATIO * self.triplane.shape[0] * (2 * res + 1) ** 3:
             return None
         grid = self.occupancy(max_memory=max_memory)
         if auto and self.model.renderer.occupied_fraction(grid) > cfg.skip_max_occupied:
@@ -385,7 +395,8 @@ class Reconstruction:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="render", unit="view" if step == 1 else f"x{step} views", leave=False)
-        grid = self._grid_for_render(exact, max_memory)
+        B, H = self.triplane.shape[0], int(resolution)
+        grid = self._grid_for_render(exact, max_memory, B * V * H * H * self.model.cfg.render.samples_per_ray)
         with renderer_budget(self.model, max_memory):
             outs = [self.model.render(self.triplane, c2w[:, s:s + step], K[:, s:s + step], int(resolution),
                                       background=background, occupancy=grid) for s in chunks]

@@ -409,6 +409,37 @@ def test_demo_model_skipping_accuracy_and_cache(demo_rec):
     assert stats["evaluated"] < stats["dense"]
 
 
+def test_default_render_builds_the_grid_only_where_it_pays(monkeypatch):
+    """A default render of fewer dense samples than ``GRID_SAMPLES_RATIO`` x the grid's lattice points
+    renders exactly without building the grid (bit for bit the exact render); a larger one builds it
+    and skips; once built, the grid serves small renders too."""
+    from bench.lib.fitted_field import load_fitted_field
+    from lrm_fast import api
+
+    planes, model = load_fitted_field(preset="triposr")
+    rc = model.cfg.render
+    monkeypatch.setattr(rc, "occupancy_resolution", 16)            # 33^3 lattice points: a quick grid
+    lattice = (2 * 16 + 1) ** 3
+    small = int((api.GRID_SAMPLES_RATIO * lattice / rc.samples_per_ray) ** 0.5)   # one view just below
+    rec = api.Reconstruction(model, planes)
+    r = model.renderer
+    with torch.inference_mode():
+        got = rec.render(azimuths=[30.0], resolution=small)
+        assert not rec._grids
+        exact = rec.render(azimuths=[30.0], resolution=small, exact=True)
+        for k in exact:
+            assert torch.equal(got[k], exact[k]), k
+        r.skip_stats = {}
+        try:
+            rec.render(azimuths=[30.0, 150.0], resolution=small + 2)          # 2 views: past the line
+            assert rec._grids and r.skip_stats["dense"] > 0
+            r.skip_stats = {}
+            rec.render(azimuths=[30.0], resolution=small)                      # the grid is there now
+            assert r.skip_stats["evaluated"] < r.skip_stats["dense"]
+        finally:
+            r.skip_stats = None
+
+
 @pytest.mark.gpu
 def test_packed_cuda_matches_cpu():
     for kw in PARAMS:

@@ -107,13 +107,18 @@ def _surface_samples(prims, rng: np.random.Generator, n_views: int, res: int):
 
 
 class FittedField(nn.Module):
-    """What ``extract_mesh`` and the renderer need of a model: ``cfg``, ``field``, ``renderer``."""
+    """What ``extract_mesh``, the renderer and ``Reconstruction.render`` need of a model: ``cfg``, ``field``,
+    ``renderer``, ``render``."""
 
     def __init__(self, cfg: LRMConfig):
         super().__init__()
         self.cfg = cfg
         self.field = TriplaneField(cfg.triplane.channels, cfg.field)
         self.renderer = Renderer(cfg.render, self.field)
+
+    def render(self, planes, c2w, intrinsics, height, width=None, **kwargs):
+        """As ``LRM.render``: the renderer's views of ``planes``."""
+        return self.renderer(planes, c2w, intrinsics, height, width, **kwargs)
 
     def set_backend(self, backend: str) -> "FittedField":
         for m in (self.field, self.renderer):

@@ -360,19 +360,13 @@ def openlrm_deterministic(synth):
         undo()
 
 
-def render_default(model, planes, c2w, K, resolution: int):
-    """Our render with lrm_fast's defaults, the occupancy grid built in the call (a fresh
-    reconstruction's first render): skip empty space where ``Reconstruction._grid_for_render``'s rule
-    allows it, else the exact render."""
-    from lrm_fast.api import occupancy_grid
+def render_default(model, planes, c2w, K, resolution: int, exact: bool | None = None):
+    """Our render with lrm_fast's defaults: a fresh reconstruction's first ``render`` (the occupancy grid
+    built in the call where ``Reconstruction._grid_for_render``'s rule says skipping pays, else the exact
+    render; ``exact=False`` skips whatever the size, as the tests' small views need)."""
+    from lrm_fast.api import Reconstruction
 
-    rc = model.cfg.render
-    occ = None
-    if rc.skip_empty and not planes.is_cuda and model.renderer.can_skip(planes):
-        occ = occupancy_grid(model, planes)
-        if model.renderer.occupied_fraction(occ) > rc.skip_max_occupied:
-            occ = None
-    return model.renderer(planes, c2w, K, resolution, occupancy=occ)
+    return Reconstruction(model, planes).render(cameras=(c2w, K), resolution=resolution, exact=exact)
 
 
 def fitted_cases(checkout: str, resolution: int, grid: int) -> dict:

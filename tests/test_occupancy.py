@@ -175,6 +175,27 @@ def test_occupancy_lookup_closed_form():
     assert got.tolist() == [[True, True, False, False], [True, True, False, False]]
 
 
+@pytest.mark.parametrize("G, dtype", [(64, torch.float32), (256, torch.float32), (8, torch.float64),
+                                      (300, torch.float32), (8, torch.bfloat16)])
+def test_occupancy_lookup_matches_a_per_point_loop(G, dtype):
+    """The lookup (its cell index in the points' float where that is exact, in int64 otherwise: G^3 over
+    2^24 or a 16-bit float) against a plain per-point loop (the same float cell coordinate, then the
+    index by hand), on points inside, on cell faces and outside."""
+    g = torch.Generator().manual_seed(G)
+    mask = torch.rand(2, G, G, G, generator=g) > 0.5
+    pts = (torch.rand(2, 50, 3, generator=g) * 2.4 - 1.2).to(dtype)
+    pts[:, :10] = (torch.randint(0, G + 1, (2, 10, 3), generator=g) * (2.0 / G) - 1.0).to(dtype)   # on faces
+    got = occupancy_lookup(mask, pts, -1.0, 1.0, item=torch.tensor([0, 1]))
+    for b in range(2):
+        for n in range(50):
+            p = pts[b, n]
+            inside = bool(((p >= -1.0) & (p <= 1.0)).all())
+            u = ((p - -1.0) * (G / 2.0)).floor()              # the cell coordinate in the points' own float
+            ijk = [min(max(int(c), 0), G - 1) for c in u.tolist()]
+            want = inside and bool(mask[b, ijk[0], ijk[1], ijk[2]])
+            assert bool(got[b, n]) == want, (b, n, p.tolist())
+
+
 def _steps(backend, dtype, seed=0, sized=False):
     """The renderer's skipping steps on random rays through a random grid (2 items); ``sized``: the
     packing ops given their output sizes, as the renderer gives them."""

@@ -219,8 +219,13 @@ def occupancy_lookup(mask: torch.Tensor, points: torch.Tensor, box_min: float, b
     Points outside the box (the renderer's in-box gate, same comparison) are never occupied."""
     G = mask.shape[-1]
     inbox = in_box(points, box_min, box_max)
-    ijk = ((points - box_min) * (G / (box_max - box_min))).floor_().clamp_(0, G - 1).long()
-    flat = (ijk[..., 0] * G + ijk[..., 1]) * G + ijk[..., 2]
+    ijk = ((points - box_min) * (G / (box_max - box_min))).floor_().clamp_(0, G - 1)
+    if points.dtype in (torch.float32, torch.float64) and G ** 3 <= 1 << 24:
+        # the cell index in the points' float (whole numbers below 2^24: exact), one int64 conversion
+        flat = ((ijk[..., 0] * G + ijk[..., 1]) * G + ijk[..., 2]).long()
+    else:
+        ijk = ijk.long()
+        flat = (ijk[..., 0] * G + ijk[..., 1]) * G + ijk[..., 2]
     if item is not None and mask.shape[0] > 1:
         flat = flat + (item * (G * G * G))[:, None]
     return mask.reshape(-1)[flat] & inbox

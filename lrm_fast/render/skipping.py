@@ -19,9 +19,10 @@ samples, of which only those in occupied cells go to the field; a sample has no 
 interval with (no midpoint averaging, delta ``1 / S``), so a dropped sample is simply density 0. With
 the fixed delta a ray's dropped optical depth is at most ``sigma_skip`` (``S`` samples of ``1 / S``), so
 the grid's rule for this sampler is ``sigma_skip = tau`` itself (``RenderConfig.ray_path`` = 1, not the
-box diagonal of OpenLRM's world-length deltas): the dropped depth stays below ``tau``. The samples are taken front to back in ``SEGMENTS`` segments; a ray whose
-transmittance has fallen below ``TRANSMITTANCE_FLOOR`` takes no more samples (the samples behind it
-could add less than that to its pixel; inside an opaque object they are most of the occupied ones).
+box diagonal of OpenLRM's world-length deltas): the dropped depth stays below ``tau``. The samples are
+taken front to back in ``SEGMENTS`` segments; a ray whose transmittance has fallen below
+``TRANSMITTANCE_FLOOR`` takes no more samples (the samples behind it could add less than that to its
+pixel; inside an opaque object they are most of the occupied ones).
 The kept samples of each ray, activated as they are evaluated, are composited in order by the exact
 render's op (``UniformMarcher.composite_activated``) with the sampler's delta ``1 / S``, padded to the
 longest ray's count with density 0 and colour 0: a skipped sample would be density 0, which neither
@@ -33,7 +34,7 @@ import math
 
 import torch
 
-from ..ops import importance, per_sample, stratified
+from ..ops import importance, stratified
 from ..ops.occupancy import (composite_samples_packed, composite_samples_packed_weights, occupancy_gather,
                              occupancy_lookup, occupancy_mark, occupancy_merge, occupancy_pack, occupancy_unpack)
 from .marching import MarchContext, Marcher, UniformMarcher

@@ -82,6 +82,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -740,7 +741,7 @@ def main(argv=None) -> int:
     meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "args": vars(a),
             "when_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-            "command": "python -m bench.scripts.anchors " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python -m bench.scripts.anchors " + shlex.join(sys.argv[1:] if argv is None else argv)}
     if a.json:
         from bench.lib.results import write_atomic
 

@@ -130,7 +130,7 @@ def build_occupancy(field, planes: torch.Tensor, resolution: int = DEFAULT_RESOL
     if bounds is not None and cut is not None and B == 1 and G % blk == 0:
         return _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, float(cut), x)
     if coarse_cut is not None and B == 1 and G % blk == 0:
-        return _build_coarse_first(field, planes, G, box_min, box_max, subdiv, dilate, chunk, float(coarse_cut), x)
+        return _build_coarse_first(field, planes, box_min, box_max, subdiv, dilate, chunk, float(coarse_cut), x)
     pts = torch.stack(torch.meshgrid(x, x, x, indexing="ij"), -1).reshape(1, -1, 3).expand(B, -1, 3)
     raw = torch.cat([field(planes, pts[:, s:s + chunk].contiguous())[..., 0].float()
                      for s in range(0, pts.shape[1], chunk)], 1).reshape(B, 1, n, n, n)
@@ -168,7 +168,7 @@ def _query_lattice(field, planes, x, raw, need, chunk):
         raw[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = field(planes, pts[None])[0, :, 0].float()
 
 
-def _build_coarse_first(field, planes, G, box_min, box_max, subdiv, dilate, chunk, cut, x) -> OccupancyGrid:
+def _build_coarse_first(field, planes, box_min, box_max, subdiv, dilate, chunk, cut, x) -> OccupancyGrid:
     """``build_occupancy(coarse_cut=...)`` (one triplane): see its docstring."""
     n, dev = x.shape[0], planes.device
     raw = torch.full((n, n, n), float("-inf"), device=dev)
@@ -178,7 +178,7 @@ def _build_coarse_first(field, planes, G, box_min, box_max, subdiv, dilate, chun
     coarse = raw[::2, ::2, ::2][None, None]                                 # spacing 2h / subdiv
     est = F.max_pool3d(coarse, kernel_size=subdiv + 1, stride=subdiv)        # a block's closed coarse lattice
     est = F.max_pool3d(est, kernel_size=3, stride=1, padding=1)              # + one block around it
-    return _build_blocks(field, planes, G, box_min, box_max, subdiv, dilate, chunk, est, cut, x, raw, known)
+    return _build_blocks(field, planes, box_min, box_max, subdiv, dilate, chunk, est, cut, x, raw, known)
 
 
 def _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bounds, cut, x) -> OccupancyGrid:
@@ -192,10 +192,10 @@ def _build_bounded(field, planes, G, box_min, box_max, subdiv, dilate, chunk, bo
     hi = torch.stack([edges[ii + 1], edges[jj + 1], edges[kk + 1]], -1).reshape(-1, 3)
     _, ub = bounds(lo.float(), hi.float())
     ub = ub.to(dev, torch.float32).reshape(1, 1, nb, nb, nb)
-    return _build_blocks(field, planes, G, box_min, box_max, subdiv, dilate, chunk, ub, cut, x)
+    return _build_blocks(field, planes, box_min, box_max, subdiv, dilate, chunk, ub, cut, x)
 
 
-def _build_blocks(field, planes, G, box_min, box_max, subdiv, dilate, chunk, ub, cut, x, raw=None,
+def _build_blocks(field, planes, box_min, box_max, subdiv, dilate, chunk, ub, cut, x, raw=None,
                   known=None) -> OccupancyGrid:
     """The grid from a per-block max ``ub [1, 1, nb, nb, nb]`` (blocks of ``BOUND_BLOCK^3`` cells): blocks
     at most ``cut`` store it for their cells, the others' lattice points are queried (those not
